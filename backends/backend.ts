@@ -1,0 +1,48 @@
+// The narrow contract between flanneld and a backend. A backend never sees etcd: flanneld hands it
+// the network config, the chosen interface, and lease events; it returns what our lease advertises.
+import type { Logger } from 'pino';
+import type { Ip4 } from '../subnet/ip.js';
+import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease.js';
+import type { BackendType, NetworkConfig } from '../subnet/network-config.js';
+
+export interface ExternalInterface {
+  readonly name: string;
+  readonly index: number;
+  /** The interface's own IPv4 address (flannel's IfaceAddr). */
+  readonly ip: Ip4;
+  /** The node's identity in etcd: --public-ip, or the interface address. */
+  readonly publicIp: Ip4;
+  readonly mtu: number;
+}
+
+export interface BackendContext {
+  readonly ext: ExternalInterface;
+  readonly config: NetworkConfig;
+  readonly log: Logger;
+}
+
+export interface Backend {
+  readonly type: BackendType;
+  /** MTU for pods (FLANNEL_MTU): the interface MTU minus this backend's encapsulation. */
+  readonly mtu: number;
+  /** Sets up local devices if any, and returns what our lease must advertise. */
+  prepare(): Promise<LeaseAttrs>;
+  /** Our lease is held: finish local setup and return the running network. */
+  start(lease: Lease): Promise<Network>;
+}
+
+export interface ReconcileResult {
+  readonly fixed: number;
+  readonly removed: number;
+  readonly failed: number;
+}
+
+export interface Network {
+  readonly lease: Lease;
+  /** Brings the data path in step with peer lease events. Idempotent; applied in call order. */
+  apply(events: readonly LeaseEvent[]): Promise<void>;
+  /** Converges kernel state to the desired peer set: re-adds what vanished, removes stale state we own. */
+  reconcile(): Promise<ReconcileResult>;
+  /** Stops background work; kernel state is left in place so a restart does not interrupt traffic. */
+  close(): Promise<void>;
+}

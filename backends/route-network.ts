@@ -1,0 +1,97 @@
+// A Network made of one kernel route per peer (host-gw, and vxlan's direct routing later). Keeps the
+// desired routes, programs changes in one batch, and reconciles against the kernel: routes deleted
+// by hand come back, and routes we own that no lease wants any more are removed.
+import type { Logger } from 'pino';
+import { type Cidr4, cidrContains, parseCidr4 } from '../subnet/ip.js';
+import type { Lease, LeaseEvent } from '../subnet/lease.js';
+import type { Network, ReconcileResult } from './backend.js';
+import { type BatchResult, type Route, ipBatch, listOwnRoutes, routeSpec, sameRoute } from './kernel/kernel-routes.js';
+
+export interface RouteNetworkOptions {
+  readonly lease: Lease;
+  /** The overlay network; we never touch routes outside it. */
+  readonly network: Cidr4;
+  readonly log: Logger;
+  /** The route a peer lease needs, or undefined to ignore the lease (e.g. another backend type). */
+  readonly routeFor: (lease: Lease) => Route | undefined;
+}
+
+export class RouteNetwork implements Network {
+  readonly lease: Lease;
+  private readonly desired = new Map<string, Route>();
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly o: RouteNetworkOptions) {
+    this.lease = o.lease;
+  }
+
+  /** Number of peers with a desired route. */
+  get peerCount(): number { return this.desired.size; }
+
+  apply(events: readonly LeaseEvent[]): Promise<void> {
+    return this.serial(async () => {
+      const commands: string[] = [];
+      for (const ev of events) {
+        const route = this.o.routeFor(ev.lease);
+        if (!route) continue;
+        if (ev.kind === 'removed') {
+          if (this.desired.get(route.dst) && sameRoute(this.desired.get(route.dst) as Route, route)) {
+            this.desired.delete(route.dst);
+            commands.push(`route del ${routeSpec(route)}`);
+          }
+        } else {
+          this.desired.set(route.dst, route);
+          commands.push(`route replace ${routeSpec(route)}`);
+        }
+      }
+      this.report(await ipBatch(commands), 'programming routes');
+      if (commands.length > 0) this.o.log.info({ changes: commands.length, peers: this.desired.size }, 'routes updated');
+    });
+  }
+
+  reconcile(): Promise<ReconcileResult> {
+    return this.serial(async () => {
+      const actual = await listOwnRoutes();
+      const commands: string[] = [];
+      let fixed = 0;
+      let removed = 0;
+      for (const want of this.desired.values()) {
+        if (actual.some((r) => sameRoute(r, want))) continue;
+        commands.push(`route replace ${routeSpec(want)}`);
+        fixed++;
+      }
+      for (const have of actual) {
+        const want = this.desired.get(have.dst);
+        if ((want && sameRoute(want, have)) || !this.inNetwork(have.dst)) continue;
+        if (!want) removed++;
+        commands.push(`route del ${routeSpec(have)}`);
+      }
+      // Deletions of wrong routes go first, then the replacements.
+      commands.sort((a, b) => Number(a.startsWith('route replace')) - Number(b.startsWith('route replace')));
+      const { failed } = this.report(await ipBatch(commands), 'reconciling routes');
+      if (fixed + removed > 0) this.o.log.info({ fixed, removed }, 'Route recovered: kernel routes reconciled');
+      return { fixed, removed, failed: failed.length };
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.queue.catch(() => {});
+  }
+
+  private inNetwork(dst: string): boolean {
+    const c = parseCidr4(dst);
+    return c !== undefined && c.prefixLen >= this.o.network.prefixLen && cidrContains(this.o.network, c.ip);
+  }
+
+  private report(result: BatchResult, what: string): BatchResult {
+    for (const f of result.failed) this.o.log.warn({ command: f.command }, `${what}: ${f.error}; will retry on the next reconcile`);
+    return result;
+  }
+
+  /** Runs kernel work one batch at a time, in call order. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+}

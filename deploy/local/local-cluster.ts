@@ -1,0 +1,127 @@
+// A local flannel cluster: the namespace topology, a real etcd on the underlay switch, and one real
+// flanneld (the compiled dist/flanneld/main.js) per node. Used by the README's main job, the
+// end-to-end tests and the benchmark.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { EtcdServer } from './etcd-server.js';
+import { type SpawnedProcess, execIn, spawnIn, stopProcess } from './netns.js';
+import { type NodeHost, type PodHost, Topology, UNDERLAY_GATEWAY } from './topology.js';
+
+export const DEFAULT_PREFIX = '/coreos.com/network';
+
+/** The compiled daemon, found from this file both under tsx (deploy/local) and compiled (dist/deploy/local). */
+export function daemonPath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+  const path = resolve(dir, 'dist', 'flanneld', 'main.js');
+  if (!existsSync(path)) throw new Error(`${path} is missing: run \`npm run build\` first`);
+  return path;
+}
+
+export interface DaemonHandle {
+  readonly node: NodeHost;
+  readonly proc: SpawnedProcess;
+  readonly subnetFile: string;
+}
+
+export class LocalCluster {
+  readonly daemons = new Map<string, DaemonHandle>();
+  private readonly stateDir = mkdtempSync(join(tmpdir(), 'flannel-ts-cluster-'));
+
+  private constructor(readonly topo: Topology, readonly etcd: EtcdServer, readonly prefix: string) {}
+
+  /** Builds the hosts and starts etcd on the switch (192.0.2.254, and 127.0.0.1 inside its namespace). */
+  static async create(o: { tag: string; nodes: number; prefix?: string }): Promise<LocalCluster> {
+    const topo = await Topology.create(o.tag, o.nodes);
+    const etcd = new EtcdServer({ ns: topo.underlayNs, listenIps: [UNDERLAY_GATEWAY, '127.0.0.1'] });
+    const cluster = new LocalCluster(topo, etcd, o.prefix ?? DEFAULT_PREFIX);
+    try {
+      await etcd.start();
+    } catch (err) {
+      await cluster.destroy();
+      throw err;
+    }
+    return cluster;
+  }
+
+  get nodes(): NodeHost[] { return this.topo.nodes; }
+  get etcdEndpoint(): string { return `http://${UNDERLAY_GATEWAY}:${this.etcd.clientPort}`; }
+
+  async putConfig(config: unknown): Promise<void> {
+    await this.etcd.put(`${this.prefix}/config`, typeof config === 'string' ? config : JSON.stringify(config));
+  }
+
+  subnetFileOf(node: NodeHost): string { return join(this.stateDir, node.name, 'subnet.env'); }
+
+  /** Starts flanneld in a node's namespace. Extra flags are appended (they may override defaults). */
+  startDaemon(node: NodeHost, extraArgs: readonly string[] = [], env: NodeJS.ProcessEnv = {}): DaemonHandle {
+    const subnetFile = this.subnetFileOf(node);
+    const args = [daemonPath(), `--etcd-endpoints=${this.etcdEndpoint}`, `--etcd-prefix=${this.prefix}`,
+      `--subnet-file=${subnetFile}`, '--iface=eth0', ...extraArgs];
+    const handle = { node, proc: spawnIn(node.ns, process.execPath, args, env), subnetFile };
+    this.daemons.set(node.name, handle);
+    return handle;
+  }
+
+  async stopDaemon(node: NodeHost, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const d = this.daemons.get(node.name);
+    if (!d) return null;
+    return stopProcess(d.proc, signal);
+  }
+
+  /** Waits until the node's subnet.env exists and returns its FLANNEL_SUBNET (e.g. "10.244.3.1/24"). */
+  async waitForSubnet(node: NodeHost, timeoutMs = 30_000): Promise<string> {
+    const d = this.daemons.get(node.name);
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const env = readEnvFile(this.subnetFileOf(node));
+      if (env.FLANNEL_SUBNET) return env.FLANNEL_SUBNET;
+      if (d && d.proc.child.exitCode !== null) throw new Error(`flanneld on ${node.name} exited ${d.proc.child.exitCode}:\n${d.proc.output()}`);
+      await sleep(100);
+    }
+    throw new Error(`flanneld on ${node.name} wrote no subnet file in ${timeoutMs} ms:\n${d?.proc.output() ?? ''}`);
+  }
+
+  /** Adds a pod at the subnet's .2 address (or `host`) behind the node's cni0 bridge. */
+  async addPod(node: NodeHost, flannelSubnet: string, host = 2): Promise<PodHost> {
+    const [gw, len] = flannelSubnet.split('/') as [string, string];
+    const base = gw.split('.').slice(0, 3).join('.');
+    return this.topo.addPod(node, `${gw}/${len}`, `${base}.${host}`);
+  }
+
+  /** Pings every pod from every other pod; returns the pass/fail matrix. */
+  async pingMatrix(pods: readonly PodHost[], count = 1): Promise<boolean[][]> {
+    const rows: boolean[][] = [];
+    for (const from of pods) {
+      rows.push(await Promise.all(pods.map((to) => (to === from ? Promise.resolve(true) : ping(from.ns, to.ip, count)))));
+    }
+    return rows;
+  }
+
+  /** Stops every daemon, etcd and all namespaces; safe after a partial start or a failure. */
+  async destroy(): Promise<void> {
+    for (const d of this.daemons.values()) await stopProcess(d.proc, 'SIGTERM', 3000).catch(() => null);
+    await this.etcd.destroy().catch(() => {});
+    await this.topo.destroy();
+    rmSync(this.stateDir, { recursive: true, force: true });
+  }
+}
+
+export async function ping(ns: string, ip: string, count = 1, timeoutSec = 2): Promise<boolean> {
+  const r = await execIn(ns, 'ping', ['-n', '-q', '-c', String(count), '-W', String(timeoutSec), '-i', '0.2', ip]);
+  return r.code === 0;
+}
+
+export function readEnvFile(path: string): Record<string, string> {
+  let text = '';
+  try { text = readFileSync(path, 'utf8'); } catch { return {}; }
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) out[line.slice(0, eq)] = line.slice(eq + 1);
+  }
+  return out;
+}

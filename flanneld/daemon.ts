@@ -1,0 +1,139 @@
+// The composition root: builds the subnet manager, the backend and the process plumbing, and runs
+// them in flannel's start order. The only module that knows every layer; it holds no policy itself.
+import type { Logger } from 'pino';
+import type { Network } from '../backends/backend.js';
+import { IptablesRules } from '../backends/kernel/masquerade.js';
+import { createBackend } from '../backends/registry.js';
+import { sleep } from '../subnet/backoff.js';
+import { FlannelError, errorMessage, isAbortError } from '../subnet/errors.js';
+import { createEtcdClient } from '../subnet/etcd/etcd-client.js';
+import { EtcdRegistry } from '../subnet/etcd/etcd-registry.js';
+import { EtcdSubnetManager } from '../subnet/etcd/etcd-subnet-manager.js';
+import { formatCidr4 } from '../subnet/ip.js';
+import type { Lease } from '../subnet/lease.js';
+import { findExternalInterface } from './external-interface.js';
+import { HealthServer, type HealthState } from './health.js';
+import type { Flags } from './options.js';
+import { checkHostSysctls } from './host-checks.js';
+import { sdNotify } from './sd-notify.js';
+import { readPreviousSubnet, writeSubnetEnv } from './subnet-env.js';
+
+const ROUTE_CHECK_INTERVAL_MS = 10_000;
+
+export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal): Promise<void> {
+  const health: HealthState = { ready: false, reason: 'starting' };
+  const server = flags['healthz-port'] > 0 ? new HealthServer({ ip: flags['healthz-ip'], port: flags['healthz-port'] }, () => health) : undefined;
+  await server?.listen();
+  const manager = new EtcdSubnetManager(new EtcdRegistry(createEtcdClient({
+    endpoints: flags['etcd-endpoints'].split(',').map((s) => s.trim()),
+    certFile: flags['etcd-certfile'], keyFile: flags['etcd-keyfile'], caFile: flags['etcd-cafile'],
+    username: flags['etcd-username'], password: flags['etcd-password'],
+  }), flags['etcd-prefix']), { log: log.child({ component: 'subnet/etcd' }), leaseTtlSec: flags['subnet-lease-ttl'] });
+  let rules: IptablesRules | undefined;
+  let network: Network | undefined;
+  try {
+    health.reason = 'waiting for the network config in etcd';
+    const config = await manager.waitForNetworkConfig(signal, (err) => { health.reason = `network config: ${err.message}`; });
+    await checkHostSysctls(log);
+    const ext = await findExternalInterface({ iface: flags.iface, ifaceRegex: flags['iface-regex'], ifaceCanReach: flags['iface-can-reach'], publicIp: flags['public-ip'] });
+    log.info({ iface: ext.name, mtu: ext.mtu }, 'using external interface');
+    const backend = createBackend(config.backendType, { ext, config, log });
+    const attrs = await backend.prepare();
+    health.reason = 'acquiring a subnet lease';
+    const previousSubnet = readPreviousSubnet(flags['subnet-file']);
+    const lease = await manager.acquireLease(config, attrs, { signal, ...(previousSubnet ? { previousSubnet } : {}) });
+    network = await backend.start(lease);
+    rules = new IptablesRules({
+      ...(flags['ip-masq'] ? { masq: { network: formatCidr4(config.network), subnet: formatCidr4(lease.subnet), randomFully: !flags['ip-masq-fully-random-disable'] } } : {}),
+      ...(flags['iptables-forward-rules'] ? { forwardNetwork: formatCidr4(config.network) } : {}),
+    });
+    await rules.ensure();
+    writeSubnetFile(flags, log, { network: config.network, subnet: lease.subnet, mtu: backend.mtu, ipMasq: flags['ip-masq'] });
+    Object.assign(health, { ready: true, reason: '' });
+    notify(log, `READY=1\nSTATUS=subnet ${formatCidr4(lease.subnet)}`);
+    log.info({ subnet: formatCidr4(lease.subnet), backend: backend.type }, 'running');
+    await runLoops({ flags, log, manager, network, rules, lease }, signal);
+  } finally {
+    health.ready = false;
+    notify(log, 'STOPPING=1');
+    await network?.close();
+    await rules?.remove().catch((err) => log.warn(`removing iptables rules: ${errorMessage(err)}`));
+    await manager.close();
+    await server?.close();
+  }
+}
+
+function writeSubnetFile(flags: Flags, log: Logger, env: Parameters<typeof writeSubnetEnv>[1]): void {
+  writeSubnetEnv(flags['subnet-file'], env);
+  log.info({ file: flags['subnet-file'] }, 'wrote subnet file');
+}
+
+function notify(log: Logger, state: string): void {
+  try {
+    sdNotify(state);
+  } catch (err) {
+    log.warn(`sd_notify failed: ${errorMessage(err)}`);
+  }
+}
+
+interface Running {
+  readonly flags: Flags;
+  readonly log: Logger;
+  readonly manager: EtcdSubnetManager;
+  readonly network: Network;
+  readonly rules: IptablesRules;
+  readonly lease: Lease;
+}
+
+/**
+ * The steady state, all under one signal: lease watch → network.apply, periodic reconcile, lease
+ * renewal and iptables resync. Resolves on stop; rejects when the lease is lost or a loop fails.
+ */
+async function runLoops(r: Running, outer: AbortSignal): Promise<void> {
+  const inner = new AbortController();
+  const stop = (): void => inner.abort();
+  outer.addEventListener('abort', stop, { once: true });
+  let lost: FlannelError | undefined;
+  const watch = r.manager.runLeaseWatch(r.lease, {
+    onEvents: (events) => { void r.network.apply(events).catch((err) => r.log.error(`applying lease events: ${errorMessage(err)}`)); },
+    onOwnLeaseLost: (reason) => {
+      lost = new FlannelError('FLN_ERR_LEASE_REVOKED', `Lease has been revoked: ${reason}. Shutting down daemon.`);
+      r.log.error({ code: lost.code }, lost.message);
+      inner.abort();
+    },
+    onSynced: () => { void reconcileOnce(r); },
+  }, inner.signal);
+  const loops = [
+    watch,
+    every(ROUTE_CHECK_INTERVAL_MS, () => reconcileOnce(r), inner.signal),
+    every(r.flags['iptables-resync'] * 1000, async () => {
+      if (await r.rules.resync()) r.log.info('iptables rules were missing and have been restored');
+    }, inner.signal),
+    r.manager.runRenewal(r.lease, { renewMarginMs: r.flags['subnet-lease-renew-margin'] * 60_000, signal: inner.signal }),
+  ].map((p) => p.catch((err: unknown) => {
+    if (!isAbortError(err)) { lost ??= err instanceof FlannelError ? err : new FlannelError('FLN_ERR_KERNEL_OP', errorMessage(err), { cause: err }); }
+    inner.abort();
+  }));
+  await Promise.all(loops);
+  outer.removeEventListener('abort', stop);
+  if (lost) throw lost;
+}
+
+async function reconcileOnce(r: Running): Promise<void> {
+  try {
+    await r.network.reconcile();
+  } catch (err) {
+    r.log.warn(`reconcile failed: ${errorMessage(err)}`);
+  }
+}
+
+async function every(intervalMs: number, fn: () => Promise<void>, signal: AbortSignal): Promise<void> {
+  for (;;) {
+    await sleep(intervalMs, signal);
+    try {
+      await fn();
+    } catch (err) {
+      if (isAbortError(err)) throw err;
+    }
+  }
+}

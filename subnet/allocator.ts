@@ -1,0 +1,40 @@
+// Pure subnet choice, as flannel's LocalManager does it: walk [SubnetMin, SubnetMax] in subnet-size
+// steps, skip anything overlapping a lease, stop at 100 free candidates and pick one at random.
+import { type Cidr4, cidrOverlaps, makeCidr4, nextCidr } from './ip.js';
+import type { NetworkConfig } from './network-config.js';
+
+export const MAX_CANDIDATES = 100;
+
+export interface PoolUsage {
+  /** Subnets of SubnetLen between SubnetMin and SubnetMax. */
+  readonly total: number;
+  /** How many of those overlap an existing lease. */
+  readonly taken: number;
+}
+
+/** Lists up to `limit` free subnets in allocation order. */
+export function freeSubnets(cfg: NetworkConfig, leased: readonly Cidr4[], limit = MAX_CANDIDATES): Cidr4[] {
+  const out: Cidr4[] = [];
+  for (let c = makeCidr4(cfg.subnetMin, cfg.subnetLen); c.ip <= cfg.subnetMax && out.length < limit; c = nextCidr(c)) {
+    if (!leased.some((l) => cidrOverlaps(l, c))) out.push(c);
+  }
+  return out;
+}
+
+/** Picks a free subnet uniformly at random among the first 100; undefined when the pool is exhausted. */
+export function pickFreeSubnet(cfg: NetworkConfig, leased: readonly Cidr4[], random: () => number = Math.random): Cidr4 | undefined {
+  const free = freeSubnets(cfg, leased);
+  return free[Math.floor(random() * free.length)];
+}
+
+/** True when the subnet may be used under this config: right length, aligned and inside [min, max]. */
+export function isCompatible(cfg: NetworkConfig, subnet: Cidr4): boolean {
+  return subnet.prefixLen === cfg.subnetLen && subnet.ip >= cfg.subnetMin && subnet.ip <= cfg.subnetMax;
+}
+
+export function poolUsage(cfg: NetworkConfig, leased: readonly Cidr4[]): PoolUsage {
+  const step = 2 ** (32 - cfg.subnetLen);
+  const total = cfg.subnetMax >= cfg.subnetMin ? Math.floor((cfg.subnetMax - cfg.subnetMin) / step) + 1 : 0;
+  const free = freeSubnets(cfg, leased, Number.MAX_SAFE_INTEGER).length;
+  return { total, taken: total - free };
+}

@@ -1,0 +1,72 @@
+// The one registry of error codes. Every thrown error that a caller may branch on is a FlannelError
+// with a stable `code`; branch on the code, never on message text. Base module: imports nothing.
+
+export const ERROR_CODES = {
+  FLN_ERR_USAGE: 'bad command-line flag or environment variable',
+  FLN_ERR_CONFIG_NOT_FOUND: 'the network config key is missing in etcd',
+  FLN_ERR_CONFIG_INVALID: 'the network config in etcd is invalid',
+  FLN_ERR_BACKEND_UNKNOWN: 'Backend.Type names no known backend',
+  FLN_ERR_BACKEND_UNSUPPORTED: 'the backend cannot run on this host or in this build',
+  FLN_ERR_IFACE_NOT_FOUND: 'no external interface matches the flags',
+  FLN_ERR_ETCD_UNAVAILABLE: 'etcd could not be reached',
+  FLN_ERR_LEASE_CONFLICT: 'another node took the subnet first (retried internally)',
+  FLN_ERR_SUBNETS_EXHAUSTED: 'every subnet of the network is leased',
+  FLN_ERR_LEASE_REVOKED: "this node's lease was deleted or expired in etcd",
+  FLN_ERR_KERNEL_OP: 'a route, link or firewall change failed',
+  FLN_ERR_FILE_WRITE: 'a state file could not be written',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class FlannelError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'FlannelError';
+    this.code = code;
+    this.details = opts.details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details ? { code: this.code, message: this.message, details: this.details } : { code: this.code, message: this.message };
+  }
+}
+
+/** One problem in a config: which field, what value arrived, and what is allowed. */
+export interface ConfigIssue {
+  readonly field: string;
+  readonly value: unknown;
+  readonly expected: string;
+}
+
+export function formatIssue(issue: ConfigIssue): string {
+  return `${issue.field}: ${JSON.stringify(issue.value) ?? 'undefined'} ${issue.expected}`;
+}
+
+/** Every problem of one config source at once, so the user fixes them in one round. */
+export class ConfigError extends FlannelError {
+  readonly issues: readonly ConfigIssue[];
+
+  constructor(source: string, issues: readonly ConfigIssue[], code: ErrorCode = 'FLN_ERR_CONFIG_INVALID') {
+    const lines = issues.map((i) => `  - ${formatIssue(i)}`);
+    super(code, `invalid config in ${source} (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`, {
+      details: { source, issues },
+    });
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+export function isFlannelError(err: unknown, code?: ErrorCode): err is FlannelError {
+  return err instanceof FlannelError && (code === undefined || err.code === code);
+}
+
+export function isAbortError(err: unknown): boolean {
+  return err instanceof Error && err.name === 'AbortError';
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,84 @@
+// The cache of other nodes' leases. Turns registry changes and full re-lists into added/removed
+// events, so a delete (which carries no value) still tells the backend what to tear down, and a
+// re-list after compaction or an outage yields exactly the difference. Pure: no I/O.
+import { type Cidr4, cidrEquals } from './ip.js';
+import { type Lease, type LeaseEvent, sameAttrs, subnetToKeyPart } from './lease.js';
+
+/** What happened to our own key, seen through the same watch. */
+export type OwnLeaseChange =
+  | { readonly kind: 'renewed'; readonly lease: Lease }
+  | { readonly kind: 'lost'; readonly reason: string };
+
+export interface WatchOutput {
+  readonly events: LeaseEvent[];
+  readonly own?: OwnLeaseChange;
+}
+
+export class LeaseWatcher {
+  private readonly peers = new Map<string, Lease>();
+
+  constructor(private readonly own: { subnet: Cidr4; publicIp: number }) {}
+
+  /** Current peer leases, for reconcilers and metrics. */
+  leases(): Lease[] {
+    return [...this.peers.values()];
+  }
+
+  /** Diffs a full list against the cache. */
+  reset(all: readonly Lease[]): WatchOutput {
+    const events: LeaseEvent[] = [];
+    let own: OwnLeaseChange | undefined = { kind: 'lost', reason: 'our lease key is missing from etcd' };
+    const seen = new Set<string>();
+    for (const lease of all) {
+      if (cidrEquals(lease.subnet, this.own.subnet)) {
+        own = this.ownPut(lease);
+        continue;
+      }
+      const key = subnetToKeyPart(lease.subnet);
+      seen.add(key);
+      this.putPeer(key, lease, events);
+    }
+    for (const [key, lease] of this.peers) {
+      if (seen.has(key)) continue;
+      this.peers.delete(key);
+      events.push({ kind: 'removed', lease });
+    }
+    return own ? { events, own } : { events };
+  }
+
+  put(lease: Lease): WatchOutput {
+    if (cidrEquals(lease.subnet, this.own.subnet)) {
+      const own = this.ownPut(lease);
+      return own ? { events: [], own } : { events: [] };
+    }
+    const events: LeaseEvent[] = [];
+    this.putPeer(subnetToKeyPart(lease.subnet), lease, events);
+    return { events };
+  }
+
+  delete(subnet: Cidr4): WatchOutput {
+    if (cidrEquals(subnet, this.own.subnet)) {
+      return { events: [], own: { kind: 'lost', reason: 'our lease key was deleted in etcd (expired or removed by an administrator)' } };
+    }
+    const key = subnetToKeyPart(subnet);
+    const cached = this.peers.get(key);
+    if (!cached) return { events: [] };
+    this.peers.delete(key);
+    return { events: [{ kind: 'removed', lease: cached }] };
+  }
+
+  private putPeer(key: string, lease: Lease, events: LeaseEvent[]): void {
+    const cached = this.peers.get(key);
+    this.peers.set(key, lease);
+    if (cached && sameAttrs(cached.attrs, lease.attrs)) return; // a renewal: nothing to reprogram
+    if (cached) events.push({ kind: 'removed', lease: cached });
+    events.push({ kind: 'added', lease });
+  }
+
+  private ownPut(lease: Lease): OwnLeaseChange | undefined {
+    if (lease.attrs.publicIp !== this.own.publicIp) {
+      return { kind: 'lost', reason: 'our subnet is now leased by another node (PublicIP changed in etcd)' };
+    }
+    return { kind: 'renewed', lease };
+  }
+}
