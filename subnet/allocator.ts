@@ -1,6 +1,6 @@
 // Pure subnet choice, as flannel's LocalManager does it: walk [SubnetMin, SubnetMax] in subnet-size
 // steps, skip anything overlapping a lease, stop at 100 free candidates and pick one at random.
-import { type Cidr4, cidrOverlaps, makeCidr4, nextCidr } from './ip.js';
+import { type Cidr4, cidrOverlaps, makeCidr4, sizeOf } from './ip.js';
 import type { NetworkConfig } from './network-config.js';
 
 export const MAX_CANDIDATES = 100;
@@ -15,7 +15,10 @@ export interface PoolUsage {
 /** Lists up to `limit` free subnets in allocation order. */
 export function freeSubnets(cfg: NetworkConfig, leased: readonly Cidr4[], limit = MAX_CANDIDATES): Cidr4[] {
   const out: Cidr4[] = [];
-  for (let c = makeCidr4(cfg.subnetMin, cfg.subnetLen); c.ip <= cfg.subnetMax && out.length < limit; c = nextCidr(c)) {
+  const step = sizeOf(cfg.subnetLen);
+  // Plain (not uint32) arithmetic, so the walk ends at 255.255.255.255 instead of wrapping to 0.
+  for (let ip = makeCidr4(cfg.subnetMin, cfg.subnetLen).ip; ip <= cfg.subnetMax && out.length < limit; ip += step) {
+    const c: Cidr4 = { ip, prefixLen: cfg.subnetLen };
     if (!leased.some((l) => cidrOverlaps(l, c))) out.push(c);
   }
   return out;
@@ -33,7 +36,7 @@ export function isCompatible(cfg: NetworkConfig, subnet: Cidr4): boolean {
 }
 
 export function poolUsage(cfg: NetworkConfig, leased: readonly Cidr4[]): PoolUsage {
-  const step = 2 ** (32 - cfg.subnetLen);
+  const step = sizeOf(cfg.subnetLen);
   const total = cfg.subnetMax >= cfg.subnetMin ? Math.floor((cfg.subnetMax - cfg.subnetMin) / step) + 1 : 0;
   const free = freeSubnets(cfg, leased, Number.MAX_SAFE_INTEGER).length;
   return { total, taken: total - free };

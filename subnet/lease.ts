@@ -29,8 +29,9 @@ export function subnetToKeyPart(subnet: Cidr4): string {
   return `${formatIp4(subnet.ip)}-${subnet.prefixLen}`;
 }
 
-// Anchored at the end only, as flannel's parser is; the v4 length is at most 31 (a 5-bit parse).
-const KEY_PART = /(\d+\.\d+\.\d+\.\d+)-(\d+)$/;
+// Anchored at the end only, as flannel's parser is; a dual-stack key ends in "&<v6>-<len>", of which
+// we use the IPv4 part. The v4 length is at most 31 (a 5-bit parse).
+const KEY_PART = /(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$/;
 
 /** Parses the subnet out of a lease key; undefined when the key is not a subnet (flannel skips those). */
 export function subnetFromKey(key: string): Cidr4 | undefined {
@@ -38,7 +39,7 @@ export function subnetFromKey(key: string): Cidr4 | undefined {
   if (!m) return undefined;
   const ip = parseIp4(m[1] as string);
   const len = Number(m[2]);
-  if (ip === undefined || len > 31) return undefined;
+  if (ip === undefined || len > 31 || (m[4] !== undefined && Number(m[4]) > 127)) return undefined;
   const c = makeCidr4(ip, len);
   return c.ip === ip ? c : undefined;
 }

@@ -1,0 +1,16 @@
+# The two quick-start commands. Each installs what it needs first (Debian packages, npm, build).
+.PHONY: cluster test deps build
+
+deps:
+	@bash deploy/local/install-deps.sh
+
+build:
+	@npm run --silent build
+
+## The main job: a 3-node local cluster with etcd and the host-gw backend, then teardown.
+cluster: deps
+	@node dist/deploy/local/cluster-main.js
+
+## The full test suite; the last line reads "N passed, N failed".
+test: deps
+	@set -o pipefail; npx tap --reporter=tap 2>&1 | node test/helpers/tap-summary.mjs

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what flannel-ts needs on a Debian host, idempotently: the Debian packages for the daemon,
+# its tests and the local cluster, the pinned npm packages (from package-lock.json), and the build.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+need=()
+for pair in etcd:etcd-server etcdctl:etcd-client ip:iproute2 iptables:iptables iperf3:iperf3 \
+            ping:iputils-ping socat:socat openssl:openssl python3:python3 make:make g++:g++; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "Installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build
