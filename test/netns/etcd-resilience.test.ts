@@ -1,7 +1,7 @@
 // flanneld against a real etcd that goes away, comes back, is compacted meanwhile, is down when the
 // daemon starts, or is one of several endpoints. Real namespaces, real etcd, the compiled daemon:
 // the data path must keep working through an outage and every change made meanwhile must be seen.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,7 +13,7 @@ const CONFIG = { Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } };
 const SUBNETS = '/coreos.com/network/subnets';
 const LOOPBACK = '127.0.0.1';
 
-type T = Parameters<Parameters<typeof t.test>[1]>[0];
+type T = Test;
 
 /** A lease value exactly as a flannel node writes it. */
 const leaseValue = (publicIp: string): string => `{"PublicIP":"${publicIp}","PublicIPv6":null,"BackendType":"host-gw"}`;
@@ -57,8 +57,9 @@ async function newCluster(tt: T, nodes: number): Promise<LocalCluster> {
   return cluster;
 }
 
+/** Daemon and etcd logs as TAP comments when the subtest failed (or always with FLANNEL_TEST_LOGS=1). */
 function dumpLogsIfFailed(tt: T, cluster: LocalCluster): void {
-  if (tt.passing()) return;
+  if (tt.passing() && process.env.FLANNEL_TEST_LOGS !== '1') return;
   for (const node of cluster.nodes) {
     if (!cluster.daemons.has(node.name)) continue;
     tt.comment(`---- flanneld log of ${node.name} (${running(cluster, node) ? 'running' : 'exited'}) ----\n${logOf(cluster, node)}`);
@@ -147,10 +148,12 @@ if (process.getuid?.() !== 0) {
       tt.ok(m, `ping summary parsed: ${r.stdout.trim().split('\n').at(-2) ?? r.stdout}`);
       tt.ok(received >= Math.ceil(0.95 * count), `≥ 95 % of ${count} replies received (got ${received}/${sent})`);
 
+      const back = Date.now();
       const routeOk = await until(async () => {
         for (const node of cluster.nodes) if (!hasRoute(await ownRoutes(node), '10.244.200.0/24', '192.0.2.200')) return false;
         return true;
       }, 15_000);
+      tt.comment(`every node routed the lease made during the outage ${Date.now() - back} ms after etcd came back`);
       for (const node of cluster.nodes) {
         const routes = await ownRoutes(node);
         tt.ok(hasRoute(routes, '10.244.200.0/24', '192.0.2.200'), `${node.name}: the lease made during the outage is routed:\n${routes}`);
@@ -181,18 +184,31 @@ if (process.getuid?.() !== 0) {
       const rev = await etcdRevision(cluster, LOOPBACK);
       tt.ok(rev > before, `revision moved from ${before} to ${rev}`);
       await cluster.etcd.ctlChecked(['compact', String(rev), '--physical'], LOOPBACK);
+      const old = await cluster.etcd.ctl(['get', `${SUBNETS}/10.244.201.0-24`, '--rev', String(before)], LOOPBACK);
+      tt.match(`${old.stdout}${old.stderr}`, /compacted/, `history before revision ${rev} is gone (compacted)`);
       await cluster.etcd.stop(false);
       await cluster.etcd.start();
 
+      const back = Date.now();
       let routes = '';
       const ok = await until(async () => {
         routes = await ownRoutes(node1);
         return hasRoute(routes, '10.244.202.0/24', '192.0.2.202') && !hasRouteTo(routes, '10.244.201.0/24');
       }, 15_000);
+      tt.comment(`node1 converged ${Date.now() - back} ms after etcd came back`);
       tt.ok(ok, `within 15 s node1 routes lease B and no longer lease A:\n${routes}`);
       tt.ok(hasRoute(routes, '10.244.202.0/24', '192.0.2.202'), 'route for lease B present');
       tt.notOk(hasRouteTo(routes, '10.244.201.0/24'), 'route for lease A gone');
       tt.match(logOf(cluster, node1), /re-listing/, 'the daemon log says the watch was re-listed');
+      const reasons = [...logOf(cluster, node1).matchAll(/"reason":"([^"]*)","msg":"lease watch interrupted; re-listing leases"/g)].map((m) => m[1]);
+      tt.comment(`node1 watch interruptions: ${JSON.stringify(reasons)}`);
+
+      // The watch must be live again after the re-list, not only the one-off diff.
+      await cluster.etcd.put(`${SUBNETS}/10.244.203.0-24`, leaseValue('192.0.2.203'));
+      const liveSince = Date.now();
+      tt.ok(await until(async () => hasRoute(await ownRoutes(node1), '10.244.203.0/24', '192.0.2.203'), 5000),
+        `a lease created after the recovery (C) is routed within 5 s (watch live again):\n${await ownRoutes(node1)}`);
+      tt.comment(`lease C routed after ${Date.now() - liveSince} ms`);
       for (const node of cluster.nodes) tt.ok(running(cluster, node), `${node.name}: flanneld did not exit`);
     } finally {
       dumpLogsIfFailed(tt, cluster);
