@@ -70,7 +70,7 @@ export class EtcdSubnetManager {
         }
         if (!isFlannelError(err, 'FLN_ERR_SUBNETS_EXHAUSTED') && !isFlannelError(err, 'FLN_ERR_ETCD_UNAVAILABLE')) throw err;
         const delayMs = backoff.next();
-        this.log.error({ code: err.code }, `failed to acquire lease: ${err.message} (trying again in ${Math.round(delayMs / 1000)} s)`);
+        this.log.error({ code: err.code }, `failed to acquire lease: ${err.message} (trying again in ${(delayMs / 1000).toFixed(1)} s)`);
         await sleep(delayMs, o.signal);
       }
     }

@@ -2,14 +2,13 @@
 // namespaces against a real etcd. Checks flannel's exact etcd key/value and subnet.env formats, lease
 // reuse after a crash and from subnet.env, racing nodes, pool exhaustion and recovery, peer and own
 // lease deletion, and renewal with a short TTL.
-import t from 'tap';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import t, { type Test } from 'tap';
+import { readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type DaemonHandle, LocalCluster } from '../../deploy/local/local-cluster.js';
 import { ipIn, runTag } from '../../deploy/local/netns.js';
 import type { NodeHost } from '../../deploy/local/topology.js';
 
-type Test = typeof t;
 
 const CONFIG = { Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } };
 const SUBNETS = '/coreos.com/network/subnets';
@@ -60,7 +59,7 @@ const running = (d: DaemonHandle): boolean => d.proc.child.exitCode === null && 
  * start, since an old file from a previous run may be there already). Returns FLANNEL_SUBNET.
  */
 async function startAndWait(c: LocalCluster, node: NodeHost, extraArgs: string[] = [], timeoutMs = 30_000): Promise<string> {
-  const startedAt = Date.now() - 5; // mtime granularity slack
+  const startedAt = Date.now();
   const d = c.startDaemon(node, extraArgs);
   const path = c.subnetFileOf(node);
   return until(`subnet.env of ${node.name}`, timeoutMs, () => {
@@ -100,7 +99,7 @@ async function leaseIdOf(c: LocalCluster, key: string): Promise<bigint | undefin
 
 async function timeToLive(c: LocalCluster, id: bigint): Promise<{ granted: number; remaining: number } | undefined> {
   const out = await c.etcd.ctlChecked(['lease', 'timetolive', id.toString(16)]);
-  const m = /granted with TTL\((\d+)s\), remaining TTL\((-?\d+)s\)/.exec(out);
+  const m = /granted with TTL\((\d+)s\), remaining(?: TTL)?\((-?\d+)s\)/.exec(out);
   return m ? { granted: Number(m[1]), remaining: Number(m[2]) } : undefined;
 }
 
@@ -179,6 +178,8 @@ if (process.getuid?.() !== 0) {
       await c.etcd.ctlChecked(['del', leaseKeyOf(subnet)]);
       const path = c.subnetFileOf(node);
       writeFileSync(path, readFileSync(path, 'utf8').replace(/^FLANNEL_SUBNET=.*$/m, `FLANNEL_SUBNET=${far}`));
+      const past = new Date(Date.now() - 60_000);
+      utimesSync(path, past, past); // so that startAndWait does not take our edit for the daemon's write
       tt.equal(await startAndWait(c, node), far, 'takes 10.244.201.0/24 from the edited subnet.env');
       tt.same(await subnetKeys(c), [leaseKeyOf(far)], 'exactly one key, 10.244.201.0-24');
 
@@ -196,26 +197,46 @@ if (process.getuid?.() !== 0) {
   });
 
   // -------------------------------------------------------------------------------------------
-  t.test('4. 10 daemons racing', async (tt) => {
-    const c = await cluster(tt, 10);
-    for (const n of c.nodes) c.startDaemon(n);
-    const subnets = await Promise.all(c.nodes.map((n) => c.waitForSubnet(n, 45_000)));
-    tt.equal(new Set(subnets).size, 10, `10 distinct subnets: ${subnets.join(' ')}`);
-    const keys = await subnetKeys(c);
-    tt.same([...keys].sort(), subnets.map(leaseKeyOf).sort(), 'exactly 10 keys, one per node subnet');
-    for (const [i, n] of c.nodes.entries()) {
-      const v = await c.etcd.get(leaseKeyOf(subnets[i] as string));
-      tt.equal(v, `{"PublicIP":"${n.underlayIp}","PublicIPv6":null,"BackendType":"host-gw"}`, `${n.name}'s key carries its PublicIP`);
-    }
-    // Every node ends up with a route to each of the 9 others.
-    await until('9 peer routes on every node', 20_000, async () => {
-      const counts = await Promise.all(c.nodes.map(async (n) => (await ownRoutes(n)).length));
-      return counts.every((k) => k === 9) ? counts : undefined;
-    }, 250).then(() => tt.pass('every node has 9 peer routes'), (err: Error) => tt.fail(err.message));
-    const exited = c.nodes.filter((n) => daemon(c, n).proc.child.exitCode !== null);
-    tt.same(exited.map((n) => n.name), [], 'no daemon exited');
-    const conflicts = c.nodes.reduce((s, n) => s + logLines(daemon(c, n)).filter((l) => /already exists|trying again/.test(l.msg ?? '')).length, 0);
-    tt.comment(`lost creation races retried: ${conflicts}`);
+  t.test('4. 10 daemons racing', async (tp) => {
+    const c = await cluster(tp, 10);
+
+    /** Starts all 10 daemons at once and checks the outcome. */
+    const race = async (tt: Test, network: RegExp): Promise<void> => {
+      for (const n of c.nodes) c.startDaemon(n);
+      const subnets = await Promise.all(c.nodes.map((n) => c.waitForSubnet(n, 45_000)));
+      tt.ok(subnets.every((s) => network.test(s)), `all subnets in the network: ${subnets.join(' ')}`);
+      tt.equal(new Set(subnets).size, 10, '10 distinct subnets');
+      const keys = await subnetKeys(c);
+      tt.same([...keys].sort(), subnets.map(leaseKeyOf).sort(), 'exactly 10 keys, one per node subnet');
+      for (const [i, n] of c.nodes.entries()) {
+        const v = await c.etcd.get(leaseKeyOf(subnets[i] as string));
+        tt.equal(v, `{"PublicIP":"${n.underlayIp}","PublicIPv6":null,"BackendType":"host-gw"}`, `${n.name}'s key carries its PublicIP`);
+      }
+      // Every node ends up with a route to each of the 9 others.
+      await until('9 peer routes on every node', 20_000, async () => {
+        const counts = await Promise.all(c.nodes.map(async (n) => (await ownRoutes(n)).length));
+        return counts.every((k) => k === 9) ? counts : undefined;
+      }, 250).then(() => tt.pass('every node has 9 peer routes'), (err: Error) => tt.fail(err.message));
+      const exited = c.nodes.filter((n) => daemon(c, n).proc.child.exitCode !== null);
+      tt.same(exited.map((n) => `${n.name}: exit ${daemon(c, n).proc.child.exitCode}`), [], 'no daemon exited');
+      const conflicts = c.nodes.reduce((sum, n) => sum + logLines(daemon(c, n)).filter((l) => /already exists/.test(l.msg ?? '')).length, 0);
+      tt.comment(`lost creation races (retried): ${conflicts}`);
+    };
+
+    await tp.test('in 10.244.0.0/16', (tt) => race(tt, /^10\.244\.\d+\.1\/24$/));
+
+    // The same race in a pool of only 15 subnets, where lost creation races are near certain:
+    // they must be retried, never fatal (flannel itself exits 1 on them).
+    await tp.test('in 10.244.0.0/20 (15 subnets: lost races are near certain)', async (tt) => {
+      await Promise.all(c.nodes.map((n) => c.stopDaemon(n, 'SIGTERM')));
+      await c.etcd.ctlChecked(['del', '--prefix', SUBNETS]);
+      for (const n of c.nodes) {
+        rmSync(c.subnetFileOf(n), { force: true });
+        await ipIn(n.ns, ['route', 'flush', 'proto', '241']);
+      }
+      await c.putConfig({ Network: '10.244.0.0/20', Backend: { Type: 'host-gw' } });
+      await race(tt, /^10\.244\.([1-9]|1[0-5])\.1\/24$/);
+    });
   });
 
   // -------------------------------------------------------------------------------------------
@@ -244,6 +265,18 @@ if (process.getuid?.() !== 0) {
     if (line) tt.pass(`clear error logged: ${line.msg}`);
     tt.ok(running(ld), 'the 4th daemon keeps running');
     tt.equal(env(loser), undefined, 'the 4th daemon wrote no subnet.env');
+    // Let the backoff grow (0.5, 1, 2, 4 s → the next wait is about 8 s) so that recovery is tested
+    // from a long wait, not from the first quick retry; the gaps must grow, never a busy loop.
+    const errs = await until('5 exhaustion errors on the 4th node', 20_000, () => {
+      const l = logLines(ld).filter(isExhaustedLine);
+      return l.length >= 5 ? l : undefined;
+    }, 200).catch((err: Error) => { tt.fail(err.message); return logLines(ld).filter(isExhaustedLine); });
+    const at = errs.map((l) => Date.parse(String(l.time)));
+    const gaps = at.slice(1).map((v, i) => (v - (at[i] as number)) / 1000);
+    tt.ok(gaps.length >= 4 && (gaps.at(-1) as number) > (gaps[0] as number) * 2 && gaps.every((g) => g >= 0.3 && g <= 36),
+      `retries back off (gaps ${gaps.map((g) => g.toFixed(1)).join(', ')} s)`);
+    tt.ok(running(ld), 'the 4th daemon is still running');
+    tt.equal(env(loser), undefined, 'and still has no subnet.env');
 
     // Free one subnet: stop its holder first so it does not come back, then delete its key.
     const victim = have[0] as NodeHost;
