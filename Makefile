@@ -1,4 +1,5 @@
 # The two quick-start commands. Each installs what it needs first (Debian packages, npm, build).
+SHELL := /bin/bash
 .PHONY: cluster test deps build
 
 deps:
