@@ -1,5 +1,7 @@
-# node-gyp build of flanneld's one native addon: sd_notify over an AF_UNIX datagram socket
-# (Node's dgram has no AF_UNIX). Output: build/Release/flanneld_native.node.
+# node-gyp builds our two native addons (plain C over N-API):
+#  - flanneld_native: sd_notify over an AF_UNIX datagram socket (Node's dgram has no AF_UNIX).
+#  - flannel_datapath: TUN/TAP devices, UDP sockets and the packet loops of the udp and vxlan backends.
+# Output: build/Release/<target>.node.
 {
   "targets": [
     {
@@ -7,6 +9,19 @@
       "sources": ["flanneld/native/sd-notify.c"],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "flannel_datapath",
+      "sources": [
+        "backends/datapath/native/src/addon.c",
+        "backends/datapath/native/src/engine.c",
+        "backends/datapath/native/src/vxlan.c",
+        "backends/datapath/native/src/peers.c",
+        "backends/datapath/native/src/ipv4.c",
+        "backends/datapath/native/src/sys.c"
+      ],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
     }
   ]
 }

@@ -3,9 +3,11 @@ import { FlannelError } from '../subnet/errors.js';
 import type { BackendType } from '../subnet/network-config.js';
 import type { Backend, BackendContext } from './backend.js';
 import { HostGwBackend } from './host-gw/host-gw-backend.js';
+import { UdpBackend } from './udp/udp-backend.js';
 
 const FACTORIES: Partial<Record<BackendType, (ctx: BackendContext) => Backend>> = {
   'host-gw': (ctx) => new HostGwBackend(ctx),
+  udp: (ctx) => new UdpBackend(ctx),
 };
 
 export function createBackend(type: BackendType, ctx: BackendContext): Backend {

@@ -1,0 +1,45 @@
+// Keeps a userspace-engine device (flannel0, flannel.1) configured: address, MTU, up, and an
+// optional route through it. ensure() checks the kernel and fixes only what is missing, in one batch.
+import { FlannelError } from '../../subnet/errors.js';
+import { ipBatch } from '../kernel/kernel-routes.js';
+import { runCommand } from '../kernel/run-command.js';
+
+export interface DeviceSpec {
+  readonly name: string;
+  /** e.g. "10.244.3.0/32" */
+  readonly address: string;
+  readonly mtu: number;
+  /** e.g. "10.244.0.0/16 dev flannel0"; the first word is the destination. */
+  readonly route?: string;
+  /** Locally administered MAC for a TAP device. */
+  readonly mac?: string;
+}
+
+interface LinkJson { mtu?: number; flags?: string[]; address?: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }
+
+export class DeviceState {
+  constructor(readonly spec: DeviceSpec) {}
+
+  /** Returns how many settings had to be fixed. */
+  async ensure(): Promise<number> {
+    const { name, address, mtu, route, mac } = this.spec;
+    const r = await runCommand('ip', ['-j', 'addr', 'show', 'dev', name]);
+    if (r.code !== 0) throw new FlannelError('FLN_ERR_KERNEL_OP', `device ${name} is gone: ${r.stderr.trim()}`);
+    const link = (JSON.parse(r.stdout || '[]') as LinkJson[])[0] ?? {};
+    const commands: string[] = [];
+    if (mac && link.address !== mac) commands.push(`link set ${name} address ${mac}`);
+    if (!(link.addr_info ?? []).some((a) => a.family === 'inet' && `${a.local}/${a.prefixlen}` === address)) commands.push(`addr replace ${address} dev ${name}`);
+    if (link.mtu !== mtu) commands.push(`link set ${name} mtu ${mtu}`);
+    if (!(link.flags ?? []).includes('UP')) commands.push(`link set ${name} up`);
+    if (route) {
+      const dst = route.split(' ')[0] as string;
+      const have = await runCommand('ip', ['route', 'show', 'exact', dst, 'dev', name]);
+      if (have.stdout.trim() === '') commands.push(`route replace ${route}`);
+    }
+    const { failed } = await ipBatch(commands);
+    if (failed.length > 0) {
+      throw new FlannelError('FLN_ERR_KERNEL_OP', `configuring ${name} failed: ${failed.map((f) => `${f.command}: ${f.error}`).join('; ')}`);
+    }
+    return commands.length;
+  }
+}

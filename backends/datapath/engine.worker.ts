@@ -1,0 +1,34 @@
+// A packet-engine worker: one direction (tx: device → UDP, rx: UDP → device) of one engine.
+// Flow: 1. create a native engine context over the fds and shared memory it was given;
+//       2. loop: pump() runs the C loop until idle for 100 ms or 256 batches, then yields to the
+//          event loop, so control messages are never starved; 3. on the stop eventfd, destroy the
+//          context and exit. Imports nothing of the control plane; no per-packet JS.
+import { parentPort, workerData } from 'node:worker_threads';
+import { type EngineSpec, PUMP, datapathAddon } from './native/datapath-addon.js';
+
+export interface WorkerData {
+  readonly direction: 'tx' | 'rx';
+  readonly spec: EngineSpec;
+}
+
+export type WorkerMessage = { readonly type: 'crash' };
+
+const { direction, spec } = workerData as WorkerData;
+const addon = datapathAddon();
+const engine = addon.engineCreate(spec);
+const pump = direction === 'tx' ? addon.pumpTx : addon.pumpRx;
+
+parentPort?.on('message', (m: WorkerMessage) => {
+  // Fault injection for tests, and the rule that an unknown message is fatal.
+  throw new Error(m.type === 'crash' ? `engine ${direction} worker: crash requested` : `engine ${direction} worker: unknown message ${JSON.stringify(m)}`);
+});
+
+function loop(): void {
+  if (pump(engine, 100, 256) === PUMP.STOPPED) {
+    addon.engineDestroy(engine);
+    parentPort?.close();
+    return;
+  }
+  setImmediate(loop);
+}
+loop();

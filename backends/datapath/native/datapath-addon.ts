@@ -1,0 +1,46 @@
+// The typed surface of our packet-engine addon (backends/datapath/native/src). Calls are synchronous;
+// failures throw an Error whose `code` is the errno name (ENOENT, EBUSY, …) and `syscall` says where.
+import { loadAddon } from './load-addon.js';
+
+export const TUN_FLAGS = { TAP: 1, VNET_HDR: 2, MULTI_QUEUE: 4 } as const;
+export const ENGINE_MODE = { UDP: 0, VXLAN: 1 } as const;
+export const PUMP = { IDLE: 0, STOPPED: 1 } as const;
+
+/** An engine context; owned by the worker that created it. */
+export type EngineHandle = { readonly __engine: unique symbol };
+
+export interface EngineSpec {
+  readonly mode: number;
+  readonly devFd: number;
+  readonly udpFd: number;
+  readonly stopFd: number;
+  readonly peerTable: Uint32Array;
+  readonly stats: BigUint64Array;
+  readonly devIp: number;
+  readonly ownSubnet: number;
+  readonly ownMask: number;
+  readonly mtu: number;
+  readonly vni: number;
+  readonly devMac: Uint8Array;
+  readonly txFds: Int32Array;
+}
+
+export interface DatapathAddon {
+  tunOpen(name: string, flags: number): { fd: number; name: string };
+  udpOpen(ip: number, port: number, reusePort: boolean, bufBytes: number): number;
+  eventfdOpen(): number;
+  eventfdSignal(fd: number): void;
+  closeFd(fd: number): void;
+  engineCreate(spec: EngineSpec): EngineHandle;
+  /** Device → UDP; returns PUMP.IDLE after `timeoutMs` idle or `maxBatches` batches, PUMP.STOPPED on stop. */
+  pumpTx(engine: EngineHandle, timeoutMs: number, maxBatches: number): number;
+  pumpRx(engine: EngineHandle, timeoutMs: number, maxBatches: number): number;
+  engineDestroy(engine: EngineHandle): void;
+}
+
+let addon: DatapathAddon | undefined;
+
+export function datapathAddon(): DatapathAddon {
+  addon ??= loadAddon<DatapathAddon>('flannel_datapath');
+  return addon;
+}

@@ -1,0 +1,228 @@
+/* N-API glue only: argument checks, typed-array access, -errno → JS Error with `code` and `syscall`.
+ * Owns no global state; an engine context belongs to the JS object (external) that created it. */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <errno.h>
+#include <linux/if.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include "engine.h"
+#include "layout.h"
+#include "sys.h"
+
+typedef struct {
+  fl_engine engine;
+  napi_ref refs[4];  /* peer table, stats, tx fds, mac: keeps the shared memory alive */
+  int open;
+} engine_box;
+
+#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, "ERR_NAPI", #call " failed"); return NULL; } } while (0)
+
+static napi_value throw_errno(napi_env env, int neg_errno, const char *syscall) {
+  int err = -neg_errno;
+  const char *name = strerrorname_np(err);
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s failed: %s", syscall, strerror(err));
+  napi_value code, message, error, sys;
+  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
+  napi_set_named_property(env, error, "syscall", sys);
+  napi_value errnum;
+  napi_create_int32(env, err, &errnum);
+  napi_set_named_property(env, error, "errno", errnum);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static napi_value num(napi_env env, double v) {
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "missing arguments");
+    return 0;
+  }
+  return 1;
+}
+
+static double get_num(napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return d;
+}
+
+static napi_value prop(napi_env env, napi_value obj, const char *name) {
+  napi_value v;
+  napi_get_named_property(env, obj, name, &v);
+  return v;
+}
+
+/* tunOpen(name, flags) → { fd, name } */
+static napi_value tun_open(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  char name[IFNAMSIZ] = {0}, out_name[IFNAMSIZ] = {0};
+  size_t len;
+  CHECK(napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len));
+  int fd = fl_tun_open(name, (unsigned)get_num(env, argv[1]), out_name);
+  if (fd < 0) return throw_errno(env, fd, "TUNSETIFF");
+  napi_value obj, jname;
+  CHECK(napi_create_object(env, &obj));
+  CHECK(napi_create_string_utf8(env, out_name, NAPI_AUTO_LENGTH, &jname));
+  CHECK(napi_set_named_property(env, obj, "fd", num(env, fd)));
+  CHECK(napi_set_named_property(env, obj, "name", jname));
+  return obj;
+}
+
+/* udpOpen(ipHostOrder, port, reusePort, bufBytes) → fd */
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  bool reuse = false;
+  napi_get_value_bool(env, argv[2], &reuse);
+  int fd = fl_udp_open((uint32_t)get_num(env, argv[0]), (uint16_t)get_num(env, argv[1]), reuse, (int)get_num(env, argv[3]));
+  return fd < 0 ? throw_errno(env, fd, "bind") : num(env, fd);
+}
+
+static napi_value eventfd_open(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = fl_eventfd_open();
+  return fd < 0 ? throw_errno(env, fd, "eventfd") : num(env, fd);
+}
+
+static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int r = fl_eventfd_signal((int)get_num(env, argv[0]));
+  return r < 0 ? throw_errno(env, r, "write(eventfd)") : NULL;
+}
+
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int r = fl_close((int)get_num(env, argv[0]));
+  return r < 0 ? throw_errno(env, r, "close") : NULL;
+}
+
+/* Typed-array contents; returns 0 if `v` is not a typed array of type `want`. An empty array is valid. */
+static int typed_data(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
+  napi_typedarray_type type;
+  *data = NULL;
+  *length = 0;
+  return napi_get_typedarray_info(env, v, &type, length, data, NULL, NULL) == napi_ok && type == want;
+}
+
+static void release(napi_env env, engine_box *box) {
+  if (box->open) fl_engine_free(&box->engine);
+  box->open = 0;
+  for (int i = 0; i < 4; i++) if (box->refs[i]) { napi_delete_reference(env, box->refs[i]); box->refs[i] = NULL; }
+}
+
+static void finalize_box(napi_env env, void *data, void *hint) {
+  (void)hint;
+  release(env, data);
+  free(data);
+}
+
+/* engineCreate({ mode, devFd, udpFd, stopFd, peerTable: Uint32Array, stats: BigUint64Array,
+ *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array }) → external */
+static napi_value engine_create(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  napi_value o = argv[0];
+  engine_box *box = calloc(1, sizeof *box);
+  if (!box) return throw_errno(env, -ENOMEM, "engineCreate");
+  fl_engine *e = &box->engine;
+  e->mode = (int)get_num(env, prop(env, o, "mode"));
+  e->dev_fd = (int)get_num(env, prop(env, o, "devFd"));
+  e->udp_fd = (int)get_num(env, prop(env, o, "udpFd"));
+  e->stop_fd = (int)get_num(env, prop(env, o, "stopFd"));
+  e->dev_ip = (uint32_t)get_num(env, prop(env, o, "devIp"));
+  e->own_subnet = (uint32_t)get_num(env, prop(env, o, "ownSubnet"));
+  e->own_mask = (uint32_t)get_num(env, prop(env, o, "ownMask"));
+  e->mtu = (uint32_t)get_num(env, prop(env, o, "mtu"));
+  e->vni = (uint32_t)get_num(env, prop(env, o, "vni"));
+  napi_value arrays[4] = {prop(env, o, "peerTable"), prop(env, o, "stats"), prop(env, o, "txFds"), prop(env, o, "devMac")};
+  size_t n_words = 0, n_stats = 0, n_fds = 0, n_mac = 0;
+  void *table = NULL, *stats = NULL, *fds = NULL, *mac = NULL;
+  int ok = typed_data(env, arrays[0], napi_uint32_array, &table, &n_words) &&
+           typed_data(env, arrays[1], napi_biguint64_array, &stats, &n_stats) &&
+           typed_data(env, arrays[2], napi_int32_array, &fds, &n_fds) &&
+           typed_data(env, arrays[3], napi_uint8_array, &mac, &n_mac);
+  e->peer_table = table;
+  e->stats = stats;
+  e->tx_fds = fds;
+  if (!ok || n_mac != 6 || n_stats < ST_GLOBAL_COUNT || n_words < 8) {
+    free(box);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "engineCreate: bad peerTable, stats, txFds or devMac");
+    return NULL;
+  }
+  memcpy(e->dev_mac, mac, 6);
+  e->n_tx_fds = (uint32_t)n_fds;
+  e->stat_slots = (uint32_t)((n_stats - ST_GLOBAL_COUNT) / SP_WORDS);
+  int r = fl_engine_init(e);
+  if (r < 0) { free(box); return throw_errno(env, r, "engineCreate"); }
+  box->open = 1;
+  for (int i = 0; i < 4; i++) napi_create_reference(env, arrays[i], 1, &box->refs[i]);
+  napi_value ext;
+  if (napi_create_external(env, box, finalize_box, NULL, &ext) != napi_ok) { release(env, box); free(box); return NULL; }
+  return ext;
+}
+
+static engine_box *unwrap(napi_env env, napi_value v) {
+  void *data = NULL;
+  if (napi_get_value_external(env, v, &data) != napi_ok || !data) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "expected an engine");
+    return NULL;
+  }
+  engine_box *box = data;
+  if (!box->open) { napi_throw_error(env, "ERR_ENGINE_CLOSED", "the engine was destroyed"); return NULL; }
+  return box;
+}
+
+static napi_value pump(napi_env env, napi_callback_info info, int tx) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  engine_box *box = unwrap(env, argv[0]);
+  if (!box) return NULL;
+  int r = tx ? fl_pump_tx(&box->engine, (int)get_num(env, argv[1]), (int)get_num(env, argv[2]))
+             : fl_pump_rx(&box->engine, (int)get_num(env, argv[1]), (int)get_num(env, argv[2]));
+  return r < 0 ? throw_errno(env, r, tx ? "pumpTx" : "pumpRx") : num(env, r);
+}
+
+static napi_value pump_tx(napi_env env, napi_callback_info info) { return pump(env, info, 1); }
+static napi_value pump_rx(napi_env env, napi_callback_info info) { return pump(env, info, 0); }
+
+static napi_value engine_destroy(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  void *data = NULL;
+  if (napi_get_value_external(env, argv[0], &data) == napi_ok && data) release(env, data);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"tunOpen", NULL, tun_open, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"engineCreate", NULL, engine_create, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"pumpTx", NULL, pump_tx, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"pumpRx", NULL, pump_rx, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"engineDestroy", NULL, engine_destroy, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,219 @@
+/* The packet loops, per packet with batched syscalls:
+ *  TX: poll(dev, stop) → read() packets until EAGAIN or a full batch → route each by inner
+ *      destination (udp) or destination MAC (vxlan) → one sendmmsg() for the batch.
+ *  RX: poll(udp, stop) → recvmmsg() a batch → check the sender holds a lease and the inner source
+ *      belongs to it → write() each packet to the device.
+ * Every drop is counted by reason; nothing is logged, nothing allocates per packet. */
+#define _GNU_SOURCE
+#include "engine.h"
+#include "ipv4.h"
+#include "layout.h"
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define STAT(e, i) ((e)->stats[(i)])
+#define PEER_STAT(e, p, i) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)]++; } while (0)
+#define PEER_STAT_ADD(e, p, i, n) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)] += (n); } while (0)
+
+int fl_engine_init(fl_engine *e) {
+  memset(&e->peers, 0, sizeof e->peers);
+  e->slot_size = e->mtu + 64 < 2048 ? 2048 : ((e->mtu + 64 + 1023) & ~1023u);
+  e->bufs = malloc((size_t)e->slot_size * FL_BATCH);
+  return e->bufs ? 0 : -ENOMEM;
+}
+
+void fl_engine_free(fl_engine *e) {
+  free(e->bufs);
+  e->bufs = NULL;
+  fl_peers_free(&e->peers);
+}
+
+/* Waits for `fd` or the stop fd. Returns 1 if fd is ready, 0 on timeout, FL_PUMP_STOPPED+1 on stop, -errno. */
+static int wait_ready(fl_engine *e, int fd, int timeout_ms) {
+  struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = e->stop_fd, .events = POLLIN}};
+  int r = poll(p, 2, timeout_ms);
+  if (r < 0) return errno == EINTR ? 0 : -errno;
+  if (p[1].revents) return 2;
+  return r > 0 ? 1 : 0;
+}
+
+static int stop_requested(fl_engine *e) {
+  struct pollfd p = {.fd = e->stop_fd, .events = POLLIN};
+  return poll(&p, 1, 0) > 0;
+}
+
+static void sync_peers(fl_engine *e) {
+  if (fl_peers_sync(&e->peers, e->peer_table) > 0) STAT(e, ST_PEER_TABLE_LOADS)++;
+}
+
+/* Sends msgs[0..n), retrying partial sends; a datagram that fails is counted and skipped. */
+static void send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n) {
+  int done = 0, spins = 0;
+  while (done < n) {
+    int r = sendmmsg(fd, msgs + done, (unsigned)(n - done), MSG_DONTWAIT);
+    if (r > 0) { done += r; continue; }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == ENOBUFS) && spins++ < 100) {
+      struct pollfd p = {.fd = fd, .events = POLLOUT};
+      poll(&p, 1, 1);
+      continue;
+    }
+    STAT(e, ST_TX_SEND_ERRORS)++;
+    done++;
+  }
+  STAT(e, ST_TX_BATCHES)++;
+}
+
+/* udp mode, TX: route one IPv4 packet. Returns the peer, or NULL if it was dropped or answered. */
+static const fl_peer *route_ipv4(fl_engine *e, uint8_t *pkt, size_t len) {
+  size_t ihl = fl_ipv4_header_len(pkt, len);
+  if (!ihl) { STAT(e, ST_DROP_TX_MALFORMED)++; return NULL; }
+  const fl_peer *peer = fl_peers_by_dst(&e->peers, fl_rd32(pkt + 16));
+  if (!peer) {
+    STAT(e, ST_DROP_NO_ROUTE)++;
+    size_t n = fl_icmp_unreachable(e->icmp, sizeof e->icmp, pkt, len, e->dev_ip, 0);
+    if (n && write(e->dev_fd, e->icmp, n) == (ssize_t)n) STAT(e, ST_ICMP_UNREACHABLE_SENT)++;
+    return NULL;
+  }
+  if (!fl_ipv4_dec_ttl(pkt)) { STAT(e, ST_DROP_TTL)++; return NULL; }
+  return peer;
+}
+
+const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, uint32_t *flow_hash);
+
+/* Adds the packet in slot n to the batch: iovecs, destination, counters. */
+static void enqueue(fl_engine *e, int n, const fl_peer *peer, uint8_t *buf, size_t len) {
+  int iovs = 0;
+  if (e->mode == FL_MODE_VXLAN) {
+    uint8_t *h = e->vxlan_hdr[n];
+    memset(h, 0, 8);
+    h[0] = 0x08;
+    h[4] = (uint8_t)(e->vni >> 16); h[5] = (uint8_t)(e->vni >> 8); h[6] = (uint8_t)e->vni;
+    e->iov[n][iovs].iov_base = h;
+    e->iov[n][iovs++].iov_len = 8;
+  }
+  e->iov[n][iovs].iov_base = buf;
+  e->iov[n][iovs++].iov_len = len;
+  e->addrs[n].sin_family = AF_INET;
+  e->addrs[n].sin_port = htons((uint16_t)peer->port);
+  e->addrs[n].sin_addr.s_addr = htonl(peer->public_ip);
+  memset(&e->msgs[n].msg_hdr, 0, sizeof e->msgs[n].msg_hdr);
+  e->msgs[n].msg_hdr.msg_iov = e->iov[n];
+  e->msgs[n].msg_hdr.msg_iovlen = (size_t)iovs;
+  e->msgs[n].msg_hdr.msg_name = &e->addrs[n];
+  e->msgs[n].msg_hdr.msg_namelen = sizeof e->addrs[n];
+  STAT(e, ST_TX_PACKETS)++;
+  STAT(e, ST_TX_BYTES) += len;
+  PEER_STAT(e, peer, SP_TX_PACKETS);
+  PEER_STAT_ADD(e, peer, SP_TX_BYTES, len);
+}
+
+/* Sends the batch; in vxlan mode each message goes out of the socket its flow hash picked, so runs of
+ * messages with the same socket share one sendmmsg. */
+static void flush(fl_engine *e, int n, const int *fd_of) {
+  int start = 0;
+  for (int i = 1; i <= n; i++) {
+    if (i < n && fd_of[i] == fd_of[start]) continue;
+    send_batch(e, fd_of[start], e->msgs + start, i - start);
+    start = i;
+  }
+}
+
+int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches) {
+  if (stop_requested(e)) return FL_PUMP_STOPPED;
+  int fd_of[FL_BATCH];
+  for (int b = 0; b < max_batches; b++) {
+    sync_peers(e);
+    int n = 0;
+    while (n < FL_BATCH) {
+      uint8_t *buf = e->bufs + (size_t)n * e->slot_size;
+      ssize_t r = read(e->dev_fd, buf, e->slot_size);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) break;
+        return -errno;
+      }
+      const fl_peer *peer;
+      size_t len = (size_t)r;
+      if (e->mode == FL_MODE_VXLAN) {
+        uint32_t hash = 0;
+        peer = fl_vxlan_route(e, buf, len, &hash);
+        fd_of[n] = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
+      } else {
+        peer = route_ipv4(e, buf, len);
+        if (peer) len = fl_rd16(buf + 2);
+        fd_of[n] = e->udp_fd;
+      }
+      if (!peer) continue;
+      enqueue(e, n, peer, buf, len);
+      n++;
+    }
+    if (n > 0) { flush(e, n, fd_of); continue; }
+    int w = wait_ready(e, e->dev_fd, timeout_ms);
+    if (w < 0) return w;
+    if (w == 2) return FL_PUMP_STOPPED;
+    if (w == 0) return FL_PUMP_IDLE;
+  }
+  return FL_PUMP_IDLE;
+}
+
+/* udp mode, RX: validate one datagram from `peer`; returns the inner packet length to write, or 0. */
+static size_t accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len) {
+  size_t ihl = fl_ipv4_header_len(pkt, len);
+  if (!ihl) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  if ((fl_rd32(pkt + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
+  if (!fl_ipv4_dec_ttl(pkt)) { STAT(e, ST_DROP_TTL)++; return 0; }
+  return fl_rd16(pkt + 2);
+}
+
+static void prepare_recv(fl_engine *e) {
+  for (int i = 0; i < FL_BATCH; i++) {
+    e->iov[i][0].iov_base = e->bufs + (size_t)i * e->slot_size;
+    e->iov[i][0].iov_len = e->slot_size;
+    memset(&e->msgs[i].msg_hdr, 0, sizeof e->msgs[i].msg_hdr);
+    e->msgs[i].msg_hdr.msg_iov = e->iov[i];
+    e->msgs[i].msg_hdr.msg_iovlen = 1;
+    e->msgs[i].msg_hdr.msg_name = &e->addrs[i];
+    e->msgs[i].msg_hdr.msg_namelen = sizeof e->addrs[i];
+  }
+}
+
+size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len);
+
+int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches) {
+  if (stop_requested(e)) return FL_PUMP_STOPPED;
+  for (int b = 0; b < max_batches; b++) {
+    sync_peers(e);
+    prepare_recv(e);
+    int n = recvmmsg(e->udp_fd, e->msgs, FL_BATCH, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) return -errno;
+      int w = wait_ready(e, e->udp_fd, timeout_ms);
+      if (w < 0) return w;
+      if (w == 2) return FL_PUMP_STOPPED;
+      if (w == 0) return FL_PUMP_IDLE;
+      continue;
+    }
+    STAT(e, ST_RX_BATCHES)++;
+    for (int i = 0; i < n; i++) {
+      uint8_t *pkt = e->iov[i][0].iov_base;
+      size_t len = e->msgs[i].msg_len;
+      if (e->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
+      const fl_peer *peer = fl_peers_by_public(&e->peers, ntohl(e->addrs[i].sin_addr.s_addr));
+      if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
+      size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, len) : accept_ipv4(e, peer, pkt, len);
+      if (!out) continue;
+      if (out > e->mtu + (e->mode == FL_MODE_VXLAN ? 14u : 0u)) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
+      if (write(e->dev_fd, pkt, out) != (ssize_t)out) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
+      STAT(e, ST_RX_PACKETS)++;
+      STAT(e, ST_RX_BYTES) += out;
+      PEER_STAT(e, peer, SP_RX_PACKETS);
+      PEER_STAT_ADD(e, peer, SP_RX_BYTES, out);
+    }
+  }
+  return FL_PUMP_IDLE;
+}

@@ -1,0 +1,52 @@
+/* The packet loops. One engine context per worker thread and direction; contexts share the fds,
+ * the peer table and the counters, but each direction's counters have a single writer. */
+#ifndef FLANNEL_ENGINE_H
+#define FLANNEL_ENGINE_H
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* struct mmsghdr, recvmmsg, sendmmsg */
+#endif
+#include <stdint.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include "peers.h"
+
+#define FL_MODE_UDP 0
+#define FL_MODE_VXLAN 1
+#define FL_BATCH 64
+
+#define FL_PUMP_IDLE 0
+#define FL_PUMP_STOPPED 1
+
+typedef struct {
+  int mode;
+  int dev_fd;        /* TUN (udp mode) or TAP (vxlan mode) */
+  int udp_fd;        /* the bound UDP socket: receives, and sends in udp mode */
+  int stop_fd;       /* eventfd: readable = stop */
+  const uint32_t *peer_table;
+  uint64_t *stats;
+  uint32_t stat_slots;
+  uint32_t dev_ip;   /* our device address: source of ICMP errors */
+  uint32_t own_subnet, own_mask;
+  uint32_t mtu;      /* device MTU: larger inner packets are dropped as oversize */
+  uint32_t vni;
+  uint8_t dev_mac[6];
+  int *tx_fds;       /* vxlan: sockets bound to different source ports, picked by flow hash */
+  uint32_t n_tx_fds;
+  uint32_t slot_size;
+  fl_peers peers;
+  uint8_t *bufs;
+  struct mmsghdr msgs[FL_BATCH];
+  struct iovec iov[FL_BATCH][2];
+  struct sockaddr_in addrs[FL_BATCH];
+  uint8_t vxlan_hdr[FL_BATCH][8];
+  uint8_t icmp[1600];
+} fl_engine;
+
+/* Allocates buffers; returns 0 or -errno. The caller fills the fields above first. */
+int fl_engine_init(fl_engine *e);
+void fl_engine_free(fl_engine *e);
+/* Device → UDP. Returns FL_PUMP_STOPPED, FL_PUMP_IDLE (timeout or batch budget used), or -errno. */
+int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches);
+/* UDP → device. Same return values. */
+int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches);
+#endif

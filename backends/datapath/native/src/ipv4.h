@@ -1,0 +1,24 @@
+/* IPv4 header helpers for the packet loops: checksum, incremental TTL decrement, ICMP errors. */
+#ifndef FLANNEL_IPV4_H
+#define FLANNEL_IPV4_H
+#include <stddef.h>
+#include <stdint.h>
+
+static inline uint32_t fl_rd32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static inline uint16_t fl_rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline void fl_wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void fl_wr32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v; }
+
+/* Internet checksum (RFC 1071) of len bytes, returned in host order, already complemented. */
+uint16_t fl_csum(const uint8_t *data, size_t len);
+
+/* Checks version, IHL and total length against the buffer; returns the header length or 0. */
+size_t fl_ipv4_header_len(const uint8_t *pkt, size_t len);
+
+/* Decrements the TTL and patches the header checksum (RFC 1624). Returns 0 if the TTL ran out. */
+int fl_ipv4_dec_ttl(uint8_t *pkt);
+
+/* Builds an ICMP destination-unreachable (type 3, `code`) to the sender of `orig`, from `src`.
+ * Returns its length, or 0 when RFC 792 forbids one (ICMP error, non-first fragment, bad header). */
+size_t fl_icmp_unreachable(uint8_t *out, size_t cap, const uint8_t *orig, size_t orig_len, uint32_t src, uint8_t code);
+#endif

@@ -1,0 +1,34 @@
+/* Shared-memory layouts read by C and written/read by TypeScript (backends/datapath/layout.ts).
+ * Any change here must be mirrored there. */
+#ifndef FLANNEL_LAYOUT_H
+#define FLANNEL_LAYOUT_H
+
+/* Peer table: u32 words in a SharedArrayBuffer. The control plane writes it under a seqlock
+ * (seq odd while writing) and the packet loops take a private snapshot when seq changes. */
+enum {
+  PT_SEQ = 0,
+  PT_COUNT = 1,
+  PT_CAPACITY = 2,
+  PT_HEADER_WORDS = 8,
+  PE_SUBNET = 0,   /* peer subnet network address, host order */
+  PE_PREFIX = 1,   /* its prefix length */
+  PE_PUBLIC_IP = 2,/* the peer's PublicIP, host order */
+  PE_PORT = 3,     /* UDP port to send to */
+  PE_SLOT = 4,     /* index of its per-peer counters */
+  PE_MAC_HI = 5,   /* vxlan: VtepMAC bytes 0-1 */
+  PE_MAC_LO = 6,   /* vxlan: VtepMAC bytes 2-5 */
+  PE_FLAGS = 7,
+  PE_WORDS = 8
+};
+
+/* Counters: u64 slots in a SharedArrayBuffer; each is written by exactly one thread. */
+enum {
+  ST_TX_PACKETS, ST_TX_BYTES, ST_RX_PACKETS, ST_RX_BYTES,
+  ST_DROP_NO_ROUTE, ST_DROP_TTL, ST_DROP_TX_MALFORMED, ST_DROP_UNKNOWN_SOURCE,
+  ST_DROP_SPOOFED_SOURCE, ST_DROP_RX_MALFORMED, ST_DROP_OVERSIZE, ST_ICMP_UNREACHABLE_SENT,
+  ST_TX_SEND_ERRORS, ST_RX_WRITE_ERRORS, ST_TX_BATCHES, ST_RX_BATCHES,
+  ST_DROP_BAD_VXLAN, ST_DROP_UNKNOWN_MAC, ST_DROP_BROADCAST, ST_PEER_TABLE_LOADS,
+  ST_GLOBAL_COUNT = 32,
+  SP_TX_PACKETS = 0, SP_TX_BYTES = 1, SP_RX_PACKETS = 2, SP_RX_BYTES = 3, SP_WORDS = 4
+};
+#endif

@@ -1,0 +1,29 @@
+/* A private, immutable snapshot of the peer table with O(1) lookups by inner address and by PublicIP. */
+#ifndef FLANNEL_PEERS_H
+#define FLANNEL_PEERS_H
+#include <stdint.h>
+
+typedef struct {
+  uint32_t subnet, mask, public_ip, port, slot;
+  uint8_t mac[6];
+} fl_peer;
+
+typedef struct {
+  fl_peer *peers;
+  uint32_t count;
+  uint32_t *by_subnet;   /* open addressing: index+1, 0 = empty */
+  uint32_t *by_public;
+  uint32_t *by_mac;
+  uint32_t buckets;      /* power of two */
+  uint32_t prefix_lens[33];
+  uint32_t n_prefix_lens;
+  uint32_t seq;          /* table seq this snapshot was taken at */
+} fl_peers;
+
+/* Refreshes `p` from the shared table if its seq changed. Returns 1 if reloaded, 0 if unchanged, -errno. */
+int fl_peers_sync(fl_peers *p, const uint32_t *shared);
+const fl_peer *fl_peers_by_dst(const fl_peers *p, uint32_t ip);
+const fl_peer *fl_peers_by_public(const fl_peers *p, uint32_t ip);
+const fl_peer *fl_peers_by_mac(const fl_peers *p, const uint8_t *mac);
+void fl_peers_free(fl_peers *p);
+#endif

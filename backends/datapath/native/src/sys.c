@@ -1,0 +1,71 @@
+/* Device and socket setup for the packet engine. Returns -errno on failure, never exits. */
+#define _GNU_SOURCE
+#include "sys.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int fl_tun_open(const char *name, unsigned flags, char *name_out) {
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_NO_PI | ((flags & FL_TUN_TAP) ? IFF_TAP : IFF_TUN);
+  if (flags & FL_TUN_VNET_HDR) ifr.ifr_flags |= IFF_VNET_HDR;
+  if (flags & FL_TUN_MULTI_QUEUE) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+  strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  memcpy(name_out, ifr.ifr_name, IFNAMSIZ);
+  name_out[IFNAMSIZ - 1] = 0;
+  return fd;
+}
+
+static void set_buf(int fd, int opt_force, int opt, int bytes) {
+  if (setsockopt(fd, SOL_SOCKET, opt_force, &bytes, sizeof bytes) < 0) setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes);
+}
+
+int fl_udp_open(uint32_t ip, uint16_t port, int reuse_port, int buf_bytes) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int one = 1;
+  if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) goto fail;
+  if (buf_bytes > 0) {
+    set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, buf_bytes);
+    set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, buf_bytes);
+  }
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(ip);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) goto fail;
+  return fd;
+fail : {
+  int err = errno;
+  close(fd);
+  return -err;
+}
+}
+
+int fl_eventfd_open(void) {
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  return fd < 0 ? -errno : fd;
+}
+
+int fl_eventfd_signal(int fd) {
+  uint64_t one = 1;
+  return write(fd, &one, sizeof one) < 0 ? -errno : 0;
+}
+
+int fl_close(int fd) { return close(fd) < 0 ? -errno : 0; }

@@ -1,0 +1,18 @@
+/* Device and socket setup for the packet engine: TUN/TAP, UDP sockets, eventfds.
+ * Pure syscall code: every function returns a non-negative result or -errno, never exits. */
+#ifndef FLANNEL_SYS_H
+#define FLANNEL_SYS_H
+#include <stdint.h>
+
+#define FL_TUN_TAP 1u        /* IFF_TAP instead of IFF_TUN */
+#define FL_TUN_VNET_HDR 2u   /* IFF_VNET_HDR (offload path, issue 7) */
+#define FL_TUN_MULTI_QUEUE 4u
+
+/* Opens /dev/net/tun as `name` (may contain %d); writes the kernel's name into name_out (IFNAMSIZ). */
+int fl_tun_open(const char *name, unsigned flags, char *name_out);
+/* Non-blocking UDP socket bound to ip:port (host order), SO_REUSEPORT optional, big buffers. */
+int fl_udp_open(uint32_t ip, uint16_t port, int reuse_port, int buf_bytes);
+int fl_eventfd_open(void);
+int fl_eventfd_signal(int fd);
+int fl_close(int fd);
+#endif

@@ -1,0 +1,55 @@
+/* vxlan mode: Ethernet frames from the TAP VTEP travel as RFC 7348 VXLAN (8-byte header, I flag,
+ * 24-bit VNI). TX routes by destination MAC (static neighbours mean no ARP ever crosses); RX
+ * accepts only the right VNI and flags, and inner frames whose source MAC and IP are the peer's. */
+#include "engine.h"
+#include "ipv4.h"
+#include "layout.h"
+#include <string.h>
+
+#define STAT(e, i) ((e)->stats[(i)])
+#define ETH_HLEN 14
+#define ETHERTYPE_IPV4 0x0800
+
+static uint32_t mix(uint32_t h, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x01000193u;
+  return h;
+}
+
+/* The kernel's VXLAN derives the outer source port from a hash of the inner flow; so do we:
+ * protocol, addresses and (TCP/UDP) ports, FNV-1a. */
+static uint32_t flow_hash(const uint8_t *frame, size_t len) {
+  uint32_t h = 0x811c9dc5u;
+  if (len < ETH_HLEN + 20 || fl_rd16(frame + 12) != ETHERTYPE_IPV4) return mix(h, frame, len < ETH_HLEN ? len : ETH_HLEN);
+  const uint8_t *ip = frame + ETH_HLEN;
+  size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+  h = mix(mix(h, ip + 9, 1), ip + 12, 8);
+  if ((ip[9] == 6 || ip[9] == 17) && len >= ETH_HLEN + ihl + 4) h = mix(h, ip + ihl, 4);
+  return h;
+}
+
+const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, uint32_t *hash) {
+  if (len < ETH_HLEN) { STAT(e, ST_DROP_TX_MALFORMED)++; return NULL; }
+  if (frame[0] & 1) { STAT(e, ST_DROP_BROADCAST)++; return NULL; }   /* broadcast or multicast */
+  const fl_peer *peer = fl_peers_by_mac(&e->peers, frame);
+  if (!peer) { STAT(e, ST_DROP_UNKNOWN_MAC)++; return NULL; }
+  *hash = flow_hash(frame, len);
+  return peer;
+}
+
+size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len) {
+  uint8_t *p = *pkt;
+  if (len < 8 + ETH_HLEN) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  uint32_t vni = (uint32_t)p[4] << 16 | (uint32_t)p[5] << 8 | p[6];
+  if (p[0] != 0x08 || p[1] || p[2] || p[3] || p[7] || vni != e->vni) { STAT(e, ST_DROP_BAD_VXLAN)++; return 0; }
+  uint8_t *frame = p + 8;
+  size_t flen = len - 8;
+  if (memcmp(frame, e->dev_mac, 6) != 0) { STAT(e, ST_DROP_UNKNOWN_MAC)++; return 0; }
+  if (memcmp(frame + 6, peer->mac, 6) != 0) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
+  if (fl_rd16(frame + 12) != ETHERTYPE_IPV4) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  const uint8_t *ip = frame + ETH_HLEN;
+  size_t ihl = fl_ipv4_header_len(ip, flen - ETH_HLEN);
+  if (!ihl) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  if ((fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
+  *pkt = frame;
+  return ETH_HLEN + fl_rd16(ip + 2);
+}

@@ -1,0 +1,108 @@
+// udp: flannel's "debugging" backend, made real. A TUN device flannel0 (subnet.0/32, MTU ext−28,
+// one route for the whole Network) and a UDP socket on the interface address, port 8285. Each
+// datagram carries exactly one inner IPv4 packet, no header: wire-compatible with flannel's udp.
+// Owned state: the TUN device (gone when its fd closes, taking its address and route along), the
+// socket, two packet-engine workers. Peers: one entry per lease in the engine's peer table; no
+// kernel state per peer, so 1000 peers cost one table swap. Like flannel, leases of any backend
+// type are used (flannel's udp publishes no BackendType and filters none).
+import { existsSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { ConfigError, FlannelError, errorMessage } from '../../subnet/errors.js';
+import { formatCidr4, formatIp4, maskOf } from '../../subnet/ip.js';
+import { pickFields } from '../../subnet/json-fields.js';
+import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
+import type { Backend, BackendContext, Network, ReconcileResult } from '../backend.js';
+import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js';
+import { PacketEngine } from '../datapath/packet-engine.js';
+import { PeerTable } from '../datapath/peer-table.js';
+import { DeviceState } from '../datapath/device-state.js';
+
+export const UDP_OVERHEAD = 28;
+const DEVICE_NAME = 'flannel0';
+const SOCKET_BUFFER_BYTES = 4 << 20;
+
+export function parseUdpPort(backend: Readonly<Record<string, unknown>>): number {
+  const { Port: port } = pickFields(backend, ['Port']);
+  if (port === undefined || port === null || port === 0) return 8285;
+  if (typeof port === 'number' && Number.isInteger(port) && port > 0 && port < 65536) return port;
+  throw new ConfigError('the Backend section', [{ field: 'Backend.Port', value: port, expected: 'must be a UDP port from 1 to 65535 (default 8285)' }]);
+}
+
+export class UdpBackend implements Backend {
+  readonly type = 'udp' as const;
+  readonly mtu: number;
+  private readonly port: number;
+  private readonly log: Logger;
+
+  constructor(private readonly ctx: BackendContext) {
+    this.mtu = ctx.ext.mtu - UDP_OVERHEAD;
+    this.port = parseUdpPort(ctx.config.backend);
+    this.log = ctx.log.child({ component: 'backend/udp' });
+  }
+
+  async prepare(): Promise<LeaseAttrs> {
+    if (!existsSync('/dev/net/tun')) {
+      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', 'the udp backend needs /dev/net/tun: load the tun module (modprobe tun) or mount the device into the container');
+    }
+    try {
+      datapathAddon();
+    } catch (err) {
+      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', `the udp backend needs the packet-engine addon: ${errorMessage(err)}`, { cause: err });
+    }
+    return { publicIp: this.ctx.ext.publicIp };
+  }
+
+  async start(lease: Lease): Promise<Network> {
+    const addon = datapathAddon();
+    const { config, ext } = this.ctx;
+    const tun = addon.tunOpen(DEVICE_NAME, 0);
+    const fds = [tun.fd];
+    try {
+      const device = new DeviceState({ name: tun.name, address: `${formatIp4(lease.subnet.ip)}/32`, mtu: this.mtu, route: `${formatCidr4(config.network)} dev ${tun.name}` });
+      await device.ensure();
+      const udpFd = addon.udpOpen(ext.ip, this.port, false, SOCKET_BUFFER_BYTES);
+      fds.push(udpFd);
+      const table = new PeerTable(Math.min(65_536, 2 ** (config.subnetLen - config.network.prefixLen)));
+      const engine = new PacketEngine({
+        table, log: this.log,
+        spec: { mode: ENGINE_MODE.UDP, devFd: tun.fd, udpFd, devIp: lease.subnet.ip, ownSubnet: lease.subnet.ip, ownMask: maskOf(lease.subnet.prefixLen), mtu: this.mtu, vni: 0, devMac: new Uint8Array(6), txFds: new Int32Array(0) },
+      });
+      await engine.start();
+      this.log.info({ device: tun.name, port: this.port, mtu: this.mtu }, 'udp backend running');
+      return new UdpNetwork(lease, engine, device, fds, this.port, this.log);
+    } catch (err) {
+      for (const fd of fds) addon.closeFd(fd);
+      throw err;
+    }
+  }
+}
+
+export class UdpNetwork implements Network {
+  private readonly peers = new Map<string, Lease>();
+
+  constructor(readonly lease: Lease, readonly engine: PacketEngine, private readonly device: DeviceState,
+    private readonly fds: number[], private readonly port: number, private readonly log: Logger) {}
+
+  async apply(events: readonly LeaseEvent[]): Promise<void> {
+    for (const ev of events) {
+      const key = formatCidr4(ev.lease.subnet);
+      if (ev.kind === 'added') this.peers.set(key, ev.lease);
+      else if (this.peers.get(key) === ev.lease || this.peers.get(key)?.attrs.publicIp === ev.lease.attrs.publicIp) this.peers.delete(key);
+    }
+    this.engine.replacePeers([...this.peers.entries()].map(([key, l]) => ({
+      key, subnet: l.subnet.ip, prefixLen: l.subnet.prefixLen, publicIp: l.attrs.publicIp, port: this.port,
+    })));
+    this.log.info({ peers: this.peers.size }, 'peer table updated');
+  }
+
+  async reconcile(): Promise<ReconcileResult> {
+    const fixed = await this.device.ensure();
+    return { fixed, removed: 0, failed: 0 };
+  }
+
+  async close(): Promise<void> {
+    await this.engine.stop();
+    const addon = datapathAddon();
+    for (const fd of this.fds.splice(0)) addon.closeFd(fd);
+  }
+}
