@@ -45,4 +45,15 @@ export interface Network {
   reconcile(): Promise<ReconcileResult>;
   /** Stops background work; kernel state is left in place so a restart does not interrupt traffic. */
   close(): Promise<void>;
+  /** Userspace data paths only: counters read from shared memory (no call into the packet loops). */
+  datapathStats?(): DatapathStats;
+  /** Userspace data paths only, fault injection for tests: makes a packet-engine worker crash. */
+  crashWorker?(direction: 'tx' | 'rx'): void;
+}
+
+export interface DatapathStats {
+  /** Engine-wide counters by name: tx_packets, rx_bytes, drop_<reason>, … */
+  readonly counters: Readonly<Record<string, bigint>>;
+  readonly peers: ReadonlyArray<{ readonly peer: string; readonly counters: Readonly<Record<string, bigint>> }>;
+  readonly workerRestarts: number;
 }

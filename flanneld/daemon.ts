@@ -13,6 +13,7 @@ import { formatCidr4 } from '../subnet/ip.js';
 import type { Lease } from '../subnet/lease.js';
 import { findExternalInterface } from './external-interface.js';
 import { HealthServer, type HealthState } from './health.js';
+import { createMetrics } from './metrics.js';
 import type { Flags } from './options.js';
 import { checkHostSysctls } from './host-checks.js';
 import { sdNotify } from './sd-notify.js';
@@ -22,7 +23,11 @@ const ROUTE_CHECK_INTERVAL_MS = 10_000;
 
 export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal): Promise<void> {
   const health: HealthState = { ready: false, reason: 'starting' };
-  const server = flags['healthz-port'] > 0 ? new HealthServer({ ip: flags['healthz-ip'], port: flags['healthz-port'] }, () => health) : undefined;
+  let network: Network | undefined;
+  const registry = createMetrics({ network: () => network });
+  const server = flags['healthz-port'] > 0
+    ? new HealthServer({ ip: flags['healthz-ip'], port: flags['healthz-port'], metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }) }, () => health)
+    : undefined;
   await server?.listen();
   const manager = new EtcdSubnetManager(new EtcdRegistry(createEtcdClient({
     endpoints: flags['etcd-endpoints'].split(',').map((s) => s.trim()),
@@ -30,7 +35,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     username: flags['etcd-username'], password: flags['etcd-password'],
   }), flags['etcd-prefix']), { log: log.child({ component: 'subnet/etcd' }), leaseTtlSec: flags['subnet-lease-ttl'] });
   let rules: IptablesRules | undefined;
-  let network: Network | undefined;
+  const stopFaults = installFaultInjection(log, () => network);
   try {
     health.reason = 'waiting for the network config in etcd';
     const config = await manager.waitForNetworkConfig(signal, (err) => { health.reason = `network config: ${err.message}`; });
@@ -54,6 +59,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     log.info({ subnet: formatCidr4(lease.subnet), backend: backend.type }, 'running');
     await runLoops({ flags, log, manager, network, rules, lease }, signal);
   } finally {
+    stopFaults();
     health.ready = false;
     notify(log, 'STOPPING=1');
     await network?.close();
@@ -61,6 +67,20 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     await manager.close();
     await server?.close();
   }
+}
+
+/**
+ * Test hook, off unless FLANNELD_FAULT_INJECTION=1: SIGUSR2 makes the packet engine's TX worker
+ * crash, to prove that a dead worker is reported and restarted.
+ */
+function installFaultInjection(log: Logger, network: () => Network | undefined): () => void {
+  if (process.env.FLANNELD_FAULT_INJECTION !== '1') return () => {};
+  const onSignal = (): void => {
+    log.warn('fault injection: crashing the packet engine TX worker');
+    network()?.crashWorker?.('tx');
+  };
+  process.on('SIGUSR2', onSignal);
+  return () => process.off('SIGUSR2', onSignal);
 }
 
 function writeSubnetFile(flags: Flags, log: Logger, env: Parameters<typeof writeSubnetEnv>[1]): void {

@@ -13,6 +13,8 @@ export interface HealthState {
 }
 
 export interface HealthServerOptions {
+  /** Serves GET /metrics when given (Prometheus text exposition). */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
   ip: string;
   /** 1–65535 in the daemon; 0 binds an ephemeral port (tests). */
   port: number;
@@ -35,7 +37,7 @@ export class HealthServer {
 
   constructor(opts: HealthServerOptions, state: () => HealthState) {
     validateOptions(opts);
-    this.#opts = { ip: opts.ip, port: opts.port };
+    this.#opts = { ...opts };
     this.#state = state;
     this.#server = createServer((req, res) => this.#handle(req, res));
     this.#server.requestTimeout = REQUEST_TIMEOUT_MS;
@@ -71,6 +73,14 @@ export class HealthServer {
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
+    const metrics = this.#opts.metrics;
+    if (metrics && pathOf(req.url) === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) {
+      metrics().then(
+        (m) => send(res, req.method === 'HEAD', { status: 200, body: m.body, headers: { 'Content-Type': m.contentType } }),
+        (err: unknown) => send(res, false, { status: 500, body: `collecting metrics failed: ${errorMessage(err)}` }),
+      );
+      return;
+    }
     send(res, req.method === 'HEAD', route(req, this.#state));
   }
 }

@@ -1,5 +1,6 @@
 // Keeps a userspace-engine device (flannel0, flannel.1) configured: address, MTU, up, and an
 // optional route through it. ensure() checks the kernel and fixes only what is missing, in one batch.
+import { readFile, writeFile } from 'node:fs/promises';
 import { FlannelError } from '../../subnet/errors.js';
 import { ipBatch } from '../kernel/kernel-routes.js';
 import { runCommand } from '../kernel/run-command.js';
@@ -13,6 +14,8 @@ export interface DeviceSpec {
   readonly route?: string;
   /** Locally administered MAC for a TAP device. */
   readonly mac?: string;
+  /** Per-device IPv4 sysctls (net.ipv4.conf.<dev>.<key>), e.g. { accept_local: '1' }. */
+  readonly sysctls?: Readonly<Record<string, string>>;
 }
 
 interface LinkJson { mtu?: number; flags?: string[]; address?: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }
@@ -37,6 +40,13 @@ export class DeviceState {
       if (have.stdout.trim() === '') commands.push(`route replace ${route}`);
     }
     const { failed } = await ipBatch(commands);
+    for (const [key, value] of Object.entries(this.spec.sysctls ?? {})) {
+      const path = `/proc/sys/net/ipv4/conf/${name}/${key}`;
+      if ((await readFile(path, 'utf8')).trim() !== value) {
+        await writeFile(path, value);
+        commands.push(`sysctl ${key}=${value}`);
+      }
+    }
     if (failed.length > 0) {
       throw new FlannelError('FLN_ERR_KERNEL_OP', `configuring ${name} failed: ${failed.map((f) => `${f.command}: ${f.error}`).join('; ')}`);
     }

@@ -11,7 +11,7 @@ import { ConfigError, FlannelError, errorMessage } from '../../subnet/errors.js'
 import { formatCidr4, formatIp4, maskOf } from '../../subnet/ip.js';
 import { pickFields } from '../../subnet/json-fields.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
-import type { Backend, BackendContext, Network, ReconcileResult } from '../backend.js';
+import type { Backend, BackendContext, DatapathStats, Network, ReconcileResult } from '../backend.js';
 import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js';
 import { PacketEngine } from '../datapath/packet-engine.js';
 import { PeerTable } from '../datapath/peer-table.js';
@@ -58,7 +58,12 @@ export class UdpBackend implements Backend {
     const tun = addon.tunOpen(DEVICE_NAME, 0);
     const fds = [tun.fd];
     try {
-      const device = new DeviceState({ name: tun.name, address: `${formatIp4(lease.subnet.ip)}/32`, mtu: this.mtu, route: `${formatCidr4(config.network)} dev ${tun.name}` });
+      // accept_local: our ICMP errors come from flannel0's own address, which the kernel would
+      // otherwise drop as a martian when it arrives on flannel0.
+      const device = new DeviceState({
+        name: tun.name, address: `${formatIp4(lease.subnet.ip)}/32`, mtu: this.mtu,
+        route: `${formatCidr4(config.network)} dev ${tun.name}`, sysctls: { accept_local: '1' },
+      });
       await device.ensure();
       const udpFd = addon.udpOpen(ext.ip, this.port, false, SOCKET_BUFFER_BYTES);
       fds.push(udpFd);
@@ -98,6 +103,21 @@ export class UdpNetwork implements Network {
   async reconcile(): Promise<ReconcileResult> {
     const fixed = await this.device.ensure();
     return { fixed, removed: 0, failed: 0 };
+  }
+
+  datapathStats(): DatapathStats {
+    return {
+      counters: this.engine.stats(),
+      peers: [...this.peers.keys()].flatMap((peer) => {
+        const counters = this.engine.peerStats(peer);
+        return counters ? [{ peer, counters }] : [];
+      }),
+      workerRestarts: this.engine.restarts,
+    };
+  }
+
+  crashWorker(direction: 'tx' | 'rx'): void {
+    this.engine.crashWorker(direction);
   }
 
   async close(): Promise<void> {
