@@ -1,0 +1,122 @@
+// Builds each data path on this machine: two node namespaces joined by veth through the underlay
+// bridge (deploy/local Topology), pods behind cni0, and for flanneld paths a LocalCluster (real etcd,
+// one real flanneld per node). Each path gets its own namespaces, so all of them can stay up at once.
+import { LocalCluster, ping, readEnvFile } from '../../deploy/local/local-cluster.js';
+import { sysctlIn } from '../../deploy/local/netns.js';
+import { type PodHost, Topology } from '../../deploy/local/topology.js';
+import { benchTag, onTeardown } from '../cli/teardown.js';
+import { addVtepPeer, createVtep, linkMtu, randomVtepMac, setPodMtu, VXLAN_OVERHEAD } from './kernel-vxlan.js';
+import { type DataPathDef, OVERLAY_NETWORK, type ReadyPath, UnavailableError } from './catalog.js';
+
+/** A data path that is up, with what the control-plane benchmarks need to reach into it. */
+export interface LocalPath {
+  readonly ready: ReadyPath;
+  readonly topo: Topology;
+  readonly pods: readonly PodHost[];
+  readonly cluster?: LocalCluster;
+  /** Removes everything this path made (also registered with the global teardown). */
+  readonly destroy: () => Promise<void>;
+}
+
+const TAG_PREFIX: Record<string, string> = { raw: 'br', 'kernel-vxlan': 'bk', 'host-gw': 'bh', udp: 'bu', vxlan: 'bv', 'vxlan-kernel': 'bx' };
+
+export async function setupLocalPath(def: DataPathDef): Promise<LocalPath> {
+  const tag = benchTag(TAG_PREFIX[def.id] ?? 'bb');
+  if (def.backend) return setupFlanneldPath(def, tag);
+  const topo = await Topology.create(tag, 2);
+  const destroy = onTeardown(`${def.id} namespaces`, () => topo.destroy());
+  try {
+    return def.id === 'raw' ? rawPath(topo, destroy) : await kernelVxlanPath(topo, destroy);
+  } catch (err) {
+    await destroy();
+    throw err;
+  }
+}
+
+/** No overlay: the node namespaces' own underlay addresses talk over veth and the bridge. */
+function rawPath(topo: Topology, destroy: () => Promise<void>): LocalPath {
+  const [a, b] = topo.nodes;
+  if (!a || !b) throw new Error('the raw path needs two nodes');
+  const ready: ReadyPath = { client: { ns: a.ns, ip: a.underlayIp }, server: { ns: b.ns, ip: b.underlayIp }, daemonPids: () => [] };
+  return { ready, topo, pods: [], destroy };
+}
+
+/** flannel.1 on each node configured by hand, pods 10.244.<i>.2 behind cni0 with MTU ext−50. */
+async function kernelVxlanPath(topo: Topology, destroy: () => Promise<void>): Promise<LocalPath> {
+  const macs = topo.nodes.map(() => randomVtepMac());
+  const extMtu = await linkMtu(topo.nodes[0]?.ns, 'eth0');
+  for (const [i, node] of topo.nodes.entries()) {
+    await createVtep({ ns: node.ns, localIp: node.underlayIp, extIface: 'eth0', extMtu, mac: macs[i] as string, address: `10.244.${node.index}.0` });
+  }
+  for (const node of topo.nodes) {
+    for (const [j, peer] of topo.nodes.entries()) {
+      if (peer !== node) await addVtepPeer(node.ns, { subnet: `10.244.${peer.index}.0/24`, mac: macs[j] as string, publicIp: peer.underlayIp });
+    }
+  }
+  const pods: PodHost[] = [];
+  for (const node of topo.nodes) {
+    await sysctlIn(node.ns, 'net.ipv4.ip_forward', '1');
+    const pod = await topo.addPod(node, `10.244.${node.index}.1/24`, `10.244.${node.index}.2`);
+    await setPodMtu(node.ns, pod.ns, extMtu - VXLAN_OVERHEAD);
+    pods.push(pod);
+  }
+  await waitForPing(pods);
+  return { ready: podsReady(pods, () => []), topo, pods, destroy };
+}
+
+/** A LocalCluster with the data path's config; flanneld exiting 69 means "not in this build". */
+async function setupFlanneldPath(def: DataPathDef, tag: string): Promise<LocalPath> {
+  const cluster = await LocalCluster.create({ tag, nodes: 2 });
+  const destroy = onTeardown(`${def.id} cluster`, () => cluster.destroy());
+  try {
+    await cluster.putConfig({ Network: OVERLAY_NETWORK, Backend: def.backend });
+    for (const node of cluster.nodes) cluster.startDaemon(node, ['--log-level=warn']);
+    const pods: PodHost[] = [];
+    for (const node of cluster.nodes) {
+      const subnet = await cluster.waitForSubnet(node, 30_000).catch((err: unknown) => { throw unavailableOr(cluster, node.name, err); });
+      await sysctlIn(node.ns, 'net.ipv4.ip_forward', '1');
+      const pod = await cluster.addPod(node, subnet);
+      const mtu = Number(readEnvFile(cluster.subnetFileOf(node)).FLANNEL_MTU);
+      if (mtu > 0) await setPodMtu(node.ns, pod.ns, mtu);
+      pods.push(pod);
+    }
+    await waitForPing(pods);
+    const pids = (): number[] => [...cluster.daemons.values()].flatMap((d) => (d.proc.child.pid && d.proc.child.exitCode === null ? [d.proc.child.pid] : []));
+    return { ready: podsReady(pods, pids), topo: cluster.topo, pods, cluster, destroy };
+  } catch (err) {
+    await destroy();
+    throw err;
+  }
+}
+
+function podsReady(pods: readonly PodHost[], daemonPids: () => number[]): ReadyPath {
+  const [a, b] = pods;
+  if (!a || !b) throw new Error('a data path needs two pods');
+  return { client: { ns: a.ns, ip: a.ip }, server: { ns: b.ns, ip: b.ip }, daemonPids };
+}
+
+/** Pod 1 must reach pod 2 (and back) before anything is measured. */
+async function waitForPing(pods: readonly PodHost[], timeoutMs = 30_000): Promise<void> {
+  const [a, b] = pods as [PodHost, PodHost];
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await ping(a.ns, b.ip, 1, 1)) return;
+  }
+  throw new Error(`pod ${a.ip} cannot reach pod ${b.ip} after ${timeoutMs / 1000} s`);
+}
+
+/** The daemon's own words when it exited 69 (the backend is not in this build), else the error. */
+function unavailableOr(cluster: LocalCluster, nodeName: string, err: unknown): Error {
+  const d = cluster.daemons.get(nodeName);
+  if (d?.proc.child.exitCode !== 69) return err instanceof Error ? err : new Error(String(err));
+  const messages = d.proc.output().split('\n').flatMap((line) => {
+    try {
+      const rec = JSON.parse(line) as { level?: number | string; msg?: string };
+      const severe = typeof rec.level === 'number' ? rec.level >= 50 : rec.level === 'error' || rec.level === 'fatal';
+      return severe && rec.msg ? [rec.msg] : [];
+    } catch {
+      return line.trim() ? [line.trim()] : [];
+    }
+  });
+  return new UnavailableError(`flanneld exited 69: ${messages.at(-1) ?? 'backend not available in this build'}`);
+}

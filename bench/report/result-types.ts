@@ -1,0 +1,161 @@
+// The shape of a benchmark result file (bench/results/<date>.json): every raw figure, the summary
+// (median, min, max over repeats) and the environment. Checked by result-schema.ts.
+import type { Stat } from '../lib/stats.js';
+
+export const SCHEMA_ID = 'flannel-ts-bench/1';
+
+/** Every data path the harness knows; one without an implementation is reported as unavailable. */
+export const DATAPATH_IDS = ['raw', 'kernel-vxlan', 'host-gw', 'udp', 'vxlan', 'vxlan-kernel'] as const;
+export type DataPathId = (typeof DATAPATH_IDS)[number];
+
+/** Data-path metrics, measured for every data path in every repeat. */
+export const DATAPATH_METRICS = ['tcp1', 'tcp4', 'udp64', 'latency'] as const;
+export type DataPathMetric = (typeof DATAPATH_METRICS)[number];
+/** Control-plane micro-benchmarks. */
+export const CONTROL_METRICS = ['program-peers', 'lease-to-packet'] as const;
+export type ControlMetric = (typeof CONTROL_METRICS)[number];
+
+export const STATUSES = ['measured', 'unavailable', 'failed', 'skipped'] as const;
+export type Status = (typeof STATUSES)[number];
+
+export interface TcpRaw {
+  readonly bitsPerSecond: number;
+  readonly bytes: number;
+  readonly seconds: number;
+  readonly retransmits: number | null;
+}
+
+export interface UdpRaw {
+  /** Datagrams the receiver counted as sent (iperf3's sum_received.packets) and of those lost. */
+  readonly packets: number;
+  readonly lostPackets: number;
+  readonly lostPercent: number;
+  readonly seconds: number;
+  /** Datagrams received per second. */
+  readonly pps: number;
+}
+
+export interface LatencyRaw {
+  readonly sent: number;
+  readonly received: number;
+  readonly p50Us: number;
+  readonly p99Us: number;
+  /** Every round-trip time, in microseconds, in order. */
+  readonly rttUs: readonly number[];
+}
+
+export interface Sample {
+  readonly repeat: number;
+  readonly metric: DataPathMetric;
+  /** The headline figure: Gbit/s (tcp), received datagrams/s (udp64), p50 µs (latency); null on error. */
+  readonly value: number | null;
+  readonly error?: string;
+  readonly tcp?: TcpRaw;
+  readonly udp?: UdpRaw;
+  readonly latency?: LatencyRaw;
+  /** CPU seconds (utime+stime) used by every flanneld during this sample; null without a daemon. */
+  readonly daemonCpuSec: number | null;
+}
+
+export interface RepeatUsage {
+  readonly repeat: number;
+  /** Daemon CPU seconds over the TCP samples of this repeat, divided by the GB (1e9 B) they moved. */
+  readonly cpuSecPerGB: number | null;
+  /** Largest VmHWM of the daemons at the end of this repeat, MiB. */
+  readonly peakRssMB: number | null;
+}
+
+export interface DataPathSummary {
+  readonly tcp1Gbps: Stat | null;
+  readonly tcp4Gbps: Stat | null;
+  readonly udp64Pps: Stat | null;
+  readonly udp64LossPct: Stat | null;
+  readonly rttP50Us: Stat | null;
+  readonly rttP99Us: Stat | null;
+  readonly cpuSecPerGB: Stat | null;
+  readonly peakRssMB: Stat | null;
+}
+export const SUMMARY_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'udp64Pps', 'udp64LossPct', 'rttP50Us', 'rttP99Us', 'cpuSecPerGB', 'peakRssMB'] as const;
+
+export interface DataPathResult {
+  readonly id: DataPathId;
+  readonly label: string;
+  readonly hasDaemon: boolean;
+  readonly status: Status;
+  readonly reason?: string;
+  readonly samples: Sample[];
+  readonly usage: RepeatUsage[];
+  readonly summary: DataPathSummary;
+}
+
+export interface ProgramPeersSample {
+  readonly repeat: number;
+  readonly peers: number;
+  /** backend.prepare() + backend.start(): local device setup. */
+  readonly setupMs: number;
+  /** network.apply() of N "added" lease events, until the kernel (or the data path) has them. */
+  readonly applyMs: number;
+  /** One network.reconcile() with all N peers in place (the periodic check's cost). */
+  readonly reconcileMs: number;
+  /** network.apply() of N "removed" events. */
+  readonly removeMs: number;
+  /** Main-table routes inside the overlay network after apply (informational). */
+  readonly routesAfterApply: number;
+}
+
+export interface ProgramPeersResult {
+  readonly datapath: DataPathId;
+  readonly status: Status;
+  readonly reason?: string;
+  readonly samples: ProgramPeersSample[];
+  readonly summary: Array<{ readonly peers: number; readonly applyMs: Stat | null; readonly perPeerUs: Stat | null; readonly reconcileMs: Stat | null; readonly removeMs: Stat | null }>;
+}
+
+export interface LeaseToPacketResult {
+  readonly datapath: DataPathId;
+  readonly status: Status;
+  readonly reason?: string;
+  readonly samples: Array<{ readonly repeat: number; readonly ms: number | null; readonly error?: string }>;
+  readonly summary: Stat | null;
+}
+
+export interface Environment {
+  readonly kernel: string;
+  readonly cpuModel: string;
+  readonly cores: number;
+  readonly memTotalMB: number;
+  readonly nodeVersion: string;
+  readonly iperf3Version: string;
+  readonly gitCommit: string;
+  readonly gitDirty: boolean;
+  readonly hostname: string;
+  readonly loadAvgStart: readonly number[];
+  readonly loadAvgEnd: readonly number[];
+}
+
+export interface ResultOptions {
+  readonly mode: 'local' | 'underlay';
+  readonly datapaths: readonly DataPathId[];
+  readonly metrics: readonly string[];
+  readonly durationSec: number;
+  readonly repeats: number;
+  readonly pings: number;
+  readonly peers: readonly number[];
+  readonly quick: boolean;
+}
+
+export interface BenchResult {
+  readonly schema: typeof SCHEMA_ID;
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly elapsedSec: number;
+  readonly environment: Environment;
+  readonly options: ResultOptions;
+  readonly datapaths: DataPathResult[];
+  readonly controlPlane: {
+    readonly programPeers: ProgramPeersResult[];
+    readonly leaseToPacket: LeaseToPacketResult[];
+  };
+  /** Caveats seen during the run (machine load, failed samples). */
+  readonly notes: string[];
+}

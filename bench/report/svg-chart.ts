@@ -1,0 +1,97 @@
+// A self-made SVG chart of a result: bar panels for TCP throughput, small-packet UDP rate and
+// round-trip latency per data path, median bars with min–max whiskers, "n/a" where not measured.
+import type { Stat } from '../lib/stats.js';
+import type { BenchResult, DataPathResult } from './result-types.js';
+
+interface Series { readonly name: string; readonly color: string; readonly pick: (d: DataPathResult) => Stat | null }
+interface Panel { readonly title: string; readonly scale: number; readonly digits: number; readonly series: readonly Series[] }
+
+const PANELS: readonly Panel[] = [
+  {
+    title: 'TCP throughput, Gbit/s (higher is better)', scale: 1, digits: 2, series: [
+      { name: '1 stream', color: '#3b6fb6', pick: (d) => d.summary.tcp1Gbps },
+      { name: '4 streams', color: '#8fb3e3', pick: (d) => d.summary.tcp4Gbps },
+    ],
+  },
+  {
+    title: 'UDP 64-byte datagrams received, kpps (higher is better)', scale: 1 / 1000, digits: 0, series: [
+      { name: 'received', color: '#4a9c5d', pick: (d) => d.summary.udp64Pps },
+    ],
+  },
+  {
+    title: 'Round-trip latency, µs (lower is better)', scale: 1, digits: 0, series: [
+      { name: 'p50', color: '#d08a2e', pick: (d) => d.summary.rttP50Us },
+      { name: 'p99', color: '#ecc48e', pick: (d) => d.summary.rttP99Us },
+    ],
+  },
+];
+
+const W = 960;
+const PANEL_H = 270;
+const LEFT = 60;
+const TOP = 70;
+
+const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const text = (x: number, y: number, s: string, attrs = ''): string => `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" ${attrs}>${esc(s)}</text>`;
+
+function niceMax(v: number): number {
+  if (v <= 0) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return ([1, 2, 2.5, 5, 10].find((m) => m * p >= v) ?? 10) * p;
+}
+
+function panel(p: Panel, dps: readonly DataPathResult[], y0: number): string {
+  const plotH = PANEL_H - 100;
+  const plotW = W - LEFT - 20;
+  const groupW = plotW / Math.max(1, dps.length);
+  const barW = Math.min(40, (groupW - 24) / p.series.length);
+  const max = niceMax(Math.max(0, ...dps.flatMap((d) => p.series.map((s) => (s.pick(d)?.max ?? 0) * p.scale))));
+  const y = (v: number): number => y0 + plotH - (v / max) * plotH;
+  const out = [text(LEFT, y0 - 22, p.title, 'font-size="14" font-weight="bold"')];
+  p.series.forEach((s, i) => {
+    out.push(`<rect x="${W - 260 + i * 110}" y="${y0 - 33}" width="12" height="12" fill="${s.color}"/>`, text(W - 243 + i * 110, y0 - 23, s.name, 'font-size="12"'));
+  });
+  for (let k = 0; k <= 4; k++) {
+    const v = (max * k) / 4;
+    out.push(`<line x1="${LEFT}" x2="${W - 20}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#ddd"/>`,
+      text(LEFT - 6, y(v) + 4, v.toFixed(Number.isInteger(max / 4) ? 0 : max / 4 >= 1 ? 1 : 2), 'font-size="11" text-anchor="end" fill="#555"'));
+  }
+  dps.forEach((d, g) => {
+    const gx = LEFT + g * groupW + (groupW - barW * p.series.length) / 2;
+    p.series.forEach((s, i) => {
+      const st = s.pick(d);
+      const x = gx + i * barW;
+      if (!st) {
+        out.push(text(x + barW / 2, y0 + plotH - 4, 'n/a', 'font-size="11" text-anchor="middle" fill="#999"'));
+        return;
+      }
+      const [med, lo, hi] = [st.median, st.min, st.max].map((v) => v * p.scale) as [number, number, number];
+      out.push(`<rect x="${(x + 2).toFixed(1)}" y="${y(med).toFixed(1)}" width="${(barW - 4).toFixed(1)}" height="${(y0 + plotH - y(med)).toFixed(1)}" fill="${s.color}"/>`);
+      if (st.n > 1) {
+        const cx = (x + barW / 2).toFixed(1);
+        out.push(`<path d="M${cx} ${y(lo).toFixed(1)}V${y(hi).toFixed(1)}M${(x + barW / 2 - 5).toFixed(1)} ${y(hi).toFixed(1)}h10M${(x + barW / 2 - 5).toFixed(1)} ${y(lo).toFixed(1)}h10" stroke="#222" fill="none"/>`);
+      }
+      out.push(text(x + barW / 2, y(hi) - 4, med.toFixed(p.digits), 'font-size="10" text-anchor="middle"'));
+    });
+    const lines = d.label.replace(/^flanneld /, '').split(/ (?=\()/);
+    if (d.status !== 'measured') lines.push(d.status);
+    lines.forEach((line, k) => out.push(text(LEFT + g * groupW + groupW / 2, y0 + plotH + 15 + k * 13, line, `font-size="11" text-anchor="middle"${k > 0 ? ' fill="#555"' : ''}`)));
+  });
+  out.push(`<line x1="${LEFT}" x2="${W - 20}" y1="${y0 + plotH}" y2="${y0 + plotH}" stroke="#333"/>`);
+  return out.join('\n');
+}
+
+export function renderSvg(r: BenchResult): string {
+  const H = TOP + PANELS.length * PANEL_H + 10;
+  const env = r.environment;
+  const subtitle = `${r.startedAt.slice(0, 10)} · ${env.cpuModel}, ${env.cores} cores · Linux ${env.kernel} · ${r.options.repeats} repeat(s) × ${r.options.durationSec} s · bars: median, whiskers: min–max`;
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif">`,
+    `<rect width="${W}" height="${H}" fill="#fff"/>`,
+    text(LEFT, 28, 'flannel-ts data paths: throughput and latency', 'font-size="18" font-weight="bold"'),
+    text(LEFT, 48, subtitle, 'font-size="12" fill="#555"'),
+    ...PANELS.map((p, i) => panel(p, r.datapaths, TOP + 40 + i * PANEL_H)),
+    '</svg>',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,84 @@
+// The terminal table (also saved as .txt): per data path the median of each figure and its ratio to
+// the hand-configured kernel VXLAN, with [min–max] underneath; then the control-plane figures.
+import type { Stat } from '../lib/stats.js';
+import type { BenchResult, DataPathResult, DataPathSummary } from './result-types.js';
+
+interface Column { readonly key: keyof DataPathSummary; readonly title: string; readonly unit: string; readonly fmt: (v: number) => string; readonly ratio: boolean }
+
+const fixed = (d: number) => (v: number): string => v.toFixed(d);
+const COLUMNS: readonly Column[] = [
+  { key: 'tcp1Gbps', title: 'TCP 1 stream', unit: 'Gbit/s', fmt: fixed(2), ratio: true },
+  { key: 'tcp4Gbps', title: 'TCP 4 streams', unit: 'Gbit/s', fmt: fixed(2), ratio: true },
+  { key: 'udp64Pps', title: 'UDP 64 B recv', unit: 'kpps', fmt: (v) => (v / 1000).toFixed(0), ratio: true },
+  { key: 'udp64LossPct', title: 'UDP loss', unit: '%', fmt: fixed(1), ratio: false },
+  { key: 'rttP50Us', title: 'RTT p50', unit: 'µs', fmt: fixed(0), ratio: true },
+  { key: 'rttP99Us', title: 'RTT p99', unit: 'µs', fmt: fixed(0), ratio: true },
+  { key: 'cpuSecPerGB', title: 'daemon CPU', unit: 's per GB', fmt: fixed(2), ratio: false },
+  { key: 'peakRssMB', title: 'daemon RSS', unit: 'MiB', fmt: fixed(0), ratio: false },
+];
+const LABEL_W = 28;
+const COL_W = 15;
+
+function cell(stat: Stat | null, col: Column, ref: Stat | null, hasDaemon: boolean): [string, string] {
+  if (!stat) return [!hasDaemon && !col.ratio ? 'n/a' : '-', ''];
+  const ratio = col.ratio && ref && ref.median !== 0 ? ` ${(stat.median / ref.median).toFixed(2)}×` : '';
+  const range = stat.n > 1 ? `[${col.fmt(stat.min)}–${col.fmt(stat.max)}]` : '';
+  return [`${col.fmt(stat.median)}${ratio}`, range];
+}
+
+function dataPathRows(dps: readonly DataPathResult[]): string[] {
+  const ref = dps.find((d) => d.id === 'kernel-vxlan' && d.status === 'measured');
+  const lines = [
+    `${'data path'.padEnd(LABEL_W)}${COLUMNS.map((c) => c.title.padEnd(COL_W)).join('')}`,
+    `${''.padEnd(LABEL_W)}${COLUMNS.map((c) => `${c.unit}${c.ratio && ref ? ', ×ref' : ''}`.padEnd(COL_W)).join('')}`,
+  ];
+  for (const dp of dps) {
+    if (dp.status !== 'measured') {
+      lines.push(`${dp.label.padEnd(LABEL_W)}${dp.status}: ${dp.reason ?? ''}`);
+      continue;
+    }
+    const cells = COLUMNS.map((c) => cell(dp.summary[c.key], c, ref ? ref.summary[c.key] : null, dp.hasDaemon));
+    lines.push(`${dp.label.padEnd(LABEL_W)}${cells.map(([a]) => a.padEnd(COL_W)).join('')}`);
+    if (cells.some(([, b]) => b)) lines.push(`${''.padEnd(LABEL_W)}${cells.map(([, b]) => b.padEnd(COL_W)).join('')}`);
+  }
+  return lines;
+}
+
+const ms = (s: Stat | null): string => (s ? `${fmtMs(s.median)}${s.n > 1 ? ` [${fmtMs(s.min)}–${fmtMs(s.max)}]` : ''}` : '-');
+const fmtMs = (v: number): string => (v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0));
+
+function controlRows(r: BenchResult): string[] {
+  const lines: string[] = [];
+  const pp = r.controlPlane.programPeers;
+  if (pp.length > 0) {
+    lines.push('', 'Control plane: time to program N peers (backend.apply of N lease events, one namespace per run), ms');
+    lines.push(`${'data path'.padEnd(16)}${'step'.padEnd(11)}${r.options.peers.map((n) => `N=${n}`.padEnd(22)).join('')}`);
+    for (const e of pp) {
+      if (e.status !== 'measured') {
+        lines.push(`${e.datapath.padEnd(16)}${e.status}: ${e.reason ?? ''}`);
+        continue;
+      }
+      for (const step of ['applyMs', 'reconcileMs', 'removeMs'] as const) {
+        lines.push(`${(step === 'applyMs' ? e.datapath : '').padEnd(16)}${step.replace('Ms', '').padEnd(11)}${e.summary.map((s) => ms(s[step]).padEnd(22)).join('')}`);
+      }
+    }
+  }
+  const lp = r.controlPlane.leaseToPacket;
+  if (lp.length > 0) {
+    lines.push('', 'Control plane: lease created in etcd → first packet forwarded to the new peer (pod pings every 1 ms), ms');
+    for (const e of lp) lines.push(`${e.datapath.padEnd(16)}${e.status === 'measured' ? ms(e.summary) : `${e.status}: ${e.reason ?? ''}`}`);
+  }
+  return lines;
+}
+
+export function renderTable(r: BenchResult): string {
+  const env = r.environment;
+  const head = [
+    `flannel-ts benchmark, ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC, ${r.options.mode} mode: ${r.options.repeats} repeat(s), ${r.options.durationSec} s per iperf3 run, ${r.options.pings} pings`,
+    `${env.cpuModel}, ${env.cores} cores, Linux ${env.kernel}, Node ${env.nodeVersion}, commit ${env.gitCommit.slice(0, 12)}${env.gitDirty ? ' (dirty)' : ''}`,
+    'Figures: median, [min–max] over repeats; ×ref = ratio to kernel VXLAN configured by hand (for RTT, above 1 is slower).',
+    '',
+  ];
+  const notes = r.notes.length > 0 ? ['', 'Notes:', ...r.notes.map((n) => `- ${n}`)] : [];
+  return [...head, ...dataPathRows(r.datapaths), ...controlRows(r), ...notes, ''].join('\n');
+}

@@ -1,0 +1,123 @@
+// The measurement loop: repeats outside, data paths inside, so drift on the machine hits every data
+// path alike. Each sample records its raw figures and the CPU the daemons used meanwhile.
+import type { Progress } from '../cli/progress.js';
+import type { BenchOptions } from '../cli/options.js';
+import type { DaemonUsage, DataPathDef, ReadyPath } from '../datapaths/catalog.js';
+import { errorText } from '../lib/exec.js';
+import { round } from '../lib/stats.js';
+import { maxPeakRssMB, totalCpuSeconds } from '../metrics/daemon-usage.js';
+import { IperfServer, tcpThroughput, udpSmallPackets } from '../metrics/iperf.js';
+import { pingLatency } from '../metrics/ping-latency.js';
+import type { DataPathMetric, RepeatUsage, Sample, Status } from '../report/result-types.js';
+
+/** A data path as the run sees it: set up (ready), or why not. */
+export interface PathUnderTest {
+  readonly def: DataPathDef;
+  status: Status;
+  reason?: string;
+  ready?: ReadyPath;
+  readonly samples: Sample[];
+  readonly usage: RepeatUsage[];
+}
+
+/** Keeps an iperf3 server running at the server end (locally, or by asking the other host). */
+export interface IperfControl {
+  ensure(): Promise<void>;
+  restart(): Promise<void>;
+}
+
+export function measurableCount(paths: readonly PathUnderTest[]): number {
+  return paths.filter((p) => p.ready).length;
+}
+
+/** Local mode: every path stays up; one iperf3 server per path, started on first use. */
+export async function measureDataPaths(paths: readonly PathUnderTest[], o: BenchOptions, progress: Progress): Promise<void> {
+  const servers = new Map<PathUnderTest, IperfServer>();
+  try {
+    for (let r = 1; r <= o.repeats; r++) {
+      for (const p of paths) {
+        if (!p.ready) continue;
+        let server = servers.get(p);
+        if (!server) servers.set(p, (server = new IperfServer(p.ready.server)));
+        await measureRepeat(p, p.ready, server, r, o, progress);
+      }
+    }
+  } finally {
+    for (const s of servers.values()) await s.stop();
+  }
+}
+
+/** All selected metrics of one data path in one repeat, then the repeat's daemon usage. */
+export async function measureRepeat(p: PathUnderTest, ready: ReadyPath, iperf: IperfControl, r: number, o: BenchOptions, progress: Progress): Promise<void> {
+  const samples: Sample[] = [];
+  for (const metric of o.metrics) {
+    progress.start(`repeat ${r}/${o.repeats} · ${p.def.id} · ${metric}`);
+    const s = await measureOne(ready, iperf, metric, r, o);
+    samples.push(s);
+    p.samples.push(s);
+    progress.finish(`repeat ${r}/${o.repeats}  ${p.def.id.padEnd(12)} ${metric.padEnd(8)} ${describe(s)}`);
+  }
+  p.usage.push(usageOf(await snapshot(ready), samples, r));
+}
+
+/** Daemon usage now, on this machine and (underlay mode) on the other host. */
+async function snapshot(path: ReadyPath): Promise<DaemonUsage & { pids: number }> {
+  const pids = path.daemonPids();
+  const remote = path.remoteUsage ? await path.remoteUsage().catch(() => ({ cpuSec: null, peakRssMB: null })) : undefined;
+  const local = totalCpuSeconds(pids);
+  const parts = [local, remote?.cpuSec].filter((v): v is number => typeof v === 'number');
+  const rss = [maxPeakRssMB(pids), remote?.peakRssMB].filter((v): v is number => typeof v === 'number');
+  return { cpuSec: parts.length > 0 ? parts.reduce((a, b) => a + b, 0) : null, peakRssMB: rss.length > 0 ? Math.max(...rss) : null, pids: pids.length };
+}
+
+async function measureOne(path: ReadyPath, iperf: IperfControl, metric: DataPathMetric, repeat: number, o: BenchOptions): Promise<Sample> {
+  const before = await snapshot(path);
+  const cpu = async (): Promise<number | null> => {
+    const after = await snapshot(path);
+    return before.cpuSec === null || after.cpuSec === null || after.pids !== before.pids ? null : round(after.cpuSec - before.cpuSec, 3);
+  };
+  const serverIp = path.server.ip;
+  try {
+    switch (metric) {
+      case 'tcp1':
+      case 'tcp4': {
+        await iperf.ensure();
+        const tcp = await tcpThroughput(path.client, serverIp, o.durationSec, metric === 'tcp1' ? 1 : 4);
+        return { repeat, metric, value: round(tcp.bitsPerSecond / 1e9, 3), tcp, daemonCpuSec: await cpu() };
+      }
+      case 'udp64': {
+        await iperf.ensure();
+        const udp = await udpSmallPackets(path.client, serverIp, o.durationSec);
+        return { repeat, metric, value: Math.round(udp.pps), udp, daemonCpuSec: await cpu() };
+      }
+      case 'latency': {
+        const latency = await pingLatency(path.client, serverIp, o.pings);
+        return { repeat, metric, value: latency.p50Us, latency, daemonCpuSec: await cpu() };
+      }
+    }
+  } catch (err) {
+    if (metric !== 'latency') await iperf.restart().catch(() => {});
+    return { repeat, metric, value: null, error: errorText(err), daemonCpuSec: await cpu() };
+  }
+}
+
+/** Daemon CPU per GB over this repeat's TCP samples, and the daemons' peak RSS so far. */
+function usageOf(now: DaemonUsage, samples: readonly Sample[], repeat: number): RepeatUsage {
+  const tcp = samples.filter((s) => s.tcp && s.daemonCpuSec !== null);
+  const gb = tcp.reduce((sum, s) => sum + (s.tcp?.bytes ?? 0), 0) / 1e9;
+  const cpuSec = tcp.reduce((sum, s) => sum + (s.daemonCpuSec ?? 0), 0);
+  return {
+    repeat,
+    cpuSecPerGB: now.cpuSec !== null && gb > 0 ? round(cpuSec / gb, 4) : null,
+    peakRssMB: now.peakRssMB === null ? null : round(now.peakRssMB, 1),
+  };
+}
+
+function describe(s: Sample): string {
+  if (s.error) return `error: ${s.error}`;
+  const cpu = s.daemonCpuSec === null ? '' : `  (daemon CPU ${s.daemonCpuSec.toFixed(2)} s)`;
+  if (s.tcp) return `${(s.value ?? 0).toFixed(2)} Gbit/s, ${s.tcp.retransmits ?? '?'} retransmits${cpu}`;
+  if (s.udp) return `${(s.udp.pps / 1000).toFixed(0)} kpps received, ${s.udp.lostPercent.toFixed(1)} % lost${cpu}`;
+  if (s.latency) return `rtt p50 ${s.latency.p50Us} µs, p99 ${s.latency.p99Us} µs (${s.latency.received}/${s.latency.sent})`;
+  return '';
+}

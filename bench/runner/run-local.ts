@@ -1,0 +1,64 @@
+// Local mode: every selected data path is built in namespaces of this machine and kept up for the
+// whole run; then the interleaved measurement loop, lease→first packet (needs the running clusters),
+// teardown of the data paths, and last the program-peers micro-benchmark on a quiet machine.
+import type { BenchOptions } from '../cli/options.js';
+import type { Progress } from '../cli/progress.js';
+import { leaseToPacket, leaseToPacketSteps, type LeaseTarget } from '../control-plane/lease-to-packet.js';
+import { programPeers, programPeersSteps } from '../control-plane/program-peers.js';
+import { dataPathDef, UnavailableError } from '../datapaths/catalog.js';
+import { type LocalPath, setupLocalPath } from '../datapaths/local-paths.js';
+import { errorText } from '../lib/exec.js';
+import type { LeaseToPacketResult, ProgramPeersResult } from '../report/result-types.js';
+import { measureDataPaths, measurableCount, type PathUnderTest } from './measure-datapaths.js';
+
+export interface RunOutput {
+  readonly paths: PathUnderTest[];
+  readonly programPeers: ProgramPeersResult[];
+  readonly leaseToPacket: LeaseToPacketResult[];
+}
+
+export async function runLocal(o: BenchOptions, progress: Progress): Promise<RunOutput> {
+  const paths: PathUnderTest[] = o.datapaths.map((id) => ({ def: dataPathDef(id), status: 'skipped', samples: [], usage: [] }));
+  const built = new Map<PathUnderTest, LocalPath>();
+  progress.addSteps(paths.length);
+  try {
+    for (const p of paths) {
+      progress.start(`setting up ${p.def.label}`);
+      try {
+        const lp = await setupLocalPath(p.def);
+        built.set(p, lp);
+        p.ready = lp.ready;
+        p.status = 'measured';
+        progress.finish(`set up ${p.def.label}: client ${lp.ready.client.ip} → server ${lp.ready.server.ip}`);
+      } catch (err) {
+        p.status = err instanceof UnavailableError ? 'unavailable' : 'failed';
+        p.reason = errorText(err);
+        progress.finish(`set up ${p.def.label}: ${p.status}: ${p.reason}`);
+      }
+    }
+    progress.addSteps(o.repeats * measurableCount(paths) * o.metrics.length);
+    if (o.metrics.length > 0) await measureDataPaths(paths, o, progress);
+
+    let leaseResults: LeaseToPacketResult[] = [];
+    if (o.control.includes('lease-to-packet')) {
+      const targets: LeaseTarget[] = paths.map((p) => {
+        const path = built.get(p);
+        return { def: p.def, status: p.status, ...(p.reason ? { reason: p.reason } : {}), ...(path ? { path } : {}) };
+      });
+      progress.addSteps(leaseToPacketSteps(targets, o.repeats));
+      leaseResults = await leaseToPacket(targets, o.repeats, progress);
+    }
+    for (const lp of built.values()) await lp.destroy();
+    built.clear();
+
+    let peerResults: ProgramPeersResult[] = [];
+    if (o.control.includes('program-peers')) {
+      const defs = paths.map((p) => p.def);
+      progress.addSteps(programPeersSteps(defs, o.repeats, o.peers));
+      peerResults = await programPeers(defs, o.repeats, o.peers, progress);
+    }
+    return { paths, programPeers: peerResults, leaseToPacket: leaseResults };
+  } finally {
+    for (const lp of built.values()) await lp.destroy();
+  }
+}
