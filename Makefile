@@ -9,8 +9,9 @@ build:
 	@npm run --silent build
 
 ## The main job: a 3-node local cluster with etcd and the host-gw backend, then teardown.
+## `make cluster BACKEND=udp` picks the backend; ARGS passes more, e.g. ARGS=--keep or ARGS="--destroy <tag>".
 cluster: deps
-	@node dist/deploy/local/cluster-main.js
+	@node dist/deploy/local/cluster-main.js $(if $(BACKEND),--backend=$(BACKEND)) $(ARGS)
 
 ## The full test suite; the last line reads "N passed, N failed".
 test: deps

@@ -1,55 +1,247 @@
-// The README's main job: a 3-node local cluster (namespaces on a bridge, a local etcd, flanneld with
-// the host-gw backend on every node, a pod per node). Prints who holds which subnet and an all-pairs
-// connectivity matrix, then tears everything down. Exit code 0 only if every pair connects.
-import { LocalCluster } from './local-cluster.js';
-import { runTag } from './netns.js';
-import type { PodHost } from './topology.js';
+// The README's main job: N nodes (namespaces on an underlay bridge) running flanneld against a local
+// etcd, pods added through our CNI plugin (dist/cni/flannel → bridge + host-local), a node/subnet table
+// and an all-pairs ping matrix, then teardown (Ctrl-C too). --keep leaves it running; --destroy ends it.
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { runCommand } from '../../backends/kernel/run-command.js';
+import { BACKEND_TYPES } from '../../subnet/network-config.js';
+import { type CniPod, LocalCluster } from './local-cluster.js';
+import { deleteNetns, runTag } from './netns.js';
+import type { NodeHost } from './topology.js';
 
-const NODES = Number(process.env.CLUSTER_NODES ?? 3);
-const BACKEND = process.env.CLUSTER_BACKEND ?? 'host-gw';
+const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--keep]
+       node dist/deploy/local/cluster-main.js --destroy TAG
+  --backend  the flannel backend (default: $CLUSTER_BACKEND or host-gw)
+  --nodes    nodes, 1-20 (default 3);  --pods  pods per node, 1-10 (default 2)
+  --keep     leave the cluster running and print how to use it and tear it down
+  --destroy  tear down a cluster left running by --keep`;
+const RUN_ROOT = '/run/flannel-ts-cluster';
+const READY_MARK = '--- cluster ready ---';
+const EXIT = { OK: 0, FAILED: 1, USAGE: 64, UNAVAILABLE: 69, INTERRUPTED: 130 } as const;
 
-async function main(): Promise<number> {
-  const tag = runTag('fc');
-  console.log(`Building a ${NODES}-node cluster (tag ${tag}) with etcd and the ${BACKEND} backend...`);
-  const cluster = await LocalCluster.create({ tag, nodes: NODES });
-  const cleanup = (): void => { void cluster.destroy().finally(() => process.exit(130)); };
-  process.once('SIGINT', cleanup);
-  process.once('SIGTERM', cleanup);
-  try {
-    await cluster.putConfig({ Network: '10.244.0.0/16', Backend: { Type: BACKEND } });
-    for (const node of cluster.nodes) cluster.startDaemon(node);
-    const pods: PodHost[] = [];
-    console.log('\nnode    underlay IP    subnet (FLANNEL_SUBNET)   pod');
-    for (const node of cluster.nodes) {
-      const subnet = await cluster.waitForSubnet(node);
-      const pod = await cluster.addPod(node, subnet);
-      pods.push(pod);
-      console.log(`${node.name.padEnd(8)}${node.underlayIp.padEnd(15)}${subnet.padEnd(26)}${pod.ip}`);
+class ExitError extends Error {
+  constructor(readonly exitCode: number, message: string) { super(message); }
+}
+
+interface Options { backend: string; nodes: number; pods: number; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
+
+function parseArgs(argv: readonly string[]): Options {
+  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, keep: false, keeper: false };
+  const int = (name: string, v: string, max: number): number => {
+    if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) throw new ExitError(EXIT.USAGE, `--${name} must be 1-${max}, got ${JSON.stringify(v)}\n${USAGE}`);
+    return Number(v);
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = (argv[i] as string).split(/=(.*)/s, 2) as [string, string | undefined];
+    const value = (): string => inline ?? argv[++i] ?? '';
+    switch (flag) {
+      case '--backend': o.backend = value(); break;
+      case '--nodes': o.nodes = int('nodes', value(), 20); break;
+      case '--pods': o.pods = int('pods', value(), 10); break;
+      case '--keep': o.keep = true; break;
+      case '--keeper': o.keeper = true; break;
+      case '--tag': o.tag = value(); break;
+      case '--destroy': o.destroy = value(); break;
+      case '--help': case '-h': throw new ExitError(EXIT.OK, USAGE);
+      default: throw new ExitError(EXIT.USAGE, `unknown argument ${JSON.stringify(argv[i])}\n${USAGE}`);
     }
-    await waitForRoutes(cluster, pods);
-    const matrix = await cluster.pingMatrix(pods, 2);
-    console.log('\nConnectivity (ping from row pod to column pod):');
-    console.log(`${'from \\ to'.padEnd(14)}${pods.map((p) => p.ip.padEnd(14)).join('')}`);
-    matrix.forEach((row, i) => console.log(`${(pods[i] as PodHost).ip.padEnd(14)}${row.map((ok) => (ok ? 'pass' : 'FAIL').padEnd(14)).join('')}`));
-    const failures = matrix.flat().filter((ok) => !ok).length;
-    console.log(failures === 0 ? '\nAll pairs connected.' : `\n${failures} pair(s) FAILED.`);
-    if (failures > 0) for (const d of cluster.daemons.values()) console.log(`--- flanneld on ${d.node.name} ---\n${d.proc.output()}`);
-    return failures === 0 ? 0 : 1;
-  } finally {
+  }
+  if (!(BACKEND_TYPES as readonly string[]).includes(o.backend)) {
+    throw new ExitError(EXIT.USAGE, `unknown backend ${JSON.stringify(o.backend)}: expected one of ${BACKEND_TYPES.join(', ')}`);
+  }
+  return o;
+}
+
+const runDir = (tag: string): string => join(RUN_ROOT, tag);
+
+function removeRunDir(tag: string): void {
+  rmSync(runDir(tag), { recursive: true, force: true });
+  try { rmdirSync(RUN_ROOT); } catch { /* other clusters are still kept */ }
+}
+
+/** Builds the cluster and reports on it; tears it down at the end, on failure and on a signal. */
+async function runCluster(o: Options): Promise<number> {
+  const tag = o.tag ?? runTag('fc');
+  console.log(`Building a ${o.nodes}-node cluster (tag ${tag}) with etcd and the ${o.backend} backend...`);
+  let cluster: LocalCluster | undefined;
+  let stopping: Promise<void> | undefined;
+  let interrupted = false;
+  let stopRequested: (() => void) | undefined;
+  const teardown = (): Promise<void> => (stopping ??= (async () => {
+    if (!cluster) return;
     console.log('Tearing down...');
     await cluster.destroy();
+    const left = await leftovers(tag, [cluster.stateDir, cluster.etcd.dataDir]);
+    console.log(left.length === 0 ? 'Done: no namespace, device, process or file of this cluster is left.' : `Left behind: ${left.join(', ')}`);
+  })());
+  const onSignal = (sig: string): void => {
+    if (stopRequested) { stopRequested(); return; }
+    if (interrupted) return;
+    interrupted = true;
+    console.log(`\n${sig}: stopping (please wait for the teardown)...`);
+    if (cluster) void teardown().finally(() => process.exit(EXIT.INTERRUPTED));
+  };
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
+  try {
+    cluster = await LocalCluster.create({ tag, nodes: o.nodes });
+    if (o.keeper) writeFileSync(join(runDir(tag), 'paths.json'), JSON.stringify([cluster.stateDir, cluster.etcd.dataDir]));
+    if (interrupted) return EXIT.INTERRUPTED;
+    const rows = await bringUp(cluster, o);
+    const ok = await report(cluster, rows);
+    if (!o.keeper || !ok) return ok ? EXIT.OK : EXIT.FAILED;
+    printKeepInstructions(tag, rows);
+    console.log(READY_MARK);
+    await new Promise<void>((resolve) => { stopRequested = resolve; });
+    return EXIT.OK;
+  } finally {
+    await teardown();
   }
 }
 
-/** Gives the daemons up to 15 s to see each other's leases before the measured matrix. */
-async function waitForRoutes(cluster: LocalCluster, pods: PodHost[]): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    if ((await cluster.pingMatrix(pods, 1)).flat().every(Boolean)) return;
+/** What of a cluster still exists: its namespaces (devices and processes live in them) and state dirs. */
+async function leftovers(tag: string, paths: readonly string[]): Promise<string[]> {
+  return [...await clusterNamespaces(tag), ...paths.filter((p) => existsSync(p))];
+}
+
+async function clusterNamespaces(tag: string): Promise<string[]> {
+  const list = await runCommand('ip', ['netns', 'list']);
+  return list.stdout.split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => n.startsWith(`${tag}-`));
+}
+
+interface Row { node: NodeHost; subnet: string; pods: CniPod[] }
+
+async function bringUp(cluster: LocalCluster, o: Options): Promise<Row[]> {
+  await cluster.putConfig({ Network: '10.244.0.0/16', Backend: { Type: o.backend } });
+  for (const node of cluster.nodes) cluster.startDaemon(node, ['--ip-masq']);
+  const rows: Row[] = [];
+  for (const node of cluster.nodes) {
+    const subnet = await waitForSubnet(cluster, node, o.backend);
+    const pods: CniPod[] = [];
+    for (let i = 0; i < o.pods; i++) pods.push(await cluster.addCniPod(node));
+    rows.push({ node, subnet, pods });
+  }
+  return rows;
+}
+
+/** waitForSubnet, with a clear message when flanneld refuses the backend (exit 69). */
+async function waitForSubnet(cluster: LocalCluster, node: NodeHost, backend: string): Promise<string> {
+  try {
+    return await cluster.waitForSubnet(node);
+  } catch (err) {
+    const d = cluster.daemons.get(node.name);
+    if (d?.proc.child.exitCode !== 69) throw err;
+    const fatal = d.proc.output().split('\n').map((l) => { try { return JSON.parse(l) as { level?: string; msg?: string }; } catch { return {}; } })
+      .find((l) => l.level === 'fatal')?.msg ?? d.proc.output().trim();
+    throw new ExitError(EXIT.UNAVAILABLE, `The ${backend} backend is not available: flanneld on ${node.name} refused it (exit 69):\n  ${fatal}`);
   }
 }
 
-process.exitCode = await main().catch((err: unknown) => {
+async function report(cluster: LocalCluster, rows: readonly Row[]): Promise<boolean> {
+  console.log(`\n${'node'.padEnd(8)}${'underlay IP'.padEnd(15)}${'subnet (FLANNEL_SUBNET)'.padEnd(26)}pods (added by the flannel CNI plugin)`);
+  for (const r of rows) console.log(`${r.node.name.padEnd(8)}${r.node.underlayIp.padEnd(15)}${r.subnet.padEnd(26)}${r.pods.map((p) => p.ip).join(', ')}`);
+  const pods = rows.flatMap((r) => r.pods);
+  const deadline = Date.now() + 15_000; // the daemons need a moment to see each other's leases
+  while (Date.now() < deadline && !(await cluster.pingMatrix(pods, 1)).flat().every(Boolean)) await sleep(200);
+  const matrix = await cluster.pingMatrix(pods, 2);
+  const w = 16;
+  console.log('\nConnectivity (ping from row pod to column pod):');
+  console.log(`${'from \\ to'.padEnd(w)}${pods.map((p) => p.ip.padEnd(w)).join('')}`.trimEnd());
+  matrix.forEach((row, i) => console.log(`${(pods[i] as CniPod).ip.padEnd(w)}${row.map((ok) => (ok ? 'pass' : 'FAIL').padEnd(w)).join('')}`.trimEnd()));
+  const failures = matrix.flat().filter((ok) => !ok).length;
+  console.log(failures === 0 ? `\nAll ${pods.length * pods.length} pairs connected.` : `\n${failures} pair(s) FAILED.`);
+  if (failures > 0) for (const d of cluster.daemons.values()) console.log(`--- flanneld on ${d.node.name} ---\n${d.proc.output()}`);
+  return failures === 0;
+}
+
+function printKeepInstructions(tag: string, rows: readonly Row[]): void {
+  const pods = rows.flatMap((r) => r.pods);
+  const [a, b] = [pods[0], pods.find((p) => p.node !== pods[0]?.node) ?? pods[1]];
+  console.log(`\nThe cluster keeps running (tag ${tag}). Pods (namespace, address, node):`);
+  for (const p of pods) console.log(`  ${p.ns.padEnd(18)}${p.ip.padEnd(16)}${p.node.name}`);
+  console.log([
+    '',
+    `  a shell in a pod:    ip netns exec ${a?.ns} bash`,
+    `  ping across nodes:   ip netns exec ${a?.ns} ping ${b?.ip}`,
+    `  a node's routes:     ip netns exec ${tag}-n1 ip route`,
+    `  the leases in etcd:  ip netns exec ${tag}-u env ETCDCTL_API=3 etcdctl get --prefix /coreos.com/network`,
+    `  tear it down:        make cluster ARGS="--destroy ${tag}"   (or: node dist/deploy/local/cluster-main.js --destroy ${tag})`,
+    `  (every namespace of this cluster is named ${tag}-*; the log is ${join(runDir(tag), 'cluster.log')})`,
+  ].join('\n'));
+}
+
+/** --keep: runs the cluster in a detached keeper process and relays its log until it is ready. */
+async function launchKeeper(argv: readonly string[]): Promise<number> {
+  const tag = runTag('fc');
+  const dir = runDir(tag);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const log = join(dir, 'cluster.log');
+  const fd = openSync(log, 'a');
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), ...argv, '--keeper', `--tag=${tag}`], { detached: true, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  writeFileSync(join(dir, 'keeper.pid'), String(child.pid));
+  child.unref();
+  let exitCode: number | undefined;
+  child.on('exit', (code) => { exitCode = code ?? EXIT.FAILED; });
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => child.kill('SIGTERM'));
+  let shown = 0;
+  for (;;) {
+    const finished = exitCode !== undefined;
+    const text = readFileSync(log, 'utf8');
+    const mark = text.indexOf(READY_MARK);
+    process.stdout.write(text.slice(shown, mark >= 0 ? mark : text.length));
+    shown = mark >= 0 ? mark : text.length;
+    if (mark >= 0) return EXIT.OK;
+    if (finished) {
+      removeRunDir(tag);
+      return exitCode ?? EXIT.FAILED;
+    }
+    await sleep(200);
+  }
+}
+
+/** --destroy TAG: stops the keeper (which tears down), then removes whatever a killed keeper left. */
+async function destroyKept(tag: string): Promise<number> {
+  if (!/^[a-z0-9]{3,16}$/.test(tag)) throw new ExitError(EXIT.USAGE, `--destroy needs the tag printed by --keep (e.g. fc1a2b3c), got ${JSON.stringify(tag)}`);
+  const dir = runDir(tag);
+  const read = (f: string): string => { try { return readFileSync(join(dir, f), 'utf8'); } catch { return ''; } };
+  const pid = Number(read('keeper.pid'));
+  const cmdline = (): string => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; } };
+  let found = existsSync(dir);
+  if (pid > 0 && cmdline().split('\0').includes(`--tag=${tag}`)) {
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 600 && cmdline(); i++) await sleep(100);
+    if (cmdline()) process.kill(pid, 'SIGKILL');
+  }
+  const stray = await clusterNamespaces(tag);
+  await deleteNetns(stray);
+  for (const p of (JSON.parse(read('paths.json') || '[]') as string[])) {
+    if (p.startsWith(join(tmpdir(), 'flannel-ts-'))) rmSync(p, { recursive: true, force: true });
+  }
+  const log = read('cluster.log');
+  removeRunDir(tag);
+  found ||= stray.length > 0;
+  if (!found) throw new ExitError(EXIT.FAILED, `no cluster with tag ${tag} is running (nothing in ${dir}, no ${tag}-* namespace)`);
+  const tail = log.slice(log.indexOf(READY_MARK) + READY_MARK.length).trim();
+  console.log(`${tail ? `${tail}\n` : ''}Cluster ${tag} destroyed${stray.length ? ` (also removed ${stray.length} leftover namespace(s))` : ''}.`);
+  return EXIT.OK;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const o = parseArgs(argv);
+  if (o.destroy !== undefined) return destroyKept(o.destroy);
+  if (o.keep && !o.keeper) return launchKeeper(argv);
+  return runCluster(o);
+}
+
+process.exitCode = await main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof ExitError) {
+    (err.exitCode === EXIT.OK ? console.log : console.error)(err.message);
+    return err.exitCode;
+  }
   console.error(err instanceof Error ? err.stack : err);
-  return 1;
+  return EXIT.FAILED;
 });

@@ -1,11 +1,12 @@
-// A local flannel cluster: the namespace topology, a real etcd on the underlay switch, and one real
-// flanneld (the compiled dist/flanneld/main.js) per node. Used by the README's main job, the
-// end-to-end tests and the benchmark.
+// A local flannel cluster: the namespace topology, a real etcd on the underlay switch, one real
+// flanneld (the compiled dist/flanneld/main.js) per node, and pods wired either by hand (addPod) or
+// through our CNI plugin (addCniPod). Used by the README's main job, the end-to-end tests and the benchmark.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { type FlannelNetwork, callPlugin, callPluginChecked, flannelNetConf, resultIp } from '../cni/runtime.js';
 import { EtcdServer } from './etcd-server.js';
 import { type SpawnedProcess, execIn, spawnIn, stopProcess } from './netns.js';
 import { type NodeHost, type PodHost, Topology, UNDERLAY_GATEWAY } from './topology.js';
@@ -27,9 +28,17 @@ export interface DaemonHandle {
   readonly subnetFile: string;
 }
 
+/** A pod added through the CNI plugin: its container ID and the plugin's ADD result. */
+export interface CniPod extends PodHost {
+  readonly containerId: string;
+  readonly result: Record<string, unknown>;
+}
+
 export class LocalCluster {
   readonly daemons = new Map<string, DaemonHandle>();
-  private readonly stateDir = mkdtempSync(join(tmpdir(), 'flannel-ts-cluster-'));
+  /** Pods to DEL through the CNI plugin at teardown, as a runtime would (also after a failed ADD). */
+  private readonly cniAttachments: Array<{ node: NodeHost; containerId: string; ns: string }> = [];
+  readonly stateDir = mkdtempSync(join(tmpdir(), 'flannel-ts-cluster-'));
 
   private constructor(readonly topo: Topology, readonly etcd: EtcdServer, readonly prefix: string) {}
 
@@ -92,6 +101,31 @@ export class LocalCluster {
     return this.topo.addPod(node, `${gw}/${len}`, `${base}.${host}`);
   }
 
+  /** The CNI network of a node: its subnet.env, and the plugin's and host-local's data dirs in our state dir. */
+  cniNetworkOf(node: NodeHost): FlannelNetwork {
+    const dir = join(this.stateDir, node.name, 'cni');
+    return { subnetFile: this.subnetFileOf(node), dataDir: join(dir, 'flannel'), ipamDataDir: join(dir, 'networks') };
+  }
+
+  /** Adds a pod the way a container runtime does: a fresh namespace, then dist/cni/flannel ADD. */
+  async addCniPod(node: NodeHost): Promise<CniPod> {
+    const ns = await this.topo.addPodNamespace(node);
+    const attachment = { node, containerId: ns, ns };
+    this.cniAttachments.push(attachment);
+    const result = await callPluginChecked({ nodeNs: node.ns, command: 'ADD', containerId: ns, netns: `/run/netns/${ns}`, config: flannelNetConf(this.cniNetworkOf(node)) });
+    return { ns, ip: resultIp(result), node, containerId: ns, result };
+  }
+
+  /** CNI DEL of every pod added with addCniPod; returns the failures (DEL is idempotent, so a repeat is harmless). */
+  async deleteCniPods(): Promise<string[]> {
+    const failures: string[] = [];
+    for (const a of this.cniAttachments.splice(0)) {
+      const r = await callPlugin({ nodeNs: a.node.ns, command: 'DEL', containerId: a.containerId, netns: `/run/netns/${a.ns}`, config: flannelNetConf(this.cniNetworkOf(a.node)) }).catch((err: unknown) => ({ code: -1, stdout: String(err) }));
+      if (r.code !== 0) failures.push(`${a.containerId}: ${r.stdout}`);
+    }
+    return failures;
+  }
+
   /** Pings every pod from every other pod; returns the pass/fail matrix. */
   async pingMatrix(pods: readonly PodHost[], count = 1): Promise<boolean[][]> {
     const rows: boolean[][] = [];
@@ -103,6 +137,7 @@ export class LocalCluster {
 
   /** Stops every daemon, etcd and all namespaces; safe after a partial start or a failure. */
   async destroy(): Promise<void> {
+    await this.deleteCniPods();
     for (const d of this.daemons.values()) await stopProcess(d.proc, 'SIGTERM', 3000).catch(() => null);
     await this.etcd.destroy().catch(() => {});
     await this.topo.destroy();

@@ -24,6 +24,7 @@ export class Topology {
   readonly nodes: NodeHost[] = [];
   readonly pods: PodHost[] = [];
   private readonly namespaces: string[] = [];
+  private readonly podCounts = new Map<string, number>();
 
   private constructor(readonly tag: string) {}
 
@@ -73,7 +74,7 @@ export class Topology {
       await ipIn(node.ns, ['addr', 'add', subnetGatewayCidr, 'dev', 'cni0']);
       await ipIn(node.ns, ['link', 'set', 'cni0', 'up']);
     }
-    const n = this.pods.filter((p) => p.node === node).length + 1;
+    const n = this.nextPodIndex(node);
     const pod: PodHost = { ns: `${node.ns}-p${n}`, ip: podIp, node };
     await createNetns(pod.ns, this.namespaces);
     const hostEnd = `${this.tag}${node.index}p${n}`;
@@ -84,6 +85,19 @@ export class Topology {
     await ipIn(pod.ns, ['route', 'add', 'default', 'via', gw]);
     this.pods.push(pod);
     return pod;
+  }
+
+  /** Creates an empty pod namespace on a node, for a CNI plugin to wire up; removed with the rest. */
+  async addPodNamespace(node: NodeHost): Promise<string> {
+    const ns = `${node.ns}-p${this.nextPodIndex(node)}`;
+    await createNetns(ns, this.namespaces);
+    return ns;
+  }
+
+  private nextPodIndex(node: NodeHost): number {
+    const n = (this.podCounts.get(node.ns) ?? 0) + 1;
+    this.podCounts.set(node.ns, n);
+    return n;
   }
 
   /** Removes every namespace this topology made, and with them their links and processes. */
