@@ -4,10 +4,12 @@ import type { BackendType } from '../subnet/network-config.js';
 import type { Backend, BackendContext } from './backend.js';
 import { HostGwBackend } from './host-gw/host-gw-backend.js';
 import { UdpBackend } from './udp/udp-backend.js';
+import { VxlanBackend } from './vxlan/vxlan-backend.js';
 
 const FACTORIES: Partial<Record<BackendType, (ctx: BackendContext) => Backend>> = {
   'host-gw': (ctx) => new HostGwBackend(ctx),
   udp: (ctx) => new UdpBackend(ctx),
+  vxlan: (ctx) => new VxlanBackend(ctx),
 };
 
 export function createBackend(type: BackendType, ctx: BackendContext): Backend {

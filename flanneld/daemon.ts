@@ -11,6 +11,7 @@ import { EtcdRegistry } from '../subnet/etcd/etcd-registry.js';
 import { EtcdSubnetManager } from '../subnet/etcd/etcd-subnet-manager.js';
 import { formatCidr4 } from '../subnet/ip.js';
 import type { Lease } from '../subnet/lease.js';
+import type { NetworkConfig } from '../subnet/network-config.js';
 import { findExternalInterface } from './external-interface.js';
 import { HealthServer, type HealthState } from './health.js';
 import { createMetrics } from './metrics.js';
@@ -38,7 +39,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
   const stopFaults = installFaultInjection(log, () => network);
   try {
     health.reason = 'waiting for the network config in etcd';
-    const config = await manager.waitForNetworkConfig(signal, (err) => { health.reason = `network config: ${err.message}`; });
+    const config = withNodeOverrides(await manager.waitForNetworkConfig(signal, (err) => { health.reason = `network config: ${err.message}`; }), flags);
     await checkHostSysctls(log);
     const ext = await findExternalInterface({ iface: flags.iface, ifaceRegex: flags['iface-regex'], ifaceCanReach: flags['iface-can-reach'], publicIp: flags['public-ip'] });
     log.info({ iface: ext.name, mtu: ext.mtu }, 'using external interface');
@@ -67,6 +68,12 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     await manager.close();
     await server?.close();
   }
+}
+
+/** Per-node choices that flags may override in the shared network config. */
+function withNodeOverrides(config: NetworkConfig, flags: Flags): NetworkConfig {
+  if (!flags['vxlan-datapath'] || config.backendType !== 'vxlan') return config;
+  return { ...config, backend: { ...config.backend, Datapath: flags['vxlan-datapath'] } };
 }
 
 /**

@@ -35,6 +35,7 @@ const FLAGS = {
   'iptables-forward-rules': { kind: 'bool', default: true, help: 'add default accept rules to the FORWARD chain in iptables' },
   'healthz-ip': { kind: 'string', default: '0.0.0.0', help: 'the IP address for the healthz server to listen on' },
   'healthz-port': { kind: 'int', default: 0, min: 0, max: 65535, help: 'the port for the healthz server to listen on (0 to disable)' },
+  'vxlan-datapath': { kind: 'string', default: '', help: 'flannel-ts extension: override the vxlan Backend.Datapath on this node ("userspace" or "kernel")' },
   'log-level': { kind: 'string', default: 'info', help: 'flannel-ts extension: log level (fatal, error, warn, info, debug, trace)' },
   version: { kind: 'bool', default: false, help: 'print version and exit' },
   help: { kind: 'bool', default: false, help: 'print this help and exit' },
@@ -120,6 +121,9 @@ function validate(f: Flags): void {
   }
   for (const re of f['iface-regex']) {
     try { new RegExp(re); } catch (err) { throw usageError(`invalid --iface-regex ${JSON.stringify(re)}: ${(err as Error).message}`); }
+  }
+  if (!/^(|userspace|kernel)$/.test(f['vxlan-datapath'])) {
+    throw usageError(`invalid --vxlan-datapath ${JSON.stringify(f['vxlan-datapath'])}: expected userspace or kernel`);
   }
   if (!/^(fatal|error|warn|info|debug|trace|silent)$/.test(f['log-level'])) {
     throw usageError(`invalid --log-level ${JSON.stringify(f['log-level'])}: expected fatal, error, warn, info, debug or trace`);

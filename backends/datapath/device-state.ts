@@ -14,7 +14,7 @@ export interface DeviceSpec {
   readonly route?: string;
   /** Locally administered MAC for a TAP device. */
   readonly mac?: string;
-  /** Per-device IPv4 sysctls (net.ipv4.conf.<dev>.<key>), e.g. { accept_local: '1' }. */
+  /** Per-device sysctls by family/key (net.<family>.conf.<dev>.<key>), e.g. { 'ipv4/accept_local': '1' }. */
   readonly sysctls?: Readonly<Record<string, string>>;
 }
 
@@ -41,8 +41,10 @@ export class DeviceState {
     }
     const { failed } = await ipBatch(commands);
     for (const [key, value] of Object.entries(this.spec.sysctls ?? {})) {
-      const path = `/proc/sys/net/ipv4/conf/${name}/${key}`;
-      if ((await readFile(path, 'utf8')).trim() !== value) {
+      const [family, setting] = key.split('/') as [string, string];
+      const path = `/proc/sys/net/${family}/conf/${name}/${setting}`;
+      const current = await readFile(path, 'utf8').catch(() => undefined); // e.g. IPv6 disabled in the kernel
+      if (current !== undefined && current.trim() !== value) {
         await writeFile(path, value);
         commands.push(`sysctl ${key}=${value}`);
       }

@@ -30,12 +30,12 @@ export function routeSpec(r: Route): string {
 }
 
 /**
- * Runs iproute2 commands (without the leading "ip") in one process. `-force` keeps going past a
+ * Runs iproute2 commands (without the leading "ip" or "bridge") in one process. `-force` keeps going past a
  * failing line; the failures come back per command instead of aborting the whole batch.
  */
-export async function ipBatch(commands: readonly string[]): Promise<BatchResult> {
+export async function ipBatch(commands: readonly string[], tool: 'ip' | 'bridge' = 'ip'): Promise<BatchResult> {
   if (commands.length === 0) return { failed: [] };
-  const r = await runCommand('ip', ['-force', '-batch', '-'], `${commands.join('\n')}\n`);
+  const r = await runCommand(tool, ['-force', '-batch', '-'], `${commands.join('\n')}\n`);
   if (r.code === 0) return { failed: [] };
   const failed: Array<{ command: string; error: string }> = [];
   let pending: string[] = [];
@@ -49,7 +49,7 @@ export async function ipBatch(commands: readonly string[]): Promise<BatchResult>
     pending = [];
   }
   if (failed.length === 0) {
-    throw new FlannelError('FLN_ERR_KERNEL_OP', `ip -batch exited ${r.code}: ${r.stderr.trim()}`);
+    throw new FlannelError('FLN_ERR_KERNEL_OP', `${tool} -batch exited ${r.code}: ${r.stderr.trim()}`);
   }
   return { failed };
 }

@@ -62,7 +62,7 @@ export class UdpBackend implements Backend {
       // otherwise drop as a martian when it arrives on flannel0.
       const device = new DeviceState({
         name: tun.name, address: `${formatIp4(lease.subnet.ip)}/32`, mtu: this.mtu,
-        route: `${formatCidr4(config.network)} dev ${tun.name}`, sysctls: { accept_local: '1' },
+        route: `${formatCidr4(config.network)} dev ${tun.name}`, sysctls: { 'ipv4/accept_local': '1' },
       });
       await device.ensure();
       const udpFd = addon.udpOpen(ext.ip, this.port, false, SOCKET_BUFFER_BYTES);

@@ -1,0 +1,83 @@
+// The kernel data path, as flannel programs it: a kernel VXLAN device flannel.<VNI> (nolearning,
+// local = PublicIP, dev = external interface, dstport), with neighbour, FDB and route per peer.
+// A compatible existing device is reused, so its MAC survives a restart; a deleted one is re-created
+// by the next reconcile, and the per-peer state is then replayed by the same pass.
+import type { Logger } from 'pino';
+import { FlannelError } from '../../subnet/errors.js';
+import { formatIp4 } from '../../subnet/ip.js';
+import type { Lease } from '../../subnet/lease.js';
+import type { ExternalInterface } from '../backend.js';
+import { DeviceState } from '../datapath/device-state.js';
+import { runChecked, runCommand } from '../kernel/run-command.js';
+import type { Vtep } from './vtep.js';
+
+export interface KernelVtepOptions {
+  readonly name: string;
+  readonly vni: number;
+  readonly port: number;
+  readonly mac: string;
+  readonly mtu: number;
+  readonly gbp: boolean;
+  readonly learning: boolean;
+  readonly ext: ExternalInterface;
+  readonly log: Logger;
+}
+
+interface VxlanLinkJson {
+  address?: string;
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean; gbp?: boolean; link?: string } };
+}
+
+export class KernelVtep implements Vtep {
+  readonly withFdb = true;
+  /** The device's MAC: ours when we created it, the existing one when we reused it. */
+  mac = '';
+  /** Set once our lease is known; the device then gets the subnet's network address. */
+  lease: Lease | undefined;
+
+  constructor(private readonly o: KernelVtepOptions) {}
+
+  get device(): string { return this.o.name; }
+
+  async setPeers(): Promise<void> { /* the kernel device forwards by the FDB and neighbour entries */ }
+
+  /** Creates the device (or reuses a compatible one) and configures it. Returns what was fixed. */
+  async ensureDevice(): Promise<number> {
+    const existing = await this.read();
+    let fixed = 0;
+    if (existing && !this.compatible(existing)) {
+      this.o.log.warn({ device: this.o.name }, 'existing VXLAN device is not compatible with the config; re-creating it');
+      await runChecked('ip', ['link', 'del', this.o.name], `delete ${this.o.name}`);
+    }
+    if (!existing || !this.compatible(existing)) {
+      const args = ['link', 'add', this.o.name, 'address', this.o.mac, 'type', 'vxlan', 'id', String(this.o.vni),
+        'local', formatIp4(this.o.ext.publicIp), 'dev', this.o.ext.name, 'dstport', String(this.o.port),
+        this.o.learning ? 'learning' : 'nolearning', ...(this.o.gbp ? ['gbp'] : [])];
+      await runChecked('ip', args, `create VXLAN device ${this.o.name}`);
+      fixed++;
+      this.mac = this.o.mac;
+    } else {
+      this.mac = existing.address ?? this.o.mac;
+    }
+    if (!this.lease) return fixed;
+    const state = new DeviceState({ name: this.o.name, address: `${formatIp4(this.lease.subnet.ip)}/32`, mtu: this.o.mtu });
+    return fixed + (await state.ensure());
+  }
+
+  async close(): Promise<void> { /* the device stays: traffic keeps flowing across a restart, as in flannel */ }
+
+  private async read(): Promise<VxlanLinkJson | undefined> {
+    const r = await runCommand('ip', ['-d', '-j', 'link', 'show', this.o.name]);
+    if (r.code !== 0) return undefined;
+    const link = (JSON.parse(r.stdout || '[]') as VxlanLinkJson[])[0];
+    if (!link) throw new FlannelError('FLN_ERR_KERNEL_OP', `cannot read device ${this.o.name}`);
+    return link;
+  }
+
+  private compatible(l: VxlanLinkJson): boolean {
+    const d = l.linkinfo?.info_data;
+    return l.linkinfo?.info_kind === 'vxlan' && d?.id === this.o.vni && d.local === formatIp4(this.o.ext.publicIp)
+      && d.port === this.o.port && Boolean(d.learning) === this.o.learning && Boolean(d.gbp) === this.o.gbp
+      && d.link === this.o.ext.name;
+  }
+}

@@ -1,0 +1,24 @@
+// What the vxlan network needs from a VTEP, whichever data path carries the frames.
+import type { Cidr4, Ip4 } from '../../subnet/ip.js';
+import type { DatapathStats } from '../backend.js';
+
+export interface VxlanPeer {
+  readonly key: string;
+  readonly subnet: Cidr4;
+  readonly publicIp: Ip4;
+  readonly mac: string;
+}
+
+export interface Vtep {
+  /** The device name, flannel.<VNI>. */
+  readonly device: string;
+  /** Whether the kernel needs FDB entries (a kernel VXLAN device) or the engine holds them. */
+  readonly withFdb: boolean;
+  /** Hands the overlay peers to the data path (the userspace engine's table; nothing for the kernel). */
+  setPeers(peers: readonly VxlanPeer[]): Promise<void>;
+  /** Re-creates or re-configures the device if needed; returns how many things were fixed. */
+  ensureDevice(): Promise<number>;
+  stats?(peers: readonly string[]): DatapathStats;
+  crashWorker?(direction: 'tx' | 'rx'): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,167 @@
+// vxlan: flannel's default backend. Each node has a VTEP flannel.<VNI> (address = subnet.0/32,
+// MTU = (Backend.MTU or ext) − 50) and publishes {"VNI":…,"VtepMAC":…} in its lease. Per peer, in
+// flannel's order: a permanent neighbour <peer .0> → VtepMAC, the FDB entry VtepMAC → PublicIP
+// (in the userspace engine's table, or the kernel's FDB), then <peer subnet> via <peer .0> dev
+// flannel.<VNI> onlink. Nothing ever ARPs across the overlay. Two data paths:
+//  - userspace (default): a TAP VTEP whose frames our packet engine carries, wire-compatible with
+//    the kernel's VXLAN;
+//  - kernel ("Datapath": "kernel"): a kernel VXLAN device exactly as flannel creates it.
+// With DirectRouting, peers on our L2 segment get a host-gw route instead. State scales as one
+// neighbour, one FDB entry and one route per peer; all of it goes when the lease goes.
+import type { Logger } from 'pino';
+import { FlannelError, errorMessage } from '../../subnet/errors.js';
+import { formatCidr4, formatIp4 } from '../../subnet/ip.js';
+import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
+import type { Backend, BackendContext, DatapathStats, Network, ReconcileResult } from '../backend.js';
+import { datapathAddon } from '../datapath/native/datapath-addon.js';
+import type { Route } from '../kernel/kernel-routes.js';
+import { runCommand } from '../kernel/run-command.js';
+import { syncVxlanL2 } from '../kernel/vxlan-l2.js';
+import { RouteNetwork } from '../route-network.js';
+import { KernelVtep } from './kernel-vtep.js';
+import { UserspaceVtep } from './userspace-vtep.js';
+import type { Vtep, VxlanPeer } from './vtep.js';
+import { VXLAN_OVERHEAD, type VxlanConfig, encodeVxlanBackendData, parseVtepMac, parseVxlanConfig } from './vxlan-config.js';
+import { stableVtepMac } from './vtep-mac.js';
+
+export class VxlanBackend implements Backend {
+  readonly type = 'vxlan' as const;
+  readonly mtu: number;
+  private readonly cfg: VxlanConfig;
+  private readonly log: Logger;
+  private readonly device: string;
+  private kernelVtep: KernelVtep | undefined;
+
+  constructor(private readonly ctx: BackendContext) {
+    this.cfg = parseVxlanConfig(ctx.config.backend);
+    this.mtu = (this.cfg.mtu || ctx.ext.mtu) - VXLAN_OVERHEAD;
+    this.log = ctx.log.child({ component: 'backend/vxlan', datapath: this.cfg.datapath });
+    this.device = `flannel.${this.cfg.vni}`;
+  }
+
+  /** The kernel device is created (or reused) first, so that the lease publishes the MAC it has. */
+  async prepare(): Promise<LeaseAttrs> {
+    const mac = stableVtepMac(this.ctx.ext.publicIp, this.cfg.vni);
+    if (this.cfg.datapath === 'kernel') {
+      this.kernelVtep = new KernelVtep({
+        name: this.device, mac, mtu: this.mtu, ext: this.ctx.ext, log: this.log,
+        vni: this.cfg.vni, port: this.cfg.port, gbp: this.cfg.gbp, learning: this.cfg.learning,
+      });
+      await this.kernelVtep.ensureDevice();
+    } else {
+      try {
+        datapathAddon();
+      } catch (err) {
+        throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', `the userspace vxlan data path needs the packet-engine addon: ${errorMessage(err)}`, { cause: err });
+      }
+    }
+    return { publicIp: this.ctx.ext.publicIp, backendType: this.type, backendData: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep?.mac ?? mac) };
+  }
+
+  async start(lease: Lease): Promise<Network> {
+    let vtep: Vtep;
+    if (this.kernelVtep) {
+      this.kernelVtep.lease = lease;
+      await this.kernelVtep.ensureDevice();
+      vtep = this.kernelVtep;
+    } else {
+      const capacity = Math.min(65_536, 2 ** (this.ctx.config.subnetLen - this.ctx.config.network.prefixLen));
+      vtep = await UserspaceVtep.create({
+        name: this.device, mac: stableVtepMac(this.ctx.ext.publicIp, this.cfg.vni), mtu: this.mtu, ext: this.ctx.ext, lease,
+        log: this.log, vni: this.cfg.vni, port: this.cfg.port, capacity,
+      });
+    }
+    this.log.info({ device: this.device, mtu: this.mtu, port: this.cfg.port, vni: this.cfg.vni }, 'vxlan backend running');
+    return new VxlanNetwork({ lease, vtep, cfg: this.cfg, ctx: this.ctx, log: this.log });
+  }
+}
+
+interface VxlanNetworkOptions {
+  readonly lease: Lease;
+  readonly vtep: Vtep;
+  readonly cfg: VxlanConfig;
+  readonly ctx: BackendContext;
+  readonly log: Logger;
+}
+
+export class VxlanNetwork implements Network {
+  readonly lease: Lease;
+  private readonly peers = new Map<string, VxlanPeer>();
+  /** Direct-routing decisions by PublicIP, made once per peer as flannel does. */
+  private readonly direct = new Map<number, boolean>();
+  private readonly routes: RouteNetwork;
+
+  constructor(private readonly o: VxlanNetworkOptions) {
+    this.lease = o.lease;
+    this.routes = new RouteNetwork({ lease: o.lease, network: o.ctx.config.network, log: o.log, routeFor: (l) => this.routeFor(l) });
+  }
+
+  async apply(events: readonly LeaseEvent[]): Promise<void> {
+    const usable = events.filter((ev) => this.usable(ev.lease));
+    for (const ev of usable) if (ev.kind === 'added' && this.o.cfg.directRouting) await this.decideDirect(ev.lease.attrs.publicIp);
+    // Removal: route first, then L2; addition: L2 first (neighbour, FDB), then the route.
+    await this.routes.apply(usable.filter((ev) => ev.kind === 'removed'));
+    for (const ev of usable) {
+      const key = formatCidr4(ev.lease.subnet);
+      if (ev.kind === 'removed') this.peers.delete(key);
+      else if (!this.direct.get(ev.lease.attrs.publicIp)) this.peers.set(key, { key, subnet: ev.lease.subnet, publicIp: ev.lease.attrs.publicIp, mac: parseVtepMac(ev.lease.attrs.backendData) as string });
+      else this.peers.delete(key);
+    }
+    await this.syncL2();
+    await this.routes.apply(usable.filter((ev) => ev.kind === 'added'));
+  }
+
+  async reconcile(): Promise<ReconcileResult> {
+    const device = await this.o.vtep.ensureDevice();
+    const l2 = await this.syncL2();
+    const r = await this.routes.reconcile();
+    return { fixed: device + l2.added + r.fixed, removed: l2.removed + r.removed, failed: l2.failed + r.failed };
+  }
+
+  datapathStats(): DatapathStats {
+    return this.o.vtep.stats?.([...this.peers.keys()]) ?? { counters: {}, peers: [], workerRestarts: 0 };
+  }
+
+  crashWorker(direction: 'tx' | 'rx'): void {
+    this.o.vtep.crashWorker?.(direction);
+  }
+
+  async close(): Promise<void> {
+    await this.routes.close();
+    await this.o.vtep.close();
+  }
+
+  private usable(l: Lease): boolean {
+    if (l.attrs.backendType !== 'vxlan') {
+      this.o.log.warn({ subnet: formatCidr4(l.subnet), backendType: l.attrs.backendType ?? 'udp' }, 'Ignoring non-vxlan subnet');
+      return false;
+    }
+    if (!parseVtepMac(l.attrs.backendData)) {
+      this.o.log.warn({ subnet: formatCidr4(l.subnet), backendData: l.attrs.backendData }, 'Ignoring vxlan subnet without a valid VtepMAC');
+      return false;
+    }
+    return true;
+  }
+
+  private async syncL2(): Promise<{ added: number; removed: number; failed: number }> {
+    const peers = [...this.peers.values()];
+    await this.o.vtep.setPeers(peers);
+    const l2 = peers.map((p) => ({ gateway: formatIp4(p.subnet.ip), mac: p.mac, publicIp: formatIp4(p.publicIp) }));
+    return syncVxlanL2(this.o.vtep.device, l2, this.o.vtep.withFdb);
+  }
+
+  private routeFor(l: Lease): Route | undefined {
+    if (l.attrs.backendType !== 'vxlan') return undefined;
+    const dst = formatCidr4(l.subnet);
+    if (this.direct.get(l.attrs.publicIp)) return { dst, via: formatIp4(l.attrs.publicIp), dev: this.o.ctx.ext.name };
+    return { dst, via: formatIp4(l.subnet.ip), dev: this.o.vtep.device, onlink: true };
+  }
+
+  /** flannel's DirectRouting test: exactly one route to the PublicIP, with no gateway. */
+  private async decideDirect(publicIp: number): Promise<void> {
+    if (this.direct.has(publicIp)) return;
+    const r = await runCommand('ip', ['-j', 'route', 'get', formatIp4(publicIp)]);
+    const rows = JSON.parse(r.code === 0 ? r.stdout : '[]') as Array<{ gateway?: string }>;
+    this.direct.set(publicIp, rows.length === 1 && !rows[0]?.gateway);
+  }
+}
