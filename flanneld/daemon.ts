@@ -19,6 +19,7 @@ import type { Flags } from './options.js';
 import { checkHostSysctls } from './host-checks.js';
 import { sdNotify } from './sd-notify.js';
 import { readPreviousSubnet, writeSubnetEnv } from './subnet-env.js';
+import { type Watchdog, startWatchdog } from './watchdog.js';
 
 const ROUTE_CHECK_INTERVAL_MS = 10_000;
 
@@ -36,6 +37,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     username: flags['etcd-username'], password: flags['etcd-password'],
   }), flags['etcd-prefix']), { log: log.child({ component: 'subnet/etcd' }), leaseTtlSec: flags['subnet-lease-ttl'] });
   let rules: IptablesRules | undefined;
+  let watchdog: Watchdog | undefined;
   const stopFaults = installFaultInjection(log, () => network);
   try {
     health.reason = 'waiting for the network config in etcd';
@@ -57,11 +59,13 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     writeSubnetFile(flags, log, { network: config.network, subnet: lease.subnet, mtu: backend.mtu, ipMasq: flags['ip-masq'] });
     Object.assign(health, { ready: true, reason: '' });
     notify(log, `READY=1\nSTATUS=subnet ${formatCidr4(lease.subnet)}`);
+    watchdog = startWatchdog(log.child({ component: 'watchdog' }));
     log.info({ subnet: formatCidr4(lease.subnet), backend: backend.type }, 'running');
     await runLoops({ flags, log, manager, network, rules, lease }, signal);
   } finally {
     stopFaults();
     health.ready = false;
+    watchdog?.stop();
     notify(log, 'STOPPING=1');
     await network?.close();
     await rules?.remove().catch((err) => log.warn(`removing iptables rules: ${errorMessage(err)}`));
