@@ -5,6 +5,7 @@ import { LocalCluster, ping, readEnvFile } from '../../deploy/local/local-cluste
 import { sysctlIn } from '../../deploy/local/netns.js';
 import { type PodHost, Topology } from '../../deploy/local/topology.js';
 import { benchTag, onTeardown } from '../cli/teardown.js';
+import { lastDaemonMessage } from '../lib/daemon-log.js';
 import { addVtepPeer, createVtep, linkMtu, randomVtepMac, setPodMtu, VXLAN_OVERHEAD } from './kernel-vxlan.js';
 import { type DataPathDef, OVERLAY_NETWORK, type ReadyPath, UnavailableError } from './catalog.js';
 
@@ -109,14 +110,5 @@ async function waitForPing(pods: readonly PodHost[], timeoutMs = 30_000): Promis
 function unavailableOr(cluster: LocalCluster, nodeName: string, err: unknown): Error {
   const d = cluster.daemons.get(nodeName);
   if (d?.proc.child.exitCode !== 69) return err instanceof Error ? err : new Error(String(err));
-  const messages = d.proc.output().split('\n').flatMap((line) => {
-    try {
-      const rec = JSON.parse(line) as { level?: number | string; msg?: string };
-      const severe = typeof rec.level === 'number' ? rec.level >= 50 : rec.level === 'error' || rec.level === 'fatal';
-      return severe && rec.msg ? [rec.msg] : [];
-    } catch {
-      return line.trim() ? [line.trim()] : [];
-    }
-  });
-  return new UnavailableError(`flanneld exited 69: ${messages.at(-1) ?? 'backend not available in this build'}`);
+  return new UnavailableError(`flanneld exited 69: ${lastDaemonMessage(d.proc.output())}`);
 }

@@ -1,9 +1,9 @@
 // The terminal table (also saved as .txt): per data path the median of each figure and its ratio to
 // the hand-configured kernel VXLAN, with [min–max] underneath; then the control-plane figures.
 import type { Stat } from '../lib/stats.js';
-import type { BenchResult, DataPathResult, DataPathSummary } from './result-types.js';
+import { type BenchResult, DATAPATH_METRICS, type DataPathResult, type DataPathSummary } from './result-types.js';
 
-interface Column { readonly key: keyof DataPathSummary; readonly title: string; readonly unit: string; readonly fmt: (v: number) => string; readonly ratio: boolean }
+interface Column { readonly key: keyof DataPathSummary; readonly title: string; readonly unit: string; readonly fmt: (v: number) => string; readonly ratio: boolean; readonly daemon?: boolean }
 
 const fixed = (d: number) => (v: number): string => v.toFixed(d);
 const COLUMNS: readonly Column[] = [
@@ -13,14 +13,14 @@ const COLUMNS: readonly Column[] = [
   { key: 'udp64LossPct', title: 'UDP loss', unit: '%', fmt: fixed(1), ratio: false },
   { key: 'rttP50Us', title: 'RTT p50', unit: 'µs', fmt: fixed(0), ratio: true },
   { key: 'rttP99Us', title: 'RTT p99', unit: 'µs', fmt: fixed(0), ratio: true },
-  { key: 'cpuSecPerGB', title: 'daemon CPU', unit: 's per GB', fmt: fixed(2), ratio: false },
-  { key: 'peakRssMB', title: 'daemon RSS', unit: 'MiB', fmt: fixed(0), ratio: false },
+  { key: 'cpuSecPerGB', title: 'daemon CPU', unit: 's per GB', fmt: fixed(2), ratio: false, daemon: true },
+  { key: 'peakRssMB', title: 'daemon RSS', unit: 'MiB', fmt: fixed(0), ratio: false, daemon: true },
 ];
 const LABEL_W = 28;
 const COL_W = 15;
 
 function cell(stat: Stat | null, col: Column, ref: Stat | null, hasDaemon: boolean): [string, string] {
-  if (!stat) return [!hasDaemon && !col.ratio ? 'n/a' : '-', ''];
+  if (!stat) return [!hasDaemon && col.daemon ? 'n/a' : '-', ''];
   const ratio = col.ratio && ref && ref.median !== 0 ? ` ${(stat.median / ref.median).toFixed(2)}×` : '';
   const range = stat.n > 1 ? `[${col.fmt(stat.min)}–${col.fmt(stat.max)}]` : '';
   return [`${col.fmt(stat.median)}${ratio}`, range];
@@ -80,5 +80,6 @@ export function renderTable(r: BenchResult): string {
     '',
   ];
   const notes = r.notes.length > 0 ? ['', 'Notes:', ...r.notes.map((n) => `- ${n}`)] : [];
-  return [...head, ...dataPathRows(r.datapaths), ...controlRows(r), ...notes, ''].join('\n');
+  const measuredDataPaths = r.options.metrics.some((m) => (DATAPATH_METRICS as readonly string[]).includes(m));
+  return [...head, ...(measuredDataPaths ? dataPathRows(r.datapaths) : []), ...controlRows(r), ...notes, ''].join('\n');
 }
