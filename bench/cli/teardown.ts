@@ -42,12 +42,17 @@ async function runOne(c: Cleanup): Promise<void> {
 export function teardownAll(): Promise<void> {
   running ??= (async () => {
     while (stack.length > 0) await runOne(stack.pop() as Cleanup);
-    const list = await runCommand('ip', ['netns', 'list']);
-    const ours = list.stdout.split('\n').map((l) => l.split(' ')[0] ?? '')
-      .filter((name) => tags.some((t) => name.startsWith(`${t}-`)));
-    if (ours.length > 0) await deleteNetns(ours);
+    await sweepNamespaces();
   })();
   return running;
+}
+
+/** Deletes every namespace named after one of our run tags (and the processes in it). */
+async function sweepNamespaces(): Promise<void> {
+  const list = await runCommand('ip', ['netns', 'list']);
+  const ours = list.stdout.split('\n').map((l) => l.split(' ')[0] ?? '')
+    .filter((name) => tags.some((t) => name.startsWith(`${t}-`)));
+  if (ours.length > 0) await deleteNetns(ours);
 }
 
 /** Ctrl-C and friends: tear down, then exit 128+signal. A second Ctrl-C does not skip the teardown. */
@@ -60,7 +65,8 @@ export function installSignalHandlers(): void {
         return;
       }
       process.stderr.write(`\n${signal}: tearing everything down...\n`);
-      void teardownAll().finally(() => process.exit(code));
+      // The interrupted work may still create a namespace meanwhile: sweep once more before leaving.
+      void teardownAll().then(sweepNamespaces).finally(() => process.exit(code));
     });
   }
 }

@@ -41,6 +41,11 @@ export interface Ack {
   readonly usage?: DaemonUsage;
 }
 
+/** Host b stopped answering: the run cannot go on. */
+export class PeerGoneError extends Error {
+  override readonly name = 'PeerGoneError';
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class Coordinator {
@@ -103,7 +108,7 @@ export class Coordinator {
     for (;;) {
       const ack = await this.read<Ack>(ACK);
       if (ack && ack.run === this.run && ack.seq === seq) return ack;
-      if (Date.now() > deadline) throw new Error(`host b did not answer step ${step.action} within ${Math.round(timeoutMs / 1000)} s`);
+      if (Date.now() > deadline) throw new PeerGoneError(`host b did not answer step ${step.action} within ${Math.round(timeoutMs / 1000)} s`);
       await sleep(20);
     }
   }

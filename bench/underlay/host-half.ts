@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { daemonPath, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { type SpawnedProcess, spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import type { UnderlayOptions } from '../cli/options.js';
-import { benchTag } from '../cli/teardown.js';
+import { benchTag, onTeardown } from '../cli/teardown.js';
 import { type DataPathDef, type Endpoint, UnavailableError } from '../datapaths/catalog.js';
 import { addVtepPeer, createVtep, randomVtepMac, VTEP_DEV, VXLAN_OVERHEAD } from '../datapaths/kernel-vxlan.js';
 import { lastDaemonMessage } from '../lib/daemon-log.js';
@@ -57,7 +57,10 @@ export async function setupHalf(def: DataPathDef, u: UnderlayOptions, role: 'a' 
     return { info: { hostIp: host.ip, ip: host.ip }, endpoint: { ns: undefined, ip: host.ip }, connect: async () => {}, daemonPids: () => [], teardown: async () => {} };
   }
   const undo: Array<() => Promise<unknown>> = [];
-  const teardown = async (): Promise<void> => { for (const f of undo.splice(0).reverse()) await f().catch(() => {}); };
+  // Registered globally too, so that Ctrl-C in the middle of a measurement still undoes this half.
+  const teardown = onTeardown(`${def.id} on this host`, async () => {
+    for (const f of undo.splice(0).reverse()) await f().catch(() => {});
+  });
   try {
     undo.push(await enableForwarding());
     const tag = benchTag(`u${role}`);

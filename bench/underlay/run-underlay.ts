@@ -13,7 +13,7 @@ import { IperfServer } from '../metrics/iperf.js';
 import type { LeaseToPacketResult, ProgramPeersResult } from '../report/result-types.js';
 import { measureRepeat, type PathUnderTest } from '../runner/measure-datapaths.js';
 import type { RunOutput } from '../runner/run-local.js';
-import { Coordinator } from './coordinator.js';
+import { Coordinator, PeerGoneError } from './coordinator.js';
 import { checkHostIsClean, type Half, netPrefix, setupHalf } from './host-half.js';
 
 export async function runUnderlay(o: BenchOptions, u: UnderlayOptions, progress: Progress): Promise<RunOutput | undefined> {
@@ -99,6 +99,7 @@ async function drive(coord: Coordinator, o: BenchOptions, u: UnderlayOptions, pr
       if (p.status !== 'measured') continue;
       progress.start(`repeat ${r}/${o.repeats} · setting up ${p.def.id} on both hosts`);
       let half: Half | undefined;
+      let peerGone = false;
       try {
         half = await setupHalf(p.def, u, 'a');
         const remote = await coord.request({ action: 'setup', dp: p.def.id });
@@ -118,11 +119,13 @@ async function drive(coord: Coordinator, o: BenchOptions, u: UnderlayOptions, pr
         };
         await measureRepeat(p, ready, iperf, r, o, progress);
       } catch (err) {
+        peerGone = err instanceof PeerGoneError;
+        if (peerGone) throw err;
         p.status = err instanceof UnavailableError ? 'unavailable' : 'failed';
         p.reason = errorText(err);
         progress.log(`repeat ${r}/${o.repeats}  ${p.def.id}: ${p.status}: ${p.reason}`);
       } finally {
-        await coord.request({ action: 'teardown' }, 60_000).catch(() => undefined);
+        if (!peerGone) await coord.request({ action: 'teardown' }, 60_000).catch(() => undefined);
         await half?.teardown();
       }
     }

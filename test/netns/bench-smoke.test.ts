@@ -1,0 +1,104 @@
+// Smoke test of `npm run bench`: a --quick run with one repeat completes and writes a result whose
+// JSON matches the schema (no timing assertions); the two-host underlay mode works between two node
+// namespaces; Ctrl-C tears everything down. Runs the harness from source under tsx.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import t from 'tap';
+import { LocalCluster } from '../../deploy/local/local-cluster.js';
+import { deleteNetns, runTag, type SpawnedProcess, spawnIn, stopProcess } from '../../deploy/local/netns.js';
+import { runCommand } from '../../backends/kernel/run-command.js';
+import { validateResult } from '../../bench/report/result-schema.js';
+import { DATAPATH_IDS, type BenchResult } from '../../bench/report/result-types.js';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const BENCH = ['--import=tsx', join(ROOT, 'bench/bench-main.ts')];
+const TAG_PREFIXES = ['br', 'bk', 'bh', 'bu', 'bv', 'bx', 'bc', 'ua', 'ub'];
+
+/** Starts the harness (in a namespace, or on this machine); output is captured, never shown. */
+function bench(args: readonly string[], ns?: string): SpawnedProcess {
+  return spawnIn(ns, process.execPath, [...BENCH, ...args], { FORCE_COLOR: '0' });
+}
+
+/** Namespaces a harness process made: its run tags are a known prefix plus its pid in base 36. */
+async function leftovers(pid: number): Promise<string[]> {
+  const names = (await runCommand('ip', ['netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0] ?? '');
+  const id = (pid % 1000).toString(36);
+  return names.filter((n) => TAG_PREFIXES.some((p) => n.startsWith(`${p}${id}`)));
+}
+
+function readResult(prefix: string): BenchResult {
+  return JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as BenchResult;
+}
+
+t.test('--quick with one repeat completes and writes a valid result', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
+  const out = join(dir, 'quick');
+  const proc = bench(['--quick', '--repeats=1', '--duration=1', '--peers=10,100', `--out=${out}`]);
+  t.teardown(async () => {
+    await stopProcess(proc, 'SIGINT', 60_000);
+    if (proc.child.pid) await deleteNetns(await leftovers(proc.child.pid));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const code = await proc.exited;
+  t.equal(code, 0, 'exit code 0', { output: proc.output().slice(-3000) });
+  const result = readResult(out);
+  t.same(validateResult(result), [], 'the JSON matches the schema');
+  t.same(result.datapaths.map((d) => d.id), [...DATAPATH_IDS], 'every data path is reported');
+  for (const d of result.datapaths) {
+    t.ok(d.status === 'measured' || d.status === 'unavailable', `${d.id} is measured or unavailable (${d.status}${d.reason ? `: ${d.reason}` : ''})`);
+  }
+  t.ok(['raw', 'kernel-vxlan', 'host-gw'].every((id) => result.datapaths.find((d) => d.id === id)?.status === 'measured'), 'the paths that exist in every build were measured');
+  t.same(result.controlPlane.programPeers.map((p) => p.datapath), ['host-gw', 'udp', 'vxlan', 'vxlan-kernel']);
+  t.ok(existsSync(`${out}.svg`) && readFileSync(`${out}.svg`, 'utf8').startsWith('<svg'), 'an SVG chart');
+  t.match(readFileSync(`${out}.txt`, 'utf8'), /kernel VXLAN by hand/, 'the table');
+  t.same(await leftovers(proc.child.pid as number), [], 'no namespace left behind');
+});
+
+t.test('underlay mode between two hosts (node namespaces) with a shared etcd', async (t) => {
+  const cluster = await LocalCluster.create({ tag: runTag('bs'), nodes: 2 });
+  const dir = mkdtempSync(join(tmpdir(), 'bench-underlay-'));
+  const procs: SpawnedProcess[] = [];
+  t.teardown(async () => {
+    for (const p of procs) await stopProcess(p, 'SIGINT', 30_000);
+    await cluster.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const [a, b] = cluster.nodes as [NonNullable<(typeof cluster.nodes)[0]>, NonNullable<(typeof cluster.nodes)[0]>];
+  const common = ['--underlay=eth0', `--etcd=${cluster.etcdEndpoint}`, '--datapaths=raw,kernel-vxlan,host-gw', '--metrics=tcp1,latency',
+    '--repeats=1', '--duration=1'];
+  procs.push(bench([...common, '--role=b', `--peer=${a.underlayIp}`], b.ns));
+  procs.push(bench([...common, '--role=a', `--peer=${b.underlayIp}`, `--out=${join(dir, 'u')}`], a.ns));
+  const [codeB, codeA] = await Promise.all(procs.map((p) => p.exited));
+  t.equal(codeA, 0, 'host a exits 0', { output: procs[1]?.output().slice(-3000) });
+  t.equal(codeB, 0, 'host b exits 0 after "done"', { output: procs[0]?.output().slice(-3000) });
+  const result = readResult(join(dir, 'u'));
+  t.same(validateResult(result), []);
+  t.equal(result.options.mode, 'underlay');
+  t.same(result.datapaths.map((d) => [d.id, d.status]), [['raw', 'measured'], ['kernel-vxlan', 'measured'], ['host-gw', 'measured']]);
+  const links = await runCommand('ip', ['-n', a.ns, '-o', 'link', 'show']);
+  t.notMatch(links.stdout, /flannel\.1|cni0/, 'host a is clean again');
+  t.equal(await cluster.etcd.get('/flannel-ts-bench/coord/step'), undefined, 'coordination keys removed');
+});
+
+t.test('Ctrl-C tears everything down', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-sigint-'));
+  const proc = bench(['--datapaths=raw,host-gw', '--metrics=tcp1', '--duration=30', '--repeats=1', `--out=${join(dir, 'x')}`]);
+  t.teardown(async () => {
+    await stopProcess(proc, 'SIGKILL');
+    if (proc.child.pid) await deleteNetns(await leftovers(proc.child.pid));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const deadline = Date.now() + 60_000;
+  while (!/set up flanneld host-gw/.test(proc.output())) {
+    if (Date.now() > deadline || proc.child.exitCode !== null) break;
+    await sleep(100);
+  }
+  t.ok((await leftovers(proc.child.pid as number)).length > 0, 'namespaces exist while it runs');
+  proc.child.kill('SIGINT');
+  const code = await proc.exited;
+  t.equal(code, 130, 'exits 130', { output: proc.output().slice(-2000) });
+  t.same(await leftovers(proc.child.pid as number), [], 'no namespace left behind');
+  t.notOk(existsSync(join(dir, 'x.json')), 'no result written for an interrupted run');
+});
