@@ -1,0 +1,112 @@
+// The README's main job end to end (the compiled deploy/local/cluster-main.js): real flanneld nodes,
+// pods added through our CNI plugin, the table and the all-pairs matrix, and teardown that leaves
+// nothing behind, also on Ctrl-C; --keep leaves a usable cluster that --destroy removes.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import t from 'tap';
+import { ping } from '../../deploy/local/local-cluster.js';
+import { runCommand } from '../../backends/kernel/run-command.js';
+
+const MAIN = new URL('../../dist/deploy/local/cluster-main.js', import.meta.url).pathname;
+const RUN_ROOT = '/run/flannel-ts-cluster';
+
+interface Run { child: ChildProcess; out: () => string; done: Promise<number | null> }
+
+function start(args: string[]): Run {
+  const child = spawn(process.execPath, [MAIN, ...args], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
+  const done = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return { child, out: () => out, done };
+}
+
+const tagOf = (out: string): string => /\(tag (\w+)\)/.exec(out)?.[1] ?? 'no-tag';
+const tmpDirs = (): string[] => readdirSync(tmpdir()).filter((f) => /^flannel-ts-(cluster|etcd)-/.test(f)).sort();
+const namespacesOf = async (tag: string): Promise<string[]> =>
+  (await runCommand('ip', ['netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => n.startsWith(`${tag}-`));
+/** Processes whose command line mentions the tag or one of the paths. */
+function processesOf(needles: readonly string[]): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid)) {
+    let cmd = '';
+    try { cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '); } catch { continue; }
+    if (needles.some((n) => cmd.includes(n))) found.push(`${pid}: ${cmd}`);
+  }
+  return found;
+}
+
+t.test('make cluster\'s run: 2 nodes, 2 CNI pods each, every pair connects, nothing is left', async (t) => {
+  const before = tmpDirs();
+  const run = start(['--nodes', '2', '--pods', '2']);
+  t.teardown(() => { run.child.kill('SIGKILL'); });
+  const code = await run.done;
+  const out = run.out();
+  t.equal(code, 0, out);
+  const rows = [...out.matchAll(/^(node\d)\s+(192\.0\.2\.\d+)\s+(10\.244\.(\d+)\.1\/24)\s+(.*)$/gm)];
+  t.equal(rows.length, 2, 'a row per node');
+  for (const r of rows) {
+    const pods = String(r[5]).split(', ');
+    t.equal(pods.length, 2, `${r[1]} has 2 pods`);
+    t.ok(pods.every((ip) => ip.startsWith(`10.244.${r[4]}.`)), `${r[1]}'s pods are in its subnet ${r[3]}`);
+  }
+  t.match(out, /^from \\ to(\s+10\.244\.\d+\.\d+){4}$/m);
+  t.equal(out.match(/^10\.244\.\d+\.\d+(\s+pass){4}$/gm)?.length, 4, 'every cell of the 4x4 matrix passes');
+  t.match(out, /All 16 pairs connected\.\nTearing down\.\.\.\nDone: no namespace, device, process or file of this cluster is left\./);
+  t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
+  t.same(tmpDirs(), before, 'no state or etcd directory is left');
+  t.same(processesOf([tagOf(out)]), [], 'no process is left');
+});
+
+t.test('Ctrl-C in the middle tears everything down', async (t) => {
+  const before = tmpDirs();
+  const run = start(['--nodes', '2']);
+  t.teardown(() => { run.child.kill('SIGKILL'); });
+  for (let i = 0; i < 300 && !/pods \(added by/.test(run.out()); i++) await sleep(100);
+  process.kill(-(run.child.pid as number), 'SIGINT'); // the whole process group, as a terminal does
+  t.equal(await run.done, 130, run.out());
+  t.match(run.out(), /SIGINT: stopping/);
+  t.match(run.out(), /Done: no namespace, device, process or file of this cluster is left\./);
+  t.same(await namespacesOf(tagOf(run.out())), []);
+  t.same(tmpDirs(), before);
+  t.same(processesOf([tagOf(run.out())]), []);
+});
+
+t.test('--keep leaves a working cluster; --destroy removes all of it', async (t) => {
+  const before = tmpDirs();
+  const kept = start(['--keep', '--nodes', '2', '--pods', '1']);
+  t.equal(await kept.done, 0, kept.out());
+  const tag = tagOf(kept.out());
+  t.teardown(async () => { await start(['--destroy', tag]).done; });
+  t.match(kept.out(), new RegExp(`tear it down: +make cluster ARGS="--destroy ${tag}"`));
+  const shell = /a shell in a pod: +ip netns exec (\S+) bash/.exec(kept.out());
+  const across = /ping across nodes: +ip netns exec (\S+) ping (\S+)/.exec(kept.out());
+  t.ok(shell && across, 'instructions for exec\'ing into a pod');
+  t.ok(await ping(String(across?.[1]), String(across?.[2])), 'the printed ping works after main exited');
+  const paths = JSON.parse(readFileSync(join(RUN_ROOT, tag, 'paths.json'), 'utf8')) as string[];
+  const cniDirs = readdirSync(join(paths[0] as string, 'node1', 'cni', 'flannel'));
+  t.same(cniDirs, [`${tag}-n1-p1`], 'the pod was added by the CNI plugin (its saved delegate config)');
+  t.equal((await namespacesOf(tag)).length, 5, 'switch, 2 nodes, 2 pods');
+
+  const destroyed = start(['--destroy', tag]);
+  t.equal(await destroyed.done, 0, destroyed.out());
+  t.match(destroyed.out(), new RegExp(`Cluster ${tag} destroyed\\.`));
+  t.match(destroyed.out(), /Done: no namespace, device, process or file of this cluster is left\./, 'the keeper tore it down');
+  t.same(await namespacesOf(tag), []);
+  t.same(tmpDirs(), before);
+  t.notOk(existsSync(join(RUN_ROOT, tag)), 'the run directory is gone');
+  t.same(processesOf([tag, ...paths]), []);
+  t.equal(await start(['--destroy', tag]).done, 1, 'a second --destroy says there is nothing');
+});
+
+t.test('a wrong backend or option fails clearly before anything is built', async (t) => {
+  const bad = start(['--backend', 'geneve']);
+  t.equal(await bad.done, 64);
+  t.match(bad.out(), /unknown backend "geneve": expected one of udp, vxlan, host-gw/);
+  const opt = start(['--nodes', '0']);
+  t.equal(await opt.done, 64);
+  t.match(opt.out(), /--nodes must be 1-20/);
+});
