@@ -1,7 +1,6 @@
-// Builds dist/cni/flannel, the CNI plugin as a self-contained executable (a Node single-executable
-// application): esbuild bundles deploy/cni/main.ts into one CommonJS file, `node --experimental-sea-config`
-// turns it into a blob, and postject injects the blob into a copy of this node binary. Skipped when
-// the bundle and node are unchanged since the last build. Run by `npm run build`, after tsc.
+// Builds dist/cni/flannel, the CNI plugin as a Node single-executable application: esbuild bundles
+// deploy/cni/main.ts into one CommonJS file, node --experimental-sea-config makes the blob, postject injects
+// it into a copy of this node binary. Skipped when bundle and node are unchanged. Run by `npm run build`.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
