@@ -18,6 +18,7 @@
         "backends/datapath/native/src/vxlan.c",
         "backends/datapath/native/src/peers.c",
         "backends/datapath/native/src/ipv4.c",
+        "backends/datapath/native/src/segment.c",
         "backends/datapath/native/src/sys.c"
       ],
       "defines": ["NAPI_VERSION=8"],

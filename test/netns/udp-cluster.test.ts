@@ -30,7 +30,7 @@ async function metric(node: NodeHost, name: string, labels = ''): Promise<number
 }
 
 const wire = async (ns: string, args: string[]): Promise<Record<string, unknown>> =>
-  JSON.parse((await execCheckedIn(ns, 'python3', [join(FIXTURES, 'udp-wire.py'), ...args])).trim()) as Record<string, unknown>;
+  JSON.parse((await execCheckedIn(ns, 'python3', [join(FIXTURES, 'wire.py'), ...args])).trim()) as Record<string, unknown>;
 
 t.test('udp backend cluster', async (t) => {
   // node1..3 run flanneld; node4 plays a flannel udp peer by hand; node5 holds no lease.
@@ -87,7 +87,7 @@ t.test('udp backend cluster', async (t) => {
   });
 
   await t.test('wire format: a bare IPv4 packet per datagram, both ways', async (t) => {
-    const r = await wire(n4.ns, ['echo', n4.underlayIp, n1.underlayIp, '10.244.200.5', p1.ip]);
+    const r = await wire(n4.ns, ['udp-echo', n4.underlayIp, n1.underlayIp, '10.244.200.5', p1.ip]);
     t.match(r, { reply: true, from: n1.underlayIp, fromPort: 8285, version: 4, src: p1.ip, dst: '10.244.200.5', icmpType: 0, ident: 0x4242, seq: 7, headerChecksumOk: true });
     t.equal(r.datagramLength, r.totalLength, 'the payload is exactly the IPv4 packet, no header');
   });
@@ -95,15 +95,15 @@ t.test('udp backend cluster', async (t) => {
   await t.test('forged datagrams are dropped and counted', async (t) => {
     const unknown = await metric(n1, 'flanneld_datapath_dropped_packets_total', 'reason="unknown_source"');
     const spoofed = await metric(n1, 'flanneld_datapath_dropped_packets_total', 'reason="spoofed_source"');
-    t.same(await wire(n5.ns, ['echo', n5.underlayIp, n1.underlayIp, '10.244.200.5', p1.ip]), { reply: null }, 'no reply to a sender without a lease');
-    t.same(await wire(n4.ns, ['echo', n4.underlayIp, n1.underlayIp, '10.244.201.5', p1.ip]), { reply: null }, 'no reply to an inner source outside the sender\'s subnet');
+    t.same(await wire(n5.ns, ['udp-echo', n5.underlayIp, n1.underlayIp, '10.244.200.5', p1.ip]), { reply: null }, 'no reply to a sender without a lease');
+    t.same(await wire(n4.ns, ['udp-echo', n4.underlayIp, n1.underlayIp, '10.244.201.5', p1.ip]), { reply: null }, 'no reply to an inner source outside the sender\'s subnet');
     t.ok((await metric(n1, 'flanneld_datapath_dropped_packets_total', 'reason="unknown_source"')) > unknown, 'unknown_source counted');
     t.ok((await metric(n1, 'flanneld_datapath_dropped_packets_total', 'reason="spoofed_source"')) > spoofed, 'spoofed_source counted');
   });
 
   await t.test('thousands of random datagrams: the daemon stays up and keeps forwarding', async (t) => {
-    await wire(n4.ns, ['garbage', n4.underlayIp, n1.underlayIp, '3000']);
-    await wire(n5.ns, ['garbage', n5.underlayIp, n1.underlayIp, '3000']);
+    await wire(n4.ns, ['garbage', n4.underlayIp, n1.underlayIp, '3000', '8285']);
+    await wire(n5.ns, ['garbage', n5.underlayIp, n1.underlayIp, '3000', '8285']);
     t.equal(cluster.daemons.get(n1.name)!.proc.child.exitCode, null, 'still running');
     t.ok(await cluster.pingMatrix([p1, p2]).then((m) => m.flat().every(Boolean)), 'still forwarding');
     t.ok((await metric(n1, 'flanneld_datapath_dropped_packets_total', 'reason="rx_malformed"')) > 0, 'malformed datagrams counted');

@@ -22,12 +22,16 @@ int fl_engine_init(fl_engine *e) {
   memset(&e->peers, 0, sizeof e->peers);
   e->slot_size = e->mtu + 64 < 2048 ? 2048 : ((e->mtu + 64 + 1023) & ~1023u);
   e->bufs = malloc((size_t)e->slot_size * FL_BATCH);
-  return e->bufs ? 0 : -ENOMEM;
+  e->seg = malloc(e->slot_size);
+  e->rx_bufs = NULL; /* allocated by the first RX pump: only the RX worker needs it */
+  return e->bufs && e->seg ? 0 : -ENOMEM;
 }
 
 void fl_engine_free(fl_engine *e) {
   free(e->bufs);
-  e->bufs = NULL;
+  free(e->seg);
+  free(e->rx_bufs);
+  e->bufs = e->seg = e->rx_bufs = NULL;
   fl_peers_free(&e->peers);
 }
 
@@ -166,13 +170,16 @@ static size_t accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_
   if (!ihl) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
   if ((fl_rd32(pkt + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
   if (!fl_ipv4_dec_ttl(pkt)) { STAT(e, ST_DROP_TTL)++; return 0; }
+  int csum = fl_l4_checksum_fix(pkt, len);
+  if (!csum) { STAT(e, ST_DROP_BAD_CHECKSUM)++; return 0; }
+  if (csum == 2) STAT(e, ST_CHECKSUMS_COMPLETED)++;
   return fl_rd16(pkt + 2);
 }
 
 static void prepare_recv(fl_engine *e) {
   for (int i = 0; i < FL_BATCH; i++) {
-    e->iov[i][0].iov_base = e->bufs + (size_t)i * e->slot_size;
-    e->iov[i][0].iov_len = e->slot_size;
+    e->iov[i][0].iov_base = e->rx_bufs + (size_t)i * FL_RX_SLOT;
+    e->iov[i][0].iov_len = FL_RX_SLOT;
     memset(&e->msgs[i].msg_hdr, 0, sizeof e->msgs[i].msg_hdr);
     e->msgs[i].msg_hdr.msg_iov = e->iov[i];
     e->msgs[i].msg_hdr.msg_iovlen = 1;
@@ -182,9 +189,32 @@ static void prepare_recv(fl_engine *e) {
 }
 
 size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len);
+size_t fl_tcp_segment(uint8_t *out, size_t cap, const uint8_t *frame, size_t l2, size_t mss, size_t off, int first);
+
+/* A frame larger than the device MTU: a peer's TSO super-frame that reached us whole (veth and
+ * virtio underlays keep GSO packets intact). TCP is segmented here at the MTU; anything else drops. */
+static void write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len) {
+  size_t l2 = e->mode == FL_MODE_VXLAN ? 14 : 0;
+  const uint8_t *ip = frame + l2;
+  size_t ihl = fl_ipv4_header_len(ip, len - l2);
+  if (!ihl || ip[9] != 6 || (fl_rd16(ip + 6) & 0x3fff) || len < l2 + ihl + 20) { STAT(e, ST_DROP_OVERSIZE)++; return; }
+  size_t thl = (size_t)(ip[ihl + 12] >> 4) * 4, hdr = ihl + thl;
+  if (thl < 20 || hdr >= e->mtu) { STAT(e, ST_DROP_OVERSIZE)++; return; }
+  size_t payload = fl_rd16(ip + 2) - hdr, mss = e->mtu - hdr;
+  for (size_t off = 0; off < payload; off += mss) {
+    size_t n = fl_tcp_segment(e->seg, e->slot_size, frame, l2, mss, off, off == 0);
+    if (!n || write(e->dev_fd, e->seg, n) != (ssize_t)n) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
+    STAT(e, ST_RX_PACKETS)++;
+    STAT(e, ST_RX_BYTES) += n;
+    PEER_STAT(e, peer, SP_RX_PACKETS);
+    PEER_STAT_ADD(e, peer, SP_RX_BYTES, n);
+  }
+  STAT(e, ST_SEGMENTED_SUPER_FRAMES)++;
+}
 
 int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches) {
   if (stop_requested(e)) return FL_PUMP_STOPPED;
+  if (!e->rx_bufs && !(e->rx_bufs = malloc((size_t)FL_RX_SLOT * FL_BATCH))) return -ENOMEM;
   for (int b = 0; b < max_batches; b++) {
     sync_peers(e);
     prepare_recv(e);
@@ -207,7 +237,7 @@ int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches) {
       if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
       size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, len) : accept_ipv4(e, peer, pkt, len);
       if (!out) continue;
-      if (out > e->mtu + (e->mode == FL_MODE_VXLAN ? 14u : 0u)) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
+      if (out > e->mtu + (e->mode == FL_MODE_VXLAN ? 14u : 0u)) { write_segmented(e, peer, pkt, out); continue; }
       if (write(e->dev_fd, pkt, out) != (ssize_t)out) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
       STAT(e, ST_RX_PACKETS)++;
       STAT(e, ST_RX_BYTES) += out;

@@ -13,6 +13,7 @@
 #define FL_MODE_UDP 0
 #define FL_MODE_VXLAN 1
 #define FL_BATCH 64
+#define FL_RX_SLOT (65536 + 64)
 
 #define FL_PUMP_IDLE 0
 #define FL_PUMP_STOPPED 1
@@ -34,7 +35,9 @@ typedef struct {
   uint32_t n_tx_fds;
   uint32_t slot_size;
   fl_peers peers;
-  uint8_t *bufs;
+  uint8_t *bufs;     /* TX: FL_BATCH slots of slot_size */
+  uint8_t *rx_bufs;  /* RX: FL_BATCH slots of FL_RX_SLOT (a peer's GSO super-frame can be 64 KB) */
+  uint8_t *seg;      /* one slot_size scratch frame for software segmentation */
   struct mmsghdr msgs[FL_BATCH];
   struct iovec iov[FL_BATCH][2];
   struct sockaddr_in addrs[FL_BATCH];

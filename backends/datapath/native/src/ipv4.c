@@ -55,3 +55,36 @@ size_t fl_icmp_unreachable(uint8_t *out, size_t cap, const uint8_t *orig, size_t
   fl_wr16(out + 22, fl_csum(out + 20, 8 + body));
   return total;
 }
+
+static uint32_t sum16(const uint8_t *data, size_t len, uint32_t sum) {
+  size_t i = 0;
+  for (; i + 1 < len; i += 2) sum += (uint32_t)(data[i] << 8 | data[i + 1]);
+  if (i < len) sum += (uint32_t)data[i] << 8;
+  return sum;
+}
+
+static uint16_t fold(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)sum;
+}
+
+int fl_l4_checksum_fix(uint8_t *pkt, size_t len) {
+  size_t ihl = fl_ipv4_header_len(pkt, len);
+  if (!ihl) return 0;
+  uint8_t proto = pkt[9];
+  if ((proto != 6 && proto != 17) || (fl_rd16(pkt + 6) & 0x3fff) != 0) return 1; /* not TCP/UDP, or a fragment */
+  size_t total = fl_rd16(pkt + 2), l4len = total - ihl;
+  size_t off = proto == 6 ? 16 : 6;
+  if (l4len < off + 2) return 0;
+  uint8_t *l4 = pkt + ihl;
+  uint16_t field = fl_rd16(l4 + off);
+  if (proto == 17 && field == 0) return 1; /* UDP without a checksum */
+  uint32_t pseudo = sum16(pkt + 12, 8, 0) + proto + (uint32_t)l4len;
+  if (fold(sum16(l4, l4len, pseudo)) == 0xffff) return 1;
+  if (field != fold(pseudo)) return 0; /* not a partial checksum: real corruption */
+  fl_wr16(l4 + off, 0);
+  uint16_t c = (uint16_t)~fold(sum16(l4, l4len, pseudo));
+  if (proto == 17 && c == 0) c = 0xffff;
+  fl_wr16(l4 + off, c);
+  return 2;
+}

@@ -20,7 +20,7 @@ static uint32_t mix(uint32_t h, const uint8_t *p, size_t n) {
 static uint32_t flow_hash(const uint8_t *frame, size_t len) {
   uint32_t h = 0x811c9dc5u;
   if (len < ETH_HLEN + 20 || fl_rd16(frame + 12) != ETHERTYPE_IPV4) return mix(h, frame, len < ETH_HLEN ? len : ETH_HLEN);
-  const uint8_t *ip = frame + ETH_HLEN;
+  const uint8_t *ip = frame + ETH_HLEN; /* read-only here; the checksum fix below writes */
   size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
   h = mix(mix(h, ip + 9, 1), ip + 12, 8);
   if ((ip[9] == 6 || ip[9] == 17) && len >= ETH_HLEN + ihl + 4) h = mix(h, ip + ihl, 4);
@@ -46,10 +46,16 @@ size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t 
   if (memcmp(frame, e->dev_mac, 6) != 0) { STAT(e, ST_DROP_UNKNOWN_MAC)++; return 0; }
   if (memcmp(frame + 6, peer->mac, 6) != 0) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
   if (fl_rd16(frame + 12) != ETHERTYPE_IPV4) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
-  const uint8_t *ip = frame + ETH_HLEN;
+  const uint8_t *ip = frame + ETH_HLEN; /* read-only here; the checksum fix below writes */
   size_t ihl = fl_ipv4_header_len(ip, flen - ETH_HLEN);
   if (!ihl) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
   if ((fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
+  size_t out = ETH_HLEN + fl_rd16(ip + 2);
+  if (out <= ETH_HLEN + e->mtu) { /* super-frames get fresh checksums when they are segmented */
+    int csum = fl_l4_checksum_fix(frame + ETH_HLEN, flen - ETH_HLEN);
+    if (!csum) { STAT(e, ST_DROP_BAD_CHECKSUM)++; return 0; }
+    if (csum == 2) STAT(e, ST_CHECKSUMS_COMPLETED)++;
+  }
   *pkt = frame;
-  return ETH_HLEN + fl_rd16(ip + 2);
+  return out;
 }
