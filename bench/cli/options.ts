@@ -30,7 +30,8 @@ export const USAGE = `usage: npm run bench -- [flags]
   --datapaths=LIST   ${DATAPATH_IDS.join(',')} (default: all)
   --metrics=LIST     ${[...DATAPATH_METRICS, ...CONTROL_METRICS].join(',')} (default: all)
   --duration=SEC     seconds per iperf3 run (default 5; --quick 1)
-  --repeats=N        repeats of every measurement, reported as median [min-max] (default 3; --quick 2)
+  --repeats=N        repeats of every measurement, reported as median [min-max] (default 3; --quick 2,
+                     and program-peers once)
   --pings=N          echo requests per latency measurement, at least 200 (default 300; --quick 200)
   --peers=LIST       peer counts for program-peers (default 10,100,1000,5000)
   --quick            short runs; finishes in under 2 minutes

@@ -20,7 +20,12 @@ export interface RunOutput {
 export async function runLocal(o: BenchOptions, progress: Progress): Promise<RunOutput> {
   const paths: PathUnderTest[] = o.datapaths.map((id) => ({ def: dataPathDef(id), status: 'skipped', samples: [], usage: [] }));
   const built = new Map<PathUnderTest, LocalPath>();
-  progress.addSteps(paths.length);
+  // --quick measures program-peers once: it is the slowest part and the least noisy.
+  const peerRepeats = o.quick ? 1 : o.repeats;
+  const defs = paths.map((p) => p.def);
+  const leaseEstimate = o.control.includes('lease-to-packet') ? defs.filter((d) => d.fakePeer).length * o.repeats : 0;
+  const peersEstimate = o.control.includes('program-peers') ? programPeersSteps(defs, peerRepeats, o.peers) : 0;
+  progress.addSteps(paths.length + o.repeats * paths.length * o.metrics.length + leaseEstimate + peersEstimate);
   try {
     for (const p of paths) {
       progress.start(`setting up ${p.def.label}`);
@@ -36,7 +41,7 @@ export async function runLocal(o: BenchOptions, progress: Progress): Promise<Run
         progress.finish(`set up ${p.def.label}: ${p.status}: ${p.reason}`);
       }
     }
-    progress.addSteps(o.repeats * measurableCount(paths) * o.metrics.length);
+    progress.addSteps(-o.repeats * (paths.length - measurableCount(paths)) * o.metrics.length);
     if (o.metrics.length > 0) await measureDataPaths(paths, o, progress);
 
     let leaseResults: LeaseToPacketResult[] = [];
@@ -45,7 +50,7 @@ export async function runLocal(o: BenchOptions, progress: Progress): Promise<Run
         const path = built.get(p);
         return { def: p.def, status: p.status, ...(p.reason ? { reason: p.reason } : {}), ...(path ? { path } : {}) };
       });
-      progress.addSteps(leaseToPacketSteps(targets, o.repeats));
+      progress.addSteps(leaseToPacketSteps(targets, o.repeats) - leaseEstimate);
       leaseResults = await leaseToPacket(targets, o.repeats, progress);
     }
     for (const lp of built.values()) await lp.destroy();
@@ -53,9 +58,7 @@ export async function runLocal(o: BenchOptions, progress: Progress): Promise<Run
 
     let peerResults: ProgramPeersResult[] = [];
     if (o.control.includes('program-peers')) {
-      const defs = paths.map((p) => p.def);
-      progress.addSteps(programPeersSteps(defs, o.repeats, o.peers));
-      peerResults = await programPeers(defs, o.repeats, o.peers, progress);
+      peerResults = await programPeers(defs, peerRepeats, o.peers, progress);
     }
     return { paths, programPeers: peerResults, leaseToPacket: leaseResults };
   } finally {

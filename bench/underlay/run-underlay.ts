@@ -132,8 +132,8 @@ async function drive(coord: Coordinator, o: BenchOptions, u: UnderlayOptions, pr
   }
   let peers: ProgramPeersResult[] = [];
   if (o.control.includes('program-peers')) {
-    progress.addSteps(programPeersSteps(paths.map((p) => p.def), o.repeats, o.peers));
-    peers = await programPeers(paths.map((p) => p.def), o.repeats, o.peers, progress);
+    progress.addSteps(programPeersSteps(paths.map((p) => p.def), o.quick ? 1 : o.repeats, o.peers));
+    peers = await programPeers(paths.map((p) => p.def), o.quick ? 1 : o.repeats, o.peers, progress);
   }
   const lease: LeaseToPacketResult[] = o.control.includes('lease-to-packet')
     ? paths.filter((p) => p.def.backend).map((p) => ({ datapath: p.def.id, status: 'skipped', reason: 'measured in local mode only (it needs a third, fake peer host)', samples: [], summary: null }))
