@@ -1,5 +1,8 @@
 // Command-line flags of `npm run bench`: which data paths and metrics, how long and how often, where
 // the results go, and the two-host underlay mode. Unknown flags and bad values are usage errors.
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
   CONTROL_METRICS, type ControlMetric, DATAPATH_IDS, DATAPATH_METRICS, type DataPathId, type DataPathMetric,
 } from '../report/result-types.js';
@@ -41,6 +44,13 @@ export const USAGE = `usage: npm run bench -- [flags]
   --role=a|b         a drives and measures, b serves
   --etcd=URL         an etcd both hosts reach, e.g. http://198.51.100.1:2379
   --help`;
+
+/** The checkout this file belongs to (bench/cli/ from source, dist/bench/cli/ compiled). */
+function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -84,7 +94,7 @@ export function parseOptions(argv: readonly string[], today = new Date()): Bench
     pings: int('pings', flags.get('pings') ?? (quick ? '200' : '300'), 200),
     peers: (flags.get('peers') ?? '10,100,1000,5000').split(',').map((p) => int('peers', p, 1)),
     quick,
-    out: flags.get('out') ?? `bench/results/${date}${quick ? '-quick' : ''}`,
+    out: flags.get('out') ?? join(repoRoot(), 'bench', 'results', `${date}${quick ? '-quick' : ''}`),
     ...underlay(flags),
   };
 }

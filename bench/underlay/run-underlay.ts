@@ -18,6 +18,9 @@ import { checkHostIsClean, type Half, netPrefix, setupHalf } from './host-half.j
 
 export async function runUnderlay(o: BenchOptions, u: UnderlayOptions, progress: Progress): Promise<RunOutput | undefined> {
   await checkHostIsClean();
+  if ((await execOn(undefined, 'ping', ['-n', '-q', '-c', '3', '-i', '0.2', '-W', '2', '-I', u.iface, u.peer])).code !== 0) {
+    throw new Error(`--peer ${u.peer} does not answer ping on ${u.iface}`);
+  }
   const coord = new Coordinator(u.etcd);
   onTeardown('etcd client', async () => coord.close());
   return u.role === 'b' ? serve(coord, u, progress) : drive(coord, o, u, progress);
@@ -53,6 +56,7 @@ async function serve(coord: Coordinator, u: UnderlayOptions, progress: Progress)
           break;
         case 'connect':
           if (!half || !step.peer) throw new Error('connect before setup');
+          checkPeer(step.peer.hostIp, u.peer);
           await half.connect(step.peer);
           iperf = new IperfServer(half.endpoint);
           await iperf.ensure();
@@ -104,6 +108,7 @@ async function drive(coord: Coordinator, o: BenchOptions, u: UnderlayOptions, pr
         half = await setupHalf(p.def, u, 'a');
         const remote = await coord.request({ action: 'setup', dp: p.def.id });
         if (!remote.ok || !remote.info) throw remote.unavailable ? new UnavailableError(`host b: ${remote.error}`) : new Error(`host b: ${remote.error}`);
+        checkPeer(remote.info.hostIp, u.peer);
         await half.connect(remote.info);
         const connected = await coord.request({ action: 'connect', peer: half.info });
         if (!connected.ok) throw new Error(`host b: ${connected.error}`);
@@ -147,4 +152,9 @@ async function waitForPing(ns: string | undefined, ip: string): Promise<void> {
     if ((await execOn(ns, 'ping', ['-n', '-q', '-c', '1', '-W', '1', ip])).code === 0) return;
   }
   throw new Error(`${ip} is not reachable over the data path after 30 s`);
+}
+
+/** The other host must be the one named by --peer (a stale or foreign host b would skew everything). */
+function checkPeer(announced: string, expected: string): void {
+  if (announced !== expected) throw new PeerGoneError(`the other host says it is ${announced}, but --peer is ${expected}`);
 }

@@ -54,6 +54,20 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   t.ok(existsSync(`${out}.svg`) && readFileSync(`${out}.svg`, 'utf8').startsWith('<svg'), 'an SVG chart');
   t.match(readFileSync(`${out}.txt`, 'utf8'), /kernel VXLAN by hand/, 'the table');
   t.same(await leftovers(proc.child.pid as number), [], 'no namespace left behind');
+
+  const broken = JSON.parse(JSON.stringify(result)) as { datapaths: Array<Record<string, unknown>>; environment: Record<string, unknown> };
+  broken.datapaths[0] = { ...broken.datapaths[0], status: 'fine', summary: { tcp1Gbps: { median: 3, min: 4, max: 5, n: 1 } } };
+  delete broken.environment.gitCommit;
+  const problems = validateResult(broken);
+  t.ok(problems.some((p) => p.startsWith('datapaths[0].status')), 'the schema check catches a bad status');
+  t.ok(problems.some((p) => p.startsWith('datapaths[0].summary.tcp1Gbps')), '... a median outside [min, max]');
+  t.ok(problems.some((p) => p.startsWith('environment.gitCommit')), '... a missing field');
+});
+
+t.test('a bad flag is a usage error (exit 64)', async (t) => {
+  const proc = bench(['--datapaths=raw,warp-drive']);
+  t.equal(await proc.exited, 64);
+  t.match(proc.output(), /warp-drive is not one of/);
 });
 
 t.test('underlay mode between two hosts (node namespaces) with a shared etcd', async (t) => {
