@@ -19,6 +19,8 @@
         "backends/datapath/native/src/peers.c",
         "backends/datapath/native/src/ipv4.c",
         "backends/datapath/native/src/segment.c",
+        "backends/datapath/native/src/offload.c",
+        "backends/datapath/native/src/csum.c",
         "backends/datapath/native/src/sys.c"
       ],
       "defines": ["NAPI_VERSION=8"],

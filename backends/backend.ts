@@ -19,6 +19,8 @@ export interface BackendContext {
   readonly ext: ExternalInterface;
   readonly config: NetworkConfig;
   readonly log: Logger;
+  /** Userspace data paths: whether to try the offload loops (--datapath-offload); default true. */
+  readonly offload?: boolean;
 }
 
 export interface Backend {

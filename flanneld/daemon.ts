@@ -45,7 +45,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     await checkHostSysctls(log);
     const ext = await findExternalInterface({ iface: flags.iface, ifaceRegex: flags['iface-regex'], ifaceCanReach: flags['iface-can-reach'], publicIp: flags['public-ip'] });
     log.info({ iface: ext.name, mtu: ext.mtu }, 'using external interface');
-    const backend = createBackend(config.backendType, { ext, config, log });
+    const backend = createBackend(config.backendType, { ext, config, log, offload: flags['datapath-offload'] });
     const attrs = await backend.prepare();
     health.reason = 'acquiring a subnet lease';
     const previousSubnet = readPreviousSubnet(flags['subnet-file']);

@@ -4,7 +4,7 @@
 //          event loop, so control messages are never starved; 3. on the stop eventfd, destroy the
 //          context and exit. Imports nothing of the control plane; no per-packet JS.
 import { parentPort, workerData } from 'node:worker_threads';
-import { type EngineSpec, PUMP, datapathAddon } from './native/datapath-addon.js';
+import { type EngineFeatures, type EngineSpec, PUMP, datapathAddon } from './native/datapath-addon.js';
 
 export interface WorkerData {
   readonly direction: 'tx' | 'rx';
@@ -12,11 +12,13 @@ export interface WorkerData {
 }
 
 export type WorkerMessage = { readonly type: 'crash' };
+export type WorkerReport = { readonly type: 'features'; readonly direction: 'tx' | 'rx'; readonly features: EngineFeatures };
 
 const { direction, spec } = workerData as WorkerData;
 const addon = datapathAddon();
 const engine = addon.engineCreate(spec);
 const pump = direction === 'tx' ? addon.pumpTx : addon.pumpRx;
+parentPort?.postMessage({ type: 'features', direction, features: addon.engineFeatures(engine) } satisfies WorkerReport);
 
 parentPort?.on('message', (m: WorkerMessage) => {
   // Fault injection for tests, and the rule that an unknown message is fatal.

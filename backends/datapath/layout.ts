@@ -11,7 +11,7 @@ export const GLOBAL_STATS = [
   'drop_spoofed_source', 'drop_rx_malformed', 'drop_oversize', 'icmp_unreachable_sent',
   'tx_send_errors', 'rx_write_errors', 'tx_batches', 'rx_batches',
   'drop_bad_vxlan', 'drop_unknown_mac', 'drop_broadcast', 'peer_table_loads',
-  'drop_bad_checksum', 'checksums_completed', 'segmented_super_frames',
+  'drop_bad_checksum', 'checksums_completed', 'segmented_super_frames', 'coalesced_super_packets',
 ] as const;
 export type GlobalStat = (typeof GLOBAL_STATS)[number];
 export const GLOBAL_STAT_SLOTS = 32;

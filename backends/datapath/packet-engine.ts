@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { GLOBAL_STATS, GLOBAL_STAT_SLOTS, type GlobalStat, PEER_STATS, type PeerStat } from './layout.js';
 import { type EngineSpec, datapathAddon } from './native/datapath-addon.js';
 import type { EnginePeer, PeerTable } from './peer-table.js';
-import type { WorkerData, WorkerMessage } from './engine.worker.js';
+import type { WorkerData, WorkerMessage, WorkerReport } from './engine.worker.js';
 
 type Direction = 'tx' | 'rx';
 
@@ -84,6 +84,7 @@ export class PacketEngine {
     const startedAt = Date.now();
     let failure: Error | undefined;
     worker.on('error', (err) => { failure = err; });
+    worker.on('message', (m: WorkerReport) => this.onReport(m));
     worker.on('exit', (code) => {
       if (this.workers.get(direction) === worker) this.workers.delete(direction);
       if (this.stopping) return;
@@ -93,6 +94,18 @@ export class PacketEngine {
       worker.once('online', () => resolve());
       worker.once('error', (err) => reject(err));
     });
+  }
+
+  private reported = false;
+
+  /** Logs once which offload features the engine really uses, and which are missing. */
+  private onReport(m: WorkerReport): void {
+    if (m.type !== 'features' || m.direction !== 'rx' || this.reported) return;
+    this.reported = true;
+    const f = m.features;
+    const missing = [!f.offload && 'TSO on the device (per-packet path)', f.offload && !f.gso && 'UDP GSO', f.offload && !f.gro && 'UDP GRO'].filter(Boolean);
+    if (missing.length === 0) this.o.log.info('packet engine: TSO, UDP GSO, UDP GRO and coalescing are on');
+    else this.o.log.warn({ missing }, `packet engine: running without ${missing.join(', ')}`);
   }
 
   private onDeath(direction: Direction, err: Error, uptimeMs: number): void {

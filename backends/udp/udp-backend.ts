@@ -16,6 +16,7 @@ import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js
 import { PacketEngine } from '../datapath/packet-engine.js';
 import { PeerTable } from '../datapath/peer-table.js';
 import { DeviceState } from '../datapath/device-state.js';
+import { openDevice } from '../datapath/open-device.js';
 
 export const UDP_OVERHEAD = 28;
 const DEVICE_NAME = 'flannel0';
@@ -55,7 +56,7 @@ export class UdpBackend implements Backend {
   async start(lease: Lease): Promise<Network> {
     const addon = datapathAddon();
     const { config, ext } = this.ctx;
-    const tun = addon.tunOpen(DEVICE_NAME, 0);
+    const tun = openDevice({ name: DEVICE_NAME, tap: false, offload: this.ctx.offload ?? true, log: this.log });
     const fds = [tun.fd];
     try {
       // accept_local: our ICMP errors come from flannel0's own address, which the kernel would
@@ -70,7 +71,7 @@ export class UdpBackend implements Backend {
       const table = new PeerTable(Math.min(65_536, 2 ** (config.subnetLen - config.network.prefixLen)));
       const engine = new PacketEngine({
         table, log: this.log,
-        spec: { mode: ENGINE_MODE.UDP, devFd: tun.fd, udpFd, devIp: lease.subnet.ip, ownSubnet: lease.subnet.ip, ownMask: maskOf(lease.subnet.prefixLen), mtu: this.mtu, vni: 0, devMac: new Uint8Array(6), txFds: new Int32Array(0) },
+        spec: { mode: ENGINE_MODE.UDP, devFd: tun.fd, udpFd, devIp: lease.subnet.ip, ownSubnet: lease.subnet.ip, ownMask: maskOf(lease.subnet.prefixLen), mtu: this.mtu, vni: 0, devMac: new Uint8Array(6), txFds: new Int32Array(0), offload: tun.offload },
       });
       await engine.start();
       this.log.info({ device: tun.name, port: this.port, mtu: this.mtu }, 'udp backend running');

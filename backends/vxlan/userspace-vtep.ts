@@ -6,7 +6,8 @@ import { formatIp4, maskOf } from '../../subnet/ip.js';
 import type { Lease } from '../../subnet/lease.js';
 import type { DatapathStats, ExternalInterface } from '../backend.js';
 import { DeviceState } from '../datapath/device-state.js';
-import { ENGINE_MODE, TUN_FLAGS, datapathAddon } from '../datapath/native/datapath-addon.js';
+import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js';
+import { openDevice } from '../datapath/open-device.js';
 import { PacketEngine } from '../datapath/packet-engine.js';
 import { PeerTable } from '../datapath/peer-table.js';
 import type { VxlanPeer, Vtep } from './vtep.js';
@@ -24,6 +25,7 @@ export interface UserspaceVtepOptions {
   readonly ext: ExternalInterface;
   readonly lease: Lease;
   readonly capacity: number;
+  readonly offload: boolean;
   readonly log: Logger;
 }
 
@@ -34,7 +36,7 @@ export class UserspaceVtep implements Vtep {
 
   static async create(o: UserspaceVtepOptions): Promise<UserspaceVtep> {
     const addon = datapathAddon();
-    const tap = addon.tunOpen(o.name, TUN_FLAGS.TAP);
+    const tap = openDevice({ name: o.name, tap: true, offload: o.offload, log: o.log });
     const fds = [tap.fd];
     try {
       const state = new DeviceState({
@@ -53,7 +55,7 @@ export class UserspaceVtep implements Vtep {
         table: new PeerTable(o.capacity), log: o.log,
         spec: {
           mode: ENGINE_MODE.VXLAN, devFd: tap.fd, udpFd, devIp: o.lease.subnet.ip, ownSubnet: o.lease.subnet.ip,
-          ownMask: maskOf(o.lease.subnet.prefixLen), mtu: o.mtu, vni: o.vni, devMac: macToBytes(o.mac), txFds,
+          ownMask: maskOf(o.lease.subnet.prefixLen), mtu: o.mtu, vni: o.vni, devMac: macToBytes(o.mac), txFds, offload: tap.offload,
         },
       });
       await engine.start();

@@ -3,6 +3,8 @@
 import { loadAddon } from './load-addon.js';
 
 export const TUN_FLAGS = { TAP: 1, VNET_HDR: 2, MULTI_QUEUE: 4 } as const;
+/** TUNSETOFFLOAD bits from <linux/if_tun.h>. */
+export const TUN_OFFLOADS = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08 } as const;
 export const ENGINE_MODE = { UDP: 0, VXLAN: 1 } as const;
 export const PUMP = { IDLE: 0, STOPPED: 1 } as const;
 
@@ -23,15 +25,25 @@ export interface EngineSpec {
   readonly vni: number;
   readonly devMac: Uint8Array;
   readonly txFds: Int32Array;
+  /** The device has IFF_VNET_HDR and TSO: run the offload loops (GSO split, UDP GSO/GRO, coalescing). */
+  readonly offload: boolean;
+}
+
+export interface EngineFeatures {
+  readonly offload: boolean;
+  readonly gso: boolean;
+  readonly gro: boolean;
 }
 
 export interface DatapathAddon {
   tunOpen(name: string, flags: number): { fd: number; name: string };
+  tunSetOffload(fd: number, offloads: number): void;
   udpOpen(ip: number, port: number, reusePort: boolean, bufBytes: number): number;
   eventfdOpen(): number;
   eventfdSignal(fd: number): void;
   closeFd(fd: number): void;
   engineCreate(spec: EngineSpec): EngineHandle;
+  engineFeatures(engine: EngineHandle): EngineFeatures;
   /** Device → UDP; returns PUMP.IDLE after `timeoutMs` idle or `maxBatches` batches, PUMP.STOPPED on stop. */
   pumpTx(engine: EngineHandle, timeoutMs: number, maxBatches: number): number;
   pumpRx(engine: EngineHandle, timeoutMs: number, maxBatches: number): number;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include "engine.h"
 #include "layout.h"
+#include "engine_internal.h"
 #include "sys.h"
 
 typedef struct {
@@ -82,6 +83,14 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* tunSetOffload(fd, offloads): TUNSETOFFLOAD; throws with the errno when the kernel refuses. */
+static napi_value tun_set_offload(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int r = fl_tun_set_offload((int)get_num(env, argv[0]), (unsigned)get_num(env, argv[1]));
+  return r < 0 ? throw_errno(env, r, "TUNSETOFFLOAD") : NULL;
+}
+
 /* udpOpen(ipHostOrder, port, reusePort, bufBytes) → fd */
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -150,6 +159,9 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   e->own_mask = (uint32_t)get_num(env, prop(env, o, "ownMask"));
   e->mtu = (uint32_t)get_num(env, prop(env, o, "mtu"));
   e->vni = (uint32_t)get_num(env, prop(env, o, "vni"));
+  bool offload = false;
+  napi_get_value_bool(env, prop(env, o, "offload"), &offload);
+  e->vnet = offload;
   napi_value arrays[4] = {prop(env, o, "peerTable"), prop(env, o, "stats"), prop(env, o, "txFds"), prop(env, o, "devMac")};
   size_t n_words = 0, n_stats = 0, n_fds = 0, n_mac = 0;
   void *table = NULL, *stats = NULL, *fds = NULL, *mac = NULL;
@@ -169,7 +181,8 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   e->n_tx_fds = (uint32_t)n_fds;
   e->stat_slots = (uint32_t)((n_stats - ST_GLOBAL_COUNT) / SP_WORDS);
   int r = fl_engine_init(e);
-  if (r < 0) { free(box); return throw_errno(env, r, "engineCreate"); }
+  if (r < 0) { fl_engine_free(e); free(box); return throw_errno(env, r, "engineCreate"); }
+  if (e->vnet) fl_offload_probe(e);
   box->open = 1;
   for (int i = 0; i < 4; i++) napi_create_reference(env, arrays[i], 1, &box->refs[i]);
   napi_value ext;
@@ -199,6 +212,20 @@ static napi_value pump(napi_env env, napi_callback_info info, int tx) {
 }
 
 static napi_value pump_tx(napi_env env, napi_callback_info info) { return pump(env, info, 1); }
+
+/* engineFeatures(engine) → { offload, gso, gro }: what the loops actually use. */
+static napi_value engine_features(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  engine_box *box = unwrap(env, argv[0]);
+  if (!box) return NULL;
+  napi_value obj, v;
+  napi_create_object(env, &obj);
+  napi_get_boolean(env, box->engine.vnet, &v); napi_set_named_property(env, obj, "offload", v);
+  napi_get_boolean(env, box->engine.gso, &v); napi_set_named_property(env, obj, "gso", v);
+  napi_get_boolean(env, box->engine.gro, &v); napi_set_named_property(env, obj, "gro", v);
+  return obj;
+}
 static napi_value pump_rx(napi_env env, napi_callback_info info) { return pump(env, info, 0); }
 
 static napi_value engine_destroy(napi_env env, napi_callback_info info) {
@@ -212,11 +239,13 @@ static napi_value engine_destroy(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"tunOpen", NULL, tun_open, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"tunSetOffload", NULL, tun_set_offload, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
     {"engineCreate", NULL, engine_create, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"engineFeatures", NULL, engine_features, NULL, NULL, NULL, napi_enumerable, NULL},
     {"pumpTx", NULL, pump_tx, NULL, NULL, NULL, napi_enumerable, NULL},
     {"pumpRx", NULL, pump_rx, NULL, NULL, NULL, napi_enumerable, NULL},
     {"engineDestroy", NULL, engine_destroy, NULL, NULL, NULL, napi_enumerable, NULL},

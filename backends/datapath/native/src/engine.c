@@ -6,17 +6,16 @@
  * Every drop is counted by reason; nothing is logged, nothing allocates per packet. */
 #define _GNU_SOURCE
 #include "engine.h"
+#include "engine_internal.h"
 #include "ipv4.h"
 #include "layout.h"
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#define STAT(e, i) ((e)->stats[(i)])
-#define PEER_STAT(e, p, i) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)]++; } while (0)
-#define PEER_STAT_ADD(e, p, i, n) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)] += (n); } while (0)
 
 int fl_engine_init(fl_engine *e) {
   memset(&e->peers, 0, sizeof e->peers);
@@ -24,19 +23,40 @@ int fl_engine_init(fl_engine *e) {
   e->bufs = malloc((size_t)e->slot_size * FL_BATCH);
   e->seg = malloc(e->slot_size);
   e->rx_bufs = NULL; /* allocated by the first RX pump: only the RX worker needs it */
-  return e->bufs && e->seg ? 0 : -ENOMEM;
+  e->tx_rbuf = e->stage = e->coal = NULL;
+  e->ctrl = calloc(FL_BATCH, sizeof *e->ctrl);
+  e->n_flows = 0;
+  if (e->vnet) {
+    e->tx_rbuf = malloc((size_t)FL_TX_READS * FL_SUPER);
+    e->stage = malloc((size_t)FL_TX_READS * FL_STAGE);
+    e->coal = malloc(FL_SUPER);
+  }
+  return e->bufs && e->seg && e->ctrl && (!e->vnet || (e->tx_rbuf && e->stage && e->coal)) ? 0 : -ENOMEM;
+}
+
+ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, size_t len) {
+  if (!e->vnet) return write(e->dev_fd, pkt, len);
+  static const uint8_t zero[FL_VNET_HDR_LEN] = {0};
+  struct iovec iov[2] = {{.iov_base = (void *)(vnet_hdr ? vnet_hdr : zero), .iov_len = FL_VNET_HDR_LEN}, {.iov_base = (void *)pkt, .iov_len = len}};
+  ssize_t r = writev(e->dev_fd, iov, 2);
+  return r < 0 ? r : r - FL_VNET_HDR_LEN;
 }
 
 void fl_engine_free(fl_engine *e) {
   free(e->bufs);
   free(e->seg);
   free(e->rx_bufs);
-  e->bufs = e->seg = e->rx_bufs = NULL;
+  free(e->tx_rbuf);
+  free(e->stage);
+  free(e->coal);
+  free(e->ctrl);
+  e->bufs = e->seg = e->rx_bufs = e->tx_rbuf = e->stage = e->coal = NULL;
+  e->ctrl = NULL;
   fl_peers_free(&e->peers);
 }
 
 /* Waits for `fd` or the stop fd. Returns 1 if fd is ready, 0 on timeout, FL_PUMP_STOPPED+1 on stop, -errno. */
-static int wait_ready(fl_engine *e, int fd, int timeout_ms) {
+int fl_wait_ready(fl_engine *e, int fd, int timeout_ms) {
   struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = e->stop_fd, .events = POLLIN}};
   int r = poll(p, 2, timeout_ms);
   if (r < 0) return errno == EINTR ? 0 : -errno;
@@ -44,17 +64,17 @@ static int wait_ready(fl_engine *e, int fd, int timeout_ms) {
   return r > 0 ? 1 : 0;
 }
 
-static int stop_requested(fl_engine *e) {
+int fl_stop_requested(fl_engine *e) {
   struct pollfd p = {.fd = e->stop_fd, .events = POLLIN};
   return poll(&p, 1, 0) > 0;
 }
 
-static void sync_peers(fl_engine *e) {
+void fl_sync_peers(fl_engine *e) {
   if (fl_peers_sync(&e->peers, e->peer_table) > 0) STAT(e, ST_PEER_TABLE_LOADS)++;
 }
 
 /* Sends msgs[0..n), retrying partial sends; a datagram that fails is counted and skipped. */
-static void send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n) {
+void fl_send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n) {
   int done = 0, spins = 0;
   while (done < n) {
     int r = sendmmsg(fd, msgs + done, (unsigned)(n - done), MSG_DONTWAIT);
@@ -72,21 +92,20 @@ static void send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n) {
 }
 
 /* udp mode, TX: route one IPv4 packet. Returns the peer, or NULL if it was dropped or answered. */
-static const fl_peer *route_ipv4(fl_engine *e, uint8_t *pkt, size_t len) {
+const fl_peer *fl_route_ipv4(fl_engine *e, uint8_t *pkt, size_t len) {
   size_t ihl = fl_ipv4_header_len(pkt, len);
   if (!ihl) { STAT(e, ST_DROP_TX_MALFORMED)++; return NULL; }
   const fl_peer *peer = fl_peers_by_dst(&e->peers, fl_rd32(pkt + 16));
   if (!peer) {
     STAT(e, ST_DROP_NO_ROUTE)++;
     size_t n = fl_icmp_unreachable(e->icmp, sizeof e->icmp, pkt, len, e->dev_ip, 0);
-    if (n && write(e->dev_fd, e->icmp, n) == (ssize_t)n) STAT(e, ST_ICMP_UNREACHABLE_SENT)++;
+    if (n && fl_dev_write(e, NULL, e->icmp, n) == (ssize_t)n) STAT(e, ST_ICMP_UNREACHABLE_SENT)++;
     return NULL;
   }
   if (!fl_ipv4_dec_ttl(pkt)) { STAT(e, ST_DROP_TTL)++; return NULL; }
   return peer;
 }
 
-const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, uint32_t *flow_hash);
 
 /* Adds the packet in slot n to the batch: iovecs, destination, counters. */
 static void enqueue(fl_engine *e, int n, const fl_peer *peer, uint8_t *buf, size_t len) {
@@ -121,16 +140,17 @@ static void flush(fl_engine *e, int n, const int *fd_of) {
   int start = 0;
   for (int i = 1; i <= n; i++) {
     if (i < n && fd_of[i] == fd_of[start]) continue;
-    send_batch(e, fd_of[start], e->msgs + start, i - start);
+    fl_send_batch(e, fd_of[start], e->msgs + start, i - start);
     start = i;
   }
 }
 
 int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches) {
-  if (stop_requested(e)) return FL_PUMP_STOPPED;
+  if (e->vnet) return fl_pump_tx_offload(e, timeout_ms, max_batches);
+  if (fl_stop_requested(e)) return FL_PUMP_STOPPED;
   int fd_of[FL_BATCH];
   for (int b = 0; b < max_batches; b++) {
-    sync_peers(e);
+    fl_sync_peers(e);
     int n = 0;
     while (n < FL_BATCH) {
       uint8_t *buf = e->bufs + (size_t)n * e->slot_size;
@@ -147,7 +167,7 @@ int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches) {
         peer = fl_vxlan_route(e, buf, len, &hash);
         fd_of[n] = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
       } else {
-        peer = route_ipv4(e, buf, len);
+        peer = fl_route_ipv4(e, buf, len);
         if (peer) len = fl_rd16(buf + 2);
         fd_of[n] = e->udp_fd;
       }
@@ -156,7 +176,7 @@ int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches) {
       n++;
     }
     if (n > 0) { flush(e, n, fd_of); continue; }
-    int w = wait_ready(e, e->dev_fd, timeout_ms);
+    int w = fl_wait_ready(e, e->dev_fd, timeout_ms);
     if (w < 0) return w;
     if (w == 2) return FL_PUMP_STOPPED;
     if (w == 0) return FL_PUMP_IDLE;
@@ -165,7 +185,7 @@ int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches) {
 }
 
 /* udp mode, RX: validate one datagram from `peer`; returns the inner packet length to write, or 0. */
-static size_t accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len) {
+size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len) {
   size_t ihl = fl_ipv4_header_len(pkt, len);
   if (!ihl) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
   if ((fl_rd32(pkt + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
@@ -188,12 +208,10 @@ static void prepare_recv(fl_engine *e) {
   }
 }
 
-size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len);
-size_t fl_tcp_segment(uint8_t *out, size_t cap, const uint8_t *frame, size_t l2, size_t mss, size_t off, int first);
 
 /* A frame larger than the device MTU: a peer's TSO super-frame that reached us whole (veth and
  * virtio underlays keep GSO packets intact). TCP is segmented here at the MTU; anything else drops. */
-static void write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len) {
+void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len) {
   size_t l2 = e->mode == FL_MODE_VXLAN ? 14 : 0;
   const uint8_t *ip = frame + l2;
   size_t ihl = fl_ipv4_header_len(ip, len - l2);
@@ -203,7 +221,7 @@ static void write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *fr
   size_t payload = fl_rd16(ip + 2) - hdr, mss = e->mtu - hdr;
   for (size_t off = 0; off < payload; off += mss) {
     size_t n = fl_tcp_segment(e->seg, e->slot_size, frame, l2, mss, off, off == 0);
-    if (!n || write(e->dev_fd, e->seg, n) != (ssize_t)n) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
+    if (!n || fl_dev_write(e, NULL, e->seg, n) != (ssize_t)n) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
     STAT(e, ST_RX_PACKETS)++;
     STAT(e, ST_RX_BYTES) += n;
     PEER_STAT(e, peer, SP_RX_PACKETS);
@@ -213,16 +231,17 @@ static void write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *fr
 }
 
 int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches) {
-  if (stop_requested(e)) return FL_PUMP_STOPPED;
+  if (e->vnet) return fl_pump_rx_offload(e, timeout_ms, max_batches);
+  if (fl_stop_requested(e)) return FL_PUMP_STOPPED;
   if (!e->rx_bufs && !(e->rx_bufs = malloc((size_t)FL_RX_SLOT * FL_BATCH))) return -ENOMEM;
   for (int b = 0; b < max_batches; b++) {
-    sync_peers(e);
+    fl_sync_peers(e);
     prepare_recv(e);
     int n = recvmmsg(e->udp_fd, e->msgs, FL_BATCH, MSG_DONTWAIT, NULL);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return -errno;
-      int w = wait_ready(e, e->udp_fd, timeout_ms);
+      int w = fl_wait_ready(e, e->udp_fd, timeout_ms);
       if (w < 0) return w;
       if (w == 2) return FL_PUMP_STOPPED;
       if (w == 0) return FL_PUMP_IDLE;
@@ -235,10 +254,10 @@ int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches) {
       if (e->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
       const fl_peer *peer = fl_peers_by_public(&e->peers, ntohl(e->addrs[i].sin_addr.s_addr));
       if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
-      size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, len) : accept_ipv4(e, peer, pkt, len);
+      size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, len) : fl_accept_ipv4(e, peer, pkt, len);
       if (!out) continue;
-      if (out > e->mtu + (e->mode == FL_MODE_VXLAN ? 14u : 0u)) { write_segmented(e, peer, pkt, out); continue; }
-      if (write(e->dev_fd, pkt, out) != (ssize_t)out) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
+      if (out > e->mtu + (e->mode == FL_MODE_VXLAN ? 14u : 0u)) { fl_write_segmented(e, peer, pkt, out); continue; }
+      if (fl_dev_write(e, NULL, pkt, out) != (ssize_t)out) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
       STAT(e, ST_RX_PACKETS)++;
       STAT(e, ST_RX_BYTES) += out;
       PEER_STAT(e, peer, SP_RX_PACKETS);

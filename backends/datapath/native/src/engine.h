@@ -14,6 +14,22 @@
 #define FL_MODE_VXLAN 1
 #define FL_BATCH 64
 #define FL_RX_SLOT (65536 + 64)
+#define FL_VNET_HDR_LEN 10
+#define FL_TX_READS 8            /* super-packets read per offload TX batch */
+#define FL_SUPER (65536 + 128)    /* one read: vnet header + up to 64 KB */
+#define FL_STAGE (2 * 65536)      /* datagrams of one split super-packet, back to back */
+#define FL_RX_MSGS 16             /* GRO trains received per offload RX batch */
+#define FL_GRO_FLOWS 16
+#define FL_GRO_SEGS 64
+
+typedef struct {
+  const uint8_t *frame[FL_GRO_SEGS];
+  uint16_t len[FL_GRO_SEGS];
+  const void *peer;
+  int n;
+  int closed;      /* a shorter or PSH segment ended the run */
+  size_t total;    /* IP total length of the merged packet */
+} fl_gro_flow;
 
 #define FL_PUMP_IDLE 0
 #define FL_PUMP_STOPPED 1
@@ -34,6 +50,15 @@ typedef struct {
   int *tx_fds;       /* vxlan: sockets bound to different source ports, picked by flow hash */
   uint32_t n_tx_fds;
   uint32_t slot_size;
+  int vnet;          /* device opened with IFF_VNET_HDR and TSO offloads: the offload loops run */
+  int gso;           /* UDP_SEGMENT works on the sockets */
+  int gro;           /* UDP_GRO is on for udp_fd */
+  uint8_t *tx_rbuf;  /* offload TX: FL_TX_READS reads of FL_SUPER */
+  uint8_t *stage;    /* offload TX: FL_TX_READS × FL_STAGE */
+  uint8_t *coal;     /* offload RX: one merged super-packet */
+  char (*ctrl)[64];  /* per-message control buffers */
+  fl_gro_flow flows[FL_GRO_FLOWS];
+  int n_flows;
   fl_peers peers;
   uint8_t *bufs;     /* TX: FL_BATCH slots of slot_size */
   uint8_t *rx_bufs;  /* RX: FL_BATCH slots of FL_RX_SLOT (a peer's GSO super-frame can be 64 KB) */

@@ -31,6 +31,10 @@ int fl_tun_open(const char *name, unsigned flags, char *name_out) {
   return fd;
 }
 
+int fl_tun_set_offload(int fd, unsigned offloads) {
+  return ioctl(fd, TUNSETOFFLOAD, offloads) < 0 ? -errno : 0;
+}
+
 static void set_buf(int fd, int opt_force, int opt, int bytes) {
   if (setsockopt(fd, SOL_SOCKET, opt_force, &bytes, sizeof bytes) < 0) setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes);
 }

@@ -5,11 +5,13 @@
 #include <stdint.h>
 
 #define FL_TUN_TAP 1u        /* IFF_TAP instead of IFF_TUN */
-#define FL_TUN_VNET_HDR 2u   /* IFF_VNET_HDR (offload path, issue 7) */
+#define FL_TUN_VNET_HDR 2u   /* IFF_VNET_HDR: GSO super-packets with a virtio_net_hdr */
 #define FL_TUN_MULTI_QUEUE 4u
 
 /* Opens /dev/net/tun as `name` (may contain %d); writes the kernel's name into name_out (IFNAMSIZ). */
 int fl_tun_open(const char *name, unsigned flags, char *name_out);
+/* TUNSETOFFLOAD: the offloads (TUN_F_*) the device may hand us. */
+int fl_tun_set_offload(int fd, unsigned offloads);
 /* Non-blocking UDP socket bound to ip:port (host order), SO_REUSEPORT optional, big buffers. */
 int fl_udp_open(uint32_t ip, uint16_t port, int reuse_port, int buf_bytes);
 int fl_eventfd_open(void);

@@ -2,11 +2,11 @@
  * 24-bit VNI). TX routes by destination MAC (static neighbours mean no ARP ever crosses); RX
  * accepts only the right VNI and flags, and inner frames whose source MAC and IP are the peer's. */
 #include "engine.h"
+#include "engine_internal.h"
 #include "ipv4.h"
 #include "layout.h"
 #include <string.h>
 
-#define STAT(e, i) ((e)->stats[(i)])
 #define ETH_HLEN 14
 #define ETHERTYPE_IPV4 0x0800
 

@@ -1,0 +1,49 @@
+/* Fast Internet checksums (see csum.h). */
+#include "csum.h"
+#include <string.h>
+
+uint64_t fl_sum(const uint8_t *p, size_t len, uint64_t acc) {
+  while (len >= 32) {
+    uint32_t w[8];
+    memcpy(w, p, 32);
+    acc += (uint64_t)w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7];
+    p += 32;
+    len -= 32;
+  }
+  while (len >= 4) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    acc += w;
+    p += 4;
+    len -= 4;
+  }
+  if (len >= 2) {
+    uint16_t w;
+    memcpy(&w, p, 2);
+    acc += w;
+    p += 2;
+    len -= 2;
+  }
+  if (len) acc += *p; /* a final odd byte is the high byte of a big-endian word: the low one here */
+  return acc;
+}
+
+uint64_t fl_copy_sum(uint8_t *dst, const uint8_t *src, size_t len, uint64_t acc) {
+  memcpy(dst, src, len);
+  return fl_sum(dst, len, acc);
+}
+
+uint16_t fl_sum_fold(uint64_t acc) {
+  acc = (acc & 0xffffffffu) + (acc >> 32);
+  acc = (acc & 0xffffffffu) + (acc >> 32);
+  uint32_t s = (uint32_t)acc;
+  s = (s & 0xffff) + (s >> 16);
+  s = (s & 0xffff) + (s >> 16);
+  uint16_t v = (uint16_t)s;
+  return (uint16_t)((v >> 8) | (v << 8)); /* native little-endian sum → network-order value */
+}
+
+uint64_t fl_pseudo_sum(const uint8_t *ip, uint8_t proto, size_t l4len) {
+  uint8_t tail[4] = {0, proto, (uint8_t)(l4len >> 8), (uint8_t)l4len};
+  return fl_sum(tail, 4, fl_sum(ip + 12, 8, 0));
+}

@@ -1,0 +1,28 @@
+/* Helpers shared by the per-packet loops (engine.c), vxlan framing (vxlan.c) and the offload loops
+ * (offload.c). Internal to the addon. */
+#ifndef FLANNEL_ENGINE_INTERNAL_H
+#define FLANNEL_ENGINE_INTERNAL_H
+#include "engine.h"
+#include "layout.h"
+#include <sys/types.h>
+
+#define STAT(e, i) ((e)->stats[(i)])
+#define PEER_STAT(e, p, i) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)]++; } while (0)
+#define PEER_STAT_ADD(e, p, i, n) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)] += (n); } while (0)
+
+int fl_wait_ready(fl_engine *e, int fd, int timeout_ms);
+int fl_stop_requested(fl_engine *e);
+void fl_sync_peers(fl_engine *e);
+void fl_send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n);
+const fl_peer *fl_route_ipv4(fl_engine *e, uint8_t *pkt, size_t len);
+size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len);
+const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, uint32_t *flow_hash);
+size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len);
+void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len);
+size_t fl_tcp_segment(uint8_t *out, size_t cap, const uint8_t *frame, size_t l2, size_t mss, size_t off, int first);
+/* Writes one packet (or frame) to the device, with a virtio_net_hdr (zeros when NULL) when it has them. */
+ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, size_t len);
+void fl_offload_probe(fl_engine *e);
+int fl_pump_tx_offload(fl_engine *e, int timeout_ms, int max_batches);
+int fl_pump_rx_offload(fl_engine *e, int timeout_ms, int max_batches);
+#endif
