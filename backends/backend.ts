@@ -21,6 +21,8 @@ export interface BackendContext {
   readonly log: Logger;
   /** Userspace data paths: whether to try the offload loops (--datapath-offload); default true. */
   readonly offload?: boolean;
+  /** Userspace data paths: device queues, each with a TX and an RX worker (--datapath-queues); default 1. */
+  readonly queues?: number;
 }
 
 export interface Backend {

@@ -1,5 +1,6 @@
 // The composition root: builds the subnet manager, the backend and the process plumbing, and runs
 // them in flannel's start order. The only module that knows every layer; it holds no policy itself.
+import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import type { Network } from '../backends/backend.js';
 import { IptablesRules } from '../backends/kernel/masquerade.js';
@@ -45,7 +46,8 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     await checkHostSysctls(log);
     const ext = await findExternalInterface({ iface: flags.iface, ifaceRegex: flags['iface-regex'], ifaceCanReach: flags['iface-can-reach'], publicIp: flags['public-ip'] });
     log.info({ iface: ext.name, mtu: ext.mtu }, 'using external interface');
-    const backend = createBackend(config.backendType, { ext, config, log, offload: flags['datapath-offload'] });
+    const queues = flags['datapath-queues'] || Math.max(1, Math.floor(availableParallelism() / 2));
+    const backend = createBackend(config.backendType, { ext, config, log, offload: flags['datapath-offload'], queues });
     const attrs = await backend.prepare();
     health.reason = 'acquiring a subnet lease';
     const previousSubnet = readPreviousSubnet(flags['subnet-file']);

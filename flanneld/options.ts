@@ -36,6 +36,7 @@ const FLAGS = {
   'healthz-ip': { kind: 'string', default: '0.0.0.0', help: 'the IP address for the healthz server to listen on' },
   'healthz-port': { kind: 'int', default: 0, min: 0, max: 65535, help: 'the port for the healthz server to listen on (0 to disable)' },
   'datapath-offload': { kind: 'bool', default: true, help: 'flannel-ts extension: use TSO, UDP GSO/GRO and coalescing in the udp and userspace vxlan data paths (false forces the per-packet path)' },
+  'datapath-queues': { kind: 'int', default: 0, min: 0, max: 64, help: 'flannel-ts extension: device queues of the udp and userspace vxlan data paths, each with a TX and an RX worker (0 = one per two cores)' },
   'vxlan-datapath': { kind: 'string', default: '', help: 'flannel-ts extension: override the vxlan Backend.Datapath on this node ("userspace" or "kernel")' },
   'log-level': { kind: 'string', default: 'info', help: 'flannel-ts extension: log level (fatal, error, warn, info, debug, trace)' },
   version: { kind: 'bool', default: false, help: 'print version and exit' },

@@ -1,21 +1,70 @@
-// Opens the TUN or TAP device of a userspace backend. With offloads wanted, it asks for
-// IFF_VNET_HDR and TSO (checksum + TCPv4 segmentation); a kernel or device that refuses gets the
-// per-packet path instead, and the log says which feature was missing.
+// Opens what a userspace backend's packet engine runs on: the TUN or TAP device (one fd per queue,
+// IFF_MULTI_QUEUE when there are several), one receiving UDP socket per queue (SO_REUSEPORT), and
+// a small pool of sending sockets on different source ports, picked per inner flow so that the
+// receiver's SO_REUSEPORT and RSS spread the load. With offloads wanted it asks for IFF_VNET_HDR
+// and TSO; a kernel or device that refuses gets the per-packet path, and the log says so.
 import type { Logger } from 'pino';
+import type { Ip4 } from '../../subnet/ip.js';
+import type { EngineQueue } from './packet-engine.js';
 import { TUN_FLAGS, TUN_OFFLOADS, datapathAddon } from './native/datapath-addon.js';
 
-export interface OpenedDevice {
-  readonly fd: number;
+const SOURCE_PORT_SOCKETS = 8;
+const SOCKET_BUFFER_BYTES = 4 << 20;
+
+export interface EngineDevice {
   readonly name: string;
   /** IFF_VNET_HDR and TSO are on: the engine must run its offload loops. */
   readonly offload: boolean;
+  readonly queues: EngineQueue[];
+  /** Every fd opened here, to close when the network stops (the device goes with its last fd). */
+  readonly fds: number[];
 }
 
-export function openDevice(o: { name: string; tap: boolean; offload: boolean; log: Logger }): OpenedDevice {
+export interface OpenEngineDeviceOptions {
+  readonly name: string;
+  readonly tap: boolean;
+  readonly offload: boolean;
+  readonly queues: number;
+  readonly bindIp: Ip4;
+  readonly port: number;
+  readonly log: Logger;
+}
+
+export function openEngineDevice(o: OpenEngineDeviceOptions): EngineDevice {
   const addon = datapathAddon();
-  const base = o.tap ? TUN_FLAGS.TAP : 0;
-  if (!o.offload) {
-    o.log.info({ device: o.name }, 'offloads disabled by --datapath-offload=false: using the per-packet path');
+  const fds: number[] = [];
+  try {
+    const first = openQueue(o, o.offload);
+    fds.push(first.fd);
+    const devFds = [first.fd];
+    for (let q = 1; q < o.queues; q++) {
+      const more = openQueue(o, first.offload);
+      fds.push(more.fd);
+      devFds.push(more.fd);
+    }
+    const txFds = Int32Array.from({ length: SOURCE_PORT_SOCKETS }, () => {
+      const fd = addon.udpOpen(o.bindIp, 0, false, SOCKET_BUFFER_BYTES);
+      fds.push(fd);
+      return fd;
+    });
+    const queues = devFds.map((devFd) => {
+      const udpFd = addon.udpOpen(o.bindIp, o.port, o.queues > 1, SOCKET_BUFFER_BYTES);
+      fds.push(udpFd);
+      return { devFd, udpFd, txFds };
+    });
+    return { name: first.name, offload: first.offload, queues, fds };
+  } catch (err) {
+    for (const fd of fds) addon.closeFd(fd);
+    throw err;
+  }
+}
+
+/** One queue of the device, with offloads when wanted and available. */
+function openQueue(o: OpenEngineDeviceOptions, offload: boolean): { fd: number; name: string; offload: boolean } {
+  const addon = datapathAddon();
+  const base = (o.tap ? TUN_FLAGS.TAP : 0) | (o.queues > 1 ? TUN_FLAGS.MULTI_QUEUE : 0);
+  if (!offload) {
+    if (!o.offload) o.log.info({ device: o.name }, 'offloads disabled by --datapath-offload=false: using the per-packet path');
     return { ...addon.tunOpen(o.name, base), offload: false };
   }
   let dev: { fd: number; name: string };

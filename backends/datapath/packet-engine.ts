@@ -1,6 +1,6 @@
-// The main-thread side of the packet engine: starts one TX and one RX worker over the device, the
-// UDP socket and the shared peer table; restarts a worker that dies (with backoff, counted); stops
-// them through an eventfd. Reads counters from shared memory, never per packet.
+// The main-thread side of the packet engine: per device queue, one TX and one RX worker over that
+// queue's fd and socket, all sharing the peer table; restarts a worker that dies (with backoff,
+// counted); stops them through an eventfd. Reads counters from shared memory, never per packet.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { GLOBAL_STATS, GLOBAL_STAT_SLOTS, type GlobalStat, PEER_STATS, type PeerStat } from './layout.js';
@@ -9,9 +9,18 @@ import type { EnginePeer, PeerTable } from './peer-table.js';
 import type { WorkerData, WorkerMessage, WorkerReport } from './engine.worker.js';
 
 type Direction = 'tx' | 'rx';
+type WorkerKey = `${Direction}${number}`;
+
+/** The fds of one device queue: its TUN/TAP fd, its receiving socket, and the sending sockets. */
+export interface EngineQueue {
+  readonly devFd: number;
+  readonly udpFd: number;
+  readonly txFds: Int32Array;
+}
 
 export interface PacketEngineOptions {
-  readonly spec: Omit<EngineSpec, 'stopFd' | 'peerTable' | 'stats'>;
+  readonly spec: Omit<EngineSpec, 'stopFd' | 'peerTable' | 'stats' | 'devFd' | 'udpFd' | 'txFds'>;
+  readonly queues: readonly EngineQueue[];
   readonly table: PeerTable;
   readonly log: Logger;
 }
@@ -21,8 +30,8 @@ const WORKER_URL = new URL(`./engine.worker.${import.meta.url.endsWith('.ts') ? 
 export class PacketEngine {
   /** Workers restarted after a crash, since start. */
   restarts = 0;
-  private readonly workers = new Map<Direction, Worker>();
-  private readonly backoffMs = new Map<Direction, number>();
+  private readonly workers = new Map<WorkerKey, Worker>();
+  private readonly backoffMs = new Map<WorkerKey, number>();
   private stopFd = -1;
   private stopping = false;
 
@@ -31,7 +40,7 @@ export class PacketEngine {
   async start(): Promise<void> {
     this.stopFd = datapathAddon().eventfdOpen();
     try {
-      await Promise.all((['tx', 'rx'] as const).map((d) => this.spawn(d)));
+      await Promise.all(this.o.queues.flatMap((_, q) => (['tx', 'rx'] as const).map((d) => this.spawn(d, q))));
     } catch (err) {
       await this.stop();
       throw err;
@@ -44,8 +53,7 @@ export class PacketEngine {
 
   /** Engine-wide counters (packets, bytes, drops by reason). */
   stats(): Record<GlobalStat, bigint> {
-    const s = this.o.table.stats;
-    return Object.fromEntries(GLOBAL_STATS.map((name, i) => [name, s[i] ?? 0n])) as Record<GlobalStat, bigint>;
+    return Object.fromEntries(GLOBAL_STATS.map((name, i) => [name, this.o.table.sum(i)])) as Record<GlobalStat, bigint>;
   }
 
   /** Per-peer counters of a peer in the table. */
@@ -53,12 +61,12 @@ export class PacketEngine {
     const slot = this.o.table.slotOf(key);
     if (slot === undefined) return undefined;
     const base = GLOBAL_STAT_SLOTS + slot * PEER_STATS.length;
-    return Object.fromEntries(PEER_STATS.map((n, i) => [n, this.o.table.stats[base + i] ?? 0n])) as Record<PeerStat, bigint>;
+    return Object.fromEntries(PEER_STATS.map((n, i) => [n, this.o.table.sum(base + i)])) as Record<PeerStat, bigint>;
   }
 
   /** Fault injection: makes a worker throw, as a crash would. */
-  crashWorker(direction: Direction): void {
-    this.workers.get(direction)?.postMessage({ type: 'crash' } satisfies WorkerMessage);
+  crashWorker(direction: Direction, queue = 0): void {
+    this.workers.get(`${direction}${queue}`)?.postMessage({ type: 'crash' } satisfies WorkerMessage);
   }
 
   get alive(): number { return this.workers.size; }
@@ -77,18 +85,21 @@ export class PacketEngine {
     this.stopFd = -1;
   }
 
-  private spawn(direction: Direction): Promise<void> {
-    const data: WorkerData = { direction, spec: { ...this.o.spec, stopFd: this.stopFd, peerTable: this.o.table.words, stats: this.o.table.stats } };
-    const worker = new Worker(WORKER_URL, { workerData: data, name: `engine-${direction}` });
-    this.workers.set(direction, worker);
+  private spawn(direction: Direction, queue: number): Promise<void> {
+    const key: WorkerKey = `${direction}${queue}`;
+    const q = this.o.queues[queue] as EngineQueue;
+    const spec = { ...this.o.spec, ...q, stopFd: this.stopFd, peerTable: this.o.table.words, stats: this.o.table.region(queue) };
+    const data: WorkerData = { direction, spec };
+    const worker = new Worker(WORKER_URL, { workerData: data, name: `engine-${key}` });
+    this.workers.set(key, worker);
     const startedAt = Date.now();
     let failure: Error | undefined;
     worker.on('error', (err) => { failure = err; });
     worker.on('message', (m: WorkerReport) => this.onReport(m));
     worker.on('exit', (code) => {
-      if (this.workers.get(direction) === worker) this.workers.delete(direction);
+      if (this.workers.get(key) === worker) this.workers.delete(key);
       if (this.stopping) return;
-      this.onDeath(direction, failure ?? new Error(`exited with code ${code}`), Date.now() - startedAt);
+      this.onDeath(direction, queue, failure ?? new Error(`exited with code ${code}`), Date.now() - startedAt);
     });
     return new Promise((resolve, reject) => {
       worker.once('online', () => resolve());
@@ -101,6 +112,7 @@ export class PacketEngine {
   /** Logs once which offload features the engine really uses, and which are missing. */
   private onReport(m: WorkerReport): void {
     if (m.type !== 'features' || m.direction !== 'rx' || this.reported) return;
+    if (this.o.queues.length > 1) this.o.log.info({ queues: this.o.queues.length }, 'packet engine: multi-queue device, one TX and one RX worker per queue');
     this.reported = true;
     const f = m.features;
     const missing = [!f.offload && 'TSO on the device (per-packet path)', f.offload && !f.gso && 'UDP GSO', f.offload && !f.gro && 'UDP GRO'].filter(Boolean);
@@ -108,14 +120,15 @@ export class PacketEngine {
     else this.o.log.warn({ missing }, `packet engine: running without ${missing.join(', ')}`);
   }
 
-  private onDeath(direction: Direction, err: Error, uptimeMs: number): void {
-    const prev = uptimeMs > 30_000 ? 0 : this.backoffMs.get(direction) ?? 0;
+  private onDeath(direction: Direction, queue: number, err: Error, uptimeMs: number): void {
+    const key: WorkerKey = `${direction}${queue}`;
+    const prev = uptimeMs > 30_000 ? 0 : this.backoffMs.get(key) ?? 0;
     const delayMs = Math.min(5000, prev === 0 ? 100 : prev * 2);
-    this.backoffMs.set(direction, delayMs);
+    this.backoffMs.set(key, delayMs);
     this.restarts++;
-    this.o.log.error({ direction, err: err.message, delayMs, restarts: this.restarts }, `packet engine ${direction} worker died; restarting it`);
+    this.o.log.error({ direction, queue, err: err.message, delayMs, restarts: this.restarts }, `packet engine ${direction} worker died; restarting it`);
     setTimeout(() => {
-      if (!this.stopping) this.spawn(direction).catch((e: unknown) => this.o.log.error(`restarting the ${direction} worker failed: ${String(e)}`));
+      if (!this.stopping) this.spawn(direction, queue).catch((e: unknown) => this.o.log.error(`restarting the ${direction} worker failed: ${String(e)}`));
     }, delayMs).unref();
   }
 }

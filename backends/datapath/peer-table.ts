@@ -20,11 +20,26 @@ export class PeerTable {
   private readonly seq: Int32Array;
   private readonly slots = new Map<string, number>();
 
-  constructor(readonly capacity: number) {
+  /** `regions`: one counter region per engine queue, so every counter has a single writer. */
+  constructor(readonly capacity: number, readonly regions = 1) {
     this.words = new Uint32Array(new SharedArrayBuffer(peerTableWords(capacity) * 4));
     this.seq = new Int32Array(this.words.buffer);
-    this.stats = new BigUint64Array(new SharedArrayBuffer(statsWords(capacity) * 8));
+    this.stats = new BigUint64Array(new SharedArrayBuffer(regions * statsWords(capacity) * 8));
     this.words[PEER_TABLE.CAPACITY] = capacity;
+  }
+
+  /** The counters written by queue `q`'s workers. */
+  region(q: number): BigUint64Array {
+    const words = statsWords(this.capacity);
+    return this.stats.subarray(q * words, (q + 1) * words);
+  }
+
+  /** A counter summed over all queues. */
+  sum(index: number): bigint {
+    const words = statsWords(this.capacity);
+    let total = 0n;
+    for (let q = 0; q < this.regions; q++) total += this.stats[q * words + index] ?? 0n;
+    return total;
   }
 
   /** The counter slot of a peer currently in the table. */
@@ -65,8 +80,10 @@ export class PeerTable {
       while (used.has(next)) next++;
       used.add(next);
       this.slots.set(p.key, next);
-      const first = GLOBAL_STAT_SLOTS + next * PEER_STATS.length;
-      this.stats.fill(0n, first, first + PEER_STATS.length);
+      for (let q = 0; q < this.regions; q++) {
+        const first = q * statsWords(this.capacity) + GLOBAL_STAT_SLOTS + next * PEER_STATS.length;
+        this.stats.fill(0n, first, first + PEER_STATS.length);
+      }
       return next;
     });
   }

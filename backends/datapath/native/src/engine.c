@@ -169,7 +169,7 @@ int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches) {
       } else {
         peer = fl_route_ipv4(e, buf, len);
         if (peer) len = fl_rd16(buf + 2);
-        fd_of[n] = e->udp_fd;
+        fd_of[n] = e->n_tx_fds ? e->tx_fds[fl_flow_hash(buf, len) % e->n_tx_fds] : e->udp_fd;
       }
       if (!peer) continue;
       enqueue(e, n, peer, buf, len);

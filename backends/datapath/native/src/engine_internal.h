@@ -16,6 +16,7 @@ void fl_sync_peers(fl_engine *e);
 void fl_send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n);
 const fl_peer *fl_route_ipv4(fl_engine *e, uint8_t *pkt, size_t len);
 size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len);
+uint32_t fl_flow_hash(const uint8_t *ip, size_t len);
 const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, uint32_t *flow_hash);
 size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len);
 void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len);

@@ -115,7 +115,8 @@ static int tx_one(fl_engine *e, uint8_t *buf, size_t r, int m, int room, int slo
   uint32_t hash = 0;
   const fl_peer *peer = e->mode == FL_MODE_VXLAN ? fl_vxlan_route(e, pkt, len, &hash) : fl_route_ipv4(e, pkt, len);
   if (!peer) return 0;
-  int fd = e->mode == FL_MODE_VXLAN && e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
+  if (e->mode == FL_MODE_UDP) hash = fl_flow_hash(pkt, len);
+  int fd = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
   uint8_t gso_type = vh.gso_type & (uint8_t)~VNET_GSO_ECN;
   if (gso_type == VNET_GSO_NONE) {
     if ((vh.flags & VNET_F_NEEDS_CSUM) && !complete_csum(pkt, len, &vh)) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }

@@ -15,15 +15,14 @@ static uint32_t mix(uint32_t h, const uint8_t *p, size_t n) {
   return h;
 }
 
-/* The kernel's VXLAN derives the outer source port from a hash of the inner flow; so do we:
- * protocol, addresses and (TCP/UDP) ports, FNV-1a. */
-static uint32_t flow_hash(const uint8_t *frame, size_t len) {
+/* The kernel's VXLAN derives the outer source port from a hash of the inner flow; so do we, for
+ * both backends: protocol, addresses and (TCP/UDP) ports of an IPv4 packet, FNV-1a. */
+uint32_t fl_flow_hash(const uint8_t *ip, size_t len) {
   uint32_t h = 0x811c9dc5u;
-  if (len < ETH_HLEN + 20 || fl_rd16(frame + 12) != ETHERTYPE_IPV4) return mix(h, frame, len < ETH_HLEN ? len : ETH_HLEN);
-  const uint8_t *ip = frame + ETH_HLEN; /* read-only here; the checksum fix below writes */
+  if (len < 20 || (ip[0] >> 4) != 4) return mix(h, ip, len < 20 ? len : 20);
   size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
   h = mix(mix(h, ip + 9, 1), ip + 12, 8);
-  if ((ip[9] == 6 || ip[9] == 17) && len >= ETH_HLEN + ihl + 4) h = mix(h, ip + ihl, 4);
+  if ((ip[9] == 6 || ip[9] == 17) && len >= ihl + 4) h = mix(h, ip + ihl, 4);
   return h;
 }
 
@@ -32,7 +31,7 @@ const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, ui
   if (frame[0] & 1) { STAT(e, ST_DROP_BROADCAST)++; return NULL; }   /* broadcast or multicast */
   const fl_peer *peer = fl_peers_by_mac(&e->peers, frame);
   if (!peer) { STAT(e, ST_DROP_UNKNOWN_MAC)++; return NULL; }
-  *hash = flow_hash(frame, len);
+  *hash = fl_rd16(frame + 12) == ETHERTYPE_IPV4 ? fl_flow_hash(frame + ETH_HLEN, len - ETH_HLEN) : fl_flow_hash(frame, len < ETH_HLEN ? len : ETH_HLEN);
   return peer;
 }
 
