@@ -3,8 +3,7 @@
 // and an all-pairs ping matrix, then teardown (Ctrl-C too). --keep leaves it running; --destroy ends it.
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, isAbsolute, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { runCommand } from '../../backends/kernel/run-command.js';
@@ -219,7 +218,7 @@ async function destroyKept(tag: string): Promise<number> {
   const stray = await clusterNamespaces(tag);
   await deleteNetns(stray);
   for (const p of (JSON.parse(read('paths.json') || '[]') as string[])) {
-    if (p.startsWith(join(tmpdir(), 'flannel-ts-'))) rmSync(p, { recursive: true, force: true });
+    if (isAbsolute(p) && basename(p).startsWith('flannel-ts-')) rmSync(p, { recursive: true, force: true });
   }
   const log = read('cluster.log');
   removeRunDir(tag);
@@ -231,6 +230,8 @@ async function destroyKept(tag: string): Promise<number> {
 }
 
 async function main(argv: readonly string[]): Promise<number> {
+  // A vanished reader of our output (`make cluster | tee`, Ctrl-C kills tee too) must not stop a teardown.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
   const o = parseArgs(argv);
   if (o.destroy !== undefined) return destroyKept(o.destroy);
   if (o.keep && !o.keeper) return launchKeeper(argv);

@@ -2,7 +2,7 @@
 // pods added through our CNI plugin, the table and the all-pairs matrix, and teardown that leaves
 // nothing behind, also on Ctrl-C; --keep leaves a usable cluster that --destroy removes.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,11 +12,14 @@ import { runCommand } from '../../backends/kernel/run-command.js';
 
 const MAIN = new URL('../../dist/deploy/local/cluster-main.js', import.meta.url).pathname;
 const RUN_ROOT = '/run/flannel-ts-cluster';
+// The clusters' state and etcd directories go to a private TMPDIR, so that "nothing is left" is exact.
+const TMP = mkdtempSync(join(tmpdir(), 'flannel-ts-cni-cluster-'));
+t.teardown(() => rmSync(TMP, { recursive: true, force: true }));
 
 interface Run { child: ChildProcess; out: () => string; done: Promise<number | null> }
 
 function start(args: string[]): Run {
-  const child = spawn(process.execPath, [MAIN, ...args], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN, ...args], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: TMP } });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
@@ -25,7 +28,7 @@ function start(args: string[]): Run {
 }
 
 const tagOf = (out: string): string => /\(tag (\w+)\)/.exec(out)?.[1] ?? 'no-tag';
-const tmpDirs = (): string[] => readdirSync(tmpdir()).filter((f) => /^flannel-ts-(cluster|etcd)-/.test(f)).sort();
+const tmpDirs = (): string[] => readdirSync(TMP).sort();
 const namespacesOf = async (tag: string): Promise<string[]> =>
   (await runCommand('ip', ['netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => n.startsWith(`${tag}-`));
 /** Processes whose command line mentions the tag or one of the paths. */
@@ -40,7 +43,6 @@ function processesOf(needles: readonly string[]): string[] {
 }
 
 t.test('make cluster\'s run: 2 nodes, 2 CNI pods each, every pair connects, nothing is left', async (t) => {
-  const before = tmpDirs();
   const run = start(['--nodes', '2', '--pods', '2']);
   t.teardown(() => { run.child.kill('SIGKILL'); });
   const code = await run.done;
@@ -57,12 +59,11 @@ t.test('make cluster\'s run: 2 nodes, 2 CNI pods each, every pair connects, noth
   t.equal(out.match(/^10\.244\.\d+\.\d+(\s+pass){4}$/gm)?.length, 4, 'every cell of the 4x4 matrix passes');
   t.match(out, /All 16 pairs connected\.\nTearing down\.\.\.\nDone: no namespace, device, process or file of this cluster is left\./);
   t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
-  t.same(tmpDirs(), before, 'no state or etcd directory is left');
+  t.same(tmpDirs(), [], 'no state or etcd directory is left');
   t.same(processesOf([tagOf(out)]), [], 'no process is left');
 });
 
 t.test('Ctrl-C in the middle tears everything down', async (t) => {
-  const before = tmpDirs();
   const run = start(['--nodes', '2']);
   t.teardown(() => { run.child.kill('SIGKILL'); });
   for (let i = 0; i < 300 && !/pods \(added by/.test(run.out()); i++) await sleep(100);
@@ -71,12 +72,25 @@ t.test('Ctrl-C in the middle tears everything down', async (t) => {
   t.match(run.out(), /SIGINT: stopping/);
   t.match(run.out(), /Done: no namespace, device, process or file of this cluster is left\./);
   t.same(await namespacesOf(tagOf(run.out())), []);
-  t.same(tmpDirs(), before);
+  t.same(tmpDirs(), []);
   t.same(processesOf([tagOf(run.out())]), []);
 });
 
+t.test('Ctrl-C also tears down when the reader of the output is gone (make cluster | tee)', async (t) => {
+  const run = start(['--nodes', '2', '--pods', '1']);
+  t.teardown(() => { run.child.kill('SIGKILL'); });
+  for (let i = 0; i < 300 && !/pods \(added by/.test(run.out()); i++) await sleep(100);
+  const tag = tagOf(run.out());
+  run.child.stdout?.destroy();
+  run.child.stderr?.destroy();
+  process.kill(-(run.child.pid as number), 'SIGINT');
+  t.equal(await run.done, 130);
+  t.same(await namespacesOf(tag), []);
+  t.same(tmpDirs(), []);
+  t.same(processesOf([tag]), []);
+});
+
 t.test('--keep leaves a working cluster; --destroy removes all of it', async (t) => {
-  const before = tmpDirs();
   const kept = start(['--keep', '--nodes', '2', '--pods', '1']);
   t.equal(await kept.done, 0, kept.out());
   const tag = tagOf(kept.out());
@@ -96,7 +110,7 @@ t.test('--keep leaves a working cluster; --destroy removes all of it', async (t)
   t.match(destroyed.out(), new RegExp(`Cluster ${tag} destroyed\\.`));
   t.match(destroyed.out(), /Done: no namespace, device, process or file of this cluster is left\./, 'the keeper tore it down');
   t.same(await namespacesOf(tag), []);
-  t.same(tmpDirs(), before);
+  t.same(tmpDirs(), []);
   t.notOk(existsSync(join(RUN_ROOT, tag)), 'the run directory is gone');
   t.same(processesOf([tag, ...paths]), []);
   t.equal(await start(['--destroy', tag]).done, 1, 'a second --destroy says there is nothing');
