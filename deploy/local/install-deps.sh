@@ -7,10 +7,11 @@ cd "$(dirname "$0")/../.."
 need=()
 for pair in etcd:etcd-server etcdctl:etcd-client ip:iproute2 iptables:iptables iperf3:iperf3 \
             ping:iputils-ping socat:socat openssl:openssl python3:python3 make:make g++:g++ \
-            tcpdump:tcpdump bridge:iproute2 systemd-analyze:systemd; do
+            tcpdump:tcpdump bridge:iproute2 systemd-analyze:systemd clang:clang; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need+=(libclang-rt-14-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "Installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

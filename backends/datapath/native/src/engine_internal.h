@@ -24,6 +24,8 @@ size_t fl_tcp_segment(uint8_t *out, size_t cap, const uint8_t *frame, size_t l2,
 /* Writes one packet (or frame) to the device, with a virtio_net_hdr (zeros when NULL) when it has them. */
 ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, size_t len);
 void fl_offload_probe(fl_engine *e);
+int fl_offload_tx_build(fl_engine *e, uint8_t *buf, size_t len);
+void fl_offload_rx_message(fl_engine *e, const fl_peer *peer, uint8_t *buf, size_t len, size_t gso);
 int fl_pump_tx_offload(fl_engine *e, int timeout_ms, int max_batches);
 int fl_pump_rx_offload(fl_engine *e, int timeout_ms, int max_batches);
 #endif

@@ -338,6 +338,12 @@ static int single_datagram(const fl_engine *e, const uint8_t *d, size_t len) {
   return len >= at + 20 && (size_t)fl_rd16(d + at + 2) + at == len;
 }
 
+/* One received message: a single datagram, a tunnel super-frame, or a GRO train of datagrams. */
+static void rx_message(fl_engine *e, const fl_peer *peer, uint8_t *buf, size_t len, size_t gso) {
+  if (!gso || gso >= len || single_datagram(e, buf, len)) { rx_datagram(e, peer, buf, len, gso); return; }
+  for (size_t off = 0; off < len; off += gso) rx_datagram(e, peer, buf + off, len - off < gso ? len - off : gso, 0);
+}
+
 static int gro_size(struct msghdr *h) {
   for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
     if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
@@ -384,9 +390,7 @@ int fl_pump_rx_offload(fl_engine *e, int timeout_ms, int max_batches) {
       if (h->msg_flags & MSG_TRUNC) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
       const fl_peer *peer = fl_peers_by_public(&e->peers, ntohl(e->addrs[i].sin_addr.s_addr));
       if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
-      size_t gso = (size_t)gro_size(h);
-      if (!gso || gso >= len || single_datagram(e, buf, len)) { rx_datagram(e, peer, buf, len, gso); continue; }
-      for (size_t off = 0; off < len; off += gso) rx_datagram(e, peer, buf + off, len - off < gso ? len - off : gso, 0);
+      rx_message(e, peer, buf, len, (size_t)gro_size(h));
     }
     flush_all(e);
   }
@@ -398,4 +402,16 @@ void fl_offload_probe(fl_engine *e) {
   int one = 1, zero = 0;
   e->gro = setsockopt(e->udp_fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
   e->gso = setsockopt(e->udp_fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
+}
+
+/* Entry points for the fuzz target and tests: the TX split without sending, and the RX path for one
+ * received message (a train when gso > 0), flushed at once. */
+int fl_offload_tx_build(fl_engine *e, uint8_t *buf, size_t len) {
+  int fd_of[FL_BATCH];
+  return tx_one(e, buf, len, 0, FL_BATCH, 0, fd_of);
+}
+
+void fl_offload_rx_message(fl_engine *e, const fl_peer *peer, uint8_t *buf, size_t len, size_t gso) {
+  rx_message(e, peer, buf, len, gso);
+  flush_all(e);
 }
