@@ -1,0 +1,143 @@
+// The userspace data paths with and without offloads (TSO split, UDP GSO/GRO, coalescing):
+// 1 GB checksummed transfers through every backend pairing, DF pings at the maximum size with equal
+// and mixed MTUs, IP options and fragments, ordering of non-TCP flows during coalescing, and
+// malformed GRO trains from the wire.
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import t, { type Test } from 'tap';
+import { LocalCluster } from '../../deploy/local/local-cluster.js';
+import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
+import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
+
+const FIXTURES = new URL('./fixtures/', import.meta.url).pathname;
+const GB = 1024 * 1024 * 1024;
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+interface Pair { cluster: LocalCluster; n1: NodeHost; n2: NodeHost; p1: PodHost; p2: PodHost }
+
+/** Two nodes with a pod each; flags per node; waits until the pods reach each other. */
+async function pair(t: Test, backend: Record<string, unknown>, flags1: string[], flags2: string[], mtus?: [number, number]): Promise<Pair> {
+  const cluster = await LocalCluster.create({ tag: runTag('fo'), nodes: 2 });
+  t.teardown(() => cluster.destroy());
+  const [n1, n2] = cluster.nodes as [NodeHost, NodeHost];
+  if (mtus) {
+    await ipIn(n1.ns, ['link', 'set', 'eth0', 'mtu', String(mtus[0])]);
+    await ipIn(n2.ns, ['link', 'set', 'eth0', 'mtu', String(mtus[1])]);
+  }
+  await cluster.putConfig({ Network: '10.244.0.0/16', Backend: backend });
+  cluster.startDaemon(n1, flags1);
+  cluster.startDaemon(n2, flags2);
+  const p1 = await cluster.addPod(n1, await cluster.waitForSubnet(n1));
+  const p2 = await cluster.addPod(n2, await cluster.waitForSubnet(n2));
+  await until('connectivity', async () => (await cluster.pingMatrix([p1, p2])).flat().every(Boolean));
+  return { cluster, n1, n2, p1, p2 };
+}
+
+async function transfer(t: Test, from: PodHost, to: PodHost, bytes: number, what: string): Promise<void> {
+  const server = spawnIn(to.ns, process.execPath, [join(FIXTURES, 'tcp-transfer.mjs'), 'server', to.ip, '5203']);
+  t.teardown(() => stopProcess(server, 'SIGKILL'));
+  await until('server', async () => server.output().includes('listening'), 5000);
+  const started = Date.now();
+  const sent = (await execCheckedIn(from.ns, process.execPath, [join(FIXTURES, 'tcp-transfer.mjs'), 'client', to.ip, '5203', String(bytes)])).trim();
+  await server.exited;
+  t.equal(server.output().trim().split('\n').at(-1), sent, `${what}: ${bytes / GB} GB arrive intact (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+}
+
+const OFFLOAD = [] as string[];
+const FALLBACK = ['--datapath-offload=false'];
+
+for (const [path, flags] of [['offload', OFFLOAD], ['fallback', FALLBACK]] as const) {
+  t.test(`1 GB through every pairing, ${path} path`, async (t) => {
+    await t.test('udp ↔ udp', async (t) => {
+      const { p1, p2 } = await pair(t, { Type: 'udp' }, flags, flags);
+      await transfer(t, p1, p2, GB, 'udp → udp');
+    });
+    await t.test('userspace vxlan ↔ userspace vxlan', async (t) => {
+      const { p1, p2 } = await pair(t, { Type: 'vxlan' }, flags, flags);
+      await transfer(t, p1, p2, GB, 'vxlan → vxlan');
+    });
+    await t.test('userspace vxlan ↔ kernel vxlan, both ways (the kernel checks our inner checksums)', async (t) => {
+      const { p1, p2 } = await pair(t, { Type: 'vxlan' }, flags, ['--vxlan-datapath=kernel']);
+      await transfer(t, p1, p2, GB, 'userspace → kernel');
+      await transfer(t, p2, p1, GB, 'kernel → userspace');
+    });
+  });
+}
+
+const ping = (pod: PodHost, to: string, args: string[]) => execIn(pod.ns, 'ping', ['-n', '-c', '2', '-W', '2', '-i', '0.2', ...args, to]);
+
+t.test('DF pings at the maximum size, IP options and fragments', async (t) => {
+  for (const backend of [{ Type: 'udp' }, { Type: 'vxlan' }]) {
+    await t.test(`${backend.Type}, equal MTUs`, async (t) => {
+      const { p1, p2, n1 } = await pair(t, backend, [], []);
+      const dev = backend.Type === 'udp' ? 'flannel0' : 'flannel.1';
+      const mtu = (JSON.parse(await ipIn(n1.ns, ['-j', 'link', 'show', dev])) as Array<{ mtu: number }>)[0]?.mtu ?? 0;
+      t.ok(mtu > 0, `overlay MTU ${mtu}`);
+      t.equal((await ping(p1, p2.ip, ['-M', 'do', '-s', String(mtu - 28)])).code, 0, `DF ping of ${mtu} bytes passes`);
+      const over = await ping(p1, p2.ip, ['-M', 'do', '-s', String(mtu - 27)]);
+      t.not(over.code, 0, 'one byte more does not');
+      t.match(over.stdout + over.stderr, new RegExp(`mtu = ${mtu}|message too long`, 'i'), 'and the sender learns the MTU');
+      t.equal((await ping(p1, p2.ip, ['-R'])).code, 0, 'IP options (record route) pass');
+      t.equal((await ping(p1, p2.ip, ['-M', 'dont', '-s', '4000'])).code, 0, 'fragmented 4000-byte pings pass and reassemble');
+    });
+  }
+  await t.test('udp, mixed underlay MTUs (1500 and 1400): DF pings fit the smaller one', async (t) => {
+    const { p1, p2 } = await pair(t, { Type: 'udp' }, [], [], [1500, 1400]);
+    t.equal((await ping(p1, p2.ip, ['-M', 'do', '-s', String(1372 - 28)])).code, 0, 'node1 → node2 at 1372');
+    t.equal((await ping(p2, p1.ip, ['-M', 'do', '-s', String(1372 - 28)])).code, 0, 'node2 → node1 at 1372');
+    const over = await ping(p2, p1.ip, ['-M', 'do', '-s', String(1373 - 28)]);
+    t.match(over.stdout + over.stderr, /mtu = 1372|message too long/i, 'node2 refuses more than its MTU with frag-needed');
+  });
+});
+
+t.test('a UDP flow and pings interleaved with bulk TCP are never reordered or merged', async (t) => {
+  for (const backend of [{ Type: 'udp' }, { Type: 'vxlan' }]) {
+    await t.test(backend.Type, async (t) => {
+      const { p1, p2 } = await pair(t, backend, [], []);
+      const recv = spawnIn(p2.ns, process.execPath, [join(FIXTURES, 'udp-seq.mjs'), 'recv', p2.ip, '7000', '8']);
+      await until('receiver', async () => recv.output().includes('listening'), 5000);
+      const iperfServer = spawnIn(p2.ns, 'iperf3', ['-s', '-1', '-B', p2.ip]);
+      t.teardown(() => stopProcess(iperfServer, 'SIGKILL'));
+      await sleep(300);
+      const bulk = execIn(p1.ns, 'iperf3', ['-c', p2.ip, '-t', '5']);
+      const pings = ping(p1, p2.ip, ['-c', '20', '-i', '0.1']);
+      await execCheckedIn(p1.ns, process.execPath, [join(FIXTURES, 'udp-seq.mjs'), 'send', p2.ip, '7000', '10000', '1000']);
+      await Promise.all([bulk, pings]);
+      await recv.exited;
+      const stats = JSON.parse(recv.output().trim().split('\n').at(-1)!) as { received: number; outOfOrder: number; duplicates: number; corrupt: number };
+      t.equal(stats.outOfOrder, 0, 'no reordering');
+      t.equal(stats.duplicates, 0, 'no duplicates');
+      t.equal(stats.corrupt, 0, 'no damaged payload');
+      t.ok(stats.received > 9000, `received ${stats.received}/10000 during bulk TCP`);
+      t.equal((await pings).code, 0, 'pings answered during bulk TCP');
+    });
+  }
+});
+
+t.test('malformed GRO trains from the wire are dropped and counted; the daemon keeps forwarding', async (t) => {
+  const cluster = await LocalCluster.create({ tag: runTag('fg'), nodes: 3 });
+  t.teardown(() => cluster.destroy());
+  const [n1, n2, n3] = cluster.nodes as [NodeHost, NodeHost, NodeHost];
+  await cluster.putConfig({ Network: '10.244.0.0/16', Backend: { Type: 'udp' } });
+  await cluster.etcd.put('/coreos.com/network/subnets/10.244.200.0-24', '{"PublicIP":"192.0.2.3","PublicIPv6":null}');
+  cluster.startDaemon(n1, ['--healthz-port=18085']);
+  cluster.startDaemon(n2);
+  const p1 = await cluster.addPod(n1, await cluster.waitForSubnet(n1));
+  const p2 = await cluster.addPod(n2, await cluster.waitForSubnet(n2));
+  await until('connectivity', async () => (await cluster.pingMatrix([p1, p2])).flat().every(Boolean));
+  await execCheckedIn(n3.ns, 'python3', [join(FIXTURES, 'wire.py'), 'gso-garbage', n3.underlayIp, n1.underlayIp, '2000', '8285']);
+  const metrics = await execCheckedIn(n1.ns, process.execPath, ['-e', 'fetch("http://127.0.0.1:18085/metrics").then(r=>r.text()).then(console.log)']);
+  const malformed = Number(/flanneld_datapath_dropped_packets_total\{reason="rx_malformed"\} (\d+)/.exec(metrics)?.[1] ?? 0);
+  t.ok(malformed > 1000, `malformed datagrams counted: ${malformed}`);
+  t.equal(cluster.daemons.get(n1.name)!.proc.child.exitCode, null, 'daemon up');
+  t.ok((await cluster.pingMatrix([p1, p2])).flat().every(Boolean), 'still forwarding');
+});
