@@ -90,7 +90,7 @@ async function runCluster(o: Options): Promise<number> {
     if (o.keeper) writeFileSync(join(runDir(tag), 'paths.json'), JSON.stringify([cluster.stateDir, cluster.etcd.dataDir]));
     if (interrupted) return EXIT.INTERRUPTED;
     const rows = await bringUp(cluster, o);
-    const ok = await report(cluster, rows);
+    const ok = await report(cluster, rows, () => interrupted);
     if (!o.keeper || !ok) return ok ? EXIT.OK : EXIT.FAILED;
     printKeepInstructions(tag, rows);
     console.log(READY_MARK);
@@ -139,13 +139,14 @@ async function waitForSubnet(cluster: LocalCluster, node: NodeHost, backend: str
   }
 }
 
-async function report(cluster: LocalCluster, rows: readonly Row[]): Promise<boolean> {
+async function report(cluster: LocalCluster, rows: readonly Row[], interrupted: () => boolean): Promise<boolean> {
   console.log(`\n${'node'.padEnd(8)}${'underlay IP'.padEnd(15)}${'subnet (FLANNEL_SUBNET)'.padEnd(26)}pods (added by the flannel CNI plugin)`);
   for (const r of rows) console.log(`${r.node.name.padEnd(8)}${r.node.underlayIp.padEnd(15)}${r.subnet.padEnd(26)}${r.pods.map((p) => p.ip).join(', ')}`);
   const pods = rows.flatMap((r) => r.pods);
   const deadline = Date.now() + 15_000; // the daemons need a moment to see each other's leases
   while (Date.now() < deadline && !(await cluster.pingMatrix(pods, 1)).flat().every(Boolean)) await sleep(200);
   const matrix = await cluster.pingMatrix(pods, 2);
+  if (interrupted()) return false; // the pings were cut short by Ctrl-C: no matrix to report
   const w = 16;
   console.log('\nConnectivity (ping from row pod to column pod):');
   console.log(`${'from \\ to'.padEnd(w)}${pods.map((p) => p.ip.padEnd(w)).join('')}`.trimEnd());
