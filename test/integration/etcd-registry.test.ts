@@ -58,7 +58,8 @@ t.test('a watch from a compacted revision ends with the compaction, so the calle
 t.test('runLeaseWatch delivers the snapshot, live changes, and the diff after an outage', async (t) => {
   const reg = newRegistry(t);
   const mgr = new EtcdSubnetManager(reg, { log, leaseTtlSec: 60 });
-  const cfg = parseNetworkConfig('{"Network":"10.8.0.0/16","Backend":{"Type":"host-gw"}}', 'test');
+  // Our own lease comes from 10.8.100.0 up, so it never collides with the hand-made peers below.
+  const cfg = parseNetworkConfig('{"Network":"10.8.0.0/16","SubnetMin":"10.8.100.0","Backend":{"Type":"host-gw"}}', 'test');
   const peer = (n: number) => `${PREFIX}/subnets/10.8.${n}.0-24`;
   const value = (n: number) => `{"PublicIP":"192.0.2.${n}","PublicIPv6":null,"BackendType":"host-gw"}`;
   await etcd.put(peer(50), value(50));
