@@ -4,7 +4,7 @@ import type { Stat } from '../lib/stats.js';
 import type { BenchResult, DataPathResult } from './result-types.js';
 
 interface Series { readonly name: string; readonly color: string; readonly pick: (d: DataPathResult) => Stat | null }
-interface Panel { readonly title: string; readonly scale: number; readonly digits: number; readonly series: readonly Series[] }
+interface Panel { readonly title: string; readonly scale: number; readonly digits: number; readonly log?: boolean; readonly series: readonly Series[] }
 
 const PANELS: readonly Panel[] = [
   {
@@ -19,7 +19,7 @@ const PANELS: readonly Panel[] = [
     ],
   },
   {
-    title: 'Round-trip latency, µs (lower is better)', scale: 1, digits: 0, series: [
+    title: 'Round-trip latency, µs, log scale (lower is better)', scale: 1, digits: 0, log: true, series: [
       { name: 'p50', color: '#d08a2e', pick: (d) => d.summary.rttP50Us },
       { name: 'p99', color: '#ecc48e', pick: (d) => d.summary.rttP99Us },
     ],
@@ -40,21 +40,41 @@ function niceMax(v: number): number {
   return ([1, 2, 2.5, 5, 10].find((m) => m * p >= v) ?? 10) * p;
 }
 
+/** The value→y mapping and the grid lines: linear from 0, or logarithmic between powers of ten. */
+function axis(p: Panel, values: readonly number[], y0: number, plotH: number): { y: (v: number) => number; ticks: Array<[number, string]> } {
+  const top = Math.max(0, ...values);
+  if (p.log) {
+    const lo = 10 ** Math.floor(Math.log10(Math.max(1e-9, Math.min(...values.filter((v) => v > 0), top || 1))));
+    const hi = Math.max(lo * 10, 10 ** Math.ceil(Math.log10(top || 1)));
+    const span = Math.log10(hi) - Math.log10(lo);
+    const y = (v: number): number => y0 + plotH - ((Math.log10(Math.max(v, lo)) - Math.log10(lo)) / span) * plotH;
+    const ticks: Array<[number, string]> = [];
+    for (let v = lo; v <= hi * 1.0001; v *= 10) ticks.push([v, String(v)]);
+    return { y, ticks };
+  }
+  const max = niceMax(top);
+  const step = max / 4;
+  const digits = Number.isInteger(step) ? 0 : step >= 1 ? 1 : 2;
+  return { y: (v) => y0 + plotH - (v / max) * plotH, ticks: [0, 1, 2, 3, 4].map((k) => [step * k, (step * k).toFixed(digits)]) };
+}
+
 function panel(p: Panel, dps: readonly DataPathResult[], y0: number): string {
   const plotH = PANEL_H - 100;
   const plotW = W - LEFT - 20;
   const groupW = plotW / Math.max(1, dps.length);
   const barW = Math.min(40, (groupW - 24) / p.series.length);
-  const max = niceMax(Math.max(0, ...dps.flatMap((d) => p.series.map((s) => (s.pick(d)?.max ?? 0) * p.scale))));
-  const y = (v: number): number => y0 + plotH - (v / max) * plotH;
+  const values = dps.flatMap((d) => p.series.flatMap((s) => {
+    const st = s.pick(d);
+    return st ? [st.min * p.scale, st.max * p.scale] : [];
+  }));
+  const { y, ticks } = axis(p, values, y0, plotH);
   const out = [text(LEFT, y0 - 22, p.title, 'font-size="14" font-weight="bold"')];
   p.series.forEach((s, i) => {
     out.push(`<rect x="${W - 260 + i * 110}" y="${y0 - 33}" width="12" height="12" fill="${s.color}"/>`, text(W - 243 + i * 110, y0 - 23, s.name, 'font-size="12"'));
   });
-  for (let k = 0; k <= 4; k++) {
-    const v = (max * k) / 4;
+  for (const [v, label] of ticks) {
     out.push(`<line x1="${LEFT}" x2="${W - 20}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#ddd"/>`,
-      text(LEFT - 6, y(v) + 4, v.toFixed(Number.isInteger(max / 4) ? 0 : max / 4 >= 1 ? 1 : 2), 'font-size="11" text-anchor="end" fill="#555"'));
+      text(LEFT - 6, y(v) + 4, label, 'font-size="11" text-anchor="end" fill="#555"'));
   }
   dps.forEach((d, g) => {
     const gx = LEFT + g * groupW + (groupW - barW * p.series.length) / 2;
