@@ -3,6 +3,7 @@
 // counted); stops them through an eventfd. Reads counters from shared memory, never per packet.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
+import type { DatapathStats } from '../backend.js';
 import { GLOBAL_STATS, GLOBAL_STAT_SLOTS, type GlobalStat, PEER_STATS, type PeerStat } from './layout.js';
 import { type EngineSpec, datapathAddon } from './native/datapath-addon.js';
 import type { EnginePeer, PeerTable } from './peer-table.js';
@@ -62,6 +63,18 @@ export class PacketEngine {
     if (slot === undefined) return undefined;
     const base = GLOBAL_STAT_SLOTS + slot * PEER_STATS.length;
     return Object.fromEntries(PEER_STATS.map((n, i) => [n, this.o.table.sum(base + i)])) as Record<PeerStat, bigint>;
+  }
+
+  /** Counters for /metrics: engine-wide, per peer (of `peers`, the keys in the table), and restarts. */
+  datapathStats(peers: Iterable<string>): DatapathStats {
+    return {
+      counters: this.stats(),
+      peers: [...peers].flatMap((peer) => {
+        const counters = this.peerStats(peer);
+        return counters ? [{ peer, counters }] : [];
+      }),
+      workerRestarts: this.restarts,
+    };
   }
 
   /** Fault injection: makes a worker throw, as a crash would. */

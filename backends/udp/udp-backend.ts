@@ -108,14 +108,7 @@ export class UdpNetwork implements Network {
   }
 
   datapathStats(): DatapathStats {
-    return {
-      counters: this.engine.stats(),
-      peers: [...this.peers.keys()].flatMap((peer) => {
-        const counters = this.engine.peerStats(peer);
-        return counters ? [{ peer, counters }] : [];
-      }),
-      workerRestarts: this.engine.restarts,
-    };
+    return this.engine.datapathStats(this.peers.keys());
   }
 
   crashWorker(direction: 'tx' | 'rx'): void {

@@ -66,14 +66,7 @@ export class UserspaceVtep implements Vtep {
   }
 
   stats(peers: readonly string[]): DatapathStats {
-    return {
-      counters: this.engine.stats(),
-      peers: peers.flatMap((peer) => {
-        const counters = this.engine.peerStats(peer);
-        return counters ? [{ peer, counters }] : [];
-      }),
-      workerRestarts: this.engine.restarts,
-    };
+    return this.engine.datapathStats(peers);
   }
 
   crashWorker(direction: 'tx' | 'rx'): void {

@@ -4,6 +4,7 @@
 // malformed GRO trains from the wire.
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { until } from '../helpers/wait.js';
 import t, { type Test } from 'tap';
 import { LocalCluster } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
@@ -12,15 +13,6 @@ import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
 const FIXTURES = new URL('./fixtures/', import.meta.url).pathname;
 const GB = 1024 * 1024 * 1024;
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 interface Pair { cluster: LocalCluster; n1: NodeHost; n2: NodeHost; p1: PodHost; p2: PodHost }
 

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { until } from '../helpers/wait.js';
 import t from 'tap';
 import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
@@ -13,15 +14,6 @@ import type { PodHost } from '../../deploy/local/topology.js';
 const FIXTURES = new URL('./fixtures/', import.meta.url).pathname;
 const CONFIG = { Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } };
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 const ownRoutes = async (ns: string): Promise<string> => ipIn(ns, ['route', 'show', 'proto', '241']);
 

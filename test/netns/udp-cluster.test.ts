@@ -4,6 +4,8 @@
 // a crashed worker, and a clean shutdown.
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { scrapeMetric } from '../helpers/metrics.js';
+import { until } from '../helpers/wait.js';
 import t from 'tap';
 import { LocalCluster } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
@@ -12,22 +14,8 @@ import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
 const FIXTURES = new URL('./fixtures/', import.meta.url).pathname;
 const METRICS_PORT = 18083;
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
-/** One sample of a Prometheus metric, read from the daemon's /metrics inside its namespace. */
-async function metric(node: NodeHost, name: string, labels = ''): Promise<number> {
-  const text = await execCheckedIn(node.ns, process.execPath, ['-e', `fetch("http://127.0.0.1:${METRICS_PORT}/metrics").then(r=>r.text()).then(console.log)`]);
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
-  return line ? Number(line.split(' ').at(-1)) : 0;
-}
+const metric = (node: NodeHost, name: string, labels = ''): Promise<number> => scrapeMetric(node.ns, METRICS_PORT, name, labels);
 
 const wire = async (ns: string, args: string[]): Promise<Record<string, unknown>> =>
   JSON.parse((await execCheckedIn(ns, 'python3', [join(FIXTURES, 'wire.py'), ...args])).trim()) as Record<string, unknown>;

@@ -3,6 +3,8 @@
 // hand-played peer, forgeries, lease removal, and restarts.
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { scrapeMetric } from '../helpers/metrics.js';
+import { until } from '../helpers/wait.js';
 import t, { type Test } from 'tap';
 import { LocalCluster } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
@@ -13,21 +15,8 @@ const METRICS_PORT = 18084;
 const CONFIG = { Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } };
 const FAKE_PEER_MAC = '0e:00:00:00:02:04';
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
-async function metric(node: NodeHost, name: string, labels = ''): Promise<number> {
-  const text = await execCheckedIn(node.ns, process.execPath, ['-e', `fetch("http://127.0.0.1:${METRICS_PORT}/metrics").then(r=>r.text()).then(console.log)`]);
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels ? `{${labels}}` : ''} `));
-  return line ? Number(line.split(' ').at(-1)) : 0;
-}
+const metric = (node: NodeHost, name: string, labels = ''): Promise<number> => scrapeMetric(node.ns, METRICS_PORT, name, labels);
 
 const drops = (node: NodeHost, reason: string) => metric(node, 'flanneld_datapath_dropped_packets_total', `reason="${reason}"`);
 const wire = async (ns: string, args: string[]): Promise<Record<string, unknown>> =>
