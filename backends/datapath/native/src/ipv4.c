@@ -1,5 +1,6 @@
 /* IPv4 header helpers: checksums, TTL, ICMP destination unreachable. */
 #include "ipv4.h"
+#include "csum.h"
 #include <string.h>
 
 uint16_t fl_csum(const uint8_t *data, size_t len) {
@@ -56,18 +57,6 @@ size_t fl_icmp_unreachable(uint8_t *out, size_t cap, const uint8_t *orig, size_t
   return total;
 }
 
-static uint32_t sum16(const uint8_t *data, size_t len, uint32_t sum) {
-  size_t i = 0;
-  for (; i + 1 < len; i += 2) sum += (uint32_t)(data[i] << 8 | data[i + 1]);
-  if (i < len) sum += (uint32_t)data[i] << 8;
-  return sum;
-}
-
-static uint16_t fold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return (uint16_t)sum;
-}
-
 int fl_l4_checksum_fix(uint8_t *pkt, size_t len) {
   size_t ihl = fl_ipv4_header_len(pkt, len);
   if (!ihl) return 0;
@@ -79,11 +68,11 @@ int fl_l4_checksum_fix(uint8_t *pkt, size_t len) {
   uint8_t *l4 = pkt + ihl;
   uint16_t field = fl_rd16(l4 + off);
   if (proto == 17 && field == 0) return 1; /* UDP without a checksum */
-  uint32_t pseudo = sum16(pkt + 12, 8, 0) + proto + (uint32_t)l4len;
-  if (fold(sum16(l4, l4len, pseudo)) == 0xffff) return 1;
-  if (field != fold(pseudo)) return 0; /* not a partial checksum: real corruption */
+  uint64_t pseudo = fl_pseudo_sum(pkt, proto, l4len);
+  if (fl_sum_fold(fl_sum(l4, l4len, pseudo)) == 0xffff) return 1;
+  if (field != fl_sum_fold(pseudo)) return 0; /* not a partial checksum: real corruption */
   fl_wr16(l4 + off, 0);
-  uint16_t c = (uint16_t)~fold(sum16(l4, l4len, pseudo));
+  uint16_t c = (uint16_t)~fl_sum_fold(fl_sum(l4, l4len, pseudo));
   if (proto == 17 && c == 0) c = 0xffff;
   fl_wr16(l4 + off, c);
   return 2;
