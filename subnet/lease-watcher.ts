@@ -1,13 +1,17 @@
 // The cache of other nodes' leases. Turns registry changes and full re-lists into added/removed
 // events, so a delete (which carries no value) still tells the backend what to tear down, and a
 // re-list after compaction or an outage yields exactly the difference. Pure: no I/O.
-import { type Cidr4, cidrEquals } from './ip.js';
+import { type Cidr4, cidrEquals, formatCidr4, formatIp4 } from './ip.js';
 import { type Lease, type LeaseEvent, sameAttrs, subnetToKeyPart } from './lease.js';
 
-/** What happened to our own key, seen through the same watch. */
+/**
+ * What happened to our own key, seen through the same watch. A lost key is `missing` from a full
+ * list (expired, deleted while we were away, or etcd lost its data), `deleted` by a live event, or
+ * `taken` by another node.
+ */
 export type OwnLeaseChange =
   | { readonly kind: 'renewed'; readonly lease: Lease }
-  | { readonly kind: 'lost'; readonly reason: string };
+  | { readonly kind: 'lost'; readonly cause: 'missing' | 'deleted' | 'taken'; readonly reason: string };
 
 export interface WatchOutput {
   readonly events: LeaseEvent[];
@@ -24,10 +28,13 @@ export class LeaseWatcher {
     return [...this.peers.values()];
   }
 
-  /** Diffs a full list against the cache. */
-  reset(all: readonly Lease[]): WatchOutput {
+  /**
+   * Diffs a full list against the cache. With `keepMissing` (after etcd lost its data, while the
+   * other nodes re-register), peers absent from the list stay cached and no removal is reported.
+   */
+  reset(all: readonly Lease[], o: { keepMissing?: boolean } = {}): WatchOutput {
     const events: LeaseEvent[] = [];
-    let own: OwnLeaseChange | undefined = { kind: 'lost', reason: 'our lease key is missing from etcd' };
+    let own: OwnLeaseChange | undefined = { kind: 'lost', cause: 'missing', reason: 'our lease key is missing from etcd' };
     const seen = new Set<string>();
     for (const lease of all) {
       if (cidrEquals(lease.subnet, this.own.subnet)) {
@@ -39,7 +46,7 @@ export class LeaseWatcher {
       this.putPeer(key, lease, events);
     }
     for (const [key, lease] of this.peers) {
-      if (seen.has(key)) continue;
+      if (seen.has(key) || o.keepMissing) continue;
       this.peers.delete(key);
       events.push({ kind: 'removed', lease });
     }
@@ -58,7 +65,7 @@ export class LeaseWatcher {
 
   delete(subnet: Cidr4): WatchOutput {
     if (cidrEquals(subnet, this.own.subnet)) {
-      return { events: [], own: { kind: 'lost', reason: 'our lease key was deleted in etcd (expired or removed by an administrator)' } };
+      return { events: [], own: { kind: 'lost', cause: 'deleted', reason: 'our lease key was deleted in etcd (expired or removed by an administrator)' } };
     }
     const key = subnetToKeyPart(subnet);
     const cached = this.peers.get(key);
@@ -77,7 +84,7 @@ export class LeaseWatcher {
 
   private ownPut(lease: Lease): OwnLeaseChange | undefined {
     if (lease.attrs.publicIp !== this.own.publicIp) {
-      return { kind: 'lost', reason: 'our subnet is now leased by another node (PublicIP changed in etcd)' };
+      return { kind: 'lost', cause: 'taken', reason: `our subnet ${formatCidr4(lease.subnet)} is now leased by another node, ${formatIp4(lease.attrs.publicIp)}` };
     }
     return { kind: 'renewed', lease };
   }

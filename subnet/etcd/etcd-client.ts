@@ -27,6 +27,10 @@ export function createEtcdClient(o: EtcdConnectOptions): Etcd3 {
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
       'grpc.keepalive_permit_without_calls': 1,
+      // grpc's default reconnect backoff grows to 120 s; after a long outage that would keep us away
+      // from a recovered etcd past a short lease TTL.
+      'grpc.initial_reconnect_backoff_ms': 500,
+      'grpc.max_reconnect_backoff_ms': 5_000,
     },
     faultHandling: {
       host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(3) }),

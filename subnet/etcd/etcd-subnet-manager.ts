@@ -1,28 +1,55 @@
 // flannel's subnet policy over the etcd registry: wait for a valid config, acquire a lease (reuse by
 // PublicIP, then the previous subnet, then a random free one), renew it ahead of expiry, and watch
-// the other nodes' leases, re-listing after any interruption so that nothing is missed.
+// the other nodes' leases, re-listing after any interruption so that nothing is missed. When etcd
+// lost its data (its revision went back), our own key is re-created on the same subnet.
 import type { Logger } from 'pino';
 import { isCompatible, pickFreeSubnet, poolUsage } from '../allocator.js';
 import { Backoff, sleep } from '../backoff.js';
 import { FlannelError, isFlannelError } from '../errors.js';
-import { type Cidr4, cidrOverlaps, formatCidr4, formatIp4 } from '../ip.js';
+import { type Cidr4, cidrEquals, cidrOverlaps, formatCidr4, formatIp4 } from '../ip.js';
 import { type Lease, type LeaseAttrs, type LeaseEvent, sameAttrs } from '../lease.js';
 import { LeaseWatcher, type WatchOutput } from '../lease-watcher.js';
 import { type NetworkConfig, parseNetworkConfig } from '../network-config.js';
-import type { EtcdRegistry, WatchHandle } from './etcd-registry.js';
+import type { EtcdOp, EtcdRegistry, WatchEndKind, WatchHandle } from './etcd-registry.js';
 
 export const DEFAULT_LEASE_TTL_SEC = 24 * 3600;
+/** After etcd lost its data, peers missing from it keep their routes this long while they re-register. */
+export const DEFAULT_DATA_LOSS_GRACE_MS = 30_000;
+/** A full re-list at least this often, a safety net under the watch (a watch can go silent). */
+export const DEFAULT_RESYNC_INTERVAL_MS = 5 * 60_000;
+
+/** Why the lease watch listed again: how the watch ended, the periodic safety net, or the end of a data-loss grace period. */
+export type ResyncReason = WatchEndKind | 'periodic' | 'recovery';
+
+/** How a lease was obtained: an existing one of this PublicIP, the subnet.env subnet, a free one, or re-created after etcd lost its data. */
+export type AcquireSource = 'reused' | 'reservation' | 'previous' | 'new' | 'recreated';
+
+/** What the subnet manager reports for metrics; subnet/ itself counts nothing. */
+export type SubnetEvent =
+  | { readonly type: 'etcd-request'; readonly op: EtcdOp; readonly ok: boolean }
+  | { readonly type: 'etcd-unavailable'; readonly op: EtcdOp; readonly error: string }
+  | { readonly type: 'etcd-available' }
+  | { readonly type: 'lease-acquired'; readonly lease: Lease; readonly source: AcquireSource }
+  | { readonly type: 'lease-renewed'; readonly lease: Lease }
+  | { readonly type: 'lease-renewal-failed'; readonly error: string }
+  | { readonly type: 'watch-resync'; readonly reason: ResyncReason; readonly detail: string }
+  | { readonly type: 'peers'; readonly count: number }
+  | { readonly type: 'data-loss'; readonly fromRevision: string; readonly toRevision: string };
 
 export interface SubnetManagerOptions {
   readonly log: Logger;
   /** TTL of the etcd lease that holds our key; flannel uses 24 h. */
   readonly leaseTtlSec?: number;
   readonly random?: () => number;
+  /** Called synchronously for every SubnetEvent; must not throw. */
+  readonly onEvent?: (ev: SubnetEvent) => void;
+  readonly dataLossGraceMs?: number;
+  readonly resyncIntervalMs?: number;
 }
 
 export interface WatchCallbacks {
   onEvents(events: readonly LeaseEvent[]): void;
-  /** Our own key vanished or went to another node; the daemon must stop. */
+  /** Our own key was deleted, expired, or went to another node; the daemon must stop. */
   onOwnLeaseLost(reason: string): void;
   /** A full list was delivered (at start and after every interruption): a good time to reconcile. */
   onSynced?(): void;
@@ -33,12 +60,63 @@ export class EtcdSubnetManager {
   readonly leaseTtlSec: number;
   private readonly log: Logger;
   private readonly random: () => number;
+  private readonly emit: (ev: SubnetEvent) => void;
+  private readonly dataLossGraceMs: number;
+  private readonly resyncIntervalMs: number;
+  /** Our lease as last written or seen; shared by the renewal and the watch, which may both replace it. */
+  private own: Lease | undefined;
+  /** The highest etcd revision seen; a list or read below it means etcd lost its data. */
+  private highestRevision = 0n;
+  /** Until then (ms), etcd is recovering from a data loss: a missing own key is re-created, missing peers kept. */
+  private dataLossUntil = 0;
+  private etcdUp: boolean | undefined;
+  private reclaiming: Promise<Lease> | undefined;
 
   constructor(private readonly registry: EtcdRegistry, o: SubnetManagerOptions) {
     this.log = o.log;
     this.leaseTtlSec = o.leaseTtlSec ?? DEFAULT_LEASE_TTL_SEC;
     this.random = o.random ?? Math.random;
+    this.dataLossGraceMs = o.dataLossGraceMs ?? DEFAULT_DATA_LOSS_GRACE_MS;
+    this.resyncIntervalMs = o.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
+    const onEvent = o.onEvent;
+    this.emit = onEvent ? (ev) => { try { onEvent(ev); } catch { /* metrics never break the manager */ } } : () => {};
+    registry.observe((op, error) => this.observeCall(op, error));
   }
+
+  /** Our lease as the manager holds it now (it changes on renewal and after a re-creation). */
+  get currentLease(): Lease | undefined { return this.own; }
+
+  private observeCall(op: EtcdOp, error: FlannelError | undefined): void {
+    this.emit({ type: 'etcd-request', op, ok: !error });
+    if (error && this.etcdUp !== false) {
+      this.etcdUp = false;
+      this.emit({ type: 'etcd-unavailable', op, error: error.message });
+    } else if (!error && this.etcdUp !== true) {
+      if (this.etcdUp === false) this.log.info('etcd is reachable again');
+      this.etcdUp = true;
+      this.emit({ type: 'etcd-available' });
+    }
+  }
+
+  /**
+   * Records the revision of a full read. Returns true when it went back: etcd lost its data (a
+   * wipe, or a restore from an older backup). etcd keeps its cluster ID through a wipe, so the
+   * revision is the one sign; a watch from the old revision would stay silent forever.
+   */
+  private noteRevision(revision: string): boolean {
+    const r = BigInt(revision);
+    const before = this.highestRevision;
+    this.highestRevision = r;
+    if (r >= before) return false;
+    this.dataLossUntil = Date.now() + this.dataLossGraceMs;
+    this.log.warn({ fromRevision: before.toString(), toRevision: revision },
+      `etcd lost its data (its revision went back from ${before} to ${revision}): re-registering our subnet; ` +
+      `peers missing from etcd keep their routes for ${Math.round(this.dataLossGraceMs / 1000)} s while they re-register`);
+    this.emit({ type: 'data-loss', fromRevision: before.toString(), toRevision: revision });
+    return true;
+  }
+
+  private get recoveringFromDataLoss(): boolean { return Date.now() < this.dataLossUntil; }
 
   /** Reads and validates the config, retrying every second (as flannel does) until it is usable. */
   async waitForNetworkConfig(signal: AbortSignal, onProblem: (err: FlannelError) => void): Promise<NetworkConfig> {
@@ -59,8 +137,10 @@ export class EtcdSubnetManager {
     const backoff = new Backoff(500, 30_000, this.random);
     for (;;) {
       try {
-        const lease = await this.tryAcquire(cfg, attrs, o.previousSubnet);
-        this.log.info({ subnet: formatCidr4(lease.subnet), publicIp: formatIp4(attrs.publicIp) }, 'acquired lease');
+        const { lease, source } = await this.tryAcquire(cfg, attrs, o.previousSubnet);
+        this.log.info({ subnet: formatCidr4(lease.subnet), publicIp: formatIp4(attrs.publicIp), source }, 'acquired lease');
+        this.own = lease;
+        this.emit({ type: 'lease-acquired', lease, source });
         return lease;
       } catch (err) {
         if (isFlannelError(err, 'FLN_ERR_LEASE_CONFLICT')) {
@@ -76,13 +156,16 @@ export class EtcdSubnetManager {
     }
   }
 
-  private async tryAcquire(cfg: NetworkConfig, attrs: LeaseAttrs, previous: Cidr4 | undefined): Promise<Lease> {
-    let { leases } = await this.registry.listLeases();
+  private async tryAcquire(cfg: NetworkConfig, attrs: LeaseAttrs, previous: Cidr4 | undefined): Promise<{ lease: Lease; source: AcquireSource }> {
+    const listed = await this.registry.listLeases();
+    this.highestRevision = BigInt(listed.revision);
+    let leases = listed.leases;
     const mine = leases.find((l) => l.attrs.publicIp === attrs.publicIp);
     if (mine && isCompatible(cfg, mine.subnet)) {
-      if (mine.etcdLeaseId === '0' && sameAttrs(mine.attrs, attrs)) return mine; // a reservation, kept as is
+      if (mine.etcdLeaseId === '0' && sameAttrs(mine.attrs, attrs)) return { lease: mine, source: 'reservation' }; // kept as is
       this.log.info({ subnet: formatCidr4(mine.subnet) }, 'reusing the lease held by this PublicIP');
-      return this.registry.updateLease(mine.subnet, attrs, mine.etcdLeaseId === '0' ? 0 : this.leaseTtlSec, mine.etcdLeaseId);
+      const lease = await this.registry.updateLease(mine.subnet, attrs, mine.etcdLeaseId === '0' ? 0 : this.leaseTtlSec, mine.etcdLeaseId);
+      return { lease, source: mine.etcdLeaseId === '0' ? 'reservation' : 'reused' };
     }
     if (mine) {
       this.log.warn({ subnet: formatCidr4(mine.subnet) }, 'deleting our old lease: it does not fit the current network config');
@@ -93,41 +176,98 @@ export class EtcdSubnetManager {
     if (previous) {
       if (isCompatible(cfg, previous) && !taken.some((s) => cidrOverlaps(s, previous))) {
         this.log.info({ subnet: formatCidr4(previous) }, 'reusing the previously leased subnet from the subnet file');
-        return this.registry.createLease(previous, attrs, this.leaseTtlSec);
+        return { lease: await this.registry.createLease(previous, attrs, this.leaseTtlSec), source: 'previous' };
       }
       this.log.info({ subnet: formatCidr4(previous) }, 'found previously leased subnet, but it is taken or not compatible with the config');
     }
     const subnet = pickFreeSubnet(cfg, taken, this.random);
     if (!subnet) throw exhaustedError(cfg, taken);
-    return this.registry.createLease(subnet, attrs, this.leaseTtlSec);
+    return { lease: await this.registry.createLease(subnet, attrs, this.leaseTtlSec), source: 'new' };
   }
 
   /**
    * Renews the lease at expiry minus the margin (at most half the TTL) until the signal fires.
-   * Failures are retried; a lease that went to someone else ends the loop with FLN_ERR_LEASE_REVOKED.
+   * Failures are retried. When etcd refuses the guarded renewal, the key is looked at again: re-created
+   * if etcd lost its data, else the loop ends with FLN_ERR_LEASE_REVOKED (deleted, expired or taken).
    */
   async runRenewal(lease: Lease, o: { renewMarginMs: number; signal: AbortSignal; onRenewed?: (l: Lease) => void }): Promise<void> {
+    this.adopt(lease);
     const ttlMs = this.leaseTtlSec * 1000;
     const marginMs = Math.min(o.renewMarginMs, ttlMs / 2);
     const retryMs = Math.min(60_000, Math.max(1000, marginMs / 10));
-    let current = lease;
+    const waitFor = (l: Lease): number => l.expiresAtMs - marginMs - Date.now();
+    let current = this.own as Lease;
     if (current.expiresAtMs === Infinity) return; // a reservation never expires
-    let waitMs = current.expiresAtMs - marginMs - Date.now();
+    let waitMs = waitFor(current);
     this.log.info(`waiting ${Math.round(waitMs / 1000)} s to renew the lease`);
     for (;;) {
       await sleep(waitMs, o.signal);
+      current = this.own as Lease;
+      if (current.expiresAtMs === Infinity) return;
       try {
-        current = await this.registry.updateLease(current.subnet, current.attrs, this.leaseTtlSec, current.etcdLeaseId);
-        o.onRenewed?.(current);
-        waitMs = current.expiresAtMs - marginMs - Date.now();
-        this.log.info({ subnet: formatCidr4(current.subnet) }, 'lease renewed');
-      } catch (err) {
-        if (isFlannelError(err, 'FLN_ERR_LEASE_CONFLICT')) {
-          throw new FlannelError('FLN_ERR_LEASE_REVOKED', `Lease has been revoked: ${err.message}`, { cause: err });
+        try {
+          current = await this.registry.updateLease(current.subnet, current.attrs, this.leaseTtlSec, current.etcdLeaseId);
+          if (this.own?.etcdLeaseId !== current.etcdLeaseId) this.own = current;
+          this.emit({ type: 'lease-renewed', lease: current });
+          this.log.info({ subnet: formatCidr4(current.subnet) }, 'lease renewed');
+        } catch (err) {
+          if (!isFlannelError(err, 'FLN_ERR_LEASE_CONFLICT')) throw err;
+          current = await this.reclaim(err.message);
         }
+        o.onRenewed?.(current);
+        waitMs = waitFor(current);
+      } catch (err) {
         if (!isFlannelError(err, 'FLN_ERR_ETCD_UNAVAILABLE')) throw err;
+        this.emit({ type: 'lease-renewal-failed', error: err.message });
         this.log.warn(`Error renewing lease (trying again in ${Math.round(retryMs / 1000)} s): ${err.message}`);
         waitMs = retryMs;
+      }
+    }
+  }
+
+  /** Makes `lease` the one we hold, unless we already hold a newer one of the same subnet. */
+  private adopt(lease: Lease): void {
+    if (!this.own || !cidrEquals(this.own.subnet, lease.subnet)) this.own = lease;
+  }
+
+  /**
+   * Our key is no longer held by our etcd lease (a refused renewal, or missing from a list). Reads it:
+   * still ours under another etcd lease → keep it; taken by another node → revoked; missing → if etcd
+   * lost its data, re-create it on the same subnet with a create-if-absent, else revoked (it was
+   * deleted or expired, and flannel's answer is to stop). One reclaim at a time.
+   */
+  private reclaim(why: string): Promise<Lease> {
+    this.reclaiming ??= this.doReclaim(why).finally(() => { this.reclaiming = undefined; });
+    return this.reclaiming;
+  }
+
+  private async doReclaim(why: string): Promise<Lease> {
+    const own = this.own as Lease;
+    const where = formatCidr4(own.subnet);
+    for (let attempt = 1; ; attempt++) {
+      const { lease, revision } = await this.registry.getLease(own.subnet);
+      const lostData = this.noteRevision(revision) || this.recoveringFromDataLoss;
+      if (lease && lease.attrs.publicIp !== own.attrs.publicIp) {
+        throw revokedError(`our subnet ${where} is now leased by ${formatIp4(lease.attrs.publicIp)} (${why})`);
+      }
+      if (lease) {
+        const current = this.own as Lease;
+        if (lease.etcdLeaseId === current.etcdLeaseId) return current;
+        // Our PublicIP holds it under an etcd lease we do not know: keep it, and renew it at once.
+        this.log.warn({ subnet: where, etcdLease: lease.etcdLeaseId }, 'our key is held by another etcd lease of this PublicIP; taking it over');
+        this.own = { ...lease, expiresAtMs: lease.etcdLeaseId === '0' ? Infinity : Date.now() };
+        return this.own;
+      }
+      if (!lostData) throw revokedError(`our lease key ${where} is missing from etcd: it expired or was deleted (${why})`);
+      try {
+        const created = await this.registry.createLease(own.subnet, own.attrs, this.leaseTtlSec);
+        this.own = created;
+        this.log.warn({ subnet: where }, 're-created our lease on the same subnet after etcd lost its data');
+        this.emit({ type: 'lease-acquired', lease: created, source: 'recreated' });
+        return created;
+      } catch (err) {
+        // Someone created the key between our read and our create: read it again.
+        if (!isFlannelError(err, 'FLN_ERR_LEASE_CONFLICT') || attempt >= 3) throw err;
       }
     }
   }
@@ -135,23 +275,53 @@ export class EtcdSubnetManager {
   /**
    * Watches the other nodes' leases until the signal fires: list, deliver the diff, watch from the
    * next revision; after any interruption (etcd down, compaction) list again and deliver the diff.
+   * A list also runs every resyncIntervalMs. A list whose revision went back means etcd lost its data:
+   * our key is re-created (see reclaim) and missing peers are kept for the grace period.
    */
   async runLeaseWatch(own: Lease, cb: WatchCallbacks, signal: AbortSignal): Promise<void> {
+    this.adopt(own);
     const watcher = new LeaseWatcher({ subnet: own.subnet, publicIp: own.attrs.publicIp });
     const backoff = new Backoff(250, 5000, this.random);
+    const lost = (reason: string): void => {
+      cb.onOwnLeaseLost(reason);
+    };
     const deliver = (out: WatchOutput): void => {
-      if (out.events.length > 0) cb.onEvents(out.events);
-      if (out.own?.kind === 'lost') cb.onOwnLeaseLost(out.own.reason);
+      if (out.events.length > 0) {
+        cb.onEvents(out.events);
+        this.emit({ type: 'peers', count: watcher.leases().length });
+      }
+      if (out.own?.kind === 'lost') lost(out.own.reason);
     };
     while (!signal.aborted) {
       try {
         const { leases, revision } = await this.registry.listLeases();
-        deliver(watcher.reset(leases));
-        cb.onSynced?.();
-        const reason = await this.watchOnce(watcher, BigInt(revision) + 1n, deliver, signal);
+        this.noteRevision(revision);
+        const out = watcher.reset(leases, { keepMissing: this.recoveringFromDataLoss });
+        if (out.own?.kind === 'lost' && out.own.cause === 'missing') {
+          deliver({ events: out.events }); // the cache already holds them
+          try {
+            await this.reclaim(out.own.reason);
+          } catch (err) {
+            if (!isFlannelError(err, 'FLN_ERR_LEASE_REVOKED')) throw err;
+            lost(err.message.replace(/^Lease has been revoked: /, ''));
+          }
+        } else {
+          deliver(out);
+        }
+        this.emit({ type: 'peers', count: watcher.leases().length });
         if (signal.aborted) return;
-        this.log.warn({ reason }, 'lease watch interrupted; re-listing leases');
-        cb.onResync?.(reason);
+        cb.onSynced?.();
+        const untilMs = this.recoveringFromDataLoss ? this.dataLossUntil - Date.now() : this.resyncIntervalMs;
+        const end = await this.watchOnce(watcher, BigInt(revision) + 1n, deliver, signal, untilMs, () => backoff.reset());
+        if (signal.aborted) return;
+        if (end.kind === 'periodic' || end.kind === 'recovery') {
+          this.log.info({ reason: end.reason }, 're-listing leases');
+        } else {
+          this.log.warn({ reason: end.reason }, 'lease watch interrupted; re-listing leases');
+        }
+        this.emit({ type: 'watch-resync', reason: end.kind as ResyncReason, detail: end.reason });
+        cb.onResync?.(end.reason);
+        if (end.kind === 'periodic' || end.kind === 'recovery') continue;
       } catch (err) {
         if (!isFlannelError(err, 'FLN_ERR_ETCD_UNAVAILABLE')) throw err;
         this.log.warn({ code: err.code }, `lease watch: ${err.message}`);
@@ -160,21 +330,31 @@ export class EtcdSubnetManager {
     }
   }
 
-  private async watchOnce(watcher: LeaseWatcher, from: bigint, deliver: (o: WatchOutput) => void, signal: AbortSignal): Promise<string> {
-    let finish: (reason: string) => void = () => {};
-    const ended = new Promise<string>((resolve) => { finish = resolve; });
-    const onAbort = (): void => finish('stopped');
+  /** One watch from `from` until it ends, the signal fires, or `untilMs` passes (a planned re-list). */
+  private async watchOnce(watcher: LeaseWatcher, from: bigint, deliver: (o: WatchOutput) => void, signal: AbortSignal,
+    untilMs: number, onEstablished: () => void): Promise<{ kind: ResyncReason | 'stopped'; reason: string }> {
+    if (signal.aborted) return { kind: 'stopped', reason: 'stopped' };
+    let finish: (end: { kind: ResyncReason | 'stopped'; reason: string }) => void = () => {};
+    const ended = new Promise<{ kind: ResyncReason | 'stopped'; reason: string }>((resolve) => { finish = resolve; });
+    const onAbort = (): void => finish({ kind: 'stopped', reason: 'stopped' });
     signal.addEventListener('abort', onAbort, { once: true });
+    const planned = this.recoveringFromDataLoss
+      ? { kind: 'recovery' as const, reason: 'the grace period after etcd lost its data is over' }
+      : { kind: 'periodic' as const, reason: `periodic re-list every ${Math.round(this.resyncIntervalMs / 1000)} s` };
+    const timer = setTimeout(() => finish(planned), Math.max(0, untilMs));
     let handle: WatchHandle | undefined;
     try {
       handle = await this.registry.watch(from.toString(), {
-        onChanges: (changes) => {
+        onChanges: (changes, revision) => {
+          if (BigInt(revision) > this.highestRevision) this.highestRevision = BigInt(revision);
           for (const c of changes) deliver(c.kind === 'put' ? watcher.put(c.lease) : watcher.delete(c.subnet));
         },
-        onEnd: finish,
+        onEstablished,
+        onEnd: (reason, kind) => finish({ kind, reason }),
       });
       return await ended;
     } finally {
+      clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       handle?.cancel();
     }
@@ -183,6 +363,10 @@ export class EtcdSubnetManager {
   async close(): Promise<void> {
     await this.registry.close();
   }
+}
+
+function revokedError(detail: string): FlannelError {
+  return new FlannelError('FLN_ERR_LEASE_REVOKED', `Lease has been revoked: ${detail}`);
 }
 
 function exhaustedError(cfg: NetworkConfig, taken: readonly Cidr4[]): FlannelError {
