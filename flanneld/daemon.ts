@@ -15,7 +15,7 @@ import type { Lease } from '../subnet/lease.js';
 import type { NetworkConfig } from '../subnet/network-config.js';
 import { findExternalInterface } from './external-interface.js';
 import { HealthServer, type HealthState } from './health.js';
-import { createMetrics } from './metrics.js';
+import { type DaemonMetrics, createMetrics } from './metrics.js';
 import type { Flags } from './options.js';
 import { checkHostSysctls } from './host-checks.js';
 import { sdNotify } from './sd-notify.js';
@@ -27,7 +27,8 @@ const ROUTE_CHECK_INTERVAL_MS = 10_000;
 export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal): Promise<void> {
   const health: HealthState = { ready: false, reason: 'starting' };
   let network: Network | undefined;
-  const registry = createMetrics({ network: () => network });
+  const metrics = createMetrics({ network: () => network });
+  const { registry } = metrics;
   const server = flags['healthz-port'] > 0
     ? new HealthServer({ ip: flags['healthz-ip'], port: flags['healthz-port'], metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }) }, () => health)
     : undefined;
@@ -36,7 +37,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     endpoints: flags['etcd-endpoints'].split(',').map((s) => s.trim()),
     certFile: flags['etcd-certfile'], keyFile: flags['etcd-keyfile'], caFile: flags['etcd-cafile'],
     username: flags['etcd-username'], password: flags['etcd-password'],
-  }), flags['etcd-prefix']), { log: log.child({ component: 'subnet/etcd' }), leaseTtlSec: flags['subnet-lease-ttl'] });
+  }), flags['etcd-prefix']), { log: log.child({ component: 'subnet/etcd' }), leaseTtlSec: flags['subnet-lease-ttl'], onEvent: (ev) => metrics.subnetEvent(ev) });
   let rules: IptablesRules | undefined;
   let watchdog: Watchdog | undefined;
   const stopFaults = installFaultInjection(log, () => network);
@@ -63,7 +64,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     notify(log, `READY=1\nSTATUS=subnet ${formatCidr4(lease.subnet)}`);
     watchdog = startWatchdog(log.child({ component: 'watchdog' }));
     log.info({ subnet: formatCidr4(lease.subnet), backend: backend.type }, 'running');
-    await runLoops({ flags, log, manager, network, rules, lease }, signal);
+    await runLoops({ flags, log, manager, network, rules, lease, metrics }, signal);
   } finally {
     stopFaults();
     health.ready = false;
@@ -116,6 +117,7 @@ interface Running {
   readonly network: Network;
   readonly rules: IptablesRules;
   readonly lease: Lease;
+  readonly metrics: DaemonMetrics;
 }
 
 /**
@@ -128,7 +130,12 @@ async function runLoops(r: Running, outer: AbortSignal): Promise<void> {
   outer.addEventListener('abort', stop, { once: true });
   let lost: FlannelError | undefined;
   const watch = r.manager.runLeaseWatch(r.lease, {
-    onEvents: (events) => { void r.network.apply(events).catch((err) => r.log.error(`applying lease events: ${errorMessage(err)}`)); },
+    onEvents: (events) => {
+      void r.network.apply(events).then(() => r.metrics.leaseEventsApplied(events), (err: unknown) => {
+        r.metrics.leaseEventsFailed(events);
+        r.log.error(`applying lease events: ${errorMessage(err)}`);
+      });
+    },
     onOwnLeaseLost: (reason) => {
       lost = new FlannelError('FLN_ERR_LEASE_REVOKED', `Lease has been revoked: ${reason}. Shutting down daemon.`);
       r.log.error({ code: lost.code }, lost.message);
@@ -154,8 +161,9 @@ async function runLoops(r: Running, outer: AbortSignal): Promise<void> {
 
 async function reconcileOnce(r: Running): Promise<void> {
   try {
-    await r.network.reconcile();
+    r.metrics.reconciled(await r.network.reconcile());
   } catch (err) {
+    r.metrics.reconciled(undefined);
     r.log.warn(`reconcile failed: ${errorMessage(err)}`);
   }
 }

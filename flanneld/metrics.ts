@@ -1,7 +1,10 @@
 // Prometheus metrics, served at /metrics on the healthz port. Data-path counters are read from the
-// engine's shared memory at scrape time; nothing is counted per packet in JS.
-import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Network } from '../backends/backend.js';
+// engine's shared memory at scrape time; nothing is counted per packet in JS. Control-plane counters
+// (leases, etcd, watch, reconcile) are fed by the subnet manager's events and the daemon's loops.
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Network, ReconcileResult } from '../backends/backend.js';
+import type { LeaseEvent } from '../subnet/lease.js';
+import type { SubnetEvent } from '../subnet/etcd/etcd-subnet-manager.js';
 
 export interface MetricsSource {
   network(): Network | undefined;
@@ -12,7 +15,23 @@ const PACKET_COUNTERS: Record<string, { metric: 'packets' | 'bytes'; direction: 
   rx_packets: { metric: 'packets', direction: 'rx' }, rx_bytes: { metric: 'bytes', direction: 'rx' },
 };
 
-export function createMetrics(src: MetricsSource): Registry {
+/** The registry to serve, and the hooks that feed the control-plane metrics. */
+export interface DaemonMetrics {
+  readonly registry: Registry;
+  /** Every event of the subnet manager (SubnetManagerOptions.onEvent). */
+  subnetEvent(ev: SubnetEvent): void;
+  /** Lease events the backend applied (Network.apply resolved). */
+  leaseEventsApplied(events: readonly LeaseEvent[]): void;
+  leaseEventsFailed(events: readonly LeaseEvent[]): void;
+  /** One reconcile pass: its corrections, or undefined when it threw. */
+  reconciled(result: ReconcileResult | undefined): void;
+}
+
+const ETCD_OPS = ['read_config', 'list', 'get', 'grant', 'create', 'update', 'delete', 'watch'] as const;
+const RESYNC_REASONS = ['compacted', 'canceled', 'error', 'ended', 'periodic', 'recovery'] as const;
+const ACQUIRE_SOURCES = ['reused', 'reservation', 'previous', 'new', 'recreated'] as const;
+
+export function createMetrics(src: MetricsSource): DaemonMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'flanneld_' });
   const stats = () => src.network()?.datapathStats?.();
@@ -44,5 +63,72 @@ export function createMetrics(src: MetricsSource): Registry {
   mirror('flanneld_datapath_worker_restarts_total', 'packet-engine workers restarted after a crash', [], (set) => {
     set({}, BigInt(stats()?.workerRestarts ?? 0));
   });
-  return registry;
+  return { registry, ...controlPlane(registry) };
+}
+
+/** Counters and gauges of the control plane, each label value present (at 0) from the start. */
+function controlPlane(registry: Registry): Omit<DaemonMetrics, 'registry'> {
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[] = [], values: Partial<Record<L, readonly string[]>> = {}) => {
+    const c = new Counter<L>({ name, help, labelNames: [...labelNames], registers: [registry] });
+    const [label] = labelNames;
+    if (label === undefined) c.inc(0);
+    else for (const v of values[label] ?? []) c.inc({ [label]: v } as Partial<Record<L, string>>, 0);
+    return c;
+  };
+  const gauge = (name: string, help: string) => new Gauge({ name, help, registers: [registry] });
+
+  const acquisitions = counter('flanneld_lease_acquisitions_total', 'subnet leases acquired, by source: reused (held by this PublicIP), reservation, previous (subnet.env), new, recreated (after etcd lost its data)', ['source'], { source: ACQUIRE_SOURCES });
+  const renewals = counter('flanneld_lease_renewals_total', 'lease renewals, by result (a failure is retried)', ['result'], { result: ['success', 'failure'] });
+  const expiry = gauge('flanneld_lease_expiry_timestamp_seconds', 'when our lease expires in etcd unless renewed (Unix time; +Inf for a reservation; 0 before the first lease)');
+  const etcdErrors = counter('flanneld_etcd_request_errors_total', 'etcd requests that failed (unreachable, timed out, refused), by operation', ['op'], { op: ETCD_OPS });
+  const unavailable = counter('flanneld_etcd_unavailable_total', 'times etcd went from reachable to unreachable (the first failed request after a success)');
+  const etcdUp = gauge('flanneld_etcd_up', '1 when the last etcd request succeeded, 0 when it failed');
+  const resyncs = counter('flanneld_etcd_watch_resyncs_total', 'full re-lists of the leases after the watch ended, by reason: compacted, canceled, error (etcd unreachable), ended, periodic (safety net), recovery (end of the grace period after a data loss)', ['reason'], { reason: RESYNC_REASONS });
+  const dataLoss = counter('flanneld_etcd_data_loss_total', 'times etcd\'s revision went back (its data was wiped or restored from a backup); our lease is then re-created on the same subnet');
+  const peers = gauge('flanneld_peers', 'peer leases known from etcd (other nodes\' subnets)');
+  const leaseEvents = counter('flanneld_lease_events_total', 'peer lease events applied to the data path, by kind', ['kind'], { kind: ['added', 'removed'] });
+  const leaseEventErrors = counter('flanneld_lease_event_errors_total', 'peer lease events whose application to the data path failed');
+  const routes = counter('flanneld_routes_programmed_total', 'peer routes programmed from lease events (one per added peer lease applied to the backend)');
+  const reconciles = counter('flanneld_reconcile_runs_total', 'periodic data-path reconcile passes, by result', ['result'], { result: ['ok', 'error'] });
+  const corrections = counter('flanneld_reconcile_corrections_total', 'data-path state corrected by reconcile, by kind: fixed (missing or wrong state restored), removed (stale state of ours deleted), failed (a correction that did not apply)', ['kind'], { kind: ['fixed', 'removed', 'failed'] });
+  expiry.set(0);
+  peers.set(0);
+
+  return {
+    subnetEvent(ev) {
+      switch (ev.type) {
+        case 'etcd-request':
+          if (!ev.ok) etcdErrors.inc({ op: ev.op });
+          etcdUp.set(ev.ok ? 1 : 0);
+          break;
+        case 'etcd-unavailable': unavailable.inc(); break;
+        case 'etcd-available': break;
+        case 'lease-acquired':
+          acquisitions.inc({ source: ev.source });
+          expiry.set(ev.lease.expiresAtMs / 1000);
+          break;
+        case 'lease-renewed':
+          renewals.inc({ result: 'success' });
+          expiry.set(ev.lease.expiresAtMs / 1000);
+          break;
+        case 'lease-renewal-failed': renewals.inc({ result: 'failure' }); break;
+        case 'watch-resync': resyncs.inc({ reason: ev.reason }); break;
+        case 'peers': peers.set(ev.count); break;
+        case 'data-loss': dataLoss.inc(); break;
+      }
+    },
+    leaseEventsApplied(events) {
+      for (const ev of events) leaseEvents.inc({ kind: ev.kind });
+      const added = events.filter((ev) => ev.kind === 'added').length;
+      if (added > 0) routes.inc(added);
+    },
+    leaseEventsFailed(events) {
+      if (events.length > 0) leaseEventErrors.inc(events.length);
+    },
+    reconciled(result) {
+      reconciles.inc({ result: result ? 'ok' : 'error' });
+      if (!result) return;
+      for (const kind of ['fixed', 'removed', 'failed'] as const) if (result[kind] > 0) corrections.inc({ kind }, result[kind]);
+    },
+  };
 }
