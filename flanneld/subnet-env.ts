@@ -1,6 +1,7 @@
 // /run/flannel/subnet.env: written atomically (temp file, fsync, rename) with flannel's exact
-// variables, and read back at start so that a restarted node asks for the subnet it had before.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+// variables, mode 0644 whatever the umask, and read back at start so that a restarted node asks for
+// the subnet it had before.
+import { chmodSync, closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { FlannelError } from '../subnet/errors.js';
 import { type Cidr4, formatCidr4, formatIp4, parseCidr4 } from '../subnet/ip.js';
@@ -26,9 +27,16 @@ export function formatSubnetEnv(e: SubnetEnv): string {
 export function writeSubnetEnv(path: string, e: SubnetEnv): void {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
   try {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-    const fd = openSync(tmp, 'w', 0o644);
+    // Modes are set explicitly: open() and mkdir() apply the umask (a 077 umask would make 0600).
+    const created = mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    for (let dir = dirname(path); created !== undefined; dir = dirname(dir)) {
+      chmodSync(dir, 0o755);
+      if (dir === created || dir === dirname(dir)) break;
+    }
+    rmSync(tmp, { force: true }); // a leftover of a crash could be a link or have another mode
+    const fd = openSync(tmp, 'wx', 0o644);
     try {
+      fchmodSync(fd, 0o644);
       writeSync(fd, formatSubnetEnv(e));
       fsyncSync(fd);
     } finally {
@@ -36,6 +44,7 @@ export function writeSubnetEnv(path: string, e: SubnetEnv): void {
     }
     renameSync(tmp, path);
   } catch (err) {
+    rmSync(tmp, { force: true });
     throw new FlannelError('FLN_ERR_FILE_WRITE', `cannot write the subnet file ${path}: ${(err as Error).message}; check --subnet-file and that its directory is writable`, { cause: err });
   }
 }
