@@ -82,6 +82,21 @@ export async function pingStream(from: PodHost, to: string, count: number, inter
   return { sent, received, lost: sent - received, summary: r.stdout.trim().split('\n').find((l) => /packets transmitted/.test(l)) ?? `${r.stdout}${r.stderr}` };
 }
 
+/** A ping from a pod at `intervalSec` until stop(), which interrupts it (SIGINT) and returns its summary. */
+export function startPingStream(from: PodHost, to: string, intervalSec = 0.1): { stop(): Promise<PingResult> } {
+  const p = spawnIn(from.ns, 'ping', ['-n', '-q', '-i', String(intervalSec), '-W', '2', to]);
+  return {
+    async stop() {
+      await sleep(2500); // the last echoes get their replies (or their -W 2 timeout)
+      await stopProcess(p, 'SIGINT', 5000);
+      const out = p.output();
+      const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
+      const [sent, received] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+      return { sent, received, lost: sent - received, summary: out.trim().split('\n').find((l) => /packets transmitted/.test(l)) ?? out };
+    },
+  };
+}
+
 /** Pings all pairs once, retried until all pass or the deadline; returns the failing pairs of the last try. */
 export async function pingAllPairs(c: LocalCluster, pods: readonly PodHost[], timeoutMs: number): Promise<string[]> {
   let failing: string[] = [];
