@@ -10,12 +10,14 @@
 #include "ipv4.h"
 #include "layout.h"
 #include <errno.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#define FL_UDP_SEGMENT 103 /* UDP_SEGMENT, <linux/udp.h> */
 
 int fl_engine_init(fl_engine *e) {
   memset(&e->peers, 0, sizeof e->peers);
@@ -73,6 +75,32 @@ void fl_sync_peers(fl_engine *e) {
   if (fl_peers_sync(&e->peers, e->peer_table) > 0) STAT(e, ST_PEER_TABLE_LOADS)++;
 }
 
+/* A UDP GSO message that the kernel refused because its datagrams no longer fit the route's MTU
+ * (EINVAL for UDP_SEGMENT; the underlay MTU shrank under us): sends its datagrams one by one, which
+ * the kernel fragments as it does any datagram larger than the path MTU. Returns 0 when `h` is not
+ * a GSO message. */
+static int send_unsegmented(fl_engine *e, int fd, const struct msghdr *h) {
+  struct cmsghdr *c = h->msg_controllen ? CMSG_FIRSTHDR((struct msghdr *)h) : NULL;
+  if (!c || c->cmsg_level != SOL_UDP || c->cmsg_type != FL_UDP_SEGMENT || h->msg_iovlen != 1) return 0;
+  uint16_t gso;
+  memcpy(&gso, CMSG_DATA(c), sizeof gso);
+  if (gso == 0) return 0;
+  const uint8_t *p = h->msg_iov[0].iov_base;
+  size_t len = h->msg_iov[0].iov_len;
+  for (size_t off = 0; off < len; off += gso) {
+    size_t n = len - off < gso ? len - off : gso;
+    ssize_t r;
+    int spins = 0;
+    for (;;) {
+      r = sendto(fd, p + off, n, MSG_DONTWAIT, h->msg_name, h->msg_namelen);
+      if (r >= 0 || (errno != EINTR && !((errno == EAGAIN || errno == ENOBUFS) && spins++ < 100))) break;
+      if (errno != EINTR) { struct pollfd pf = {.fd = fd, .events = POLLOUT}; poll(&pf, 1, 1); }
+    }
+    if (r < 0) STAT(e, ST_TX_SEND_ERRORS)++;
+  }
+  return 1;
+}
+
 /* Sends msgs[0..n), retrying partial sends; a datagram that fails is counted and skipped. */
 void fl_send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n) {
   int done = 0, spins = 0;
@@ -80,6 +108,7 @@ void fl_send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n) {
     int r = sendmmsg(fd, msgs + done, (unsigned)(n - done), MSG_DONTWAIT);
     if (r > 0) { done += r; continue; }
     if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EINVAL || errno == EMSGSIZE) && send_unsegmented(e, fd, &msgs[done].msg_hdr)) { done++; continue; }
     if (r < 0 && (errno == EAGAIN || errno == ENOBUFS) && spins++ < 100) {
       struct pollfd p = {.fd = fd, .events = POLLOUT};
       poll(&p, 1, 1);
