@@ -6,6 +6,7 @@ import { type Cidr4, cidrContains, parseCidr4 } from '../subnet/ip.js';
 import type { Lease, LeaseEvent } from '../subnet/lease.js';
 import type { Network, ReconcileResult } from './backend.js';
 import { type BatchResult, type Route, ipBatch, listOwnRoutes, routeSpec, sameRoute } from './kernel/kernel-routes.js';
+import { LinkWatch } from './kernel/link-watch.js';
 
 export interface RouteNetworkOptions {
   readonly lease: Lease;
@@ -14,15 +15,22 @@ export interface RouteNetworkOptions {
   readonly log: Logger;
   /** The route a peer lease needs, or undefined to ignore the lease (e.g. another backend type). */
   readonly routeFor: (lease: Lease) => Route | undefined;
+  /** The interface the routes go through: when it comes back up (the kernel flushed them), reconcile at once. */
+  readonly link?: string;
 }
 
 export class RouteNetwork implements Network {
   readonly lease: Lease;
   private readonly desired = new Map<string, Route>();
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly linkWatch: LinkWatch | undefined;
 
   constructor(private readonly o: RouteNetworkOptions) {
     this.lease = o.lease;
+    this.linkWatch = o.link === undefined ? undefined : new LinkWatch(o.link, () => {
+      o.log.info({ link: o.link }, 'link is up again: reconciling routes');
+      this.reconcile().catch((err: unknown) => o.log.warn(`reconcile after link-up failed: ${String(err)}`));
+    });
   }
 
   /** Number of peers with a desired route. */
@@ -75,6 +83,7 @@ export class RouteNetwork implements Network {
   }
 
   async close(): Promise<void> {
+    this.linkWatch?.stop();
     await this.queue.catch(() => {});
   }
 

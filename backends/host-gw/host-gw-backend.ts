@@ -2,8 +2,9 @@
 //   <peer subnet> via <peer PublicIP> dev <external interface>
 // so every node must share one L2 segment with its peers (the next hop must be directly reachable).
 // Owned kernel state: one main-table route per peer, marked with our protocol number; reconciled
-// every 10 s (routes deleted by hand or flushed by a link flap come back). Pods get the full
-// interface MTU. Leases of other backend types are ignored, as flannel does.
+// every 10 s (routes deleted by hand come back) and at once when the interface comes back up after
+// a link flap, which flushes them. Pods get the full interface MTU. Leases of other backend types
+// are ignored, as flannel does.
 import type { Logger } from 'pino';
 import { FlannelError } from '../../subnet/errors.js';
 import { formatCidr4, formatIp4 } from '../../subnet/ip.js';
@@ -38,6 +39,7 @@ export class HostGwBackend implements Backend {
       network: this.ctx.config.network,
       log: this.log,
       routeFor: (peer) => this.routeFor(peer),
+      link: this.ctx.ext.name,
     });
   }
 

@@ -93,7 +93,8 @@ export class VxlanNetwork implements Network {
 
   constructor(private readonly o: VxlanNetworkOptions) {
     this.lease = o.lease;
-    this.routes = new RouteNetwork({ lease: o.lease, network: o.ctx.config.network, log: o.log, routeFor: (l) => this.routeFor(l) });
+    // The link: DirectRouting routes go through the external interface, which a link flap flushes.
+    this.routes = new RouteNetwork({ lease: o.lease, network: o.ctx.config.network, log: o.log, routeFor: (l) => this.routeFor(l), link: o.ctx.ext.name });
   }
 
   async apply(events: readonly LeaseEvent[]): Promise<void> {
