@@ -29,15 +29,16 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
   let network: Network | undefined;
   const metrics = createMetrics({ network: () => network });
   const { registry } = metrics;
-  const server = flags['healthz-port'] > 0
-    ? new HealthServer({ ip: flags['healthz-ip'], port: flags['healthz-port'], metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }) }, () => health)
-    : undefined;
-  await server?.listen();
+  // The etcd client first: bad TLS files are a usage error, reported before anything listens.
   const manager = new EtcdSubnetManager(new EtcdRegistry(createEtcdClient({
     endpoints: flags['etcd-endpoints'].split(',').map((s) => s.trim()),
     certFile: flags['etcd-certfile'], keyFile: flags['etcd-keyfile'], caFile: flags['etcd-cafile'],
     username: flags['etcd-username'], password: flags['etcd-password'],
   }), flags['etcd-prefix']), { log: log.child({ component: 'subnet/etcd' }), leaseTtlSec: flags['subnet-lease-ttl'], onEvent: (ev) => metrics.subnetEvent(ev) });
+  const server = flags['healthz-port'] > 0
+    ? new HealthServer({ ip: flags['healthz-ip'], port: flags['healthz-port'], metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }) }, () => health)
+    : undefined;
+  await server?.listen().catch(async (err: unknown) => { await manager.close(); throw err; });
   let rules: IptablesRules | undefined;
   let watchdog: Watchdog | undefined;
   const stopFaults = installFaultInjection(log, () => network);

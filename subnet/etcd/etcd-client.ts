@@ -1,5 +1,6 @@
 // Builds the etcd v3 client from flannel's etcd flags: endpoints, TLS client certificates, basic auth.
 // Fault handling is tuned so that an etcd outage fails calls fast and recovers within seconds.
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
 import { Etcd3, type IOptions, isRecoverableError } from 'etcd3';
@@ -58,5 +59,32 @@ function tlsCredentials(o: EtcdConnectOptions): IOptions['credentials'] {
   // Without --etcd-cafile, grpc verifies the server against the system's trusted roots.
   const rootCertificate = o.caFile ? read('--etcd-cafile', o.caFile) : (null as unknown as Buffer);
   if (!o.certFile || !o.keyFile) return { rootCertificate };
-  return { rootCertificate, privateKey: read('--etcd-keyfile', o.keyFile), certChain: read('--etcd-certfile', o.certFile) };
+  const privateKey = read('--etcd-keyfile', o.keyFile);
+  const certChain = read('--etcd-certfile', o.certFile);
+  checkKeyPair(o.certFile, certChain, o.keyFile, privateKey);
+  return { rootCertificate, privateKey, certChain };
+}
+
+// The checks below turn what grpc would report as a bare OpenSSL error (or a crash) into a usage error
+// naming the flag and the file. They never quote the files: a key's content must not reach the log.
+
+function parseCertificate(flag: string, path: string, pem: Buffer): X509Certificate {
+  try {
+    return new X509Certificate(pem);
+  } catch {
+    throw new FlannelError('FLN_ERR_USAGE', `${flag}: ${path} is not a PEM certificate`);
+  }
+}
+
+function checkKeyPair(certPath: string, certPem: Buffer, keyPath: string, keyPem: Buffer): void {
+  const cert = parseCertificate('--etcd-certfile', certPath, certPem);
+  let key;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch {
+    throw new FlannelError('FLN_ERR_USAGE', `--etcd-keyfile: ${keyPath} is not an unencrypted PEM private key`);
+  }
+  if (!cert.checkPrivateKey(key)) {
+    throw new FlannelError('FLN_ERR_USAGE', `--etcd-keyfile: the key in ${keyPath} does not belong to the certificate in --etcd-certfile ${certPath}`);
+  }
 }
