@@ -90,6 +90,9 @@ export class VxlanNetwork implements Network {
   /** Direct-routing decisions by PublicIP, made once per peer as flannel does. */
   private readonly direct = new Map<number, boolean>();
   private readonly routes: RouteNetwork;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly pending: LeaseEvent[] = [];
+  private nextBatch: Promise<void> | undefined;
 
   constructor(private readonly o: VxlanNetworkOptions) {
     this.lease = o.lease;
@@ -97,8 +100,39 @@ export class VxlanNetwork implements Network {
     this.routes = new RouteNetwork({ lease: o.lease, network: o.ctx.config.network, log: o.log, routeFor: (l) => this.routeFor(l), link: o.ctx.ext.name });
   }
 
-  async apply(events: readonly LeaseEvent[]): Promise<void> {
-    const usable = events.filter((ev) => this.usable(ev.lease));
+  /**
+   * One batch at a time, in call order, with reconcile(): two interleaved L2 syncs could each undo the
+   * other's work. Events that arrive while a batch runs (a watch delivers a transaction's keys one by
+   * one) are applied together in the next batch.
+   */
+  apply(events: readonly LeaseEvent[]): Promise<void> {
+    this.pending.push(...events);
+    this.nextBatch ??= this.serial(async () => {
+      this.nextBatch = undefined;
+      await this.applyBatch(this.pending.splice(0));
+    });
+    return this.nextBatch;
+  }
+
+  reconcile(): Promise<ReconcileResult> {
+    return this.serial(async () => {
+      const device = await this.o.vtep.ensureDevice();
+      const l2 = await this.syncL2();
+      const r = await this.routes.reconcile();
+      return { fixed: device + l2.added + r.fixed, removed: l2.removed + r.removed, failed: l2.failed + r.failed };
+    });
+  }
+
+  private async applyBatch(events: readonly LeaseEvent[]): Promise<void> {
+    // Only the last event per subnet counts: the removals run before the additions below, so an
+    // "added, removed" pair in one batch must not leave the route of the addition behind.
+    const last = new Map<string, LeaseEvent>();
+    for (const ev of events) {
+      const key = formatCidr4(ev.lease.subnet);
+      last.delete(key);
+      last.set(key, ev);
+    }
+    const usable = [...last.values()].filter((ev) => this.usable(ev.lease));
     for (const ev of usable) if (ev.kind === 'added' && this.o.cfg.directRouting) await this.decideDirect(ev.lease.attrs.publicIp);
     // Removal: route first, then L2; addition: L2 first (neighbour, FDB), then the route.
     await this.routes.apply(usable.filter((ev) => ev.kind === 'removed'));
@@ -112,11 +146,10 @@ export class VxlanNetwork implements Network {
     await this.routes.apply(usable.filter((ev) => ev.kind === 'added'));
   }
 
-  async reconcile(): Promise<ReconcileResult> {
-    const device = await this.o.vtep.ensureDevice();
-    const l2 = await this.syncL2();
-    const r = await this.routes.reconcile();
-    return { fixed: device + l2.added + r.fixed, removed: l2.removed + r.removed, failed: l2.failed + r.failed };
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => {});
+    return run;
   }
 
   datapathStats(): DatapathStats {
@@ -128,6 +161,7 @@ export class VxlanNetwork implements Network {
   }
 
   async close(): Promise<void> {
+    await this.queue.catch(() => {});
     await this.routes.close();
     await this.o.vtep.close();
   }
