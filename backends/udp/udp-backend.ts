@@ -1,8 +1,9 @@
 // udp: flannel's "debugging" backend, made real. A TUN device flannel0 (subnet.0/32, MTU ext−28,
 // one route for the whole Network) and a UDP socket on the interface address, port 8285. Each
 // datagram carries exactly one inner IPv4 packet, no header: wire-compatible with flannel's udp.
-// Owned state: the TUN device (gone when its fd closes, taking its address and route along), the
-// socket, two packet-engine workers. Peers: one entry per lease in the engine's peer table; no
+// Owned state: the TUN device (gone when its fd closes, taking its address and route along; if it
+// is deleted by hand, the next reconcile re-creates it), the sockets, the packet-engine workers.
+// Peers: one entry per lease in the engine's peer table; no
 // kernel state per peer, so 1000 peers cost one table swap. Like flannel, leases of any backend
 // type are used (flannel's udp publishes no BackendType and filters none).
 import { existsSync } from 'node:fs';
@@ -12,11 +13,8 @@ import { formatCidr4, formatIp4, maskOf } from '../../subnet/ip.js';
 import { pickFields } from '../../subnet/json-fields.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
 import type { Backend, BackendContext, DatapathStats, Network, ReconcileResult } from '../backend.js';
+import { EngineDataPath } from '../datapath/engine-datapath.js';
 import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js';
-import { PacketEngine } from '../datapath/packet-engine.js';
-import { PeerTable } from '../datapath/peer-table.js';
-import { DeviceState } from '../datapath/device-state.js';
-import { openEngineDevice } from '../datapath/open-device.js';
 
 export const UDP_OVERHEAD = 28;
 const DEVICE_NAME = 'flannel0';
@@ -54,41 +52,31 @@ export class UdpBackend implements Backend {
 
   async start(lease: Lease): Promise<Network> {
     const { config, ext } = this.ctx;
-    const dev = openEngineDevice({
-      name: DEVICE_NAME, tap: false, offload: this.ctx.offload ?? true, queues: this.ctx.queues ?? 1,
-      bindIp: ext.ip, port: this.port, log: this.log,
-    });
-    try {
+    const queues = this.ctx.queues ?? 1;
+    const dataPath = await EngineDataPath.open({
+      device: { name: DEVICE_NAME, tap: false, offload: this.ctx.offload ?? true, queues, bindIp: ext.ip, port: this.port },
       // accept_local: our ICMP errors come from flannel0's own address, which the kernel would
       // otherwise drop as a martian when it arrives on flannel0.
-      const device = new DeviceState({
-        name: dev.name, address: `${formatIp4(lease.subnet.ip)}/32`, mtu: this.mtu,
-        route: `${formatCidr4(config.network)} dev ${dev.name}`, sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '1' },
-      });
-      await device.ensure();
-      const engine = new PacketEngine({
-        table: new PeerTable(Math.min(65_536, 2 ** (config.subnetLen - config.network.prefixLen)), dev.queues.length),
-        queues: dev.queues, log: this.log,
-        spec: {
-          mode: ENGINE_MODE.UDP, devIp: lease.subnet.ip, ownSubnet: lease.subnet.ip, ownMask: maskOf(lease.subnet.prefixLen),
-          mtu: this.mtu, vni: 0, devMac: new Uint8Array(6), offload: dev.offload,
-        },
-      });
-      await engine.start();
-      this.log.info({ device: dev.name, port: this.port, mtu: this.mtu, queues: dev.queues.length }, 'udp backend running');
-      return new UdpNetwork(lease, engine, device, dev.fds, this.port, this.log);
-    } catch (err) {
-      for (const fd of dev.fds) datapathAddon().closeFd(fd);
-      throw err;
-    }
+      settings: {
+        address: `${formatIp4(lease.subnet.ip)}/32`, mtu: this.mtu,
+        route: `${formatCidr4(config.network)} dev ${DEVICE_NAME}`, sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '1' },
+      },
+      spec: {
+        mode: ENGINE_MODE.UDP, devIp: lease.subnet.ip, ownSubnet: lease.subnet.ip, ownMask: maskOf(lease.subnet.prefixLen),
+        mtu: this.mtu, vni: 0, devMac: new Uint8Array(6),
+      },
+      capacity: Math.min(65_536, 2 ** (config.subnetLen - config.network.prefixLen)),
+      log: this.log,
+    });
+    this.log.info({ device: dataPath.name, port: this.port, mtu: this.mtu, queues }, 'udp backend running');
+    return new UdpNetwork(lease, dataPath, this.port, this.log);
   }
 }
 
 export class UdpNetwork implements Network {
   private readonly peers = new Map<string, Lease>();
 
-  constructor(readonly lease: Lease, readonly engine: PacketEngine, private readonly device: DeviceState,
-    private readonly fds: number[], private readonly port: number, private readonly log: Logger) {}
+  constructor(readonly lease: Lease, private readonly dataPath: EngineDataPath, private readonly port: number, private readonly log: Logger) {}
 
   async apply(events: readonly LeaseEvent[]): Promise<void> {
     for (const ev of events) {
@@ -96,28 +84,27 @@ export class UdpNetwork implements Network {
       if (ev.kind === 'added') this.peers.set(key, ev.lease);
       else if (this.peers.get(key) === ev.lease || this.peers.get(key)?.attrs.publicIp === ev.lease.attrs.publicIp) this.peers.delete(key);
     }
-    this.engine.replacePeers([...this.peers.entries()].map(([key, l]) => ({
+    this.dataPath.replacePeers([...this.peers.entries()].map(([key, l]) => ({
       key, subnet: l.subnet.ip, prefixLen: l.subnet.prefixLen, publicIp: l.attrs.publicIp, port: this.port,
     })));
     this.log.info({ peers: this.peers.size }, 'peer table updated');
   }
 
+  /** flannel0's address, MTU, state and route; flannel0 itself if it was deleted. */
   async reconcile(): Promise<ReconcileResult> {
-    const fixed = await this.device.ensure();
+    const fixed = await this.dataPath.ensure();
     return { fixed, removed: 0, failed: 0 };
   }
 
   datapathStats(): DatapathStats {
-    return this.engine.datapathStats(this.peers.keys());
+    return this.dataPath.datapathStats(this.peers.keys());
   }
 
   crashWorker(direction: 'tx' | 'rx'): void {
-    this.engine.crashWorker(direction);
+    this.dataPath.crashWorker(direction);
   }
 
   async close(): Promise<void> {
-    await this.engine.stop();
-    const addon = datapathAddon();
-    for (const fd of this.fds.splice(0)) addon.closeFd(fd);
+    await this.dataPath.close();
   }
 }

@@ -1,0 +1,95 @@
+// A userspace data path as one unit, for the udp backend and the userspace VTEP: the TUN/TAP device
+// and its sockets (open-device), the device's settings (DeviceState) and the packet engine, over a
+// peer table that outlives them. ensure() keeps the settings; if the device was deleted by hand (its
+// fds then fail with EBADFD and the workers die), it opens everything again on the same peer table,
+// so peers and counters carry over, as a deleted kernel VXLAN device is re-created.
+import type { Logger } from 'pino';
+import type { DatapathStats } from '../backend.js';
+import { runCommand } from '../kernel/run-command.js';
+import { DeviceState, type DeviceSpec } from './device-state.js';
+import { datapathAddon } from './native/datapath-addon.js';
+import { type OpenEngineDeviceOptions, openEngineDevice } from './open-device.js';
+import { PacketEngine, type PacketEngineOptions } from './packet-engine.js';
+import { type EnginePeer, PeerTable } from './peer-table.js';
+
+export interface EngineDataPathOptions {
+  readonly device: Omit<OpenEngineDeviceOptions, 'log'>;
+  readonly settings: Omit<DeviceSpec, 'name'>;
+  readonly spec: Omit<PacketEngineOptions['spec'], 'offload'>;
+  /** Peer table capacity. */
+  readonly capacity: number;
+  readonly log: Logger;
+}
+
+interface Opened { readonly name: string; readonly state: DeviceState; readonly engine: PacketEngine; readonly fds: number[] }
+
+async function openOnce(o: EngineDataPathOptions, table: PeerTable): Promise<Opened> {
+  const dev = openEngineDevice({ ...o.device, log: o.log });
+  try {
+    const state = new DeviceState({ ...o.settings, name: dev.name });
+    await state.ensure();
+    const engine = new PacketEngine({ table, queues: dev.queues, log: o.log, spec: { ...o.spec, offload: dev.offload } });
+    await engine.start();
+    return { name: dev.name, state, engine, fds: dev.fds };
+  } catch (err) {
+    for (const fd of dev.fds) datapathAddon().closeFd(fd);
+    throw err;
+  }
+}
+
+export class EngineDataPath {
+  private queue: Promise<unknown> = Promise.resolve();
+  /** Worker restarts of engines replaced since start. */
+  private restartsBefore = 0;
+
+  private constructor(private readonly o: EngineDataPathOptions, private readonly table: PeerTable, private current: Opened) {}
+
+  static async open(o: EngineDataPathOptions): Promise<EngineDataPath> {
+    const table = new PeerTable(o.capacity, o.device.queues);
+    return new EngineDataPath(o, table, await openOnce(o, table));
+  }
+
+  get name(): string { return this.current.name; }
+  get queues(): number { return this.o.device.queues; }
+
+  replacePeers(peers: readonly EnginePeer[]): void {
+    this.table.replace(peers);
+  }
+
+  /** Fixes the device's settings, or re-creates the device if it is gone; returns how many things were fixed. */
+  ensure(): Promise<number> {
+    return this.serial(async () => {
+      if ((await runCommand('ip', ['link', 'show', 'dev', this.current.name])).code === 0) return this.current.state.ensure();
+      this.o.log.warn({ device: this.current.name }, 'the device was deleted: re-creating it and restarting the packet engine');
+      await this.closeCurrent();
+      this.current = await openOnce(this.o, this.table);
+      return 1;
+    });
+  }
+
+  datapathStats(peers: Iterable<string>): DatapathStats {
+    const s = this.current.engine.datapathStats(peers);
+    return { ...s, workerRestarts: s.workerRestarts + this.restartsBefore };
+  }
+
+  crashWorker(direction: 'tx' | 'rx'): void {
+    this.current.engine.crashWorker(direction);
+  }
+
+  close(): Promise<void> {
+    return this.serial(() => this.closeCurrent());
+  }
+
+  private async closeCurrent(): Promise<void> {
+    await this.current.engine.stop();
+    this.restartsBefore += this.current.engine.restarts;
+    const addon = datapathAddon();
+    for (const fd of this.current.fds.splice(0)) addon.closeFd(fd);
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+}
