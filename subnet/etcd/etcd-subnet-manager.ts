@@ -89,8 +89,9 @@ export class EtcdSubnetManager {
   private observeCall(op: EtcdOp, error: FlannelError | undefined): void {
     this.emit({ type: 'etcd-request', op, ok: !error });
     if (error && this.etcdUp !== false) {
+      const wasUp = this.etcdUp === true; // not at start: etcd was never reachable then
       this.etcdUp = false;
-      this.emit({ type: 'etcd-unavailable', op, error: error.message });
+      if (wasUp) this.emit({ type: 'etcd-unavailable', op, error: error.message });
     } else if (!error && this.etcdUp !== true) {
       if (this.etcdUp === false) this.log.info('etcd is reachable again');
       this.etcdUp = true;

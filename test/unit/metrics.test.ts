@@ -325,3 +325,20 @@ t.test('a renewal refused because the other loop already re-created the key: ado
   t.equal(renewal, 'running', 'the renewal loop is still running');
   t.notOk(isFlannelError(renewal), 'no error');
 });
+
+t.test('etcd unreachable from the start: not counted as a transition to unavailable until it was once reachable', async (t) => {
+  const reg = new FakeRegistry();
+  const events: SubnetEvent[] = [];
+  const mgr = new EtcdSubnetManager(reg as unknown as EtcdRegistry, { log, leaseTtlSec: 60, onEvent: (ev) => events.push(ev), random: () => 0 });
+  reg.down = true;
+  const cfg = parseNetworkConfig('{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}', 'test');
+  const acquiring = mgr.acquireLease(cfg, { publicIp: ip('192.0.2.1'), backendType: 'host-gw' }, { signal: AbortSignal.timeout(10_000) });
+  await until('two failed requests', () => events.filter((e) => e.type === 'etcd-request' && !e.ok).length >= 2);
+  t.equal(events.filter((e) => e.type === 'etcd-unavailable').length, 0, 'no etcd-unavailable while etcd was never reachable');
+  reg.down = false;
+  await acquiring;
+  t.equal(events.filter((e) => e.type === 'etcd-available').length, 1, 'etcd-available once it answers');
+  reg.setDown(true);
+  await mgr.acquireLease(cfg, { publicIp: ip('192.0.2.1'), backendType: 'host-gw' }, { signal: AbortSignal.timeout(1500) }).catch(() => undefined);
+  t.equal(events.filter((e) => e.type === 'etcd-unavailable').length, 1, 'then a failure is a transition to unavailable');
+});
