@@ -115,7 +115,9 @@ export function watchDeletions(ns: string): { stop(): Promise<string[]> } {
   return {
     async stop() {
       await stopProcess(p, 'SIGTERM', 2000);
-      return p.output().split('\n').filter((l) => l.startsWith('Deleted'));
+      // Routes, and neighbours flanneld owns (PERMANENT). The kernel's own cache entries (ARP entries
+      // aging out, multicast NOARP entries on cni0) come and go by themselves and say nothing about us.
+      return p.output().split('\n').filter((l) => l.startsWith('Deleted') && (!l.includes(' lladdr ') || l.includes('PERMANENT')));
     },
   };
 }
