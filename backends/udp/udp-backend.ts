@@ -75,10 +75,22 @@ export class UdpBackend implements Backend {
 
 export class UdpNetwork implements Network {
   private readonly peers = new Map<string, Lease>();
+  private readonly pending: LeaseEvent[] = [];
+  private nextSwap: Promise<void> | undefined;
 
   constructor(readonly lease: Lease, private readonly dataPath: EngineDataPath, private readonly port: number, private readonly log: Logger) {}
 
-  async apply(events: readonly LeaseEvent[]): Promise<void> {
+  /** Events handed over in one go (a watch delivers a transaction's keys one by one) make one table swap. */
+  apply(events: readonly LeaseEvent[]): Promise<void> {
+    this.pending.push(...events);
+    this.nextSwap ??= Promise.resolve().then(() => {
+      this.nextSwap = undefined;
+      this.swap(this.pending.splice(0));
+    });
+    return this.nextSwap;
+  }
+
+  private swap(events: readonly LeaseEvent[]): void {
     for (const ev of events) {
       const key = formatCidr4(ev.lease.subnet);
       if (ev.kind === 'added') this.peers.set(key, ev.lease);
