@@ -11,7 +11,7 @@
 import type { Logger } from 'pino';
 import { FlannelError, errorMessage } from '../../subnet/errors.js';
 import { formatCidr4, formatIp4 } from '../../subnet/ip.js';
-import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
+import { type Lease, type LeaseAttrs, type LeaseEvent, sameAttrs } from '../../subnet/lease.js';
 import type { Backend, BackendContext, DatapathStats, Network, ReconcileResult } from '../backend.js';
 import { datapathAddon } from '../datapath/native/datapath-addon.js';
 import type { Route } from '../kernel/kernel-routes.js';
@@ -87,6 +87,8 @@ interface VxlanNetworkOptions {
 export class VxlanNetwork implements Network {
   readonly lease: Lease;
   private readonly peers = new Map<string, VxlanPeer>();
+  /** The usable peer leases programmed, by subnet. */
+  private readonly applied = new Map<string, Lease>();
   /** Direct-routing decisions by PublicIP, made once per peer as flannel does. */
   private readonly direct = new Map<number, boolean>();
   private readonly routes: RouteNetwork;
@@ -124,26 +126,33 @@ export class VxlanNetwork implements Network {
   }
 
   private async applyBatch(events: readonly LeaseEvent[]): Promise<void> {
-    // Only the last event per subnet counts: the removals run before the additions below, so an
-    // "added, removed" pair in one batch must not leave the route of the addition behind.
-    const last = new Map<string, LeaseEvent>();
-    for (const ev of events) {
-      const key = formatCidr4(ev.lease.subnet);
-      last.delete(key);
-      last.set(key, ev);
+    // The net change per subnet against what is programmed: a batch can hold several events for one
+    // subnet ("added, removed" under churn, "removed, added" when a lease changes), and the removals
+    // below run before the additions.
+    const finals = new Map<string, Lease | undefined>();
+    for (const ev of events) finals.set(formatCidr4(ev.lease.subnet), ev.kind === 'added' ? ev.lease : undefined);
+    const removed: LeaseEvent[] = [];
+    const added: LeaseEvent[] = [];
+    for (const [key, lease] of finals) {
+      const target = lease && this.usable(lease) ? lease : undefined;
+      const current = this.applied.get(key);
+      if (current && !target) removed.push({ kind: 'removed', lease: current });
+      if (target && !(current && sameAttrs(current.attrs, target.attrs))) added.push({ kind: 'added', lease: target });
+      if (target) this.applied.set(key, target);
+      else this.applied.delete(key);
     }
-    const usable = [...last.values()].filter((ev) => this.usable(ev.lease));
-    for (const ev of usable) if (ev.kind === 'added' && this.o.cfg.directRouting) await this.decideDirect(ev.lease.attrs.publicIp);
-    // Removal: route first, then L2; addition: L2 first (neighbour, FDB), then the route.
-    await this.routes.apply(usable.filter((ev) => ev.kind === 'removed'));
-    for (const ev of usable) {
-      const key = formatCidr4(ev.lease.subnet);
-      if (ev.kind === 'removed') this.peers.delete(key);
-      else if (!this.direct.get(ev.lease.attrs.publicIp)) this.peers.set(key, { key, subnet: ev.lease.subnet, publicIp: ev.lease.attrs.publicIp, mac: parseVtepMac(ev.lease.attrs.backendData) as string });
-      else this.peers.delete(key);
+    if (this.o.cfg.directRouting) for (const ev of added) await this.decideDirect(ev.lease.attrs.publicIp);
+    // Removal: route first, then L2; addition: L2 first (neighbour, FDB), then the route (a changed
+    // lease is an addition: its route is replaced in place, its L2 entries by the sync).
+    await this.routes.apply(removed);
+    for (const ev of removed) this.peers.delete(formatCidr4(ev.lease.subnet));
+    for (const { lease } of added) {
+      const key = formatCidr4(lease.subnet);
+      if (this.direct.get(lease.attrs.publicIp)) this.peers.delete(key);
+      else this.peers.set(key, { key, subnet: lease.subnet, publicIp: lease.attrs.publicIp, mac: parseVtepMac(lease.attrs.backendData) as string });
     }
     await this.syncL2();
-    await this.routes.apply(usable.filter((ev) => ev.kind === 'added'));
+    await this.routes.apply(added);
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
