@@ -159,6 +159,21 @@ export async function timeToLive(c: LocalCluster, id: bigint): Promise<{ granted
 }
 
 /**
+ * The etcd lease holding `key` and its TTL. A renewal re-puts the key on a fresh etcd lease and then
+ * revokes the old one, so a lease read just before a renewal can be gone a moment later: then the
+ * key is read again (a few times), which the renewal has by then moved to its new lease.
+ */
+export async function liveLeaseOf(c: LocalCluster, key: string): Promise<{ id: bigint; granted: number; remaining: number } | undefined> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const id = await leaseIdOf(c, key);
+    if (!id) return undefined;
+    const ttl = await timeToLive(c, id);
+    if (ttl && ttl.remaining >= 0) return { id, ...ttl };
+  }
+  return undefined;
+}
+
+/**
  * Samples a key's value every `stepMs` until stop(); returns the distinct values in order with the
  * ms (since start) each was first seen, "<missing>" for a missing key.
  */

@@ -9,8 +9,8 @@ import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, runTag } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
 import {
-  daemon, dumpLogsIfFailed, hostGwValue, keyValue, leaseIdOf, leaseKeyOf, logLines, networkOf, ownRoutes, pingAllPairs, pingStream,
-  running, sample, scrape, timeToLive, until, watchDeletions,
+  daemon, dumpLogsIfFailed, hostGwValue, keyValue, leaseKeyOf, liveLeaseOf, logLines, networkOf, ownRoutes, pingAllPairs, pingStream,
+  running, sample, scrape, until, watchDeletions,
 } from '../helpers/probes.js';
 
 const TTL = 6;
@@ -81,8 +81,7 @@ if (process.getuid?.() !== 0) {
       const listing = (await c.etcd.ctlChecked(['get', '--prefix', '/coreos.com/network/subnets', '--keys-only'])).split('\n').filter(Boolean).sort();
       tt.same(listing, [...keys].sort(), 'exactly the three old keys, nothing else');
       for (const [i, n] of c.nodes.entries()) {
-        const id = await leaseIdOf(c, keys[i] as string);
-        const ttl = id ? await timeToLive(c, id) : undefined;
+        const ttl = await liveLeaseOf(c, keys[i] as string);
         tt.ok(ttl && ttl.granted === TTL && ttl.remaining > 0, `${n.name}: key held by a live ${ttl?.granted} s etcd lease`);
         tt.equal(readEnvFile(c.subnetFileOf(n)).FLANNEL_SUBNET, subnets[i], `${n.name}: subnet.env unchanged`);
         tt.ok(running(daemon(c, n)), `${n.name}: flanneld still runs`);

@@ -10,8 +10,8 @@ import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, runTag } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
 import {
-  daemon, dumpLogsIfFailed, hostGwValue, keyHistory, keyValue, leaseIdOf, leaseKeyOf, logLines, networkOf, ownRoutes,
-  pingAllPairs, pingStream, running, sample, scrape, timeToLive, until, watchDeletions,
+  daemon, dumpLogsIfFailed, hostGwValue, keyHistory, keyValue, leaseKeyOf, liveLeaseOf, logLines, networkOf, ownRoutes,
+  pingAllPairs, pingStream, running, sample, scrape, until, watchDeletions,
 } from '../helpers/probes.js';
 
 const TTL = 6;
@@ -85,8 +85,7 @@ if (process.getuid?.() !== 0) {
         tt.same(await Promise.all(keys.map((k) => keyValue(c, k))), values, 'same keys with the same values');
         tt.same(c.nodes.map((n) => readEnvFile(c.subnetFileOf(n)).FLANNEL_SUBNET), subnets, 'subnet.env unchanged on both nodes');
         for (const k of keys) {
-          const id = await leaseIdOf(c, k);
-          const ttl = id ? await timeToLive(c, id) : undefined;
+          const ttl = await liveLeaseOf(c, k);
           tt.ok(ttl && ttl.granted === TTL && ttl.remaining > 0, `${k} held by a live etcd lease (TTL ${ttl?.granted} s, ${ttl?.remaining} s left)`);
         }
         for (const n of c.nodes) tt.ok(running(daemon(c, n)), `${n.name}: flanneld still runs`);
