@@ -21,8 +21,17 @@ export interface BackendContext {
   readonly log: Logger;
   /** Userspace data paths: whether to try the offload loops (--datapath-offload); default true. */
   readonly offload?: boolean;
-  /** Userspace data paths: device queues, each with a TX and an RX worker (--datapath-queues); default 1. */
+  /** Userspace data paths: device queues (--datapath-queues); default 1. */
   readonly queues?: number;
+  /** Userspace data paths: how each queue's packets are moved (--datapath-threads, --datapath-spin-us). */
+  readonly threading?: DatapathThreading;
+}
+
+/** Per device queue, one worker serving both directions ('shared') or a TX and an RX worker ('pair');
+ * `spinUs`: how long a worker stays busy after traffic before it sleeps in poll. */
+export interface DatapathThreading {
+  readonly workers: 'shared' | 'pair';
+  readonly spinUs: number;
 }
 
 export interface Backend {

@@ -49,7 +49,8 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     const ext = await findExternalInterface({ iface: flags.iface, ifaceRegex: flags['iface-regex'], ifaceCanReach: flags['iface-can-reach'], publicIp: flags['public-ip'] });
     log.info({ iface: ext.name, mtu: ext.mtu }, 'using external interface');
     const queues = flags['datapath-queues'] || Math.max(1, Math.floor(availableParallelism() / 2));
-    const backend = createBackend(config.backendType, { ext, config, log, offload: flags['datapath-offload'], queues });
+    const threading = { workers: flags['datapath-threads'] as 'shared' | 'pair', spinUs: flags['datapath-spin-us'] };
+    const backend = createBackend(config.backendType, { ext, config, log, offload: flags['datapath-offload'], queues, threading });
     const attrs = await backend.prepare();
     health.reason = 'acquiring a subnet lease';
     const previousSubnet = readPreviousSubnet(flags['subnet-file']);

@@ -4,7 +4,7 @@
 // fds then fail with EBADFD and the workers die), it opens everything again on the same peer table,
 // so peers and counters carry over, as a deleted kernel VXLAN device is re-created.
 import type { Logger } from 'pino';
-import type { DatapathStats } from '../backend.js';
+import type { DatapathStats, DatapathThreading } from '../backend.js';
 import { runCommand } from '../kernel/run-command.js';
 import { DeviceState, type DeviceSpec } from './device-state.js';
 import { datapathAddon } from './native/datapath-addon.js';
@@ -18,6 +18,7 @@ export interface EngineDataPathOptions {
   readonly spec: Omit<PacketEngineOptions['spec'], 'offload'>;
   /** Peer table capacity. */
   readonly capacity: number;
+  readonly threading?: DatapathThreading;
   readonly log: Logger;
 }
 
@@ -28,7 +29,7 @@ async function openOnce(o: EngineDataPathOptions, table: PeerTable): Promise<Ope
   try {
     const state = new DeviceState({ ...o.settings, name: dev.name });
     await state.ensure();
-    const engine = new PacketEngine({ table, queues: dev.queues, log: o.log, spec: { ...o.spec, offload: dev.offload } });
+    const engine = new PacketEngine({ table, queues: dev.queues, log: o.log, spec: { ...o.spec, offload: dev.offload }, ...(o.threading ? { threading: o.threading } : {}) });
     await engine.start();
     return { name: dev.name, state, engine, fds: dev.fds };
   } catch (err) {

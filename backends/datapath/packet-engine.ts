@@ -1,16 +1,19 @@
-// The main-thread side of the packet engine: per device queue, one TX and one RX worker over that
-// queue's fd and socket, all sharing the peer table; restarts a worker that dies (with backoff,
+// The main-thread side of the packet engine: per device queue, one worker serving both directions
+// ('shared') or a TX and an RX worker ('pair') over that queue's fd and socket, all sharing the peer
+// table; restarts a worker that dies (with backoff,
 // counted); stops them through an eventfd. Reads counters from shared memory, never per packet.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { DatapathStats } from '../backend.js';
+import type { DatapathStats, DatapathThreading } from '../backend.js';
 import { GLOBAL_STATS, GLOBAL_STAT_SLOTS, type GlobalStat, PEER_STATS, type PeerStat } from './layout.js';
 import { type EngineSpec, datapathAddon } from './native/datapath-addon.js';
 import type { EnginePeer, PeerTable } from './peer-table.js';
-import type { WorkerData, WorkerMessage, WorkerReport } from './engine.worker.js';
+import type { WorkerData, WorkerDirection, WorkerMessage, WorkerReport } from './engine.worker.js';
 
-type Direction = 'tx' | 'rx';
-type WorkerKey = `${Direction}${number}`;
+type WorkerKey = `${WorkerDirection}${number}`;
+
+/** The default: one worker per queue, busy for 50 µs after traffic. */
+export const DEFAULT_THREADING: DatapathThreading = { workers: 'shared', spinUs: 50 };
 
 /** The fds of one device queue: its TUN/TAP fd, its receiving socket, and the sending sockets. */
 export interface EngineQueue {
@@ -20,8 +23,9 @@ export interface EngineQueue {
 }
 
 export interface PacketEngineOptions {
-  readonly spec: Omit<EngineSpec, 'stopFd' | 'peerTable' | 'stats' | 'devFd' | 'udpFd' | 'txFds'>;
+  readonly spec: Omit<EngineSpec, 'stopFd' | 'peerTable' | 'stats' | 'devFd' | 'udpFd' | 'txFds' | 'spinUs'>;
   readonly queues: readonly EngineQueue[];
+  readonly threading?: DatapathThreading;
   readonly table: PeerTable;
   readonly log: Logger;
 }
@@ -36,12 +40,20 @@ export class PacketEngine {
   private stopFd = -1;
   private stopping = false;
 
-  constructor(private readonly o: PacketEngineOptions) {}
+  private readonly threading: DatapathThreading;
+
+  constructor(private readonly o: PacketEngineOptions) {
+    this.threading = o.threading ?? DEFAULT_THREADING;
+  }
+
+  private get directions(): readonly WorkerDirection[] {
+    return this.threading.workers === 'shared' ? ['both'] : ['tx', 'rx'];
+  }
 
   async start(): Promise<void> {
     this.stopFd = datapathAddon().eventfdOpen();
     try {
-      await Promise.all(this.o.queues.flatMap((_, q) => (['tx', 'rx'] as const).map((d) => this.spawn(d, q))));
+      await Promise.all(this.o.queues.flatMap((_, q) => this.directions.map((d) => this.spawn(d, q))));
     } catch (err) {
       await this.stop();
       throw err;
@@ -77,9 +89,10 @@ export class PacketEngine {
     };
   }
 
-  /** Fault injection: makes a worker throw, as a crash would. */
-  crashWorker(direction: Direction, queue = 0): void {
-    this.workers.get(`${direction}${queue}`)?.postMessage({ type: 'crash' } satisfies WorkerMessage);
+  /** Fault injection: makes a worker throw, as a crash would (the shared worker for either direction). */
+  crashWorker(direction: 'tx' | 'rx', queue = 0): void {
+    const d: WorkerDirection = this.threading.workers === 'shared' ? 'both' : direction;
+    this.workers.get(`${d}${queue}`)?.postMessage({ type: 'crash' } satisfies WorkerMessage);
   }
 
   get alive(): number { return this.workers.size; }
@@ -98,10 +111,10 @@ export class PacketEngine {
     this.stopFd = -1;
   }
 
-  private spawn(direction: Direction, queue: number): Promise<void> {
+  private spawn(direction: WorkerDirection, queue: number): Promise<void> {
     const key: WorkerKey = `${direction}${queue}`;
     const q = this.o.queues[queue] as EngineQueue;
-    const spec = { ...this.o.spec, ...q, stopFd: this.stopFd, peerTable: this.o.table.words, stats: this.o.table.region(queue) };
+    const spec = { ...this.o.spec, ...q, stopFd: this.stopFd, peerTable: this.o.table.words, stats: this.o.table.region(queue), spinUs: this.threading.spinUs };
     const data: WorkerData = { direction, spec };
     const worker = new Worker(WORKER_URL, { workerData: data, name: `engine-${key}` });
     this.workers.set(key, worker);
@@ -124,8 +137,9 @@ export class PacketEngine {
 
   /** Logs once which offload features the engine really uses, and which are missing. */
   private onReport(m: WorkerReport): void {
-    if (m.type !== 'features' || m.direction !== 'rx' || this.reported) return;
-    if (this.o.queues.length > 1) this.o.log.info({ queues: this.o.queues.length }, 'packet engine: multi-queue device, one TX and one RX worker per queue');
+    if (m.type !== 'features' || m.direction === 'tx' || this.reported) return;
+    const per = this.threading.workers === 'shared' ? 'one worker for both directions' : 'one TX and one RX worker';
+    this.o.log.info({ queues: this.o.queues.length, workers: this.threading.workers, spinUs: this.threading.spinUs }, `packet engine: ${this.o.queues.length} queue(s), ${per} per queue`);
     this.reported = true;
     const f = m.features;
     const missing = [!f.offload && 'TSO on the device (per-packet path)', f.offload && !f.gso && 'UDP GSO', f.offload && !f.gro && 'UDP GRO'].filter(Boolean);
@@ -133,15 +147,20 @@ export class PacketEngine {
     else this.o.log.warn({ missing }, `packet engine: running without ${missing.join(', ')}`);
   }
 
-  private onDeath(direction: Direction, queue: number, err: Error, uptimeMs: number): void {
+  private onDeath(direction: WorkerDirection, queue: number, err: Error, uptimeMs: number): void {
     const key: WorkerKey = `${direction}${queue}`;
     const prev = uptimeMs > 30_000 ? 0 : this.backoffMs.get(key) ?? 0;
     const delayMs = Math.min(5000, prev === 0 ? 100 : prev * 2);
     this.backoffMs.set(key, delayMs);
     this.restarts++;
-    this.o.log.error({ direction, queue, err: err.message, delayMs, restarts: this.restarts }, `packet engine ${direction} worker died; restarting it`);
+    this.o.log.error({ direction, queue, err: err.message, delayMs, restarts: this.restarts }, `packet engine ${workerName(direction, queue)} died; restarting it`);
     setTimeout(() => {
-      if (!this.stopping) this.spawn(direction, queue).catch((e: unknown) => this.o.log.error(`restarting the ${direction} worker failed: ${String(e)}`));
+      if (!this.stopping) this.spawn(direction, queue).catch((e: unknown) => this.o.log.error(`restarting the packet engine ${workerName(direction, queue)} failed: ${String(e)}`));
     }, delayMs).unref();
   }
+}
+
+/** "tx worker 0", "rx worker 0", "worker 0" (one worker for both directions). */
+function workerName(direction: WorkerDirection, queue: number): string {
+  return `${direction === 'both' ? '' : `${direction} `}worker ${queue}`;
 }

@@ -66,6 +66,7 @@ export class UdpBackend implements Backend {
         mtu: this.mtu, vni: 0, devMac: new Uint8Array(6),
       },
       capacity: Math.min(65_536, 2 ** (config.subnetLen - config.network.prefixLen)),
+      ...(this.ctx.threading ? { threading: this.ctx.threading } : {}),
       log: this.log,
     });
     this.log.info({ device: dataPath.name, port: this.port, mtu: this.mtu, queues }, 'udp backend running');

@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import { formatIp4, maskOf } from '../../subnet/ip.js';
 import type { Lease } from '../../subnet/lease.js';
-import type { DatapathStats, ExternalInterface } from '../backend.js';
+import type { DatapathStats, DatapathThreading, ExternalInterface } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
 import { ENGINE_MODE } from '../datapath/native/datapath-addon.js';
 import type { VxlanPeer, Vtep } from './vtep.js';
@@ -22,6 +22,7 @@ export interface UserspaceVtepOptions {
   readonly capacity: number;
   readonly offload: boolean;
   readonly queues: number;
+  readonly threading?: DatapathThreading;
   readonly log: Logger;
 }
 
@@ -41,6 +42,7 @@ export class UserspaceVtep implements Vtep {
         ownMask: maskOf(o.lease.subnet.prefixLen), mtu: o.mtu, vni: o.vni, devMac: macToBytes(o.mac),
       },
       capacity: o.capacity,
+      ...(o.threading ? { threading: o.threading } : {}),
       log: o.log,
     });
     return new UserspaceVtep(dataPath.name, dataPath, o.port);

@@ -69,6 +69,7 @@ export class VxlanBackend implements Backend {
       vtep = await UserspaceVtep.create({
         name: this.device, mac: stableVtepMac(this.ctx.ext.publicIp, this.cfg.vni), mtu: this.mtu, ext: this.ctx.ext, lease,
         log: this.log, vni: this.cfg.vni, port: this.cfg.port, capacity, offload: this.ctx.offload ?? true, queues: this.ctx.queues ?? 1,
+        ...(this.ctx.threading ? { threading: this.ctx.threading } : {}),
       });
     }
     this.log.info({ device: this.device, mtu: this.mtu, port: this.cfg.port, vni: this.cfg.vni }, 'vxlan backend running');

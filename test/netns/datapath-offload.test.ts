@@ -65,6 +65,28 @@ for (const [path, flags] of [['offload', OFFLOAD], ['fallback', FALLBACK]] as co
   });
 }
 
+// Worker layouts: the default is one worker per queue serving both directions and staying busy for
+// 50 µs after traffic; a TX and an RX worker per queue, several queues and no busy spell must carry
+// the same traffic intact.
+const LAYOUTS = [
+  { what: 'a TX and an RX worker per queue', flags: ['--datapath-threads=pair'], log: /1 queue\(s\), one TX and one RX worker per queue/ },
+  { what: 'two queues, one worker each, no busy spell', flags: ['--datapath-queues=2', '--datapath-spin-us=0'], log: /2 queue\(s\), one worker for both directions per queue/ },
+  { what: 'two queues, a TX and an RX worker each', flags: ['--datapath-queues=2', '--datapath-threads=pair'], log: /2 queue\(s\), one TX and one RX worker per queue/ },
+] as const;
+
+t.test('worker layouts carry 256 MB intact on udp and userspace vxlan', async (t) => {
+  for (const layout of LAYOUTS) {
+    for (const backend of [{ Type: 'udp' }, { Type: 'vxlan' }]) {
+      await t.test(`${backend.Type}: ${layout.what}`, async (t) => {
+        const { cluster, n1, p1, p2 } = await pair(t, backend, [...layout.flags], [...layout.flags]);
+        t.match(cluster.daemons.get(n1.name)?.proc.output(), layout.log, 'the daemon runs the layout asked for');
+        await transfer(t, p1, p2, GB / 4, `${backend.Type} → ${backend.Type}`);
+        await transfer(t, p2, p1, GB / 4, `${backend.Type} ← ${backend.Type}`);
+      });
+    }
+  }
+});
+
 const ping = (pod: PodHost, to: string, args: string[]) => execIn(pod.ns, 'ping', ['-n', '-c', '2', '-W', '2', '-i', '0.2', ...args, to]);
 
 t.test('DF pings at the maximum size, IP options and fragments', async (t) => {

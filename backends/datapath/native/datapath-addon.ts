@@ -7,6 +7,8 @@ export const TUN_FLAGS = { TAP: 1, VNET_HDR: 2, MULTI_QUEUE: 4 } as const;
 export const TUN_OFFLOADS = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08 } as const;
 export const ENGINE_MODE = { UDP: 0, VXLAN: 1 } as const;
 export const PUMP = { IDLE: 0, STOPPED: 1 } as const;
+/** pump() directions: device → UDP, UDP → device, or both on one thread. */
+export const PUMP_DIRS = { TX: 1, RX: 2, BOTH: 3 } as const;
 
 /** An engine context; owned by the worker that created it. */
 export type EngineHandle = { readonly __engine: unique symbol };
@@ -27,6 +29,8 @@ export interface EngineSpec {
   readonly txFds: Int32Array;
   /** The device has IFF_VNET_HDR and TSO: run the offload loops (GSO split, UDP GSO/GRO, coalescing). */
   readonly offload: boolean;
+  /** Stay busy this many µs after the last packet before sleeping in poll (0 or absent: never). */
+  readonly spinUs?: number;
 }
 
 export interface EngineFeatures {
@@ -44,9 +48,8 @@ export interface DatapathAddon {
   closeFd(fd: number): void;
   engineCreate(spec: EngineSpec): EngineHandle;
   engineFeatures(engine: EngineHandle): EngineFeatures;
-  /** Device → UDP; returns PUMP.IDLE after `timeoutMs` idle or `maxBatches` batches, PUMP.STOPPED on stop. */
-  pumpTx(engine: EngineHandle, timeoutMs: number, maxBatches: number): number;
-  pumpRx(engine: EngineHandle, timeoutMs: number, maxBatches: number): number;
+  /** Moves packets in `dirs` (PUMP_DIRS); returns PUMP.IDLE after `timeoutMs` idle or `maxBatches` steps, PUMP.STOPPED on stop. */
+  pump(engine: EngineHandle, dirs: number, timeoutMs: number, maxBatches: number): number;
   engineDestroy(engine: EngineHandle): void;
 }
 

@@ -142,7 +142,7 @@ static void finalize_box(napi_env env, void *data, void *hint) {
 }
 
 /* engineCreate({ mode, devFd, udpFd, stopFd, peerTable: Uint32Array, stats: BigUint64Array,
- *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array }) → external */
+ *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array, offload, spinUs? }) → external */
 static napi_value engine_create(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
@@ -159,6 +159,8 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   e->own_mask = (uint32_t)get_num(env, prop(env, o, "ownMask"));
   e->mtu = (uint32_t)get_num(env, prop(env, o, "mtu"));
   e->vni = (uint32_t)get_num(env, prop(env, o, "vni"));
+  double spin = get_num(env, prop(env, o, "spinUs"));
+  e->spin_us = spin > 0 && spin <= 1000000 ? (int)spin : 0;
   bool offload = false;
   napi_get_value_bool(env, prop(env, o, "offload"), &offload);
   e->vnet = offload;
@@ -201,17 +203,20 @@ static engine_box *unwrap(napi_env env, napi_value v) {
   return box;
 }
 
-static napi_value pump(napi_env env, napi_callback_info info, int tx) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
+/* pump(engine, dirs, timeoutMs, maxBatches): dirs 1 = TX, 2 = RX, 3 = both on one thread. */
+static napi_value pump(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
   engine_box *box = unwrap(env, argv[0]);
   if (!box) return NULL;
-  int r = tx ? fl_pump_tx(&box->engine, (int)get_num(env, argv[1]), (int)get_num(env, argv[2]))
-             : fl_pump_rx(&box->engine, (int)get_num(env, argv[1]), (int)get_num(env, argv[2]));
-  return r < 0 ? throw_errno(env, r, tx ? "pumpTx" : "pumpRx") : num(env, r);
+  int dirs = (int)get_num(env, argv[1]);
+  if (dirs < FL_DIR_TX || dirs > (FL_DIR_TX | FL_DIR_RX)) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "pump: dirs must be 1 (TX), 2 (RX) or 3 (both)");
+    return NULL;
+  }
+  int r = fl_pump(&box->engine, dirs, (int)get_num(env, argv[2]), (int)get_num(env, argv[3]));
+  return r < 0 ? throw_errno(env, r, "pump") : num(env, r);
 }
-
-static napi_value pump_tx(napi_env env, napi_callback_info info) { return pump(env, info, 1); }
 
 /* engineFeatures(engine) → { offload, gso, gro }: what the loops actually use. */
 static napi_value engine_features(napi_env env, napi_callback_info info) {
@@ -226,7 +231,6 @@ static napi_value engine_features(napi_env env, napi_callback_info info) {
   napi_get_boolean(env, box->engine.gro, &v); napi_set_named_property(env, obj, "gro", v);
   return obj;
 }
-static napi_value pump_rx(napi_env env, napi_callback_info info) { return pump(env, info, 0); }
 
 static napi_value engine_destroy(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -246,8 +250,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
     {"engineCreate", NULL, engine_create, NULL, NULL, NULL, napi_enumerable, NULL},
     {"engineFeatures", NULL, engine_features, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"pumpTx", NULL, pump_tx, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"pumpRx", NULL, pump_rx, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"pump", NULL, pump, NULL, NULL, NULL, napi_enumerable, NULL},
     {"engineDestroy", NULL, engine_destroy, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <netinet/udp.h>
 #include <poll.h>
+#include <sched.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -55,15 +57,6 @@ void fl_engine_free(fl_engine *e) {
   e->bufs = e->seg = e->rx_bufs = e->tx_rbuf = e->stage = e->coal = NULL;
   e->ctrl = NULL;
   fl_peers_free(&e->peers);
-}
-
-/* Waits for `fd` or the stop fd. Returns 1 if fd is ready, 0 on timeout, FL_PUMP_STOPPED+1 on stop, -errno. */
-int fl_wait_ready(fl_engine *e, int fd, int timeout_ms) {
-  struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = e->stop_fd, .events = POLLIN}};
-  int r = poll(p, 2, timeout_ms);
-  if (r < 0) return errno == EINTR ? 0 : -errno;
-  if (p[1].revents) return 2;
-  return r > 0 ? 1 : 0;
 }
 
 int fl_stop_requested(fl_engine *e) {
@@ -174,43 +167,37 @@ static void flush(fl_engine *e, int n, const int *fd_of) {
   }
 }
 
-int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches) {
-  if (e->vnet) return fl_pump_tx_offload(e, timeout_ms, max_batches);
-  if (fl_stop_requested(e)) return FL_PUMP_STOPPED;
+/* One per-packet TX step: reads packets until EAGAIN or a full batch, routes them, sends the batch.
+ * Returns the number of reads, 0 when the device had nothing, or -errno. */
+static int tx_step_plain(fl_engine *e) {
   int fd_of[FL_BATCH];
-  for (int b = 0; b < max_batches; b++) {
-    fl_sync_peers(e);
-    int n = 0;
-    while (n < FL_BATCH) {
-      uint8_t *buf = e->bufs + (size_t)n * e->slot_size;
-      ssize_t r = read(e->dev_fd, buf, e->slot_size);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) break;
-        return -errno;
-      }
-      const fl_peer *peer;
-      size_t len = (size_t)r;
-      if (e->mode == FL_MODE_VXLAN) {
-        uint32_t hash = 0;
-        peer = fl_vxlan_route(e, buf, len, &hash);
-        fd_of[n] = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
-      } else {
-        peer = fl_route_ipv4(e, buf, len);
-        if (peer) len = fl_rd16(buf + 2);
-        fd_of[n] = e->n_tx_fds ? e->tx_fds[fl_flow_hash(buf, len) % e->n_tx_fds] : e->udp_fd;
-      }
-      if (!peer) continue;
-      enqueue(e, n, peer, buf, len);
-      n++;
+  int n = 0, reads = 0;
+  while (n < FL_BATCH && reads < 4 * FL_BATCH) {
+    uint8_t *buf = e->bufs + (size_t)n * e->slot_size;
+    ssize_t r = read(e->dev_fd, buf, e->slot_size);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      return -errno;
     }
-    if (n > 0) { flush(e, n, fd_of); continue; }
-    int w = fl_wait_ready(e, e->dev_fd, timeout_ms);
-    if (w < 0) return w;
-    if (w == 2) return FL_PUMP_STOPPED;
-    if (w == 0) return FL_PUMP_IDLE;
+    reads++;
+    const fl_peer *peer;
+    size_t len = (size_t)r;
+    if (e->mode == FL_MODE_VXLAN) {
+      uint32_t hash = 0;
+      peer = fl_vxlan_route(e, buf, len, &hash);
+      fd_of[n] = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
+    } else {
+      peer = fl_route_ipv4(e, buf, len);
+      if (peer) len = fl_rd16(buf + 2);
+      fd_of[n] = e->n_tx_fds ? e->tx_fds[fl_flow_hash(buf, len) % e->n_tx_fds] : e->udp_fd;
+    }
+    if (!peer) continue;
+    enqueue(e, n, peer, buf, len);
+    n++;
   }
-  return FL_PUMP_IDLE;
+  if (n > 0) flush(e, n, fd_of);
+  return reads;
 }
 
 /* udp mode, RX: validate one datagram from `peer`; returns the inner packet length to write, or 0. */
@@ -259,39 +246,82 @@ void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame,
   STAT(e, ST_SEGMENTED_SUPER_FRAMES)++;
 }
 
-int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches) {
-  if (e->vnet) return fl_pump_rx_offload(e, timeout_ms, max_batches);
+/* One per-packet RX step: one recvmmsg, each datagram validated and written to the device. Returns
+ * the number of datagrams, 0 when the socket had nothing, or -errno. */
+static int rx_step_plain(fl_engine *e) {
+  prepare_recv(e);
+  int n = recvmmsg(e->udp_fd, e->msgs, FL_BATCH, MSG_DONTWAIT, NULL);
+  if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+  STAT(e, ST_RX_BATCHES)++;
+  for (int i = 0; i < n; i++) {
+    uint8_t *pkt = e->iov[i][0].iov_base;
+    size_t len = e->msgs[i].msg_len;
+    if (e->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
+    const fl_peer *peer = fl_peers_by_public(&e->peers, ntohl(e->addrs[i].sin_addr.s_addr));
+    if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
+    size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, len) : fl_accept_ipv4(e, peer, pkt, len);
+    if (!out) continue;
+    if (out > e->mtu + (e->mode == FL_MODE_VXLAN ? 14u : 0u)) { fl_write_segmented(e, peer, pkt, out); continue; }
+    if (fl_dev_write(e, NULL, pkt, out) != (ssize_t)out) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
+    STAT(e, ST_RX_PACKETS)++;
+    STAT(e, ST_RX_BYTES) += out;
+    PEER_STAT(e, peer, SP_RX_PACKETS);
+    PEER_STAT_ADD(e, peer, SP_RX_BYTES, out);
+  }
+  return n;
+}
+
+static int64_t now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/* Waits until the device (FL_DIR_TX) or the socket (FL_DIR_RX) is readable, or the stop fd. Returns
+ * 1 when ready, 0 on timeout, 2 on stop, -errno. */
+static int wait_dirs(fl_engine *e, int dirs, int timeout_ms) {
+  struct pollfd p[3] = {{.fd = e->stop_fd, .events = POLLIN},
+                        {.fd = dirs & FL_DIR_TX ? e->dev_fd : -1, .events = POLLIN},
+                        {.fd = dirs & FL_DIR_RX ? e->udp_fd : -1, .events = POLLIN}};
+  int r = poll(p, 3, timeout_ms);
+  if (r < 0) return errno == EINTR ? 0 : -errno;
+  if (p[0].revents) return 2;
+  return r > 0 ? 1 : 0;
+}
+
+int fl_pump(fl_engine *e, int dirs, int timeout_ms, int max_batches) {
   if (fl_stop_requested(e)) return FL_PUMP_STOPPED;
-  if (!e->rx_bufs && !(e->rx_bufs = malloc((size_t)FL_RX_SLOT * FL_BATCH))) return -ENOMEM;
+  if ((dirs & FL_DIR_RX) && !e->rx_bufs && !(e->rx_bufs = malloc((size_t)FL_RX_SLOT * FL_BATCH))) return -ENOMEM;
   for (int b = 0; b < max_batches; b++) {
     fl_sync_peers(e);
-    prepare_recv(e);
-    int n = recvmmsg(e->udp_fd, e->msgs, FL_BATCH, MSG_DONTWAIT, NULL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN) return -errno;
-      int w = fl_wait_ready(e, e->udp_fd, timeout_ms);
-      if (w < 0) return w;
-      if (w == 2) return FL_PUMP_STOPPED;
-      if (w == 0) return FL_PUMP_IDLE;
+    int did = 0, r;
+    if (dirs & FL_DIR_TX) {
+      if ((r = e->vnet ? fl_tx_step_offload(e) : tx_step_plain(e)) < 0) return r;
+      did += r;
+    }
+    if (dirs & FL_DIR_RX) {
+      if ((r = e->vnet ? fl_rx_step_offload(e) : rx_step_plain(e)) < 0) return r;
+      did += r;
+    }
+    if (did) {
+      if (e->spin_us) e->active_us = now_us();
       continue;
     }
-    STAT(e, ST_RX_BATCHES)++;
-    for (int i = 0; i < n; i++) {
-      uint8_t *pkt = e->iov[i][0].iov_base;
-      size_t len = e->msgs[i].msg_len;
-      if (e->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
-      const fl_peer *peer = fl_peers_by_public(&e->peers, ntohl(e->addrs[i].sin_addr.s_addr));
-      if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
-      size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, len) : fl_accept_ipv4(e, peer, pkt, len);
-      if (!out) continue;
-      if (out > e->mtu + (e->mode == FL_MODE_VXLAN ? 14u : 0u)) { fl_write_segmented(e, peer, pkt, out); continue; }
-      if (fl_dev_write(e, NULL, pkt, out) != (ssize_t)out) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
-      STAT(e, ST_RX_PACKETS)++;
-      STAT(e, ST_RX_BYTES) += out;
-      PEER_STAT(e, peer, SP_RX_PACKETS);
-      PEER_STAT_ADD(e, peer, SP_RX_BYTES, out);
+    /* Busy for a moment after traffic before sleeping: what comes back within spin_us (a reply, the
+     * next burst) is taken without a sleep and a wakeup. Bounded by time, not by the batch budget. */
+    if (e->spin_us && now_us() - e->active_us < e->spin_us) {
+      sched_yield();
+      b--;
+      continue;
     }
+    int w = wait_dirs(e, dirs, timeout_ms);
+    if (w < 0) return w;
+    if (w == 2) return FL_PUMP_STOPPED;
+    if (w == 0) return FL_PUMP_IDLE;
   }
   return FL_PUMP_IDLE;
 }
+
+int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches) { return fl_pump(e, FL_DIR_TX, timeout_ms, max_batches); }
+
+int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches) { return fl_pump(e, FL_DIR_RX, timeout_ms, max_batches); }

@@ -1,4 +1,4 @@
-/* The packet loops. One engine context per worker thread and direction; contexts share the fds,
+/* The packet loops. One engine context per worker thread (one direction, or both); contexts share the fds,
  * the peer table and the counters, but each direction's counters have a single writer. */
 #ifndef FLANNEL_ENGINE_H
 #define FLANNEL_ENGINE_H
@@ -33,6 +33,8 @@ typedef struct {
 
 #define FL_PUMP_IDLE 0
 #define FL_PUMP_STOPPED 1
+#define FL_DIR_TX 1 /* device → UDP */
+#define FL_DIR_RX 2 /* UDP → device */
 
 typedef struct {
   int mode;
@@ -53,6 +55,8 @@ typedef struct {
   int vnet;          /* device opened with IFF_VNET_HDR and TSO offloads: the offload loops run */
   int gso;           /* UDP_SEGMENT works on the sockets */
   int gro;           /* UDP_GRO is on for udp_fd */
+  int spin_us;       /* stay busy this long after the last traffic before sleeping in poll (0: never) */
+  int64_t active_us; /* when the pump last moved traffic (CLOCK_MONOTONIC) */
   uint8_t *tx_rbuf;  /* offload TX: FL_TX_READS reads of FL_SUPER */
   uint8_t *stage;    /* offload TX: FL_TX_READS × FL_STAGE */
   uint8_t *coal;     /* offload RX: one merged super-packet */
@@ -73,8 +77,12 @@ typedef struct {
 /* Allocates buffers; returns 0 or -errno. The caller fills the fields above first. */
 int fl_engine_init(fl_engine *e);
 void fl_engine_free(fl_engine *e);
-/* Device → UDP. Returns FL_PUMP_STOPPED, FL_PUMP_IDLE (timeout or batch budget used), or -errno. */
+/* Moves packets in the directions `dirs` (FL_DIR_TX | FL_DIR_RX) until idle for timeout_ms or
+ * max_batches steps. Returns FL_PUMP_STOPPED, FL_PUMP_IDLE, or -errno. With both directions one
+ * thread serves the queue: a reply the RX step's write produced is sent by the next TX step, with
+ * no thread wakeup in between. */
+int fl_pump(fl_engine *e, int dirs, int timeout_ms, int max_batches);
+/* Device → UDP, and UDP → device: fl_pump with one direction. */
 int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches);
-/* UDP → device. Same return values. */
 int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches);
 #endif

@@ -10,7 +10,6 @@
 #define PEER_STAT(e, p, i) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)]++; } while (0)
 #define PEER_STAT_ADD(e, p, i, n) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)] += (n); } while (0)
 
-int fl_wait_ready(fl_engine *e, int fd, int timeout_ms);
 int fl_stop_requested(fl_engine *e);
 void fl_sync_peers(fl_engine *e);
 void fl_send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n);
@@ -26,6 +25,7 @@ ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, siz
 void fl_offload_probe(fl_engine *e);
 int fl_offload_tx_build(fl_engine *e, uint8_t *buf, size_t len);
 void fl_offload_rx_message(fl_engine *e, const fl_peer *peer, uint8_t *buf, size_t len, size_t gso);
-int fl_pump_tx_offload(fl_engine *e, int timeout_ms, int max_batches);
-int fl_pump_rx_offload(fl_engine *e, int timeout_ms, int max_batches);
+/* One offload step per direction: > 0 work done, 0 nothing to do, -errno. */
+int fl_tx_step_offload(fl_engine *e);
+int fl_rx_step_offload(fl_engine *e);
 #endif

@@ -168,30 +168,25 @@ static void send_runs(fl_engine *e, int n, const int *fd_of) {
   }
 }
 
-int fl_pump_tx_offload(fl_engine *e, int timeout_ms, int max_batches) {
-  if (fl_stop_requested(e)) return FL_PUMP_STOPPED;
+/* One TX step: reads up to FL_TX_READS super-packets (until EAGAIN), splits and sends them. Returns
+ * the number of reads, 0 when the device had nothing, or -errno. */
+int fl_tx_step_offload(fl_engine *e) {
   int fd_of[FL_BATCH];
-  for (int b = 0; b < max_batches; b++) {
-    fl_sync_peers(e);
-    int m = 0, slot = 0;
-    while (slot < FL_TX_READS && m + 4 <= FL_BATCH) {
-      uint8_t *buf = e->tx_rbuf + (size_t)slot * FL_SUPER;
-      ssize_t r = read(e->dev_fd, buf, FL_SUPER);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) break;
-        return -errno;
-      }
-      int used = tx_one(e, buf, (size_t)r, m, FL_BATCH - m, slot, fd_of);
-      if (used) { m += used; slot++; }
+  int m = 0, slot = 0, reads = 0;
+  while (slot < FL_TX_READS && m + 4 <= FL_BATCH && reads < 4 * FL_BATCH) {
+    uint8_t *buf = e->tx_rbuf + (size_t)slot * FL_SUPER;
+    ssize_t r = read(e->dev_fd, buf, FL_SUPER);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      return -errno;
     }
-    if (m > 0) { send_runs(e, m, fd_of); continue; }
-    int w = fl_wait_ready(e, e->dev_fd, timeout_ms);
-    if (w < 0) return w;
-    if (w == 2) return FL_PUMP_STOPPED;
-    if (w == 0) return FL_PUMP_IDLE;
+    reads++;
+    int used = tx_one(e, buf, (size_t)r, m, FL_BATCH - m, slot, fd_of);
+    if (used) { m += used; slot++; }
   }
-  return FL_PUMP_IDLE;
+  if (m > 0) send_runs(e, m, fd_of);
+  return reads;
 }
 
 /* ---------- RX ---------- */
@@ -355,46 +350,35 @@ static int gro_size(struct msghdr *h) {
   return 0;
 }
 
-int fl_pump_rx_offload(fl_engine *e, int timeout_ms, int max_batches) {
-  if (fl_stop_requested(e)) return FL_PUMP_STOPPED;
-  if (!e->rx_bufs && !(e->rx_bufs = malloc((size_t)FL_RX_SLOT * FL_BATCH))) return -ENOMEM;
-  for (int b = 0; b < max_batches; b++) {
-    fl_sync_peers(e);
-    for (int i = 0; i < FL_RX_MSGS; i++) {
-      e->iov[i][0].iov_base = e->rx_bufs + (size_t)i * FL_RX_SLOT;
-      e->iov[i][0].iov_len = FL_RX_SLOT;
-      struct msghdr *h = &e->msgs[i].msg_hdr;
-      memset(h, 0, sizeof *h);
-      h->msg_iov = e->iov[i];
-      h->msg_iovlen = 1;
-      h->msg_name = &e->addrs[i];
-      h->msg_namelen = sizeof e->addrs[i];
-      h->msg_control = e->ctrl[i];
-      h->msg_controllen = sizeof e->ctrl[i];
-    }
-    int n = recvmmsg(e->udp_fd, e->msgs, FL_RX_MSGS, MSG_DONTWAIT, NULL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN) return -errno;
-      int w = fl_wait_ready(e, e->udp_fd, timeout_ms);
-      if (w < 0) return w;
-      if (w == 2) return FL_PUMP_STOPPED;
-      if (w == 0) return FL_PUMP_IDLE;
-      continue;
-    }
-    STAT(e, ST_RX_BATCHES)++;
-    for (int i = 0; i < n; i++) {
-      struct msghdr *h = &e->msgs[i].msg_hdr;
-      uint8_t *buf = e->iov[i][0].iov_base;
-      size_t len = e->msgs[i].msg_len;
-      if (h->msg_flags & MSG_TRUNC) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
-      const fl_peer *peer = fl_peers_by_public(&e->peers, ntohl(e->addrs[i].sin_addr.s_addr));
-      if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
-      rx_message(e, peer, buf, len, (size_t)gro_size(h));
-    }
-    flush_all(e);
+/* One RX step: one recvmmsg of up to FL_RX_MSGS messages (GRO trains), validated, coalesced and
+ * written. Returns the number of messages, 0 when the socket had nothing, or -errno. */
+int fl_rx_step_offload(fl_engine *e) {
+  for (int i = 0; i < FL_RX_MSGS; i++) {
+    e->iov[i][0].iov_base = e->rx_bufs + (size_t)i * FL_RX_SLOT;
+    e->iov[i][0].iov_len = FL_RX_SLOT;
+    struct msghdr *h = &e->msgs[i].msg_hdr;
+    memset(h, 0, sizeof *h);
+    h->msg_iov = e->iov[i];
+    h->msg_iovlen = 1;
+    h->msg_name = &e->addrs[i];
+    h->msg_namelen = sizeof e->addrs[i];
+    h->msg_control = e->ctrl[i];
+    h->msg_controllen = sizeof e->ctrl[i];
   }
-  return FL_PUMP_IDLE;
+  int n = recvmmsg(e->udp_fd, e->msgs, FL_RX_MSGS, MSG_DONTWAIT, NULL);
+  if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+  STAT(e, ST_RX_BATCHES)++;
+  for (int i = 0; i < n; i++) {
+    struct msghdr *h = &e->msgs[i].msg_hdr;
+    uint8_t *buf = e->iov[i][0].iov_base;
+    size_t len = e->msgs[i].msg_len;
+    if (h->msg_flags & MSG_TRUNC) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
+    const fl_peer *peer = fl_peers_by_public(&e->peers, ntohl(e->addrs[i].sin_addr.s_addr));
+    if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
+    rx_message(e, peer, buf, len, (size_t)gro_size(h));
+  }
+  flush_all(e);
+  return n;
 }
 
 /* Turns on UDP GRO and checks that UDP GSO works on the sockets; the loops fall back per feature. */
