@@ -27,15 +27,14 @@ int fl_engine_init(fl_engine *e) {
   e->bufs = malloc((size_t)e->slot_size * FL_BATCH);
   e->seg = malloc(e->slot_size);
   e->rx_bufs = NULL; /* allocated by the first RX pump: only the RX worker needs it */
-  e->tx_rbuf = e->stage = e->coal = NULL;
+  e->tx_rbuf = e->stage = NULL;
   e->ctrl = calloc(FL_BATCH, sizeof *e->ctrl);
   e->n_flows = 0;
   if (e->vnet) {
     e->tx_rbuf = malloc((size_t)FL_TX_READS * FL_SUPER);
     e->stage = malloc((size_t)FL_TX_READS * FL_STAGE);
-    e->coal = malloc(FL_SUPER);
   }
-  return e->bufs && e->seg && e->ctrl && (!e->vnet || (e->tx_rbuf && e->stage && e->coal)) ? 0 : -ENOMEM;
+  return e->bufs && e->seg && e->ctrl && (!e->vnet || (e->tx_rbuf && e->stage)) ? 0 : -ENOMEM;
 }
 
 ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, size_t len) {
@@ -46,15 +45,19 @@ ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, siz
   return r < 0 ? r : r - FL_VNET_HDR_LEN;
 }
 
+ssize_t fl_dev_writev(fl_engine *e, const struct iovec *iov, int n) {
+  ssize_t r = writev(e->dev_fd, iov, n);
+  return r < 0 ? r : r - FL_VNET_HDR_LEN;
+}
+
 void fl_engine_free(fl_engine *e) {
   free(e->bufs);
   free(e->seg);
   free(e->rx_bufs);
   free(e->tx_rbuf);
   free(e->stage);
-  free(e->coal);
   free(e->ctrl);
-  e->bufs = e->seg = e->rx_bufs = e->tx_rbuf = e->stage = e->coal = NULL;
+  e->bufs = e->seg = e->rx_bufs = e->tx_rbuf = e->stage = NULL;
   e->ctrl = NULL;
   fl_peers_free(&e->peers);
 }

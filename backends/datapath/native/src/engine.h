@@ -23,7 +23,7 @@
 #define FL_GRO_SEGS 64
 
 typedef struct {
-  const uint8_t *frame[FL_GRO_SEGS];
+  uint8_t *frame[FL_GRO_SEGS]; /* in the receive buffers; the first one's headers are rewritten on flush */
   uint16_t len[FL_GRO_SEGS];
   const void *peer;
   int n;
@@ -59,7 +59,6 @@ typedef struct {
   int64_t active_us; /* when the pump last moved traffic (CLOCK_MONOTONIC) */
   uint8_t *tx_rbuf;  /* offload TX: FL_TX_READS reads of FL_SUPER */
   uint8_t *stage;    /* offload TX: FL_TX_READS × FL_STAGE */
-  uint8_t *coal;     /* offload RX: one merged super-packet */
   char (*ctrl)[64];  /* per-message control buffers */
   fl_gro_flow flows[FL_GRO_FLOWS];
   int n_flows;

@@ -5,6 +5,7 @@
 #include "engine.h"
 #include "layout.h"
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #define STAT(e, i) ((e)->stats[(i)])
 #define PEER_STAT(e, p, i) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)]++; } while (0)
@@ -22,6 +23,8 @@ void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame,
 size_t fl_tcp_segment(uint8_t *out, size_t cap, const uint8_t *frame, size_t l2, size_t mss, size_t off, int first);
 /* Writes one packet (or frame) to the device, with a virtio_net_hdr (zeros when NULL) when it has them. */
 ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, size_t len);
+/* Writes a packet gathered from iov[0..n), iov[0] being its virtio_net_hdr; returns the packet bytes written. */
+ssize_t fl_dev_writev(fl_engine *e, const struct iovec *iov, int n);
 void fl_offload_probe(fl_engine *e);
 int fl_offload_tx_build(fl_engine *e, uint8_t *buf, size_t len);
 void fl_offload_rx_message(fl_engine *e, const fl_peer *peer, uint8_t *buf, size_t len, size_t gso);

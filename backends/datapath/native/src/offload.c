@@ -203,7 +203,9 @@ static size_t payload_of(const uint8_t *ip) {
   return fl_rd16(ip + 2) - ihl - thl;
 }
 
-/* Writes a held flow: one segment as it is, several as one GSO super-packet. */
+/* Writes a held flow: one segment as it is, several as one GSO super-packet. The super-packet is
+ * gathered, not copied: the first segment with its headers rewritten in place, then the payload of
+ * each following segment, all in one writev. */
 static void flush_flow(fl_engine *e, fl_gro_flow *f) {
   const fl_peer *peer = f->peer;
   size_t l2 = l2_len(e);
@@ -213,24 +215,28 @@ static void flush_flow(fl_engine *e, fl_gro_flow *f) {
     f->n = 0;
     return;
   }
-  const uint8_t *first = f->frame[0];
+  uint8_t *first = f->frame[0];
   size_t ihl = (size_t)(first[l2] & 0x0f) * 4, thl = (size_t)(first[l2 + ihl + 12] >> 4) * 4, hdr = l2 + ihl + thl;
   size_t mss = payload_of(first + l2), at = f->len[0];
-  memcpy(e->coal, first, at);
+  struct iovec iov[FL_GRO_SEGS + 1];
+  vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + ihl), 16};
+  iov[0].iov_base = &vh;
+  iov[0].iov_len = FL_VNET_HDR_LEN;
+  iov[1].iov_base = first;
+  iov[1].iov_len = f->len[0];
   for (int i = 1; i < f->n; i++) {
     size_t p = payload_of(f->frame[i] + l2);
-    memcpy(e->coal + at, f->frame[i] + hdr, p);
+    iov[i + 1].iov_base = f->frame[i] + hdr;
+    iov[i + 1].iov_len = p;
     at += p;
   }
-  uint8_t *ip = e->coal + l2, *tcp = ip + ihl;
-  const uint8_t *last = f->frame[f->n - 1];
+  uint8_t *ip = first + l2, *tcp = ip + ihl;
+  tcp[13] |= f->frame[f->n - 1][l2 + ihl + 13] & 0x08; /* PSH of the last segment */
   fl_wr16(ip + 2, (uint16_t)(at - l2));
   fl_wr16(ip + 10, 0);
   fl_wr16(ip + 10, fl_csum(ip, ihl));
-  tcp[13] |= last[l2 + ihl + 13] & 0x08; /* PSH of the last segment */
   fl_wr16(tcp + 16, fl_sum_fold(fl_pseudo_sum(ip, 6, at - l2 - ihl)));
-  vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + ihl), 16};
-  if (fl_dev_write(e, &vh, e->coal, at) == (ssize_t)at) {
+  if (fl_dev_writev(e, iov, f->n + 1) == (ssize_t)at) {
     count_rx(e, peer, (uint64_t)f->n, at + (size_t)(f->n - 1) * hdr);
     STAT(e, ST_COALESCED_SUPER_PACKETS)++;
   } else {
@@ -267,7 +273,7 @@ static int can_append(const fl_engine *e, const fl_gro_flow *f, const uint8_t *p
 
 /* Holds a validated TCP segment for coalescing, or writes anything else at once (after flushing its
  * own flow, so that a flow is never reordered). */
-static void gro_add(fl_engine *e, const fl_peer *peer, const uint8_t *pkt, size_t len) {
+static void gro_add(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len) {
   size_t l2 = l2_len(e);
   const uint8_t *ip = pkt + l2;
   int tcp = ip[9] == 6 && (ip[0] & 0x0f) == 5 && !(fl_rd16(ip + 6) & 0x3fff) && len >= l2 + 40;
