@@ -1,12 +1,13 @@
 // `npm run bench`: measures every flannel-ts data path against raw veth and hand-configured kernel
 // VXLAN, plus control-plane timings; prints a table and writes JSON, SVG and text results.
 // Everything it creates is torn down at the end, on failure and on Ctrl-C.
-import { loadavg } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { runCommand } from '../backends/kernel/run-command.js';
-import { type BenchOptions, parseOptions, USAGE, UsageError } from './cli/options.js';
+import { type BenchOptions, parseOptions, repoRoot, USAGE, UsageError } from './cli/options.js';
 import { Progress } from './cli/progress.js';
 import { installSignalHandlers, teardownAll } from './cli/teardown.js';
 import { dataPathResult } from './report/summarize.js';
+import { measureWakeupCost } from './metrics/wakeup-cost.js';
 import { readEnvironment } from './report/environment.js';
 import { type BenchResult, SCHEMA_ID } from './report/result-types.js';
 import { renderTable } from './report/table.js';
@@ -69,6 +70,7 @@ async function main(argv: readonly string[]): Promise<number> {
   installSignalHandlers();
   const started = new Date();
   const loadStart = loadavg();
+  const wakeup = o.underlay ? undefined : await measureWakeupCost(repoRoot(), cpus().length).catch(() => undefined);
   const progress = new Progress(0);
   let out: RunOutput | undefined;
   try {
@@ -78,7 +80,7 @@ async function main(argv: readonly string[]): Promise<number> {
     await teardownAll();
   }
   if (!out) return 0; // underlay role b: it served, role a reports
-  const result = buildResult(o, out, started, await readEnvironment(loadStart));
+  const result = buildResult(o, out, started, await readEnvironment(loadStart, wakeup));
   const files = writeResults(result, o.out);
   process.stdout.write(`\n${renderTable(result)}\nWrote ${files.join(', ')}\n`);
   return result.datapaths.some((d) => d.status === 'failed') ? 1 : 0;

@@ -46,7 +46,7 @@ export const USAGE = `usage: npm run bench -- [flags]
   --help`;
 
 /** The checkout this file belongs to (bench/cli/ from source, dist/bench/cli/ compiled). */
-function repoRoot(): string {
+export function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
   return dir;

@@ -126,6 +126,10 @@ export function validateResult(v: unknown): string[] {
     for (const k of ['cores', 'memTotalMB']) c.num(env[k], `environment.${k}`);
     c.bool(env.gitDirty, 'environment.gitDirty');
     for (const k of ['loadAvgStart', 'loadAvgEnd']) c.arr(env[k], `environment.${k}`).forEach((x, i) => c.num(x, `environment.${k}[${i}]`));
+    if (env.threadWakeupUs !== undefined) {
+      const w = c.obj(env.threadWakeupUs, 'environment.threadWakeupUs');
+      if (w) for (const k of ['sameCpu', 'crossCpu']) c.num(w[k], `environment.threadWakeupUs.${k}`);
+    }
   }
   const o = c.obj(r.options, 'options');
   if (o) {

@@ -131,6 +131,8 @@ export interface Environment {
   readonly hostname: string;
   readonly loadAvgStart: readonly number[];
   readonly loadAvgEnd: readonly number[];
+  /** Median µs per thread wake-up on one CPU and across CPUs (bench/metrics/wakeup-cost.c); absent without cc or a second CPU. */
+  readonly threadWakeupUs?: { readonly sameCpu: number; readonly crossCpu: number };
 }
 
 export interface ResultOptions {

@@ -1,0 +1,35 @@
+// The cost of one thread wake-up on this machine, on one CPU and across two CPUs, measured by a tiny
+// C program (wakeup-cost.c, built with cc into a temporary directory). A userspace data path wakes 2–4
+// sleeping threads per round trip where kernel VXLAN wakes none, so this figure bounds its added RTT;
+// on some VMs a wake-up across vCPUs costs far more than one on the same vCPU.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runCommand } from '../../backends/kernel/run-command.js';
+
+export interface WakeupCost {
+  /** Median µs per wake-up, both threads on one CPU. */
+  readonly sameCpuUs: number;
+  /** Median µs per wake-up, the threads on CPUs 0 and 1. */
+  readonly crossCpuUs: number;
+}
+
+/** Undefined when there is no C compiler or fewer than 2 CPUs. */
+export async function measureWakeupCost(repoRoot: string, cores: number): Promise<WakeupCost | undefined> {
+  if (cores < 2) return undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'flannel-bench-wakeup-'));
+  try {
+    const bin = join(dir, 'wakeup-cost');
+    const cc = await runCommand('cc', ['-O2', '-pthread', join(repoRoot, 'bench', 'metrics', 'wakeup-cost.c'), '-o', bin]).catch(() => undefined);
+    if (!cc || cc.code !== 0) return undefined;
+    const run = async (mode: string): Promise<number> => {
+      const r = await runCommand(bin, [mode]);
+      const us = Number(r.stdout.trim());
+      if (r.code !== 0 || !Number.isFinite(us)) throw new Error(`wakeup-cost ${mode} failed: ${(r.stderr || r.stdout).trim()}`);
+      return us;
+    };
+    return { sameCpuUs: await run('same'), crossCpuUs: await run('cross') };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
