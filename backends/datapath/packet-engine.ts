@@ -12,8 +12,8 @@ import type { WorkerData, WorkerDirection, WorkerMessage, WorkerReport } from '.
 
 type WorkerKey = `${WorkerDirection}${number}`;
 
-/** The default: one worker per queue, busy for 50 µs after traffic. */
-export const DEFAULT_THREADING: DatapathThreading = { workers: 'shared', spinUs: 50 };
+/** The default: a TX and an RX worker per queue, sleeping as soon as there is no traffic. */
+export const DEFAULT_THREADING: DatapathThreading = { workers: 'pair', spinUs: 0 };
 
 /** The fds of one device queue: its TUN/TAP fd, its receiving socket, and the sending sockets. */
 export interface EngineQueue {

@@ -65,13 +65,13 @@ for (const [path, flags] of [['offload', OFFLOAD], ['fallback', FALLBACK]] as co
   });
 }
 
-// Worker layouts: the default is one worker per queue serving both directions and staying busy for
-// 50 µs after traffic; a TX and an RX worker per queue, several queues and no busy spell must carry
-// the same traffic intact.
+// Worker layouts: the default is a TX and an RX worker per queue that sleep as soon as there is no
+// traffic; one worker per queue for both directions, several queues and a busy spell after traffic
+// must carry the same traffic intact.
 const LAYOUTS = [
-  { what: 'a TX and an RX worker per queue', flags: ['--datapath-threads=pair'], log: /1 queue\(s\), one TX and one RX worker per queue/ },
-  { what: 'two queues, one worker each, no busy spell', flags: ['--datapath-queues=2', '--datapath-spin-us=0'], log: /2 queue\(s\), one worker for both directions per queue/ },
-  { what: 'two queues, a TX and an RX worker each', flags: ['--datapath-queues=2', '--datapath-threads=pair'], log: /2 queue\(s\), one TX and one RX worker per queue/ },
+  { what: 'one worker per queue, busy 50 µs after traffic', flags: ['--datapath-threads=shared', '--datapath-spin-us=50'], log: /1 queue\(s\), one worker for both directions per queue/ },
+  { what: 'two queues, one worker each', flags: ['--datapath-queues=2', '--datapath-threads=shared'], log: /2 queue\(s\), one worker for both directions per queue/ },
+  { what: 'two queues, a TX and an RX worker each, busy 50 µs after traffic', flags: ['--datapath-queues=2', '--datapath-spin-us=50'], log: /2 queue\(s\), one TX and one RX worker per queue/ },
 ] as const;
 
 t.test('worker layouts carry 256 MB intact on udp and userspace vxlan', async (t) => {
