@@ -1,8 +1,10 @@
-/* The packet loops, per packet with batched syscalls:
- *  TX: poll(dev, stop) → read() packets until EAGAIN or a full batch → route each by inner
- *      destination (udp) or destination MAC (vxlan) → one sendmmsg() for the batch.
- *  RX: poll(udp, stop) → recvmmsg() a batch → check the sender holds a lease and the inner source
- *      belongs to it → write() each packet to the device.
+/* The packet loops. fl_pump() runs TX steps (device → UDP), RX steps (UDP → device) or both, and
+ * sleeps in poll() on the device, the socket and the stop eventfd when a round moved nothing.
+ * Per-packet steps (no offloads; the offload steps are in offload.c):
+ *  TX: read() packets until EAGAIN or a full batch → route each by inner destination (udp) or
+ *      destination MAC (vxlan) → one sendmmsg() per socket run.
+ *  RX: recvmmsg() a batch → check the sender holds a lease and the inner source belongs to it →
+ *      write() each packet to the device.
  * Every drop is counted by reason; nothing is logged, nothing allocates per packet. */
 #define _GNU_SOURCE
 #include "engine.h"
