@@ -326,7 +326,3 @@ int fl_pump(fl_engine *e, int dirs, int timeout_ms, int max_batches) {
   }
   return FL_PUMP_IDLE;
 }
-
-int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches) { return fl_pump(e, FL_DIR_TX, timeout_ms, max_batches); }
-
-int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches) { return fl_pump(e, FL_DIR_RX, timeout_ms, max_batches); }

@@ -81,7 +81,4 @@ void fl_engine_free(fl_engine *e);
  * thread serves the queue: a reply the RX step's write produced is sent by the next TX step, with
  * no thread wakeup in between. */
 int fl_pump(fl_engine *e, int dirs, int timeout_ms, int max_batches);
-/* Device → UDP, and UDP → device: fl_pump with one direction. */
-int fl_pump_tx(fl_engine *e, int timeout_ms, int max_batches);
-int fl_pump_rx(fl_engine *e, int timeout_ms, int max_batches);
 #endif
