@@ -2,7 +2,7 @@
 // JSON matches the schema (no timing assertions); the two-host underlay mode works between two node
 // namespaces; Ctrl-C tears everything down. Runs the harness from source under tsx.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
@@ -53,6 +53,11 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   t.same(result.controlPlane.programPeers.map((p) => p.datapath), ['host-gw', 'udp', 'vxlan', 'vxlan-kernel']);
   t.ok(existsSync(`${out}.svg`) && readFileSync(`${out}.svg`, 'utf8').startsWith('<svg'), 'an SVG chart');
   t.match(readFileSync(`${out}.txt`, 'utf8'), /kernel VXLAN by hand/, 'the table');
+  const wakeup = result.environment.threadWakeupUs;
+  if (cpus().length >= 2) {
+    t.ok(wakeup && wakeup.sameCpu > 0 && wakeup.crossCpu > 0, `thread wake-up cost measured (${JSON.stringify(wakeup)})`);
+    t.match(readFileSync(`${out}.txt`, 'utf8'), /Thread wake-up \(eventfd, median\): [\d.]+ µs on one CPU, [\d.]+ µs across CPUs/, 'and printed above the table');
+  }
   t.same(await leftovers(proc.child.pid as number), [], 'no namespace left behind');
 
   const broken = JSON.parse(JSON.stringify(result)) as { datapaths: Array<Record<string, unknown>>; environment: Record<string, unknown> };
