@@ -141,6 +141,26 @@ t.test('userspace VTEP and kernel VXLAN data path together', async (t) => {
     t.ok(await until('connectivity', async () => (await cluster.pingMatrix([p1, p2])).flat().every(Boolean), 25_000), 'connectivity is back');
   });
 
+  await t.test('a peer lease that turns unusable is unprogrammed; changed back, it is programmed with its new MAC', async (t) => {
+    const key = '/coreos.com/network/subnets/10.244.200.0-24';
+    const state = async (node: NodeHost): Promise<string> => await ipIn(node.ns, ['neigh', 'show', 'dev', 'flannel.1'])
+      + await ipIn(node.ns, ['route', 'show', 'dev', 'flannel.1']) + (node === n2 ? await execCheckedIn(n2.ns, 'bridge', ['fdb', 'show', 'dev', 'flannel.1']) : '');
+    await cluster.etcd.put(key, '{"PublicIP":"192.0.2.3","PublicIPv6":null,"BackendType":"host-gw"}');
+    for (const node of [n1, n2]) {
+      t.ok(await until(`${node.name} drops the peer`, async () => !(await state(node)).includes('10.244.200.0'), 5000), `${node.name}: neighbour and route gone`);
+    }
+    const newMac = '0e:00:00:00:02:05';
+    await cluster.etcd.put(key, `{"PublicIP":"192.0.2.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${newMac}"}}`);
+    for (const node of [n1, n2]) {
+      t.ok(await until(`${node.name} programs the peer again`, async () => {
+        const s = await state(node);
+        return s.includes('10.244.200.0') && s.includes(newMac) && !s.includes(FAKE_PEER_MAC);
+      }, 5000), `${node.name}: route and neighbour with the new VtepMAC`);
+    }
+    await cluster.etcd.put(key, `{"PublicIP":"192.0.2.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${FAKE_PEER_MAC}"}}`);
+    t.ok(await until('the original MAC back', async () => (await state(n1)).includes(FAKE_PEER_MAC), 5000), 'changed back again');
+  });
+
   await t.test('a peer\'s lease removed: neighbour, route and FDB state go, on both data paths', async (t) => {
     await cluster.etcd.ctlChecked(['del', '/coreos.com/network/subnets/10.244.200.0-24']);
     await until('node1 clean', async () => {
