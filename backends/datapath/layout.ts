@@ -3,6 +3,8 @@
 
 export const PEER_TABLE = { SEQ: 0, COUNT: 1, CAPACITY: 2, HEADER_WORDS: 8 } as const;
 export const PEER_ENTRY = { SUBNET: 0, PREFIX: 1, PUBLIC_IP: 2, PORT: 3, SLOT: 4, MAC_HI: 5, MAC_LO: 6, FLAGS: 7, WORDS: 8 } as const;
+/** Bits of PEER_ENTRY.FLAGS (FL_PEER_* in peers.h). */
+export const PEER_FLAGS = { PARTIAL_CHECKSUMS: 1 } as const;
 
 /** Global counters, in slot order. Drops are named by reason. */
 export const GLOBAL_STATS = [
@@ -12,6 +14,7 @@ export const GLOBAL_STATS = [
   'tx_send_errors', 'rx_write_errors', 'tx_batches', 'rx_batches',
   'drop_bad_vxlan', 'drop_unknown_mac', 'drop_broadcast', 'peer_table_loads',
   'drop_bad_checksum', 'checksums_completed', 'segmented_super_frames', 'coalesced_super_packets',
+  'tx_partial_checksums', 'rx_partial_checksums',
 ] as const;
 export type GlobalStat = (typeof GLOBAL_STATS)[number];
 export const GLOBAL_STAT_SLOTS = 32;

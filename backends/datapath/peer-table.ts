@@ -1,7 +1,7 @@
 // The control plane's side of the shared peer table: replaced as a whole under a seqlock, so the
 // packet loops (which snapshot it when the sequence changes) never see half an update. Each peer
 // keeps its counter slot for as long as it stays in the table.
-import { GLOBAL_STAT_SLOTS, PEER_ENTRY, PEER_STATS, PEER_TABLE, peerTableWords, statsWords } from './layout.js';
+import { GLOBAL_STAT_SLOTS, PEER_ENTRY, PEER_FLAGS, PEER_STATS, PEER_TABLE, peerTableWords, statsWords } from './layout.js';
 
 export interface EnginePeer {
   /** Stable identity of the peer, e.g. its subnet as text. */
@@ -12,6 +12,8 @@ export interface EnginePeer {
   readonly port: number;
   /** vxlan: the peer's VTEP MAC. */
   readonly mac?: Uint8Array;
+  /** The peer's lease advertises AcceptsPartialChecksums (see partial-checksums.ts). */
+  readonly partialChecksums?: boolean;
 }
 
 export class PeerTable {
@@ -62,7 +64,7 @@ export class PeerTable {
       this.words[base + PEER_ENTRY.SLOT] = slots[i] as number;
       this.words[base + PEER_ENTRY.MAC_HI] = ((mac[0] ?? 0) << 8) | (mac[1] ?? 0);
       this.words[base + PEER_ENTRY.MAC_LO] = (((mac[2] ?? 0) << 24) | ((mac[3] ?? 0) << 16) | ((mac[4] ?? 0) << 8) | (mac[5] ?? 0)) >>> 0;
-      this.words[base + PEER_ENTRY.FLAGS] = 0;
+      this.words[base + PEER_ENTRY.FLAGS] = p.partialChecksums ? PEER_FLAGS.PARTIAL_CHECKSUMS : 0;
     });
     Atomics.store(this.seq, PEER_TABLE.COUNT, peers.length);
     Atomics.add(this.seq, PEER_TABLE.SEQ, 1); // even: published

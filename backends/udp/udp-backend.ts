@@ -15,6 +15,7 @@ import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
 import type { Backend, BackendContext, DatapathStats, Network, ReconcileResult } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
 import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js';
+import { PARTIAL_CHECKSUMS_FIELD, acceptsPartialChecksums } from '../datapath/partial-checksums.js';
 
 export const UDP_OVERHEAD = 28;
 const DEVICE_NAME = 'flannel0';
@@ -47,7 +48,7 @@ export class UdpBackend implements Backend {
     } catch (err) {
       throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', `the udp backend needs the packet-engine addon: ${errorMessage(err)}`, { cause: err });
     }
-    return { publicIp: this.ctx.ext.publicIp };
+    return { publicIp: this.ctx.ext.publicIp, backendData: `{"${PARTIAL_CHECKSUMS_FIELD}":true}` };
   }
 
   async start(lease: Lease): Promise<Network> {
@@ -99,6 +100,7 @@ export class UdpNetwork implements Network {
     }
     this.dataPath.replacePeers([...this.peers.entries()].map(([key, l]) => ({
       key, subnet: l.subnet.ip, prefixLen: l.subnet.prefixLen, publicIp: l.attrs.publicIp, port: this.port,
+      partialChecksums: acceptsPartialChecksums(l.attrs.backendData),
     })));
     this.log.info({ peers: this.peers.size }, 'peer table updated');
   }

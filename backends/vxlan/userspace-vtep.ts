@@ -51,6 +51,7 @@ export class UserspaceVtep implements Vtep {
   async setPeers(peers: readonly VxlanPeer[]): Promise<void> {
     this.dataPath.replacePeers(peers.map((p) => ({
       key: p.key, subnet: p.subnet.ip, prefixLen: p.subnet.prefixLen, publicIp: p.publicIp, port: this.port, mac: macToBytes(p.mac),
+      partialChecksums: p.partialChecksums,
     })));
   }
 

@@ -7,6 +7,8 @@ export interface VxlanPeer {
   readonly subnet: Cidr4;
   readonly publicIp: Ip4;
   readonly mac: string;
+  /** The peer's lease advertises AcceptsPartialChecksums (a flannel-ts userspace engine). */
+  readonly partialChecksums: boolean;
 }
 
 export interface Vtep {

@@ -23,6 +23,7 @@ import { UserspaceVtep } from './userspace-vtep.js';
 import type { Vtep, VxlanPeer } from './vtep.js';
 import { VXLAN_OVERHEAD, type VxlanConfig, encodeVxlanBackendData, parseVtepMac, parseVxlanConfig } from './vxlan-config.js';
 import { stableVtepMac } from './vtep-mac.js';
+import { acceptsPartialChecksums } from '../datapath/partial-checksums.js';
 
 export class VxlanBackend implements Backend {
   readonly type = 'vxlan' as const;
@@ -55,7 +56,7 @@ export class VxlanBackend implements Backend {
         throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', `the userspace vxlan data path needs the packet-engine addon: ${errorMessage(err)}`, { cause: err });
       }
     }
-    return { publicIp: this.ctx.ext.publicIp, backendType: this.type, backendData: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep?.mac ?? mac) };
+    return { publicIp: this.ctx.ext.publicIp, backendType: this.type, backendData: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep?.mac ?? mac, !this.kernelVtep) };
   }
 
   async start(lease: Lease): Promise<Network> {
@@ -150,7 +151,10 @@ export class VxlanNetwork implements Network {
     for (const { lease } of added) {
       const key = formatCidr4(lease.subnet);
       if (this.direct.get(lease.attrs.publicIp)) this.peers.delete(key);
-      else this.peers.set(key, { key, subnet: lease.subnet, publicIp: lease.attrs.publicIp, mac: parseVtepMac(lease.attrs.backendData) as string });
+      else {
+        const data = lease.attrs.backendData;
+        this.peers.set(key, { key, subnet: lease.subnet, publicIp: lease.attrs.publicIp, mac: parseVtepMac(data) as string, partialChecksums: acceptsPartialChecksums(data) });
+      }
     }
     await this.syncL2();
     await this.routes.apply(added);

@@ -2,6 +2,7 @@
 // MTU = the underlay MTU before the 50-byte overhead) plus our Datapath choice.
 import { ConfigError, type ConfigIssue } from '../../subnet/errors.js';
 import { pickFields } from '../../subnet/json-fields.js';
+import { PARTIAL_CHECKSUMS_FIELD } from '../datapath/partial-checksums.js';
 
 export const VXLAN_OVERHEAD = 50;
 export const VXLAN_DEFAULT_PORT = 8472;
@@ -49,9 +50,10 @@ export function parseVxlanConfig(backend: Readonly<Record<string, unknown>>): Vx
   return cfg;
 }
 
-/** flannel's BackendData for a vxlan lease, byte for byte. */
-export function encodeVxlanBackendData(vni: number, mac: string): string {
-  return `{"VNI":${vni},"VtepMAC":${JSON.stringify(mac)}}`;
+/** flannel's BackendData for a vxlan lease, byte for byte; a userspace VTEP adds AcceptsPartialChecksums. */
+export function encodeVxlanBackendData(vni: number, mac: string, partialChecksums = false): string {
+  const ext = partialChecksums ? `,"${PARTIAL_CHECKSUMS_FIELD}":true` : '';
+  return `{"VNI":${vni},"VtepMAC":${JSON.stringify(mac)}${ext}}`;
 }
 
 /** The VtepMAC of a peer's BackendData, lowercased; undefined when missing or malformed. */

@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { until } from '../helpers/wait.js';
+import { sample, scrape } from '../helpers/probes.js';
 import t, { type Test } from 'tap';
 import { LocalCluster } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
@@ -64,6 +65,40 @@ for (const [path, flags] of [['offload', OFFLOAD], ['fallback', FALLBACK]] as co
     });
   });
 }
+
+// Partial inner checksums (AcceptsPartialChecksums in the lease): an offload sender skips summing the
+// payload only for peers that advertise it; an offload receiver hands them to its device with
+// NEEDS_CSUM, a fallback receiver completes them; a kernel VXLAN peer never gets one. The transfers
+// check every byte end to end, the counters show which path each side took.
+const HEALTHZ = 18090;
+const offloadEvent = async (node: NodeHost, event: string): Promise<number> =>
+  sample(await scrape(node, HEALTHZ), `flanneld_datapath_offload_events_total{event="${event}"}`) ?? 0;
+
+t.test('partial inner checksums go only to peers that accept them, and arrive intact', async (t) => {
+  const withMetrics = (flags: readonly string[]) => [...flags, `--healthz-port=${HEALTHZ}`];
+  for (const backend of [{ Type: 'udp' }, { Type: 'vxlan' }]) {
+    await t.test(`${backend.Type}: offload → offload, device completes them`, async (t) => {
+      const { n1, n2, p1, p2 } = await pair(t, backend, withMetrics(OFFLOAD), withMetrics(OFFLOAD));
+      await transfer(t, p1, p2, 256 * 1024 * 1024, `${backend.Type} offload → offload`);
+      t.ok(await offloadEvent(n1, 'tx_partial_checksums') > 10_000, 'sender: segments sent with a partial checksum');
+      t.ok(await offloadEvent(n2, 'rx_partial_checksums') > 10_000, 'receiver: handed to the device with NEEDS_CSUM');
+    });
+    await t.test(`${backend.Type}: offload → fallback, the receiver completes them`, async (t) => {
+      const { n1, n2, p1, p2 } = await pair(t, backend, withMetrics(OFFLOAD), withMetrics(FALLBACK));
+      await transfer(t, p1, p2, 256 * 1024 * 1024, `${backend.Type} offload → fallback`);
+      t.ok(await offloadEvent(n1, 'tx_partial_checksums') > 10_000, 'sender: segments sent with a partial checksum');
+      t.ok(await offloadEvent(n2, 'checksums_completed') > 10_000, 'fallback receiver: completed in place');
+      t.equal(await offloadEvent(n2, 'rx_partial_checksums'), 0, 'fallback receiver: none handed on partial');
+    });
+  }
+  await t.test('vxlan: a kernel VXLAN peer (no AcceptsPartialChecksums) gets complete checksums', async (t) => {
+    const { cluster, n1, p1, p2 } = await pair(t, { Type: 'vxlan' }, withMetrics(OFFLOAD), ['--vxlan-datapath=kernel']);
+    const lease = await cluster.etcd.get(`/coreos.com/network/subnets/${p2.ip.replace(/\.\d+$/, '.0')}-24`);
+    t.notMatch(lease, /AcceptsPartialChecksums/, 'the kernel-datapath node does not advertise it');
+    await transfer(t, p1, p2, 256 * 1024 * 1024, 'userspace → kernel');
+    t.equal(await offloadEvent(n1, 'tx_partial_checksums'), 0, 'no segment sent with a partial checksum');
+  });
+});
 
 // Worker layouts: the default is a TX and an RX worker per queue that sleep as soon as there is no
 // traffic; one worker per queue for both directions, several queues and a busy spell after traffic

@@ -37,7 +37,8 @@ t.test('udp backend cluster', async (t) => {
     t.match(link, new RegExp(`inet ${p1.ip.replace(/\.2$/, '.0').replace(/\./g, '\\.')}/32`), 'address = subnet network address /32');
     t.match(await ipIn(n1.ns, ['link', 'show', 'flannel0']), /mtu 1472/, 'MTU = 1500 - 28');
     t.match(await ipIn(n1.ns, ['route', 'show', '10.244.0.0/16']), /10\.244\.0\.0\/16 dev flannel0/, 'one route for the Network');
-    t.equal((await cluster.etcd.get(`/coreos.com/network/subnets/${p1.ip.replace(/\.2$/, '.0')}-24`)), '{"PublicIP":"192.0.2.1","PublicIPv6":null}', 'lease has no BackendType, as flannel udp');
+    t.equal((await cluster.etcd.get(`/coreos.com/network/subnets/${p1.ip.replace(/\.2$/, '.0')}-24`)), '{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendData":{"AcceptsPartialChecksums":true}}',
+      'lease has no BackendType, as flannel udp; BackendData carries only our AcceptsPartialChecksums (flannel\'s udp never reads BackendData)');
   });
 
   await t.test('all pairs of pods ping each other', async (t) => {

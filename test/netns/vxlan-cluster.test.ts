@@ -55,7 +55,8 @@ t.test('3 nodes, all userspace VTEPs', async (t) => {
     t.match(await ipIn(n1.ns, ['link', 'show', 'flannel.1']), /mtu 1450/, 'MTU 1500 - 50');
     t.match(await ipIn(n1.ns, ['-o', 'addr', 'show', 'dev', 'flannel.1']), new RegExp(`inet ${net0(pods[0]!).replace(/\./g, '\\.')}/32`));
     t.equal(await cluster.etcd.get(`/coreos.com/network/subnets/${net0(pods[0]!)}-24`),
-      `{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}"}}`, 'lease value byte for byte');
+      `{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${mac}","AcceptsPartialChecksums":true}}`,
+      'lease value byte for byte: flannel\'s, plus the userspace engine\'s AcceptsPartialChecksums (flannel ignores unknown BackendData fields)');
     const neigh = await ipIn(n1.ns, ['neigh', 'show', 'dev', 'flannel.1']);
     const routes = await ipIn(n1.ns, ['route', 'show', 'dev', 'flannel.1']);
     for (const peer of pods.slice(1)) {

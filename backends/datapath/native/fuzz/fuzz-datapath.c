@@ -23,6 +23,7 @@ static void add_peer(int i, uint32_t subnet, uint32_t public_ip, uint16_t mac_hi
   uint32_t *e = table + PT_HEADER_WORDS + i * PE_WORDS;
   e[PE_SUBNET] = subnet; e[PE_PREFIX] = 24; e[PE_PUBLIC_IP] = public_ip; e[PE_PORT] = 8472;
   e[PE_SLOT] = (uint32_t)i; e[PE_MAC_HI] = mac_hi; e[PE_MAC_LO] = mac_lo;
+  e[PE_FLAGS] = i == 1 ? FL_PEER_PARTIAL_CSUM : 0; /* the TX split with complete and with partial checksums */
 }
 
 static fl_engine *engine(int vxlan) {

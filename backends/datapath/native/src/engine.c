@@ -206,14 +206,16 @@ static int tx_step_plain(fl_engine *e) {
 }
 
 /* udp mode, RX: validate one datagram from `peer`; returns the inner packet length to write, or 0. */
-size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len) {
+size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, int *partial) {
+  if (partial) *partial = 0;
   size_t ihl = fl_ipv4_header_len(pkt, len);
   if (!ihl) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
   if ((fl_rd32(pkt + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
   if (!fl_ipv4_dec_ttl(pkt)) { STAT(e, ST_DROP_TTL)++; return 0; }
-  int csum = fl_l4_checksum_fix(pkt, len);
-  if (!csum) { STAT(e, ST_DROP_BAD_CHECKSUM)++; return 0; }
-  if (csum == 2) STAT(e, ST_CHECKSUMS_COMPLETED)++;
+  int csum = fl_l4_checksum(pkt, len, partial != NULL);
+  if (csum == FL_CSUM_BAD) { STAT(e, ST_DROP_BAD_CHECKSUM)++; return 0; }
+  if (csum == FL_CSUM_COMPLETED) STAT(e, ST_CHECKSUMS_COMPLETED)++;
+  if (csum == FL_CSUM_PARTIAL) { STAT(e, ST_RX_PARTIAL_CHECKSUMS)++; *partial = 1; }
   return fl_rd16(pkt + 2);
 }
 
@@ -264,7 +266,7 @@ static int rx_step_plain(fl_engine *e) {
     if (e->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
     const fl_peer *peer = fl_peers_by_public(&e->peers, ntohl(e->addrs[i].sin_addr.s_addr));
     if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
-    size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, len) : fl_accept_ipv4(e, peer, pkt, len);
+    size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, len, NULL) : fl_accept_ipv4(e, peer, pkt, len, NULL);
     if (!out) continue;
     if (out > e->mtu + (e->mode == FL_MODE_VXLAN ? 14u : 0u)) { fl_write_segmented(e, peer, pkt, out); continue; }
     if (fl_dev_write(e, NULL, pkt, out) != (ssize_t)out) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }

@@ -15,10 +15,13 @@ int fl_stop_requested(fl_engine *e);
 void fl_sync_peers(fl_engine *e);
 void fl_send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n);
 const fl_peer *fl_route_ipv4(fl_engine *e, uint8_t *pkt, size_t len);
-size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len);
+/* RX validation of one datagram (udp: the inner packet; vxlan: VXLAN + frame). Returns the inner
+ * length to write, or 0 (counted drop). With `partial` non-NULL a partial inner checksum is kept and
+ * reported there (the offload loops write it with NEEDS_CSUM); with NULL it is completed. */
+size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, int *partial);
 uint32_t fl_flow_hash(const uint8_t *ip, size_t len);
 const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, uint32_t *flow_hash);
-size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len);
+size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len, int *partial);
 void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len);
 size_t fl_tcp_segment(uint8_t *out, size_t cap, const uint8_t *frame, size_t l2, size_t mss, size_t off, int first);
 /* Writes one packet (or frame) to the device, with a virtio_net_hdr (zeros when NULL) when it has them. */

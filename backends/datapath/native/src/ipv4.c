@@ -57,23 +57,27 @@ size_t fl_icmp_unreachable(uint8_t *out, size_t cap, const uint8_t *orig, size_t
   return total;
 }
 
-int fl_l4_checksum_fix(uint8_t *pkt, size_t len) {
+int fl_l4_checksum(uint8_t *pkt, size_t len, int keep_partial) {
   size_t ihl = fl_ipv4_header_len(pkt, len);
-  if (!ihl) return 0;
+  if (!ihl) return FL_CSUM_BAD;
   uint8_t proto = pkt[9];
-  if ((proto != 6 && proto != 17) || (fl_rd16(pkt + 6) & 0x3fff) != 0) return 1; /* not TCP/UDP, or a fragment */
+  if ((proto != 6 && proto != 17) || (fl_rd16(pkt + 6) & 0x3fff) != 0) return FL_CSUM_OK; /* not TCP/UDP, or a fragment */
   size_t total = fl_rd16(pkt + 2), l4len = total - ihl;
   size_t off = proto == 6 ? 16 : 6;
-  if (l4len < off + 2) return 0;
+  if (l4len < off + 2) return FL_CSUM_BAD;
   uint8_t *l4 = pkt + ihl;
   uint16_t field = fl_rd16(l4 + off);
-  if (proto == 17 && field == 0) return 1; /* UDP without a checksum */
+  if (proto == 17 && field == 0) return FL_CSUM_OK; /* UDP without a checksum */
   uint64_t pseudo = fl_pseudo_sum(pkt, proto, l4len);
-  if (fl_sum_fold(fl_sum(l4, l4len, pseudo)) == 0xffff) return 1;
-  if (field != fl_sum_fold(pseudo)) return 0; /* not a partial checksum: real corruption */
-  fl_wr16(l4 + off, 0);
-  uint16_t c = (uint16_t)~fl_sum_fold(fl_sum(l4, l4len, pseudo));
-  if (proto == 17 && c == 0) c = 0xffff;
-  fl_wr16(l4 + off, c);
-  return 2;
+  if (field == fl_sum_fold(pseudo)) {
+    /* Partial: the sender's offload left only the pseudo-header sum. (A complete checksum that
+     * happens to equal it completes to itself, so treating it as partial is still right.) */
+    if (keep_partial) return FL_CSUM_PARTIAL;
+    fl_wr16(l4 + off, 0);
+    uint16_t c = (uint16_t)~fl_sum_fold(fl_sum(l4, l4len, pseudo));
+    if (proto == 17 && c == 0) c = 0xffff;
+    fl_wr16(l4 + off, c);
+    return FL_CSUM_COMPLETED;
+  }
+  return fl_sum_fold(fl_sum(l4, l4len, pseudo)) == 0xffff ? FL_CSUM_OK : FL_CSUM_BAD;
 }

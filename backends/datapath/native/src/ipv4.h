@@ -21,9 +21,11 @@ int fl_ipv4_dec_ttl(uint8_t *pkt);
 /* Builds an ICMP destination-unreachable (type 3, `code`) to the sender of `orig`, from `src`.
  * Returns its length, or 0 when RFC 792 forbids one (ICMP error, non-first fragment, bad header). */
 size_t fl_icmp_unreachable(uint8_t *out, size_t cap, const uint8_t *orig, size_t orig_len, uint32_t src, uint8_t code);
-/* Checks the TCP/UDP checksum of an IPv4 packet. A checksum left partial by the sender's offload
- * (the field holds only the pseudo-header sum: a kernel VXLAN peer over veth or virtio does this)
- * is completed in place. Returns 1 when the packet is valid (or not TCP/UDP, or a fragment), 2 when
- * a partial checksum was completed, 0 when it is corrupt. */
-int fl_l4_checksum_fix(uint8_t *pkt, size_t len);
+/* Checks the TCP/UDP checksum of an IPv4 packet, in one pass over it. A checksum left partial by the
+ * sender's offload (the field holds only the pseudo-header sum: a kernel VXLAN peer over veth or
+ * virtio does this, and so does a flannel-ts peer that advertises AcceptsPartialChecksums to us) is
+ * left as it is when keep_partial (the caller writes it to the device with NEEDS_CSUM), or completed
+ * in place. */
+enum { FL_CSUM_BAD = 0, FL_CSUM_OK = 1, FL_CSUM_COMPLETED = 2, FL_CSUM_PARTIAL = 3 };
+int fl_l4_checksum(uint8_t *pkt, size_t len, int keep_partial);
 #endif

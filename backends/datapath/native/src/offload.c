@@ -56,8 +56,10 @@ static int complete_csum(uint8_t *pkt, size_t len, const vnet_hdr *vh) {
   return 1;
 }
 
-/* One TCP segment of the super-packet, written at `out` (after `pre` bytes of VXLAN header). */
-static size_t build_segment(const fl_engine *e, uint8_t *out, const uint8_t *pkt, size_t ihl, size_t thl, size_t payload, size_t mss, size_t off) {
+/* One TCP segment of the super-packet, written at `out` (after `pre` bytes of VXLAN header). Its
+ * checksum is complete, or, for a peer that accepts them (`partial`), left partial as the kernel
+ * leaves it: the pseudo-header sum only, so the payload is copied but never summed. */
+static size_t build_segment(const fl_engine *e, uint8_t *out, const uint8_t *pkt, size_t ihl, size_t thl, size_t payload, size_t mss, size_t off, int partial) {
   size_t l2 = l2_len(e), pre = prefix_len(e), n = payload - off < mss ? payload - off : mss;
   if (pre) vxlan_header(e, out);
   uint8_t *o = out + pre;
@@ -71,10 +73,15 @@ static size_t build_segment(const fl_engine *e, uint8_t *out, const uint8_t *pkt
   fl_wr32(tcp + 4, fl_rd32(sip + ihl + 4) + (uint32_t)off);
   if (off + n < payload) tcp[13] &= (uint8_t)~0x09; /* FIN, PSH only on the last */
   if (off) tcp[13] &= (uint8_t)~0x80;               /* CWR only on the first */
-  fl_wr16(tcp + 16, 0);
-  uint64_t sum = fl_sum(tcp, thl, fl_pseudo_sum(ip, 6, thl + n));
-  sum = fl_copy_sum(tcp + thl, sip + ihl + thl + off, n, sum);
-  fl_wr16(tcp + 16, (uint16_t)~fl_sum_fold(sum));
+  uint64_t pseudo = fl_pseudo_sum(ip, 6, thl + n);
+  if (partial) {
+    fl_wr16(tcp + 16, fl_sum_fold(pseudo));
+    memcpy(tcp + thl, sip + ihl + thl + off, n);
+  } else {
+    fl_wr16(tcp + 16, 0);
+    uint64_t sum = fl_copy_sum(tcp + thl, sip + ihl + thl + off, n, fl_sum(tcp, thl, pseudo));
+    fl_wr16(tcp + 16, (uint16_t)~fl_sum_fold(sum));
+  }
   return pre + l2 + ihl + thl + n;
 }
 
@@ -143,7 +150,9 @@ static int tx_one(fl_engine *e, uint8_t *buf, size_t r, int m, int room, int slo
   if (payload == 0 || nseg * dgram > FL_STAGE) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
   uint8_t *stage = e->stage + (size_t)slot * FL_STAGE;
   size_t bytes = 0;
-  for (size_t i = 0; i < nseg; i++) bytes += build_segment(e, stage + i * dgram, pkt, ihl, thl, payload, mss, i * mss);
+  int partial = (peer->flags & FL_PEER_PARTIAL_CSUM) != 0;
+  for (size_t i = 0; i < nseg; i++) bytes += build_segment(e, stage + i * dgram, pkt, ihl, thl, payload, mss, i * mss, partial);
+  if (partial) STAT(e, ST_TX_PARTIAL_CHECKSUMS) += nseg;
   size_t per_msg = e->gso ? MAX_UDP_PAYLOAD / dgram : 1;
   if (per_msg > MAX_GSO_SEGS) per_msg = MAX_GSO_SEGS;
   int used = 0;
@@ -203,6 +212,15 @@ static size_t payload_of(const uint8_t *ip) {
   return fl_rd16(ip + 2) - ihl - thl;
 }
 
+/* Writes a TCP segment or a UDP datagram whose checksum is partial (or made partial): the device
+ * completes it, or trusts it for local delivery, as it does for its own stack's packets. */
+static void write_partial(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len) {
+  size_t l2 = l2_len(e), ihl = (size_t)(pkt[l2] & 0x0f) * 4;
+  vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_NONE, 0, 0, (uint16_t)(l2 + ihl), pkt[l2 + 9] == 6 ? 16 : 6};
+  if (fl_dev_write(e, &vh, pkt, len) == (ssize_t)len) count_rx(e, peer, 1, len);
+  else STAT(e, ST_RX_WRITE_ERRORS)++;
+}
+
 /* Writes a held flow: one segment as it is, several as one GSO super-packet. The super-packet is
  * gathered, not copied: the first segment with its headers rewritten in place, then the payload of
  * each following segment, all in one writev. */
@@ -210,7 +228,8 @@ static void flush_flow(fl_engine *e, fl_gro_flow *f) {
   const fl_peer *peer = f->peer;
   size_t l2 = l2_len(e);
   if (f->n == 1) {
-    if (fl_dev_write(e, NULL, f->frame[0], f->len[0]) == (ssize_t)f->len[0]) count_rx(e, peer, 1, f->len[0]);
+    if (f->partial) write_partial(e, peer, f->frame[0], f->len[0]);
+    else if (fl_dev_write(e, NULL, f->frame[0], f->len[0]) == (ssize_t)f->len[0]) count_rx(e, peer, 1, f->len[0]);
     else STAT(e, ST_RX_WRITE_ERRORS)++;
     f->n = 0;
     return;
@@ -273,7 +292,7 @@ static int can_append(const fl_engine *e, const fl_gro_flow *f, const uint8_t *p
 
 /* Holds a validated TCP segment for coalescing, or writes anything else at once (after flushing its
  * own flow, so that a flow is never reordered). */
-static void gro_add(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len) {
+static void gro_add(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, int partial) {
   size_t l2 = l2_len(e);
   const uint8_t *ip = pkt + l2;
   int tcp = ip[9] == 6 && (ip[0] & 0x0f) == 5 && !(fl_rd16(ip + 6) & 0x3fff) && len >= l2 + 40;
@@ -285,12 +304,14 @@ static void gro_add(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len)
     f->frame[f->n] = pkt;
     f->len[f->n++] = (uint16_t)len;
     f->total += payload_of(ip);
+    f->partial |= partial;
     if ((flags & 0x08) || payload_of(ip) < payload_of(f->frame[0] + l2)) f->closed = 1;
     return;
   }
   if (f) flush_flow(e, f);
   if (!mergeable) {
-    if (fl_dev_write(e, NULL, pkt, len) == (ssize_t)len) count_rx(e, peer, 1, len);
+    if (partial) write_partial(e, peer, pkt, len);
+    else if (fl_dev_write(e, NULL, pkt, len) == (ssize_t)len) count_rx(e, peer, 1, len);
     else STAT(e, ST_RX_WRITE_ERRORS)++;
     return;
   }
@@ -304,6 +325,7 @@ static void gro_add(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len)
   f->peer = peer;
   f->total = fl_rd16(ip + 2);
   f->closed = (flags & 0x08) != 0;
+  f->partial = partial;
 }
 
 /* A super-frame from a peer's TSO that reached us whole: hand it to the device as GSO. */
@@ -323,14 +345,15 @@ static void write_super(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t 
 
 static void rx_datagram(fl_engine *e, const fl_peer *peer, uint8_t *d, size_t dlen, size_t inner_mss) {
   uint8_t *pkt = d;
-  size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, dlen) : fl_accept_ipv4(e, peer, pkt, dlen);
+  int partial = 0;
+  size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, dlen, &partial) : fl_accept_ipv4(e, peer, pkt, dlen, &partial);
   if (!out) return;
   if (out > e->mtu + l2_len(e)) {
     if (e->mode == FL_MODE_VXLAN) write_super(e, peer, pkt, out, inner_mss);
     else STAT(e, ST_DROP_OVERSIZE)++;
     return;
   }
-  gro_add(e, peer, pkt, out);
+  gro_add(e, peer, pkt, out, partial);
 }
 
 /* True when the message is one datagram (a tunnel GSO super-frame), not a train of datagrams. */

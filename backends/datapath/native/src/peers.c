@@ -42,6 +42,7 @@ static int copy_once(fl_peer *out, uint32_t *count, const uint32_t *shared, uint
     p->public_ip = e[PE_PUBLIC_IP];
     p->port = e[PE_PORT];
     p->slot = e[PE_SLOT];
+    p->flags = e[PE_FLAGS];
     p->mac[0] = (uint8_t)(e[PE_MAC_HI] >> 8); p->mac[1] = (uint8_t)e[PE_MAC_HI];
     p->mac[2] = (uint8_t)(e[PE_MAC_LO] >> 24); p->mac[3] = (uint8_t)(e[PE_MAC_LO] >> 16);
     p->mac[4] = (uint8_t)(e[PE_MAC_LO] >> 8); p->mac[5] = (uint8_t)e[PE_MAC_LO];

@@ -3,8 +3,11 @@
 #define FLANNEL_PEERS_H
 #include <stdint.h>
 
+/* PE_FLAGS bits */
+#define FL_PEER_PARTIAL_CSUM 1u /* the peer accepts partial inner TCP checksums (a flannel-ts node) */
+
 typedef struct {
-  uint32_t subnet, mask, public_ip, port, slot;
+  uint32_t subnet, mask, public_ip, port, slot, flags;
   uint8_t mac[6];
 } fl_peer;
 

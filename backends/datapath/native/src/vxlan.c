@@ -35,8 +35,9 @@ const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, ui
   return peer;
 }
 
-size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len) {
+size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len, int *partial) {
   uint8_t *p = *pkt;
+  if (partial) *partial = 0;
   if (len < 8 + ETH_HLEN) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
   uint32_t vni = (uint32_t)p[4] << 16 | (uint32_t)p[5] << 8 | p[6];
   if (p[0] != 0x08 || p[1] || p[2] || p[3] || p[7] || vni != e->vni) { STAT(e, ST_DROP_BAD_VXLAN)++; return 0; }
@@ -51,9 +52,10 @@ size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t 
   if ((fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
   size_t out = ETH_HLEN + fl_rd16(ip + 2);
   if (out <= ETH_HLEN + e->mtu) { /* super-frames get fresh checksums when they are segmented */
-    int csum = fl_l4_checksum_fix(frame + ETH_HLEN, flen - ETH_HLEN);
-    if (!csum) { STAT(e, ST_DROP_BAD_CHECKSUM)++; return 0; }
-    if (csum == 2) STAT(e, ST_CHECKSUMS_COMPLETED)++;
+    int csum = fl_l4_checksum(frame + ETH_HLEN, flen - ETH_HLEN, partial != NULL);
+    if (csum == FL_CSUM_BAD) { STAT(e, ST_DROP_BAD_CHECKSUM)++; return 0; }
+    if (csum == FL_CSUM_COMPLETED) STAT(e, ST_CHECKSUMS_COMPLETED)++;
+    if (csum == FL_CSUM_PARTIAL) { STAT(e, ST_RX_PARTIAL_CHECKSUMS)++; *partial = 1; }
   }
   *pkt = frame;
   return out;
