@@ -2,6 +2,7 @@
 // 1 GB checksummed transfers through every backend pairing, DF pings at the maximum size with equal
 // and mixed MTUs, IP options and fragments, ordering of non-TCP flows during coalescing, and
 // malformed GRO trains from the wire.
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { until } from '../helpers/wait.js';
@@ -71,6 +72,23 @@ for (const [path, flags] of [['offload', OFFLOAD], ['fallback', FALLBACK]] as co
 // NEEDS_CSUM, a fallback receiver completes them; a kernel VXLAN peer never gets one. The transfers
 // check every byte end to end, the counters show which path each side took.
 const HEALTHZ = 18090;
+
+interface InnerChecksums { datagrams: number; ip_bad: number; l4: number; valid: number; partial: number; bad: number }
+
+/** Captures the first 300 tunnel packets from `from` on the node's underlay while `during` runs, and
+ * classifies every inner checksum in them (fixtures/inner-checksums.py), without trusting any kernel. */
+async function capturedChecksums(t: Test, node: NodeHost, from: NodeHost, mode: 'udp' | 'vxlan', during: () => Promise<void>): Promise<InnerChecksums> {
+  const port = mode === 'udp' ? 8285 : 8472;
+  const file = `/tmp/${runTag('cs')}.pcap`;
+  t.teardown(() => rm(file, { force: true }));
+  const dump = spawnIn(node.ns, 'tcpdump', ['-n', '-i', 'eth0', '-s', '0', '-c', '300', '-w', file, 'udp', 'dst', 'port', String(port), 'and', 'src', 'host', from.underlayIp]);
+  t.teardown(() => stopProcess(dump, 'SIGKILL'));
+  await until('tcpdump listening', async () => dump.output().includes('listening on'), 5000);
+  await during();
+  await until('300 packets captured', async () => dump.child.exitCode !== null, 10_000);
+  const out = await execCheckedIn(node.ns, 'python3', [join(FIXTURES, 'inner-checksums.py'), file, mode, String(port)]);
+  return JSON.parse(out) as InnerChecksums;
+}
 const offloadEvent = async (node: NodeHost, event: string): Promise<number> =>
   sample(await scrape(node, HEALTHZ), `flanneld_datapath_offload_events_total{event="${event}"}`) ?? 0;
 
@@ -79,7 +97,9 @@ t.test('partial inner checksums go only to peers that accept them, and arrive in
   for (const backend of [{ Type: 'udp' }, { Type: 'vxlan' }]) {
     await t.test(`${backend.Type}: offload → offload, device completes them`, async (t) => {
       const { n1, n2, p1, p2 } = await pair(t, backend, withMetrics(OFFLOAD), withMetrics(OFFLOAD));
-      await transfer(t, p1, p2, 256 * 1024 * 1024, `${backend.Type} offload → offload`);
+      const wire = await capturedChecksums(t, n2, n1, backend.Type as 'udp' | 'vxlan',
+        () => transfer(t, p1, p2, 256 * 1024 * 1024, `${backend.Type} offload → offload`));
+      t.ok(wire.partial > 1000 && wire.bad === 0 && wire.ip_bad === 0, `on the wire: partial inner TCP checksums, no bad ones: ${JSON.stringify(wire)}`);
       t.ok(await offloadEvent(n1, 'tx_partial_checksums') > 10_000, 'sender: segments sent with a partial checksum');
       t.ok(await offloadEvent(n2, 'rx_partial_checksums') > 10_000, 'receiver: handed to the device with NEEDS_CSUM');
     });
@@ -92,10 +112,13 @@ t.test('partial inner checksums go only to peers that accept them, and arrive in
     });
   }
   await t.test('vxlan: a kernel VXLAN peer (no AcceptsPartialChecksums) gets complete checksums', async (t) => {
-    const { cluster, n1, p1, p2 } = await pair(t, { Type: 'vxlan' }, withMetrics(OFFLOAD), ['--vxlan-datapath=kernel']);
+    const { cluster, n1, n2, p1, p2 } = await pair(t, { Type: 'vxlan' }, withMetrics(OFFLOAD), ['--vxlan-datapath=kernel']);
     const lease = await cluster.etcd.get(`/coreos.com/network/subnets/${p2.ip.replace(/\.\d+$/, '.0')}-24`);
     t.notMatch(lease, /AcceptsPartialChecksums/, 'the kernel-datapath node does not advertise it');
-    await transfer(t, p1, p2, 256 * 1024 * 1024, 'userspace → kernel');
+    // Besides the receiving kernel's own check, the capture checks every inner checksum itself,
+    // whatever offload state the skbs carry across veth.
+    const wire = await capturedChecksums(t, n2, n1, 'vxlan', () => transfer(t, p1, p2, 256 * 1024 * 1024, 'userspace → kernel'));
+    t.ok(wire.l4 > 1000 && wire.valid === wire.l4 && wire.ip_bad === 0, `on the wire: every inner checksum complete and valid: ${JSON.stringify(wire)}`);
     t.equal(await offloadEvent(n1, 'tx_partial_checksums'), 0, 'no segment sent with a partial checksum');
   });
 });

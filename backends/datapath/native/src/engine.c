@@ -70,7 +70,8 @@ int fl_stop_requested(fl_engine *e) {
 }
 
 void fl_sync_peers(fl_engine *e) {
-  if (fl_peers_sync(&e->peers, e->peer_table) > 0) STAT(e, ST_PEER_TABLE_LOADS)++;
+  /* The one counter both workers of a queue write (each takes its own snapshot): atomic, and rare. */
+  if (fl_peers_sync(&e->peers, e->peer_table) > 0) __atomic_fetch_add(&STAT(e, ST_PEER_TABLE_LOADS), 1, __ATOMIC_RELAXED);
 }
 
 /* A UDP GSO message that the kernel refused because its datagrams no longer fit the route's MTU

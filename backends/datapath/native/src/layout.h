@@ -21,7 +21,8 @@ enum {
   PE_WORDS = 8
 };
 
-/* Counters: u64 slots in a SharedArrayBuffer; each is written by exactly one thread. */
+/* Counters: u64 slots in a SharedArrayBuffer; each is written by one thread (peer_table_loads, which
+ * both workers of a queue bump, atomically). */
 enum {
   ST_TX_PACKETS, ST_TX_BYTES, ST_RX_PACKETS, ST_RX_BYTES,
   ST_DROP_NO_ROUTE, ST_DROP_TTL, ST_DROP_TX_MALFORMED, ST_DROP_UNKNOWN_SOURCE,
