@@ -1,7 +1,7 @@
 // The main-thread side of the packet engine: per device queue, one worker serving both directions
 // ('shared') or a TX and an RX worker ('pair') over that queue's fd and socket, all sharing the peer
-// table; restarts a worker that dies (with backoff,
-// counted); stops them through an eventfd. Reads counters from shared memory, never per packet.
+// table; restarts a worker that dies (with backoff, counted); stops them through an eventfd. Reads
+// counters from shared memory, never per packet.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { DatapathStats, DatapathThreading } from '../backend.js';

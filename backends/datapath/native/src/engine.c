@@ -47,6 +47,34 @@ ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, siz
   return r < 0 ? r : r - FL_VNET_HDR_LEN;
 }
 
+void fl_count_tx(fl_engine *e, const fl_peer *peer, uint64_t packets, uint64_t bytes) {
+  STAT(e, ST_TX_PACKETS) += packets;
+  STAT(e, ST_TX_BYTES) += bytes;
+  PEER_STAT_ADD(e, peer, SP_TX_PACKETS, packets);
+  PEER_STAT_ADD(e, peer, SP_TX_BYTES, bytes);
+}
+
+void fl_count_rx(fl_engine *e, const fl_peer *peer, uint64_t packets, uint64_t bytes) {
+  STAT(e, ST_RX_PACKETS) += packets;
+  STAT(e, ST_RX_BYTES) += bytes;
+  PEER_STAT_ADD(e, peer, SP_RX_PACKETS, packets);
+  PEER_STAT_ADD(e, peer, SP_RX_BYTES, bytes);
+}
+
+int fl_deliver(fl_engine *e, const fl_peer *peer, const void *vnet_hdr, const uint8_t *pkt, size_t len) {
+  if (fl_dev_write(e, vnet_hdr, pkt, len) != (ssize_t)len) { STAT(e, ST_RX_WRITE_ERRORS)++; return 0; }
+  fl_count_rx(e, peer, 1, len);
+  return 1;
+}
+
+int fl_check_l4(fl_engine *e, uint8_t *ip, size_t len, int *partial) {
+  int csum = fl_l4_checksum(ip, len, partial != NULL);
+  if (csum == FL_CSUM_BAD) { STAT(e, ST_DROP_BAD_CHECKSUM)++; return 0; }
+  if (csum == FL_CSUM_COMPLETED) STAT(e, ST_CHECKSUMS_COMPLETED)++;
+  if (csum == FL_CSUM_PARTIAL) { STAT(e, ST_RX_PARTIAL_CHECKSUMS)++; *partial = 1; }
+  return 1;
+}
+
 ssize_t fl_dev_writev(fl_engine *e, const struct iovec *iov, int n) {
   ssize_t r = writev(e->dev_fd, iov, n);
   return r < 0 ? r : r - FL_VNET_HDR_LEN;
@@ -140,9 +168,7 @@ static void enqueue(fl_engine *e, int n, const fl_peer *peer, uint8_t *buf, size
   int iovs = 0;
   if (e->mode == FL_MODE_VXLAN) {
     uint8_t *h = e->vxlan_hdr[n];
-    memset(h, 0, 8);
-    h[0] = 0x08;
-    h[4] = (uint8_t)(e->vni >> 16); h[5] = (uint8_t)(e->vni >> 8); h[6] = (uint8_t)e->vni;
+    fl_vxlan_header(e, h);
     e->iov[n][iovs].iov_base = h;
     e->iov[n][iovs++].iov_len = 8;
   }
@@ -156,10 +182,7 @@ static void enqueue(fl_engine *e, int n, const fl_peer *peer, uint8_t *buf, size
   e->msgs[n].msg_hdr.msg_iovlen = (size_t)iovs;
   e->msgs[n].msg_hdr.msg_name = &e->addrs[n];
   e->msgs[n].msg_hdr.msg_namelen = sizeof e->addrs[n];
-  STAT(e, ST_TX_PACKETS)++;
-  STAT(e, ST_TX_BYTES) += len;
-  PEER_STAT(e, peer, SP_TX_PACKETS);
-  PEER_STAT_ADD(e, peer, SP_TX_BYTES, len);
+  fl_count_tx(e, peer, 1, len);
 }
 
 /* Sends the batch; in vxlan mode each message goes out of the socket its flow hash picked, so runs of
@@ -213,11 +236,7 @@ size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t le
   if (!ihl) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
   if ((fl_rd32(pkt + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
   if (!fl_ipv4_dec_ttl(pkt)) { STAT(e, ST_DROP_TTL)++; return 0; }
-  int csum = fl_l4_checksum(pkt, len, partial != NULL);
-  if (csum == FL_CSUM_BAD) { STAT(e, ST_DROP_BAD_CHECKSUM)++; return 0; }
-  if (csum == FL_CSUM_COMPLETED) STAT(e, ST_CHECKSUMS_COMPLETED)++;
-  if (csum == FL_CSUM_PARTIAL) { STAT(e, ST_RX_PARTIAL_CHECKSUMS)++; *partial = 1; }
-  return fl_rd16(pkt + 2);
+  return fl_check_l4(e, pkt, len, partial) ? fl_rd16(pkt + 2) : 0;
 }
 
 static void prepare_recv(fl_engine *e) {
@@ -245,11 +264,8 @@ void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame,
   size_t payload = fl_rd16(ip + 2) - hdr, mss = e->mtu - hdr;
   for (size_t off = 0; off < payload; off += mss) {
     size_t n = fl_tcp_segment(e->seg, e->slot_size, frame, l2, mss, off, off == 0);
-    if (!n || fl_dev_write(e, NULL, e->seg, n) != (ssize_t)n) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
-    STAT(e, ST_RX_PACKETS)++;
-    STAT(e, ST_RX_BYTES) += n;
-    PEER_STAT(e, peer, SP_RX_PACKETS);
-    PEER_STAT_ADD(e, peer, SP_RX_BYTES, n);
+    if (!n) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
+    fl_deliver(e, peer, NULL, e->seg, n);
   }
   STAT(e, ST_SEGMENTED_SUPER_FRAMES)++;
 }
@@ -270,11 +286,7 @@ static int rx_step_plain(fl_engine *e) {
     size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, len, NULL) : fl_accept_ipv4(e, peer, pkt, len, NULL);
     if (!out) continue;
     if (out > e->mtu + (e->mode == FL_MODE_VXLAN ? 14u : 0u)) { fl_write_segmented(e, peer, pkt, out); continue; }
-    if (fl_dev_write(e, NULL, pkt, out) != (ssize_t)out) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
-    STAT(e, ST_RX_PACKETS)++;
-    STAT(e, ST_RX_BYTES) += out;
-    PEER_STAT(e, peer, SP_RX_PACKETS);
-    PEER_STAT_ADD(e, peer, SP_RX_BYTES, out);
+    fl_deliver(e, peer, NULL, pkt, out);
   }
   return n;
 }

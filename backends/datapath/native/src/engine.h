@@ -28,7 +28,7 @@ typedef struct {
   const void *peer;
   int n;
   int closed;      /* a shorter or PSH segment ended the run */
-  int partial;     /* a segment's checksum is partial: a single one is written with NEEDS_CSUM */
+  int partial;     /* the first segment's checksum is partial: written alone, it goes with NEEDS_CSUM */
   size_t total;    /* IP total length of the merged packet */
 } fl_gro_flow;
 

@@ -8,7 +8,6 @@
 #include <sys/uio.h>
 
 #define STAT(e, i) ((e)->stats[(i)])
-#define PEER_STAT(e, p, i) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)]++; } while (0)
 #define PEER_STAT_ADD(e, p, i, n) do { if ((p)->slot < (e)->stat_slots) (e)->stats[ST_GLOBAL_COUNT + (p)->slot * SP_WORDS + (i)] += (n); } while (0)
 
 int fl_stop_requested(fl_engine *e);
@@ -26,6 +25,16 @@ void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame,
 size_t fl_tcp_segment(uint8_t *out, size_t cap, const uint8_t *frame, size_t l2, size_t mss, size_t off, int first);
 /* Writes one packet (or frame) to the device, with a virtio_net_hdr (zeros when NULL) when it has them. */
 ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, size_t len);
+/* The 8-byte VXLAN header (I flag, our VNI) at h. */
+void fl_vxlan_header(const fl_engine *e, uint8_t *h);
+/* Count packets sent to a peer / written to the device, globally and for the peer. */
+void fl_count_tx(fl_engine *e, const fl_peer *peer, uint64_t packets, uint64_t bytes);
+void fl_count_rx(fl_engine *e, const fl_peer *peer, uint64_t packets, uint64_t bytes);
+/* Writes one received packet to the device and counts it, or counts a write error. Returns 1 if written. */
+int fl_deliver(fl_engine *e, const fl_peer *peer, const void *vnet_hdr, const uint8_t *pkt, size_t len);
+/* The RX checksum check of an inner IPv4 packet with its counters (fl_l4_checksum): returns 0 when it
+ * is dropped as corrupt; with `partial` non-NULL a partial checksum is kept and flagged there. */
+int fl_check_l4(fl_engine *e, uint8_t *ip, size_t len, int *partial);
 /* Writes a packet gathered from iov[0..n), iov[0] being its virtio_net_hdr; returns the packet bytes written. */
 ssize_t fl_dev_writev(fl_engine *e, const struct iovec *iov, int n);
 void fl_offload_probe(fl_engine *e);

@@ -39,12 +39,6 @@ typedef struct {
 static size_t l2_len(const fl_engine *e) { return e->mode == FL_MODE_VXLAN ? 14 : 0; }
 static size_t prefix_len(const fl_engine *e) { return e->mode == FL_MODE_VXLAN ? 8 : 0; }
 
-static void vxlan_header(const fl_engine *e, uint8_t *h) {
-  memset(h, 0, 8);
-  h[0] = 0x08;
-  h[4] = (uint8_t)(e->vni >> 16); h[5] = (uint8_t)(e->vni >> 8); h[6] = (uint8_t)e->vni;
-}
-
 /* ---------- TX ---------- */
 
 /* Finishes a checksum the kernel left to us (NEEDS_CSUM without GSO). */
@@ -61,7 +55,7 @@ static int complete_csum(uint8_t *pkt, size_t len, const vnet_hdr *vh) {
  * leaves it: the pseudo-header sum only, so the payload is copied but never summed. */
 static size_t build_segment(const fl_engine *e, uint8_t *out, const uint8_t *pkt, size_t ihl, size_t thl, size_t payload, size_t mss, size_t off, int partial) {
   size_t l2 = l2_len(e), pre = prefix_len(e), n = payload - off < mss ? payload - off : mss;
-  if (pre) vxlan_header(e, out);
+  if (pre) fl_vxlan_header(e, out);
   uint8_t *o = out + pre;
   memcpy(o, pkt, l2 + ihl + thl);
   uint8_t *ip = o + l2, *tcp = ip + ihl;
@@ -105,13 +99,6 @@ static void set_message(fl_engine *e, int m, const fl_peer *peer, int iovs, uint
   memcpy(CMSG_DATA(c), &gso, sizeof gso);
 }
 
-static void count_tx(fl_engine *e, const fl_peer *peer, uint64_t packets, uint64_t bytes) {
-  STAT(e, ST_TX_PACKETS) += packets;
-  STAT(e, ST_TX_BYTES) += bytes;
-  PEER_STAT_ADD(e, peer, SP_TX_PACKETS, packets);
-  PEER_STAT_ADD(e, peer, SP_TX_BYTES, bytes);
-}
-
 /* Turns one read into messages starting at msgs[m]; returns how many it used (0 = dropped). */
 static int tx_one(fl_engine *e, uint8_t *buf, size_t r, int m, int room, int slot, int *fd_of) {
   if (r < FL_VNET_HDR_LEN) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
@@ -128,13 +115,13 @@ static int tx_one(fl_engine *e, uint8_t *buf, size_t r, int m, int room, int slo
   if (gso_type == VNET_GSO_NONE) {
     if ((vh.flags & VNET_F_NEEDS_CSUM) && !complete_csum(pkt, len, &vh)) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
     int iovs = 0;
-    if (pre) { vxlan_header(e, e->vxlan_hdr[m]); e->iov[m][iovs].iov_base = e->vxlan_hdr[m]; e->iov[m][iovs++].iov_len = pre; }
+    if (pre) { fl_vxlan_header(e, e->vxlan_hdr[m]); e->iov[m][iovs].iov_base = e->vxlan_hdr[m]; e->iov[m][iovs++].iov_len = pre; }
     size_t plen = e->mode == FL_MODE_UDP ? fl_rd16(pkt + 2) : len;
     e->iov[m][iovs].iov_base = pkt;
     e->iov[m][iovs++].iov_len = plen;
     set_message(e, m, peer, iovs, 0);
     fd_of[m] = fd;
-    count_tx(e, peer, 1, plen);
+    fl_count_tx(e, peer, 1, plen);
     return 1;
   }
   const uint8_t *ip = pkt + l2;
@@ -164,7 +151,7 @@ static int tx_one(fl_engine *e, uint8_t *buf, size_t r, int m, int room, int slo
     set_message(e, m + used, peer, 1, k > 1 ? (uint16_t)dgram : 0);
     fd_of[m + used] = fd;
   }
-  count_tx(e, peer, nseg, bytes - nseg * pre);
+  fl_count_tx(e, peer, nseg, bytes - nseg * pre);
   return used;
 }
 
@@ -200,25 +187,18 @@ int fl_tx_step_offload(fl_engine *e) {
 
 /* ---------- RX ---------- */
 
-static void count_rx(fl_engine *e, const fl_peer *peer, uint64_t packets, uint64_t bytes) {
-  STAT(e, ST_RX_PACKETS) += packets;
-  STAT(e, ST_RX_BYTES) += bytes;
-  PEER_STAT_ADD(e, peer, SP_RX_PACKETS, packets);
-  PEER_STAT_ADD(e, peer, SP_RX_BYTES, bytes);
-}
-
 static size_t payload_of(const uint8_t *ip) {
   size_t ihl = (size_t)(ip[0] & 0x0f) * 4, thl = (size_t)(ip[ihl + 12] >> 4) * 4;
   return fl_rd16(ip + 2) - ihl - thl;
 }
 
-/* Writes a TCP segment or a UDP datagram whose checksum is partial (or made partial): the device
- * completes it, or trusts it for local delivery, as it does for its own stack's packets. */
-static void write_partial(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len) {
+/* Writes one packet as it is; a TCP segment or UDP datagram whose checksum is partial goes with
+ * NEEDS_CSUM, so the device completes it, or trusts it for local delivery, as it does for its own
+ * stack's packets. */
+static void write_one(fl_engine *e, const fl_peer *peer, const uint8_t *pkt, size_t len, int partial) {
   size_t l2 = l2_len(e), ihl = (size_t)(pkt[l2] & 0x0f) * 4;
   vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_NONE, 0, 0, (uint16_t)(l2 + ihl), pkt[l2 + 9] == 6 ? 16 : 6};
-  if (fl_dev_write(e, &vh, pkt, len) == (ssize_t)len) count_rx(e, peer, 1, len);
-  else STAT(e, ST_RX_WRITE_ERRORS)++;
+  fl_deliver(e, peer, partial ? &vh : NULL, pkt, len);
 }
 
 /* Writes a held flow: one segment as it is, several as one GSO super-packet. The super-packet is
@@ -228,9 +208,7 @@ static void flush_flow(fl_engine *e, fl_gro_flow *f) {
   const fl_peer *peer = f->peer;
   size_t l2 = l2_len(e);
   if (f->n == 1) {
-    if (f->partial) write_partial(e, peer, f->frame[0], f->len[0]);
-    else if (fl_dev_write(e, NULL, f->frame[0], f->len[0]) == (ssize_t)f->len[0]) count_rx(e, peer, 1, f->len[0]);
-    else STAT(e, ST_RX_WRITE_ERRORS)++;
+    write_one(e, peer, f->frame[0], f->len[0], f->partial);
     f->n = 0;
     return;
   }
@@ -256,7 +234,7 @@ static void flush_flow(fl_engine *e, fl_gro_flow *f) {
   fl_wr16(ip + 10, fl_csum(ip, ihl));
   fl_wr16(tcp + 16, fl_sum_fold(fl_pseudo_sum(ip, 6, at - l2 - ihl)));
   if (fl_dev_writev(e, iov, f->n + 1) == (ssize_t)at) {
-    count_rx(e, peer, (uint64_t)f->n, at + (size_t)(f->n - 1) * hdr);
+    fl_count_rx(e, peer, (uint64_t)f->n, at + (size_t)(f->n - 1) * hdr);
     STAT(e, ST_COALESCED_SUPER_PACKETS)++;
   } else {
     STAT(e, ST_RX_WRITE_ERRORS)++;
@@ -304,15 +282,12 @@ static void gro_add(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len,
     f->frame[f->n] = pkt;
     f->len[f->n++] = (uint16_t)len;
     f->total += payload_of(ip);
-    f->partial |= partial;
     if ((flags & 0x08) || payload_of(ip) < payload_of(f->frame[0] + l2)) f->closed = 1;
     return;
   }
   if (f) flush_flow(e, f);
   if (!mergeable) {
-    if (partial) write_partial(e, peer, pkt, len);
-    else if (fl_dev_write(e, NULL, pkt, len) == (ssize_t)len) count_rx(e, peer, 1, len);
-    else STAT(e, ST_RX_WRITE_ERRORS)++;
+    write_one(e, peer, pkt, len, partial);
     return;
   }
   if (!f) {
@@ -339,8 +314,7 @@ static void write_super(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t 
   fl_wr16(ip + ihl + 16, fl_sum_fold(fl_pseudo_sum(ip, 6, fl_rd16(ip + 2) - ihl)));
   vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + ihl), 16};
   flush_all(e);
-  if (fl_dev_write(e, &vh, pkt, len) == (ssize_t)len) { count_rx(e, peer, 1, len); STAT(e, ST_SEGMENTED_SUPER_FRAMES)++; }
-  else STAT(e, ST_RX_WRITE_ERRORS)++;
+  if (fl_deliver(e, peer, &vh, pkt, len)) STAT(e, ST_SEGMENTED_SUPER_FRAMES)++;
 }
 
 static void rx_datagram(fl_engine *e, const fl_peer *peer, uint8_t *d, size_t dlen, size_t inner_mss) {

@@ -26,6 +26,12 @@ uint32_t fl_flow_hash(const uint8_t *ip, size_t len) {
   return h;
 }
 
+void fl_vxlan_header(const fl_engine *e, uint8_t *h) {
+  memset(h, 0, 8);
+  h[0] = 0x08; /* I flag */
+  h[4] = (uint8_t)(e->vni >> 16); h[5] = (uint8_t)(e->vni >> 8); h[6] = (uint8_t)e->vni;
+}
+
 const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, uint32_t *hash) {
   if (len < ETH_HLEN) { STAT(e, ST_DROP_TX_MALFORMED)++; return NULL; }
   if (frame[0] & 1) { STAT(e, ST_DROP_BROADCAST)++; return NULL; }   /* broadcast or multicast */
@@ -52,10 +58,7 @@ size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t 
   if ((fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
   size_t out = ETH_HLEN + fl_rd16(ip + 2);
   if (out <= ETH_HLEN + e->mtu) { /* super-frames get fresh checksums when they are segmented */
-    int csum = fl_l4_checksum(frame + ETH_HLEN, flen - ETH_HLEN, partial != NULL);
-    if (csum == FL_CSUM_BAD) { STAT(e, ST_DROP_BAD_CHECKSUM)++; return 0; }
-    if (csum == FL_CSUM_COMPLETED) STAT(e, ST_CHECKSUMS_COMPLETED)++;
-    if (csum == FL_CSUM_PARTIAL) { STAT(e, ST_RX_PARTIAL_CHECKSUMS)++; *partial = 1; }
+    if (!fl_check_l4(e, frame + ETH_HLEN, flen - ETH_HLEN, partial)) return 0;
   }
   *pkt = frame;
   return out;
