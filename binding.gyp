@@ -19,7 +19,8 @@
         "backends/datapath/native/src/peers.c",
         "backends/datapath/native/src/ipv4.c",
         "backends/datapath/native/src/segment.c",
-        "backends/datapath/native/src/offload.c",
+        "backends/datapath/native/src/offload_tx.c",
+        "backends/datapath/native/src/offload_rx.c",
         "backends/datapath/native/src/csum.c",
         "backends/datapath/native/src/sys.c"
       ],

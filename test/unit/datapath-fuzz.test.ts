@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import t from 'tap';
 
 const NATIVE = new URL('../../backends/datapath/native/', import.meta.url).pathname;
-const SOURCES = ['offload.c', 'csum.c', 'engine.c', 'vxlan.c', 'peers.c', 'ipv4.c', 'segment.c'].map((f) => join(NATIVE, 'src', f));
+const SOURCES = ['offload_tx.c', 'offload_rx.c', 'csum.c', 'engine.c', 'vxlan.c', 'peers.c', 'ipv4.c', 'segment.c'].map((f) => join(NATIVE, 'src', f));
 const hasClang = spawnSync('clang', ['--version']).status === 0;
 
 t.test('fuzz the offload split and coalescing code', { skip: !hasClang && 'clang is missing: run `make deps` (it installs clang and libclang-rt-14-dev)' }, async (t) => {

@@ -32,21 +32,6 @@ uint64_t fl_sum(const uint8_t *p, size_t len, uint64_t acc) {
   return acc;
 }
 
-uint64_t fl_copy_sum(uint8_t *dst, const uint8_t *src, size_t len, uint64_t acc) {
-  /* one pass: each 8-byte word is stored and its two 32-bit halves summed (no overflow below 2^32 words) */
-  while (len >= 8) {
-    uint64_t w;
-    memcpy(&w, src, 8);
-    memcpy(dst, &w, 8);
-    acc += (w & 0xffffffffu) + (w >> 32);
-    src += 8;
-    dst += 8;
-    len -= 8;
-  }
-  memcpy(dst, src, len);
-  return fl_sum(dst, len, acc);
-}
-
 uint16_t fl_sum_fold(uint64_t acc) {
   acc = (acc & 0xffffffffu) + (acc >> 32);
   acc = (acc & 0xffffffffu) + (acc >> 32);

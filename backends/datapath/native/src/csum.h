@@ -7,8 +7,6 @@
 
 /* Adds `len` bytes to a running sum. Every part but the last must have an even length. */
 uint64_t fl_sum(const uint8_t *p, size_t len, uint64_t acc);
-/* Copies and sums in one pass. */
-uint64_t fl_copy_sum(uint8_t *dst, const uint8_t *src, size_t len, uint64_t acc);
 /* The 16-bit one's-complement sum in network byte order value (not complemented). */
 uint16_t fl_sum_fold(uint64_t acc);
 /* The pseudo-header sum of IPv4 TCP/UDP: addresses at ip+12, protocol, L4 length. */

@@ -1,6 +1,6 @@
 /* The packet loops. fl_pump() runs TX steps (device → UDP), RX steps (UDP → device) or both, and
  * sleeps in poll() on the device, the socket and the stop eventfd when a round moved nothing.
- * Per-packet steps (no offloads; the offload steps are in offload.c):
+ * Per-packet steps (no offloads; the offload steps are in offload_tx.c and offload_rx.c):
  *  TX: read() packets until EAGAIN or a full batch → route each by inner destination (udp) or
  *      destination MAC (vxlan) → one sendmmsg() per socket run.
  *  RX: recvmmsg() a batch → check the sender holds a lease and the inner source belongs to it →
@@ -29,14 +29,16 @@ int fl_engine_init(fl_engine *e) {
   e->bufs = malloc((size_t)e->slot_size * FL_BATCH);
   e->seg = malloc(e->slot_size);
   e->rx_bufs = NULL; /* allocated by the first RX pump: only the RX worker needs it */
-  e->tx_rbuf = e->stage = NULL;
+  e->tx_rbuf = e->tx_hdrs = NULL;
+  e->tx_iov = NULL;
   e->ctrl = calloc(FL_BATCH, sizeof *e->ctrl);
   e->n_flows = 0;
   if (e->vnet) {
     e->tx_rbuf = malloc((size_t)FL_TX_READS * FL_SUPER);
-    e->stage = malloc((size_t)FL_TX_READS * FL_STAGE);
+    e->tx_hdrs = malloc((size_t)FL_TX_SEGS * FL_TX_HDR);
+    e->tx_iov = calloc(FL_TX_IOVS, sizeof *e->tx_iov);
   }
-  return e->bufs && e->seg && e->ctrl && (!e->vnet || (e->tx_rbuf && e->stage)) ? 0 : -ENOMEM;
+  return e->bufs && e->seg && e->ctrl && (!e->vnet || (e->tx_rbuf && e->tx_hdrs && e->tx_iov)) ? 0 : -ENOMEM;
 }
 
 ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, size_t len) {
@@ -85,9 +87,11 @@ void fl_engine_free(fl_engine *e) {
   free(e->seg);
   free(e->rx_bufs);
   free(e->tx_rbuf);
-  free(e->stage);
+  free(e->tx_hdrs);
+  free(e->tx_iov);
   free(e->ctrl);
-  e->bufs = e->seg = e->rx_bufs = e->tx_rbuf = e->stage = NULL;
+  e->bufs = e->seg = e->rx_bufs = e->tx_rbuf = e->tx_hdrs = NULL;
+  e->tx_iov = NULL;
   e->ctrl = NULL;
   fl_peers_free(&e->peers);
 }
@@ -102,29 +106,43 @@ void fl_sync_peers(fl_engine *e) {
   if (fl_peers_sync(&e->peers, e->peer_table) > 0) __atomic_fetch_add(&STAT(e, ST_PEER_TABLE_LOADS), 1, __ATOMIC_RELAXED);
 }
 
+/* Sends one datagram, waiting briefly while the socket buffer is full. */
+static void send_datagram(fl_engine *e, int fd, const struct msghdr *h, const uint8_t *p, size_t n) {
+  ssize_t r;
+  int spins = 0;
+  for (;;) {
+    r = sendto(fd, p, n, MSG_DONTWAIT, h->msg_name, h->msg_namelen);
+    if (r >= 0 || (errno != EINTR && !((errno == EAGAIN || errno == ENOBUFS) && spins++ < 100))) break;
+    if (errno != EINTR) { struct pollfd pf = {.fd = fd, .events = POLLOUT}; poll(&pf, 1, 1); }
+  }
+  if (r < 0) STAT(e, ST_TX_SEND_ERRORS)++;
+}
+
 /* A UDP GSO message that the kernel refused because its datagrams no longer fit the route's MTU
- * (EINVAL for UDP_SEGMENT; the underlay MTU shrank under us): sends its datagrams one by one, which
- * the kernel fragments as it does any datagram larger than the path MTU. Returns 0 when `h` is not
- * a GSO message. */
+ * (EINVAL for UDP_SEGMENT; the underlay MTU shrank under us): sends its datagrams one by one, each
+ * gathered from the message's iovecs into the scratch frame, and the kernel fragments them as it
+ * does any datagram larger than the path MTU. Returns 0 when `h` is not a GSO message. */
 static int send_unsegmented(fl_engine *e, int fd, const struct msghdr *h) {
   struct cmsghdr *c = h->msg_controllen ? CMSG_FIRSTHDR((struct msghdr *)h) : NULL;
-  if (!c || c->cmsg_level != SOL_UDP || c->cmsg_type != FL_UDP_SEGMENT || h->msg_iovlen != 1) return 0;
+  if (!c || c->cmsg_level != SOL_UDP || c->cmsg_type != FL_UDP_SEGMENT) return 0;
   uint16_t gso;
   memcpy(&gso, CMSG_DATA(c), sizeof gso);
   if (gso == 0) return 0;
-  const uint8_t *p = h->msg_iov[0].iov_base;
-  size_t len = h->msg_iov[0].iov_len;
-  for (size_t off = 0; off < len; off += gso) {
-    size_t n = len - off < gso ? len - off : gso;
-    ssize_t r;
-    int spins = 0;
-    for (;;) {
-      r = sendto(fd, p + off, n, MSG_DONTWAIT, h->msg_name, h->msg_namelen);
-      if (r >= 0 || (errno != EINTR && !((errno == EAGAIN || errno == ENOBUFS) && spins++ < 100))) break;
-      if (errno != EINTR) { struct pollfd pf = {.fd = fd, .events = POLLOUT}; poll(&pf, 1, 1); }
+  if (gso > e->slot_size) { STAT(e, ST_TX_SEND_ERRORS)++; return 1; }
+  size_t fill = 0;
+  for (size_t i = 0; i < h->msg_iovlen; i++) {
+    const uint8_t *p = h->msg_iov[i].iov_base;
+    size_t left = h->msg_iov[i].iov_len;
+    while (left > 0) {
+      size_t take = left < gso - fill ? left : gso - fill;
+      memcpy(e->seg + fill, p, take);
+      fill += take;
+      p += take;
+      left -= take;
+      if (fill == gso) { send_datagram(e, fd, h, e->seg, fill); fill = 0; }
     }
-    if (r < 0) STAT(e, ST_TX_SEND_ERRORS)++;
   }
+  if (fill > 0) send_datagram(e, fd, h, e->seg, fill);
   return 1;
 }
 

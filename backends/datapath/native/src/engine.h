@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <sys/uio.h>
 #include "peers.h"
 
 #define FL_MODE_UDP 0
@@ -17,7 +18,9 @@
 #define FL_VNET_HDR_LEN 10
 #define FL_TX_READS 8            /* super-packets read per offload TX batch */
 #define FL_SUPER (65536 + 128)    /* one read: vnet header + up to 64 KB */
-#define FL_STAGE (2 * 65536)      /* datagrams of one split super-packet, back to back */
+#define FL_TX_SEGS 512            /* segment header slots per offload TX batch */
+#define FL_TX_HDR 160             /* one slot: VXLAN 8 + Ethernet 14 + IPv4 ≤ 60 + TCP ≤ 60 */
+#define FL_TX_IOVS (2 * FL_TX_SEGS) /* a header and a payload iovec per datagram */
 #define FL_RX_MSGS 16             /* GRO trains received per offload RX batch */
 #define FL_GRO_FLOWS 16
 #define FL_GRO_SEGS 64
@@ -59,7 +62,8 @@ typedef struct {
   int spin_us;       /* stay busy this long after the last traffic before sleeping in poll (0: never) */
   int64_t active_us; /* when the pump last moved traffic (CLOCK_MONOTONIC) */
   uint8_t *tx_rbuf;  /* offload TX: FL_TX_READS reads of FL_SUPER */
-  uint8_t *stage;    /* offload TX: FL_TX_READS × FL_STAGE */
+  uint8_t *tx_hdrs;  /* offload TX: FL_TX_SEGS header slots of FL_TX_HDR */
+  struct iovec *tx_iov; /* offload TX: FL_TX_IOVS, the gathered datagrams of a batch */
   char (*ctrl)[64];  /* per-message control buffers */
   fl_gro_flow flows[FL_GRO_FLOWS];
   int n_flows;

@@ -1,5 +1,5 @@
 /* Helpers shared by the per-packet loops (engine.c), vxlan framing (vxlan.c) and the offload loops
- * (offload.c). Internal to the addon. */
+ * (offload_tx.c, offload_rx.c). Internal to the addon. */
 #ifndef FLANNEL_ENGINE_INTERNAL_H
 #define FLANNEL_ENGINE_INTERNAL_H
 #include "engine.h"

@@ -1,0 +1,229 @@
+/* The offload TX loop (wireguard-go's recipe; RX is offload_rx.c), used when the device has
+ * IFF_VNET_HDR and TSO: read GSO super-packets (virtio_net_hdr + up to 64 KB) → route each once →
+ * split it into MTU-sized segments → send with UDP_SEGMENT. Each datagram is still one standard
+ * flannel datagram.
+ *
+ * Datagrams are gathered, not copied: each segment's headers are written to a small header slot and
+ * its payload is sent straight from the read buffer (one iovec each), so the payload is copied once,
+ * by the kernel. Consecutive datagrams to the same peer and socket share one GSO message, also across
+ * super-packets, so a 46-segment super-packet does not cost a 44-datagram message plus a 2-datagram
+ * one, and a run of equal small packets (a UDP flood) goes out as one message too. */
+#define _GNU_SOURCE
+#include "csum.h"
+#include "engine_internal.h"
+#include "ipv4.h"
+#include "offload.h"
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The messages of one TX step, and the last of them, which the next datagram may join. */
+typedef struct {
+  int m, iovs, hdrs;       /* messages, e->tx_iov entries and e->tx_hdrs slots used */
+  int fd_of[FL_BATCH];     /* the socket each message goes out of */
+  const fl_peer *peer;     /* the last message: its peer, socket, datagram (GSO) size, bytes, datagrams */
+  int fd;
+  size_t size, bytes;
+  int count;
+  int joinable;            /* its last datagram has the full size and room is left: another may follow */
+} tx_batch;
+
+static void send_runs(fl_engine *e, int n, const int *fd_of) {
+  int start = 0;
+  for (int i = 1; i <= n; i++) {
+    if (i < n && fd_of[i] == fd_of[start]) continue;
+    fl_send_batch(e, fd_of[start], e->msgs + start, i - start);
+    start = i;
+  }
+}
+
+static void batch_send(fl_engine *e, tx_batch *b) {
+  if (b->m > 0) send_runs(e, b->m, b->fd_of);
+  b->m = b->iovs = b->hdrs = 0;
+  b->joinable = 0;
+}
+
+/* A header slot for the next datagram; sends what is pending first when the batch is full. */
+static uint8_t *next_header(fl_engine *e, tx_batch *b) {
+  if (b->hdrs == FL_TX_SEGS || b->iovs + 2 > FL_TX_IOVS || b->m == FL_BATCH) batch_send(e, b);
+  return e->tx_hdrs + (size_t)b->hdrs++ * FL_TX_HDR;
+}
+
+static void start_message(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, size_t size) {
+  int m = b->m++;
+  e->addrs[m].sin_family = AF_INET;
+  e->addrs[m].sin_port = htons((uint16_t)peer->port);
+  e->addrs[m].sin_addr.s_addr = htonl(peer->public_ip);
+  struct msghdr *h = &e->msgs[m].msg_hdr;
+  memset(h, 0, sizeof *h);
+  h->msg_iov = e->tx_iov + b->iovs;
+  h->msg_name = &e->addrs[m];
+  h->msg_namelen = sizeof e->addrs[m];
+  b->fd_of[m] = fd;
+  b->peer = peer;
+  b->fd = fd;
+  b->size = size;
+  b->bytes = 0;
+  b->count = 0;
+}
+
+/* The second datagram of a message makes it a UDP GSO message of `size`-byte datagrams. */
+static void set_segment_size(fl_engine *e, int m, size_t size) {
+  struct msghdr *h = &e->msgs[m].msg_hdr;
+  uint16_t gso = (uint16_t)size;
+  h->msg_control = e->ctrl[m];
+  h->msg_controllen = CMSG_SPACE(sizeof gso);
+  struct cmsghdr *c = CMSG_FIRSTHDR(h);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof gso);
+  memcpy(CMSG_DATA(c), &gso, sizeof gso);
+}
+
+/* Adds one datagram, `hlen` header bytes then `plen` payload bytes, to `peer` out of `fd`; `size` is
+ * the full datagram size of its super-packet's segments. It joins the last message when that one
+ * goes to the same peer and socket and ends with a full datagram at least as long as this one (only a
+ * message's last datagram may be shorter), within UDP GSO's limits. */
+static void add_datagram(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *hdr, size_t hlen, const uint8_t *payload, size_t plen, size_t size) {
+  size_t len = hlen + plen;
+  int join = b->joinable && b->peer == peer && b->fd == fd && len <= b->size && b->bytes + len <= MAX_UDP_PAYLOAD;
+  if (!join) start_message(e, b, peer, fd, size);
+  int m = b->m - 1;
+  struct msghdr *h = &e->msgs[m].msg_hdr;
+  if (hlen) e->tx_iov[b->iovs++] = (struct iovec){.iov_base = (void *)hdr, .iov_len = hlen};
+  if (plen) e->tx_iov[b->iovs++] = (struct iovec){.iov_base = (void *)payload, .iov_len = plen};
+  h->msg_iovlen = (size_t)(e->tx_iov + b->iovs - h->msg_iov);
+  b->bytes += len;
+  if (++b->count == 2) set_segment_size(e, m, b->size);
+  /* A datagram larger than the device MTU allows (a plain send the kernel may fragment) never starts
+   * a GSO message: the kernel refuses GSO datagrams above the path MTU. */
+  b->joinable = e->gso && len == b->size && b->count < MAX_GSO_SEGS && b->size <= fl_prefix_len(e) + fl_l2_len(e) + e->mtu;
+}
+
+/* Finishes a checksum the kernel left to us (NEEDS_CSUM without GSO). */
+static int complete_csum(uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+  size_t start = vh->csum_start, field = start + vh->csum_offset;
+  if (field + 2 > len || start > len) return 0;
+  uint16_t sum = fl_sum_fold(fl_sum(pkt + start, len - start, 0));
+  fl_wr16(pkt + field, (uint16_t)~sum);
+  return 1;
+}
+
+/* The headers of one TCP segment of the super-packet at `pkt`, written at `h` (after the VXLAN header
+ * in vxlan mode): payload bytes [off, off+n). Its checksum is complete, or, for a peer that accepts
+ * them (`partial`), left partial as the kernel leaves it: the pseudo-header sum only, so the payload
+ * is not even read. */
+static void segment_header(const fl_engine *e, uint8_t *h, const uint8_t *pkt, size_t ihl, size_t thl, size_t payload, size_t mss, size_t off, size_t n, int partial) {
+  size_t l2 = fl_l2_len(e), pre = fl_prefix_len(e);
+  if (pre) fl_vxlan_header(e, h);
+  uint8_t *o = h + pre;
+  memcpy(o, pkt, l2 + ihl + thl);
+  uint8_t *ip = o + l2, *tcp = ip + ihl;
+  const uint8_t *sip = pkt + l2;
+  fl_wr16(ip + 2, (uint16_t)(ihl + thl + n));
+  fl_wr16(ip + 4, (uint16_t)(fl_rd16(sip + 4) + off / mss));
+  fl_wr16(ip + 10, 0);
+  fl_wr16(ip + 10, fl_csum(ip, ihl));
+  fl_wr32(tcp + 4, fl_rd32(sip + ihl + 4) + (uint32_t)off);
+  if (off + n < payload) tcp[13] &= (uint8_t)~0x09; /* FIN, PSH only on the last */
+  if (off) tcp[13] &= (uint8_t)~0x80;               /* CWR only on the first */
+  uint64_t pseudo = fl_pseudo_sum(ip, 6, thl + n);
+  if (partial) {
+    fl_wr16(tcp + 16, fl_sum_fold(pseudo));
+  } else {
+    fl_wr16(tcp + 16, 0);
+    uint64_t sum = fl_sum(sip + ihl + thl + off, n, fl_sum(tcp, thl, pseudo));
+    fl_wr16(tcp + 16, (uint16_t)~fl_sum_fold(sum));
+  }
+}
+
+/* A packet the kernel did not segment: one datagram, its checksum finished if it was left to us. */
+static int add_plain(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+  if ((vh->flags & VNET_F_NEEDS_CSUM) && !complete_csum(pkt, len, vh)) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
+  size_t pre = fl_prefix_len(e), plen = e->mode == FL_MODE_UDP ? fl_rd16(pkt + 2) : len;
+  uint8_t *h = next_header(e, b);
+  if (pre) fl_vxlan_header(e, h);
+  add_datagram(e, b, peer, fd, h, pre, pkt, plen, pre + plen);
+  fl_count_tx(e, peer, 1, plen);
+  return 1;
+}
+
+/* A TSO super-packet: one datagram per segment of at most `mss` payload bytes. */
+static int add_super(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+  size_t l2 = fl_l2_len(e), pre = fl_prefix_len(e);
+  const uint8_t *ip = pkt + l2;
+  size_t ihl = fl_ipv4_header_len(ip, len - l2);
+  size_t thl = ihl && len >= l2 + ihl + 20 ? (size_t)(ip[ihl + 12] >> 4) * 4 : 0;
+  if ((vh->gso_type & (uint8_t)~VNET_GSO_ECN) != VNET_GSO_TCPV4 || !ihl || ip[9] != 6 || thl < 20 || len < l2 + ihl + thl || vh->gso_size == 0 || len == l2 + ihl + thl || ihl + thl >= e->mtu) {
+    STAT(e, ST_DROP_TX_MALFORMED)++;
+    return 0;
+  }
+  size_t payload = len - l2 - ihl - thl, mss = vh->gso_size;
+  if (ihl + thl + mss > e->mtu) mss = e->mtu - ihl - thl;
+  size_t hlen = pre + l2 + ihl + thl, nseg = (payload + mss - 1) / mss;
+  int partial = (peer->flags & FL_PEER_PARTIAL_CSUM) != 0;
+  for (size_t off = 0; off < payload; off += mss) {
+    size_t n = payload - off < mss ? payload - off : mss;
+    uint8_t *h = next_header(e, b);
+    segment_header(e, h, pkt, ihl, thl, payload, mss, off, n, partial);
+    add_datagram(e, b, peer, fd, h, hlen, pkt + l2 + ihl + thl + off, n, hlen + mss);
+  }
+  if (partial) STAT(e, ST_TX_PARTIAL_CHECKSUMS) += nseg;
+  fl_count_tx(e, peer, nseg, payload + nseg * (hlen - pre));
+  return 1;
+}
+
+/* Adds one device read to the batch; returns 1 if it is to be sent (its buffer is then in use), 0 if
+ * it was dropped or answered. */
+static int tx_one(fl_engine *e, tx_batch *b, uint8_t *buf, size_t r) {
+  if (r < FL_VNET_HDR_LEN) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
+  vnet_hdr vh;
+  memcpy(&vh, buf, sizeof vh);
+  uint8_t *pkt = buf + FL_VNET_HDR_LEN;
+  size_t len = r - FL_VNET_HDR_LEN;
+  uint32_t hash = 0;
+  const fl_peer *peer = e->mode == FL_MODE_VXLAN ? fl_vxlan_route(e, pkt, len, &hash) : fl_route_ipv4(e, pkt, len);
+  if (!peer) return 0;
+  if (e->mode == FL_MODE_UDP) hash = fl_flow_hash(pkt, len);
+  int fd = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
+  if ((vh.gso_type & (uint8_t)~VNET_GSO_ECN) == VNET_GSO_NONE) return add_plain(e, b, peer, fd, pkt, len, &vh);
+  return add_super(e, b, peer, fd, pkt, len, &vh);
+}
+
+/* One TX step: reads up to FL_TX_READS super-packets (until EAGAIN), splits and sends them. Returns
+ * the number of reads, 0 when the device had nothing, or -errno. */
+int fl_tx_step_offload(fl_engine *e) {
+  tx_batch b = {0};
+  int slot = 0, reads = 0, err = 0;
+  while (slot < FL_TX_READS && reads < 4 * FL_BATCH) {
+    uint8_t *buf = e->tx_rbuf + (size_t)slot * FL_SUPER;
+    ssize_t r = read(e->dev_fd, buf, FL_SUPER);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) err = -errno;
+      break;
+    }
+    reads++;
+    slot += tx_one(e, &b, buf, (size_t)r);
+  }
+  batch_send(e, &b);
+  return err ? err : reads;
+}
+
+/* Turns on UDP GRO and checks that UDP GSO works on the sockets; the loops fall back per feature. */
+void fl_offload_probe(fl_engine *e) {
+  int one = 1, zero = 0;
+  e->gro = setsockopt(e->udp_fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+  e->gso = setsockopt(e->udp_fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
+}
+
+/* Entry point for the fuzz target: the TX split of one device read, messages built but not sent
+ * (unless the read alone fills a batch). Returns the number of messages built. */
+int fl_offload_tx_build(fl_engine *e, uint8_t *buf, size_t len) {
+  tx_batch b = {0};
+  tx_one(e, &b, buf, len);
+  return b.m;
+}
