@@ -15,7 +15,7 @@ const PACKET_COUNTERS: Record<string, { metric: 'packets' | 'bytes'; direction: 
   rx_packets: { metric: 'packets', direction: 'rx' }, rx_bytes: { metric: 'bytes', direction: 'rx' },
 };
 
-const OFFLOAD_EVENTS = ['coalesced_super_packets', 'segmented_super_frames', 'checksums_completed', 'tx_partial_checksums', 'rx_partial_checksums'] as const;
+const OFFLOAD_EVENTS = ['coalesced_super_packets', 'segmented_super_frames', 'checksums_completed', 'tx_partial_checksums', 'rx_partial_checksums', 'split_uso_packets', 'coalesced_udp_packets'] as const;
 
 /** The registry to serve, and the hooks that feed the control-plane metrics. */
 export interface DaemonMetrics {
@@ -59,7 +59,7 @@ export function createMetrics(src: MetricsSource): DaemonMetrics {
   mirror('flanneld_datapath_dropped_packets_total', 'packets dropped by the userspace data path, by reason', ['reason'], (set) => {
     for (const [name, v] of Object.entries(stats()?.counters ?? {})) if (name.startsWith('drop_')) set({ reason: name.slice(5) }, v);
   });
-  mirror('flanneld_datapath_offload_events_total', 'offload work of the userspace data path, by event: coalesced_super_packets (RX segments merged for the device), segmented_super_frames, checksums_completed, tx_partial_checksums (segments sent to AcceptsPartialChecksums peers without summing their payload), rx_partial_checksums (handed to the device with NEEDS_CSUM)', ['event'], (set) => {
+  mirror('flanneld_datapath_offload_events_total', 'offload work of the userspace data path, by event: coalesced_super_packets (RX segments merged for the device), segmented_super_frames, checksums_completed, tx_partial_checksums (segments sent to AcceptsPartialChecksums peers without summing their payload), rx_partial_checksums (handed to the device with NEEDS_CSUM), split_uso_packets (UDP GSO packets from the device split into datagrams), coalesced_udp_packets (of the coalesced super-packets, those of UDP datagrams, written with USO)', ['event'], (set) => {
     const s = stats()?.counters;
     for (const event of OFFLOAD_EVENTS) set({ event }, s?.[event] ?? 0n);
   });

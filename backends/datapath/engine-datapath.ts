@@ -15,7 +15,7 @@ import { type EnginePeer, PeerTable } from './peer-table.js';
 export interface EngineDataPathOptions {
   readonly device: Omit<OpenEngineDeviceOptions, 'log'>;
   readonly settings: Omit<DeviceSpec, 'name'>;
-  readonly spec: Omit<PacketEngineOptions['spec'], 'offload'>;
+  readonly spec: Omit<PacketEngineOptions['spec'], 'offload' | 'uso'>;
   /** Peer table capacity. */
   readonly capacity: number;
   readonly threading?: DatapathThreading;
@@ -29,7 +29,7 @@ async function openOnce(o: EngineDataPathOptions, table: PeerTable): Promise<Ope
   try {
     const state = new DeviceState({ ...o.settings, name: dev.name });
     await state.ensure();
-    const engine = new PacketEngine({ table, queues: dev.queues, log: o.log, spec: { ...o.spec, offload: dev.offload }, ...(o.threading ? { threading: o.threading } : {}) });
+    const engine = new PacketEngine({ table, queues: dev.queues, log: o.log, spec: { ...o.spec, offload: dev.offload, uso: dev.uso }, ...(o.threading ? { threading: o.threading } : {}) });
     await engine.start();
     return { name: dev.name, state, engine, fds: dev.fds };
   } catch (err) {

@@ -14,7 +14,7 @@ export const GLOBAL_STATS = [
   'tx_send_errors', 'rx_write_errors', 'tx_batches', 'rx_batches',
   'drop_bad_vxlan', 'drop_unknown_mac', 'drop_broadcast', 'peer_table_loads',
   'drop_bad_checksum', 'checksums_completed', 'segmented_super_frames', 'coalesced_super_packets',
-  'tx_partial_checksums', 'rx_partial_checksums',
+  'tx_partial_checksums', 'rx_partial_checksums', 'split_uso_packets', 'coalesced_udp_packets',
 ] as const;
 export type GlobalStat = (typeof GLOBAL_STATS)[number];
 export const GLOBAL_STAT_SLOTS = 32;

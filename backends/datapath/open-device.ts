@@ -2,7 +2,8 @@
 // IFF_MULTI_QUEUE when there are several), one receiving UDP socket per queue (SO_REUSEPORT), and
 // a small pool of sending sockets on different source ports, picked per inner flow so that the
 // receiver's SO_REUSEPORT and RSS spread the load. With offloads wanted it asks for IFF_VNET_HDR
-// and TSO; a kernel or device that refuses gets the per-packet path, and the log says so.
+// and TSO, and USO where the kernel has it; a kernel or device that refuses TSO gets the per-packet
+// path, one without USO the offload path without UDP coalescing, and the log says so.
 import type { Logger } from 'pino';
 import type { Ip4 } from '../../subnet/ip.js';
 import type { EngineQueue } from './packet-engine.js';
@@ -15,6 +16,8 @@ export interface EngineDevice {
   readonly name: string;
   /** IFF_VNET_HDR and TSO are on: the engine must run its offload loops. */
   readonly offload: boolean;
+  /** USO is on as well (Linux ≥ 6.2): UDP datagrams are split and coalesced too. */
+  readonly uso: boolean;
   readonly queues: EngineQueue[];
   /** Every fd opened here, to close when the network stops (the device goes with its last fd). */
   readonly fds: number[];
@@ -34,11 +37,11 @@ export function openEngineDevice(o: OpenEngineDeviceOptions): EngineDevice {
   const addon = datapathAddon();
   const fds: number[] = [];
   try {
-    const first = openQueue(o, o.offload);
+    const first = openQueue(o, o.offload, true);
     fds.push(first.fd);
     const devFds = [first.fd];
     for (let q = 1; q < o.queues; q++) {
-      const more = openQueue(o, first.offload);
+      const more = openQueue(o, first.offload, first.uso);
       fds.push(more.fd);
       devFds.push(more.fd);
     }
@@ -52,34 +55,43 @@ export function openEngineDevice(o: OpenEngineDeviceOptions): EngineDevice {
       fds.push(udpFd);
       return { devFd, udpFd, txFds };
     });
-    return { name: first.name, offload: first.offload, queues, fds };
+    return { name: first.name, offload: first.offload, uso: first.uso, queues, fds };
   } catch (err) {
     for (const fd of fds) addon.closeFd(fd);
     throw err;
   }
 }
 
-/** One queue of the device, with offloads when wanted and available. */
-function openQueue(o: OpenEngineDeviceOptions, offload: boolean): { fd: number; name: string; offload: boolean } {
+/** One queue of the device, with offloads (and USO) when wanted and available. */
+function openQueue(o: OpenEngineDeviceOptions, offload: boolean, uso: boolean): { fd: number; name: string; offload: boolean; uso: boolean } {
   const addon = datapathAddon();
   const base = (o.tap ? TUN_FLAGS.TAP : 0) | (o.queues > 1 ? TUN_FLAGS.MULTI_QUEUE : 0);
   if (!offload) {
     if (!o.offload) o.log.info({ device: o.name }, 'offloads disabled by --datapath-offload=false: using the per-packet path');
-    return { ...addon.tunOpen(o.name, base), offload: false };
+    return { ...addon.tunOpen(o.name, base), offload: false, uso: false };
   }
   let dev: { fd: number; name: string };
   try {
     dev = addon.tunOpen(o.name, base | TUN_FLAGS.VNET_HDR);
   } catch (err) {
     o.log.warn({ device: o.name, err: (err as Error).message }, 'IFF_VNET_HDR is not available: falling back to the per-packet path');
-    return { ...addon.tunOpen(o.name, base), offload: false };
+    return { ...addon.tunOpen(o.name, base), offload: false, uso: false };
+  }
+  const tso = TUN_OFFLOADS.CSUM | TUN_OFFLOADS.TSO4;
+  if (uso) {
+    try {
+      addon.tunSetOffload(dev.fd, tso | TUN_OFFLOADS.USO4 | TUN_OFFLOADS.USO6);
+      return { ...dev, offload: true, uso: true };
+    } catch (err) {
+      o.log.info({ device: o.name, err: (err as Error).message }, 'USO is not available (Linux < 6.2): UDP datagrams are sent and written one by one');
+    }
   }
   try {
-    addon.tunSetOffload(dev.fd, TUN_OFFLOADS.CSUM | TUN_OFFLOADS.TSO4);
-    return { ...dev, offload: true };
+    addon.tunSetOffload(dev.fd, tso);
+    return { ...dev, offload: true, uso: false };
   } catch (err) {
     o.log.warn({ device: o.name, err: (err as Error).message }, 'TUNSETOFFLOAD (checksum, TSO4) was refused: falling back to the per-packet path');
     addon.closeFd(dev.fd);
-    return { ...addon.tunOpen(o.name, base), offload: false };
+    return { ...addon.tunOpen(o.name, base), offload: false, uso: false };
   }
 }

@@ -142,8 +142,8 @@ export class PacketEngine {
     this.o.log.info({ queues: this.o.queues.length, workers: this.threading.workers, spinUs: this.threading.spinUs }, `packet engine: ${this.o.queues.length} queue(s), ${per} per queue`);
     this.reported = true;
     const f = m.features;
-    const missing = [!f.offload && 'TSO on the device (per-packet path)', f.offload && !f.gso && 'UDP GSO', f.offload && !f.gro && 'UDP GRO'].filter(Boolean);
-    if (missing.length === 0) this.o.log.info('packet engine: TSO, UDP GSO, UDP GRO and coalescing are on');
+    const missing = [!f.offload && 'TSO on the device (per-packet path)', f.offload && !f.gso && 'UDP GSO', f.offload && !f.gro && 'UDP GRO', f.offload && !f.uso && 'USO on the device (UDP datagrams one by one)'].filter(Boolean);
+    if (missing.length === 0) this.o.log.info('packet engine: TSO, USO, UDP GSO, UDP GRO and coalescing are on');
     else this.o.log.warn({ missing }, `packet engine: running without ${missing.join(', ')}`);
   }
 

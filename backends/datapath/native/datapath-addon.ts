@@ -4,7 +4,8 @@ import { loadAddon } from './load-addon.js';
 
 export const TUN_FLAGS = { TAP: 1, VNET_HDR: 2, MULTI_QUEUE: 4 } as const;
 /** TUNSETOFFLOAD bits from <linux/if_tun.h>. */
-export const TUN_OFFLOADS = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08 } as const;
+/** TUNSETOFFLOAD bits (<linux/if_tun.h>); the kernel takes USO4 and USO6 only together (Linux ≥ 6.2). */
+export const TUN_OFFLOADS = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, USO4: 0x20, USO6: 0x40 } as const;
 export const ENGINE_MODE = { UDP: 0, VXLAN: 1 } as const;
 export const PUMP = { IDLE: 0, STOPPED: 1 } as const;
 /** pump() directions: device → UDP, UDP → device, or both on one thread. */
@@ -29,6 +30,8 @@ export interface EngineSpec {
   readonly txFds: Int32Array;
   /** The device has IFF_VNET_HDR and TSO: run the offload loops (GSO split, UDP GSO/GRO, coalescing). */
   readonly offload: boolean;
+  /** USO is on too: UDP GSO packets come from the device and coalesced UDP datagrams may go to it. */
+  readonly uso?: boolean;
   /** Stay busy this many µs after the last packet before sleeping in poll (0 or absent: never). */
   readonly spinUs?: number;
 }
@@ -37,6 +40,7 @@ export interface EngineFeatures {
   readonly offload: boolean;
   readonly gso: boolean;
   readonly gro: boolean;
+  readonly uso: boolean;
 }
 
 export interface DatapathAddon {

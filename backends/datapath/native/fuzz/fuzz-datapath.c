@@ -49,6 +49,7 @@ static fl_engine *engine(int vxlan) {
   memcpy(e->dev_mac, "\x0e\x00\x00\x00\x00\x01", 6);
   e->vnet = 1;
   e->gso = 1;
+  e->uso = 1; /* UDP split (TX) and UDP coalescing (RX) too */
   if (fl_engine_init(e) != 0) abort();
   if (!(e->rx_bufs = malloc((size_t)FL_RX_SLOT * FL_BATCH))) abort();
   fl_sync_peers(e);

@@ -19,6 +19,11 @@ def tcp(src, dst, seq, payload, flags=0x10):
     c = csum(pseudo + hdr + payload)
     return hdr[:16] + struct.pack("!H", c) + hdr[18:] + payload
 
+def udp(src, dst, payload):
+    hdr = struct.pack("!HHHH", 40000, 7100, 8 + len(payload), 0)
+    pseudo = bytes(src) + bytes(dst) + struct.pack("!BBH", 0, 17, len(hdr) + len(payload))
+    return hdr[:6] + struct.pack("!H", csum(pseudo + hdr + payload)) + payload
+
 POD_A, POD_B = [10, 244, 1, 2], [10, 244, 2, 2]
 ETH = b"\x0e\x00\x00\x00\x00\x02" + b"\x0e\x00\x00\x00\x00\x01" + b"\x08\x00"  # to peer 0, from us
 ETH_IN = b"\x0e\x00\x00\x00\x00\x01" + b"\x0e\x00\x00\x00\x00\x02" + b"\x08\x00"
@@ -41,6 +46,12 @@ def main(out):
     vsegs = [VXLAN + ETH_IN + s for s in segs]
     seeds["rx-vxlan-train"] = bytes([0x03]) + struct.pack("!H", len(vsegs[0])) + b"".join(vsegs)
     seeds["rx-vxlan-super"] = b"\x03\0\0" + VXLAN + ETH_IN + ip4(POD_B, POD_A, 6, tcp(POD_B, POD_A, 1, bytes(5000)))
+    # USO: a UDP GSO read (gso type 5, datagrams of 1000 bytes), a train of consecutive datagrams of one
+    # flow (coalesced for the device), and a kernel peer's UDP GSO super-frame (gso size 1000)
+    seeds["tx-udp-uso"] = b"\x00\0\0" + vnet(5, 1000, 28, 1, 20, 6) + ip4(POD_A, POD_B, 17, udp(POD_A, POD_B, bytes(range(250)) * 12))
+    dgrams = [ip4(POD_B, POD_A, 17, udp(POD_B, POD_A, bytes([i]) * 1000), ident=i) for i in range(3)]
+    seeds["rx-udp-uso-train"] = bytes([0x02]) + struct.pack("!H", len(dgrams[0])) + b"".join(dgrams)
+    seeds["rx-vxlan-uso-super"] = bytes([0x03]) + struct.pack("!H", 1000) + VXLAN + ETH_IN + ip4(POD_B, POD_A, 17, udp(POD_B, POD_A, bytes(3500)))
     for name, data in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)

@@ -142,7 +142,7 @@ static void finalize_box(napi_env env, void *data, void *hint) {
 }
 
 /* engineCreate({ mode, devFd, udpFd, stopFd, peerTable: Uint32Array, stats: BigUint64Array,
- *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array, offload, spinUs? }) → external */
+ *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array, offload, uso?, spinUs? }) → external */
 static napi_value engine_create(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
@@ -164,6 +164,9 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   bool offload = false;
   napi_get_value_bool(env, prop(env, o, "offload"), &offload);
   e->vnet = offload;
+  bool uso = false;
+  napi_get_value_bool(env, prop(env, o, "uso"), &uso);
+  e->uso = offload && uso;
   napi_value arrays[4] = {prop(env, o, "peerTable"), prop(env, o, "stats"), prop(env, o, "txFds"), prop(env, o, "devMac")};
   size_t n_words = 0, n_stats = 0, n_fds = 0, n_mac = 0;
   void *table = NULL, *stats = NULL, *fds = NULL, *mac = NULL;
@@ -218,7 +221,7 @@ static napi_value pump(napi_env env, napi_callback_info info) {
   return r < 0 ? throw_errno(env, r, "pump") : num(env, r);
 }
 
-/* engineFeatures(engine) → { offload, gso, gro }: what the loops actually use. */
+/* engineFeatures(engine) → { offload, gso, gro, uso }: what the loops actually use. */
 static napi_value engine_features(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
@@ -229,6 +232,7 @@ static napi_value engine_features(napi_env env, napi_callback_info info) {
   napi_get_boolean(env, box->engine.vnet, &v); napi_set_named_property(env, obj, "offload", v);
   napi_get_boolean(env, box->engine.gso, &v); napi_set_named_property(env, obj, "gso", v);
   napi_get_boolean(env, box->engine.gro, &v); napi_set_named_property(env, obj, "gro", v);
+  napi_get_boolean(env, box->engine.uso, &v); napi_set_named_property(env, obj, "uso", v);
   return obj;
 }
 

@@ -46,3 +46,9 @@ uint64_t fl_pseudo_sum(const uint8_t *ip, uint8_t proto, size_t l4len) {
   uint8_t tail[4] = {0, proto, (uint8_t)(l4len >> 8), (uint8_t)l4len};
   return fl_sum(tail, 4, fl_sum(ip + 12, 8, 0));
 }
+
+uint64_t fl_pseudo6_sum(const uint8_t *ip, uint8_t proto, size_t l4len) {
+  /* the 32-bit length and the next header sum as the IPv4 tail does while the length fits 16 bits */
+  uint8_t tail[4] = {0, proto, (uint8_t)(l4len >> 8), (uint8_t)l4len};
+  return fl_sum(tail, 4, fl_sum(ip + 8, 32, 0));
+}

@@ -11,4 +11,6 @@ uint64_t fl_sum(const uint8_t *p, size_t len, uint64_t acc);
 uint16_t fl_sum_fold(uint64_t acc);
 /* The pseudo-header sum of IPv4 TCP/UDP: addresses at ip+12, protocol, L4 length. */
 uint64_t fl_pseudo_sum(const uint8_t *ip, uint8_t proto, size_t l4len);
+/* The same for IPv6: addresses at ip+8. */
+uint64_t fl_pseudo6_sum(const uint8_t *ip, uint8_t proto, size_t l4len);
 #endif

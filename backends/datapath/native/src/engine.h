@@ -59,6 +59,7 @@ typedef struct {
   int vnet;          /* device opened with IFF_VNET_HDR and TSO offloads: the offload loops run */
   int gso;           /* UDP_SEGMENT works on the sockets */
   int gro;           /* UDP_GRO is on for udp_fd */
+  int uso;           /* the device has USO: UDP GSO packets come from it, coalesced UDP may go to it */
   int spin_us;       /* stay busy this long after the last traffic before sleeping in poll (0: never) */
   int64_t active_us; /* when the pump last moved traffic (CLOCK_MONOTONIC) */
   uint8_t *tx_rbuf;  /* offload TX: FL_TX_READS reads of FL_SUPER */

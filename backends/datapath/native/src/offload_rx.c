@@ -16,9 +16,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* The header length of a TCP segment or UDP datagram (the TCP data offset, or 8). */
+static size_t l4_header_len(const uint8_t *ip) {
+  size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+  return ip[9] == 6 ? (size_t)(ip[ihl + 12] >> 4) * 4 : 8;
+}
+
 static size_t payload_of(const uint8_t *ip) {
-  size_t ihl = (size_t)(ip[0] & 0x0f) * 4, thl = (size_t)(ip[ihl + 12] >> 4) * 4;
-  return fl_rd16(ip + 2) - ihl - thl;
+  return fl_rd16(ip + 2) - (size_t)(ip[0] & 0x0f) * 4 - l4_header_len(ip);
 }
 
 /* Writes one packet as it is; a TCP segment or UDP datagram whose checksum is partial goes with
@@ -30,9 +35,10 @@ static void write_one(fl_engine *e, const fl_peer *peer, const uint8_t *pkt, siz
   fl_deliver(e, peer, partial ? &vh : NULL, pkt, len);
 }
 
-/* Writes a held flow: one segment as it is, several as one GSO super-packet. The super-packet is
- * gathered, not copied: the first segment with its headers rewritten in place, then the payload of
- * each following segment, all in one writev. */
+/* Writes a held flow: one packet as it is, several as one GSO super-packet (TCPV4, or UDP_L4 for
+ * datagrams, which the kernel splits back into the same datagrams with the same IP IDs). The
+ * super-packet is gathered, not copied: the first packet with its headers rewritten in place, then
+ * the payload of each following one, all in one writev. */
 static void flush_flow(fl_engine *e, fl_gro_flow *f) {
   const fl_peer *peer = f->peer;
   size_t l2 = fl_l2_len(e);
@@ -42,10 +48,11 @@ static void flush_flow(fl_engine *e, fl_gro_flow *f) {
     return;
   }
   uint8_t *first = f->frame[0];
-  size_t ihl = (size_t)(first[l2] & 0x0f) * 4, thl = (size_t)(first[l2 + ihl + 12] >> 4) * 4, hdr = l2 + ihl + thl;
+  int udp = first[l2 + 9] == 17;
+  size_t ihl = (size_t)(first[l2] & 0x0f) * 4, hdr = l2 + ihl + l4_header_len(first + l2);
   size_t mss = payload_of(first + l2), at = f->len[0];
   struct iovec iov[FL_GRO_SEGS + 1];
-  vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + ihl), 16};
+  vnet_hdr vh = {VNET_F_NEEDS_CSUM, udp ? VNET_GSO_UDP_L4 : VNET_GSO_TCPV4, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + ihl), udp ? 6 : 16};
   iov[0].iov_base = &vh;
   iov[0].iov_len = FL_VNET_HDR_LEN;
   iov[1].iov_base = first;
@@ -56,15 +63,21 @@ static void flush_flow(fl_engine *e, fl_gro_flow *f) {
     iov[i + 1].iov_len = p;
     at += p;
   }
-  uint8_t *ip = first + l2, *tcp = ip + ihl;
-  tcp[13] |= f->frame[f->n - 1][l2 + ihl + 13] & 0x08; /* PSH of the last segment */
+  uint8_t *ip = first + l2, *l4 = ip + ihl;
   fl_wr16(ip + 2, (uint16_t)(at - l2));
   fl_wr16(ip + 10, 0);
   fl_wr16(ip + 10, fl_csum(ip, ihl));
-  fl_wr16(tcp + 16, fl_sum_fold(fl_pseudo_sum(ip, 6, at - l2 - ihl)));
+  if (udp) {
+    fl_wr16(l4 + 4, (uint16_t)(at - l2 - ihl));
+    fl_wr16(l4 + 6, fl_sum_fold(fl_pseudo_sum(ip, 17, at - l2 - ihl)));
+  } else {
+    l4[13] |= f->frame[f->n - 1][l2 + ihl + 13] & 0x08; /* PSH of the last segment */
+    fl_wr16(l4 + 16, fl_sum_fold(fl_pseudo_sum(ip, 6, at - l2 - ihl)));
+  }
   if (fl_dev_writev(e, iov, f->n + 1) == (ssize_t)at) {
     fl_count_rx(e, peer, (uint64_t)f->n, at + (size_t)(f->n - 1) * hdr);
     STAT(e, ST_COALESCED_SUPER_PACKETS)++;
+    if (udp) STAT(e, ST_COALESCED_UDP_PACKETS)++;
   } else {
     STAT(e, ST_RX_WRITE_ERRORS)++;
   }
@@ -76,10 +89,22 @@ static void flush_all(fl_engine *e) {
   e->n_flows = 0;
 }
 
-/* Same flow: L2 header (vxlan), addresses and ports. */
+/* Same flow: L2 header (vxlan), protocol, addresses and ports. */
 static int same_flow(const fl_engine *e, const uint8_t *a, const uint8_t *b) {
   size_t l2 = fl_l2_len(e);
-  return memcmp(a, b, l2) == 0 && memcmp(a + l2 + 12, b + l2 + 12, 8) == 0 && memcmp(a + l2 + 20, b + l2 + 20, 4) == 0;
+  return memcmp(a, b, l2) == 0 && a[l2 + 9] == b[l2 + 9] && memcmp(a + l2 + 12, b + l2 + 12, 8) == 0 && memcmp(a + l2 + 20, b + l2 + 20, 4) == 0;
+}
+
+/* A packet that may be coalesced: IPv4 without options or fragmentation, and a TCP segment with data
+ * and no flag but ACK and PSH, or (when the device has USO) a UDP datagram with data. */
+static int candidate(const fl_engine *e, const uint8_t *pkt, size_t len) {
+  size_t l2 = fl_l2_len(e);
+  const uint8_t *ip = pkt + l2;
+  if (len < l2 + 28 || (ip[0] & 0x0f) != 5 || (fl_rd16(ip + 6) & 0x3fff) || (size_t)fl_rd16(ip + 2) + l2 != len) return 0;
+  if (ip[9] == 17) return e->uso && fl_rd16(ip + 24) == fl_rd16(ip + 2) - 20 && len > l2 + 28;
+  if (ip[9] != 6 || len < l2 + 40) return 0;
+  uint8_t flags = ip[33];
+  return (flags & 0x10) && !(flags & ~0x18) && len > l2 + 20 + l4_header_len(ip);
 }
 
 static int can_append(const fl_engine *e, const fl_gro_flow *f, const uint8_t *pkt, size_t len) {
@@ -88,38 +113,48 @@ static int can_append(const fl_engine *e, const fl_gro_flow *f, const uint8_t *p
   const uint8_t *ip = pkt + l2, *fip = first + l2, *lip = last + l2;
   if (f->closed || f->n >= FL_GRO_SEGS) return 0;
   if (ip[1] != fip[1] || ip[8] != fip[8] || (ip[6] & 0x40) != (fip[6] & 0x40)) return 0; /* TOS, TTL, DF */
-  const uint8_t *tcp = ip + 20, *ftcp = fip + 20, *ltcp = lip + 20;
-  size_t thl = (size_t)(tcp[12] >> 4) * 4;
-  if (thl != (size_t)(ftcp[12] >> 4) * 4 || memcmp(tcp + 20, ftcp + 20, thl - 20) != 0) return 0;
-  if (memcmp(tcp + 8, ltcp + 8, 4) != 0) return 0;                                         /* ACK */
   size_t p = payload_of(ip), mss = payload_of(fip);
-  if (p > mss || fl_rd32(tcp + 4) != fl_rd32(ltcp + 4) + (uint32_t)payload_of(lip)) return 0;
-  return f->total + p <= 65535 && l2 + f->total + p <= FL_SUPER - FL_VNET_HDR_LEN && len == l2 + 20 + thl + p;
+  if (p > mss || f->total + p > 65535 || l2 + f->total + p > FL_SUPER - FL_VNET_HDR_LEN) return 0;
+  if (ip[9] == 17) return fl_rd16(ip + 4) == (uint16_t)(fl_rd16(lip + 4) + 1); /* the split restores consecutive IDs */
+  const uint8_t *tcp = ip + 20, *ftcp = fip + 20, *ltcp = lip + 20;
+  size_t thl = l4_header_len(ip);
+  if (thl != l4_header_len(fip) || memcmp(tcp + 20, ftcp + 20, thl - 20) != 0) return 0;
+  if (memcmp(tcp + 8, ltcp + 8, 4) != 0) return 0;                                         /* ACK */
+  return fl_rd32(tcp + 4) == fl_rd32(ltcp + 4) + (uint32_t)payload_of(lip) && len == l2 + 20 + thl + p;
 }
 
-/* Holds a validated TCP segment for coalescing, or writes anything else at once (after flushing its
- * own flow, so that a flow is never reordered). */
+/* Writes the held flows between the same addresses with the same protocol: what may belong to a
+ * packet's flow, when the packet itself cannot be held (a fragment, options, flags). */
+static void flush_related(fl_engine *e, const uint8_t *pkt) {
+  size_t l2 = fl_l2_len(e);
+  for (int i = 0; i < e->n_flows; i++) {
+    const uint8_t *a = e->flows[i].frame[0];
+    if (e->flows[i].n && a[l2 + 9] == pkt[l2 + 9] && memcmp(a + l2 + 12, pkt + l2 + 12, 8) == 0) flush_flow(e, &e->flows[i]);
+  }
+}
+
+/* Holds a validated TCP segment or UDP datagram for coalescing, or writes anything else at once
+ * (after flushing what may be its own flow, so that a flow is never reordered). */
 static void gro_add(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, int partial) {
   size_t l2 = fl_l2_len(e);
   const uint8_t *ip = pkt + l2;
-  int tcp = ip[9] == 6 && (ip[0] & 0x0f) == 5 && !(fl_rd16(ip + 6) & 0x3fff) && len >= l2 + 40;
-  fl_gro_flow *f = NULL;
-  if (tcp) for (int i = 0; i < e->n_flows; i++) if (e->flows[i].n && same_flow(e, e->flows[i].frame[0], pkt)) { f = &e->flows[i]; break; }
-  uint8_t flags = tcp ? ip[33] : 0;
-  int mergeable = tcp && (flags & 0x10) && !(flags & ~0x18) && payload_of(ip) > 0;
-  if (f && mergeable && can_append(e, f, pkt, len)) {
-    f->frame[f->n] = pkt;
-    f->len[f->n++] = (uint16_t)len;
-    f->total += payload_of(ip);
-    if ((flags & 0x08) || payload_of(ip) < payload_of(f->frame[0] + l2)) f->closed = 1;
-    return;
-  }
-  if (f) flush_flow(e, f);
-  if (!mergeable) {
+  if (!candidate(e, pkt, len)) {
+    if (len >= l2 + 20) flush_related(e, pkt);
     write_one(e, peer, pkt, len, partial);
     return;
   }
-  if (!f) {
+  fl_gro_flow *f = NULL;
+  for (int i = 0; i < e->n_flows; i++) if (e->flows[i].n && same_flow(e, e->flows[i].frame[0], pkt)) { f = &e->flows[i]; break; }
+  int push = ip[9] == 6 && (ip[33] & 0x08);
+  if (f && can_append(e, f, pkt, len)) {
+    f->frame[f->n] = pkt;
+    f->len[f->n++] = (uint16_t)len;
+    f->total += payload_of(ip);
+    if (push || payload_of(ip) < payload_of(f->frame[0] + l2)) f->closed = 1;
+    return;
+  }
+  if (f) flush_flow(e, f);
+  else {
     if (e->n_flows == FL_GRO_FLOWS) flush_all(e);
     f = &e->flows[e->n_flows++];
   }
@@ -128,20 +163,29 @@ static void gro_add(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len,
   f->n = 1;
   f->peer = peer;
   f->total = fl_rd16(ip + 2);
-  f->closed = (flags & 0x08) != 0;
+  f->closed = push;
   f->partial = partial;
 }
 
-/* A super-frame from a peer's TSO that reached us whole: hand it to the device as GSO. */
+/* A super-frame from a peer's TSO or USO that reached us whole (a kernel VXLAN peer over veth or
+ * virtio): hand it to the device as GSO. Datagrams need the peer's gso_size (their boundaries) and
+ * USO on the device. */
 static void write_super(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, size_t inner_mss) {
   size_t l2 = fl_l2_len(e);
   uint8_t *ip = pkt + l2;
   size_t ihl = fl_ipv4_header_len(ip, len - l2);
-  if (!ihl || ip[9] != 6 || len < l2 + ihl + 20) { STAT(e, ST_DROP_OVERSIZE)++; return; }
-  size_t thl = (size_t)(ip[ihl + 12] >> 4) * 4, hdr = l2 + ihl + thl;
-  size_t mss = inner_mss && ihl + thl + inner_mss <= e->mtu ? inner_mss : e->mtu - ihl - thl;
-  fl_wr16(ip + ihl + 16, fl_sum_fold(fl_pseudo_sum(ip, 6, fl_rd16(ip + 2) - ihl)));
-  vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + ihl), 16};
+  int tcp = ihl && ip[9] == 6 && len >= l2 + ihl + 20;
+  int udp = ihl && ip[9] == 17 && e->uso && inner_mss && len > l2 + ihl + 8 && ihl + 8 + inner_mss <= e->mtu;
+  if (!tcp && !udp) { STAT(e, ST_DROP_OVERSIZE)++; return; }
+  size_t l4 = tcp ? (size_t)(ip[ihl + 12] >> 4) * 4 : 8, hdr = l2 + ihl + l4, l4len = fl_rd16(ip + 2) - ihl;
+  size_t mss = udp || (inner_mss && ihl + l4 + inner_mss <= e->mtu) ? inner_mss : e->mtu - ihl - l4;
+  if (udp) {
+    fl_wr16(ip + ihl + 4, (uint16_t)l4len);
+    fl_wr16(ip + ihl + 6, fl_sum_fold(fl_pseudo_sum(ip, 17, l4len)));
+  } else {
+    fl_wr16(ip + ihl + 16, fl_sum_fold(fl_pseudo_sum(ip, 6, l4len)));
+  }
+  vnet_hdr vh = {VNET_F_NEEDS_CSUM, udp ? VNET_GSO_UDP_L4 : VNET_GSO_TCPV4, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + ihl), udp ? 6 : 16};
   flush_all(e);
   if (fl_deliver(e, peer, &vh, pkt, len)) STAT(e, ST_SEGMENTED_SUPER_FRAMES)++;
 }

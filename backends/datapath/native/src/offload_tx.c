@@ -151,13 +151,60 @@ static int add_plain(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, uin
   return 1;
 }
 
+/* The headers of datagram `i` of a USO super-packet (`l4`: where its UDP header starts), for payload
+ * bytes [off, off+n): lengths, the IPv4 ID and both checksums. UDP checksums are always complete. */
+static void uso_header(const fl_engine *e, uint8_t *h, const uint8_t *pkt, size_t l4, size_t off, size_t n, size_t i) {
+  size_t l2 = fl_l2_len(e), pre = fl_prefix_len(e);
+  if (pre) fl_vxlan_header(e, h);
+  uint8_t *o = h + pre;
+  memcpy(o, pkt, l4 + 8);
+  uint8_t *ip = o + l2, *udp = o + l4;
+  uint64_t pseudo;
+  if ((ip[0] >> 4) == 4) {
+    size_t ihl = l4 - l2;
+    fl_wr16(ip + 2, (uint16_t)(ihl + 8 + n));
+    fl_wr16(ip + 4, (uint16_t)(fl_rd16(pkt + l2 + 4) + i));
+    fl_wr16(ip + 10, 0);
+    fl_wr16(ip + 10, fl_csum(ip, ihl));
+    pseudo = fl_pseudo_sum(ip, 17, 8 + n);
+  } else {
+    fl_wr16(ip + 4, (uint16_t)(8 + n));
+    pseudo = fl_pseudo6_sum(ip, 17, 8 + n);
+  }
+  fl_wr16(udp + 4, (uint16_t)(8 + n));
+  fl_wr16(udp + 6, 0);
+  uint16_t sum = (uint16_t)~fl_sum_fold(fl_sum(pkt + l4 + 8 + off, n, fl_sum(udp, 8, pseudo)));
+  fl_wr16(udp + 6, sum ? sum : 0xffff);
+}
+
+/* A USO super-packet (UDP GSO from a local sender, or forwarded): one datagram per gso_size bytes of
+ * payload, as the sender meant them. A datagram larger than our MTU cannot be split further. */
+static int add_uso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+  size_t l2 = fl_l2_len(e), pre = fl_prefix_len(e), l4 = vh->csum_start, gso = vh->gso_size;
+  const uint8_t *ip = pkt + l2;
+  int v4 = len >= l2 + 20 && ip[0] >> 4 == 4 && fl_ipv4_header_len(ip, len - l2) == l4 - l2 && ip[9] == 17 && (size_t)fl_rd16(ip + 2) + l2 == len;
+  int v6 = len >= l2 + 40 && ip[0] >> 4 == 6 && l4 == l2 + 40 && ip[6] == 17 && (size_t)fl_rd16(ip + 4) + l2 + 40 == len;
+  if (!(v4 || v6) || l4 + 8 >= len || vh->csum_offset != 6 || gso == 0) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
+  if (l4 - l2 + 8 + gso > e->mtu) { STAT(e, ST_DROP_OVERSIZE)++; return 0; }
+  size_t payload = len - l4 - 8, hlen = pre + l4 + 8, nseg = (payload + gso - 1) / gso;
+  for (size_t off = 0, i = 0; off < payload; off += gso, i++) {
+    size_t n = payload - off < gso ? payload - off : gso;
+    uint8_t *h = next_header(e, b);
+    uso_header(e, h, pkt, l4, off, n, i);
+    add_datagram(e, b, peer, fd, h, hlen, pkt + l4 + 8 + off, n, hlen + gso);
+  }
+  STAT(e, ST_SPLIT_USO_PACKETS)++;
+  fl_count_tx(e, peer, nseg, payload + nseg * (hlen - pre));
+  return 1;
+}
+
 /* A TSO super-packet: one datagram per segment of at most `mss` payload bytes. */
-static int add_super(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+static int add_tso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *pkt, size_t len, const vnet_hdr *vh) {
   size_t l2 = fl_l2_len(e), pre = fl_prefix_len(e);
   const uint8_t *ip = pkt + l2;
   size_t ihl = fl_ipv4_header_len(ip, len - l2);
   size_t thl = ihl && len >= l2 + ihl + 20 ? (size_t)(ip[ihl + 12] >> 4) * 4 : 0;
-  if ((vh->gso_type & (uint8_t)~VNET_GSO_ECN) != VNET_GSO_TCPV4 || !ihl || ip[9] != 6 || thl < 20 || len < l2 + ihl + thl || vh->gso_size == 0 || len == l2 + ihl + thl || ihl + thl >= e->mtu) {
+  if (!ihl || ip[9] != 6 || thl < 20 || len < l2 + ihl + thl || vh->gso_size == 0 || len == l2 + ihl + thl || ihl + thl >= e->mtu) {
     STAT(e, ST_DROP_TX_MALFORMED)++;
     return 0;
   }
@@ -189,8 +236,12 @@ static int tx_one(fl_engine *e, tx_batch *b, uint8_t *buf, size_t r) {
   if (!peer) return 0;
   if (e->mode == FL_MODE_UDP) hash = fl_flow_hash(pkt, len);
   int fd = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
-  if ((vh.gso_type & (uint8_t)~VNET_GSO_ECN) == VNET_GSO_NONE) return add_plain(e, b, peer, fd, pkt, len, &vh);
-  return add_super(e, b, peer, fd, pkt, len, &vh);
+  switch (vh.gso_type & (uint8_t)~VNET_GSO_ECN) {
+    case VNET_GSO_NONE: return add_plain(e, b, peer, fd, pkt, len, &vh);
+    case VNET_GSO_TCPV4: return add_tso(e, b, peer, fd, pkt, len, &vh);
+    case VNET_GSO_UDP_L4: return add_uso(e, b, peer, fd, pkt, len, &vh);
+    default: STAT(e, ST_DROP_TX_MALFORMED)++; return 0;
+  }
 }
 
 /* One TX step: reads up to FL_TX_READS super-packets (until EAGAIN), splits and sends them. Returns
