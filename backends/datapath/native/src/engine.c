@@ -203,9 +203,7 @@ static void enqueue(fl_engine *e, int n, const fl_peer *peer, uint8_t *buf, size
   fl_count_tx(e, peer, 1, len);
 }
 
-/* Sends the batch; in vxlan mode each message goes out of the socket its flow hash picked, so runs of
- * messages with the same socket share one sendmmsg. */
-static void flush(fl_engine *e, int n, const int *fd_of) {
+void fl_send_runs(fl_engine *e, int n, const int *fd_of) {
   int start = 0;
   for (int i = 1; i <= n; i++) {
     if (i < n && fd_of[i] == fd_of[start]) continue;
@@ -243,7 +241,7 @@ static int tx_step_plain(fl_engine *e) {
     enqueue(e, n, peer, buf, len);
     n++;
   }
-  if (n > 0) flush(e, n, fd_of);
+  if (n > 0) fl_send_runs(e, n, fd_of);
   return reads;
 }
 

@@ -13,6 +13,9 @@
 int fl_stop_requested(fl_engine *e);
 void fl_sync_peers(fl_engine *e);
 void fl_send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n);
+/* Sends msgs[0..n), message i out of socket fd_of[i] (the one its flow hash picked): each run of
+ * messages with the same socket is one sendmmsg. */
+void fl_send_runs(fl_engine *e, int n, const int *fd_of);
 const fl_peer *fl_route_ipv4(fl_engine *e, uint8_t *pkt, size_t len);
 /* RX validation of one datagram (udp: the inner packet; vxlan: VXLAN + frame). Returns the inner
  * length to write, or 0 (counted drop). With `partial` non-NULL a partial inner checksum is kept and

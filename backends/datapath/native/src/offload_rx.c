@@ -1,8 +1,9 @@
 /* The offload RX loop (wireguard-go's recipe; TX is offload_tx.c), used when the device has
  * IFF_VNET_HDR and TSO: recvmmsg with UDP_GRO → split each train → validate every datagram as the
- * per-packet path does → coalesce consecutive TCP segments of a flow → write one super-packet with a
- * virtio_net_hdr (NEEDS_CSUM, GSO_TCPV4); anything else is written as it is. Wire format and
- * validation are the per-packet path's; only the batching differs. */
+ * per-packet path does → coalesce consecutive TCP segments of a flow (and, when the device has USO,
+ * consecutive UDP datagrams of a flow) → write one super-packet with a virtio_net_hdr (NEEDS_CSUM,
+ * GSO_TCPV4 or GSO_UDP_L4); anything else is written as it is. Wire format and validation are the
+ * per-packet path's; only the batching differs. */
 #define _GNU_SOURCE
 #include "csum.h"
 #include "engine_internal.h"

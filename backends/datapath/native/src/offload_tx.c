@@ -31,17 +31,8 @@ typedef struct {
   int joinable;            /* its last datagram has the full size and room is left: another may follow */
 } tx_batch;
 
-static void send_runs(fl_engine *e, int n, const int *fd_of) {
-  int start = 0;
-  for (int i = 1; i <= n; i++) {
-    if (i < n && fd_of[i] == fd_of[start]) continue;
-    fl_send_batch(e, fd_of[start], e->msgs + start, i - start);
-    start = i;
-  }
-}
-
 static void batch_send(fl_engine *e, tx_batch *b) {
-  if (b->m > 0) send_runs(e, b->m, b->fd_of);
+  if (b->m > 0) fl_send_runs(e, b->m, b->fd_of);
   b->m = b->iovs = b->hdrs = 0;
   b->joinable = 0;
 }
