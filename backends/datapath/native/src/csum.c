@@ -42,13 +42,13 @@ uint16_t fl_sum_fold(uint64_t acc) {
   return (uint16_t)((v >> 8) | (v << 8)); /* native little-endian sum → network-order value */
 }
 
-uint64_t fl_pseudo_sum(const uint8_t *ip, uint8_t proto, size_t l4len) {
+/* Addresses, then protocol and L4 length. IPv6's 32-bit length and next header sum the same as IPv4's
+ * zero, protocol and 16-bit length while the length fits 16 bits. */
+static uint64_t pseudo_sum(const uint8_t *addrs, size_t addrs_len, uint8_t proto, size_t l4len) {
   uint8_t tail[4] = {0, proto, (uint8_t)(l4len >> 8), (uint8_t)l4len};
-  return fl_sum(tail, 4, fl_sum(ip + 12, 8, 0));
+  return fl_sum(tail, 4, fl_sum(addrs, addrs_len, 0));
 }
 
-uint64_t fl_pseudo6_sum(const uint8_t *ip, uint8_t proto, size_t l4len) {
-  /* the 32-bit length and the next header sum as the IPv4 tail does while the length fits 16 bits */
-  uint8_t tail[4] = {0, proto, (uint8_t)(l4len >> 8), (uint8_t)l4len};
-  return fl_sum(tail, 4, fl_sum(ip + 8, 32, 0));
-}
+uint64_t fl_pseudo_sum(const uint8_t *ip, uint8_t proto, size_t l4len) { return pseudo_sum(ip + 12, 8, proto, l4len); }
+
+uint64_t fl_pseudo6_sum(const uint8_t *ip, uint8_t proto, size_t l4len) { return pseudo_sum(ip + 8, 32, proto, l4len); }

@@ -279,7 +279,7 @@ void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame,
   if (thl < 20 || hdr >= e->mtu) { STAT(e, ST_DROP_OVERSIZE)++; return; }
   size_t payload = fl_rd16(ip + 2) - hdr, mss = e->mtu - hdr;
   for (size_t off = 0; off < payload; off += mss) {
-    size_t n = fl_tcp_segment(e->seg, e->slot_size, frame, l2, mss, off, off == 0);
+    size_t n = fl_tcp_segment(e->seg, e->slot_size, frame, l2, mss, off);
     if (!n) { STAT(e, ST_RX_WRITE_ERRORS)++; continue; }
     fl_deliver(e, peer, NULL, e->seg, n);
   }

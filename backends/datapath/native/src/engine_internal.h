@@ -25,7 +25,14 @@ uint32_t fl_flow_hash(const uint8_t *ip, size_t len);
 const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, uint32_t *flow_hash);
 size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len, int *partial);
 void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len);
-size_t fl_tcp_segment(uint8_t *out, size_t cap, const uint8_t *frame, size_t l2, size_t mss, size_t off, int first);
+/* TCP segmentation (segment.c). The headers of the segment carrying payload bytes [off, off+n) of the
+ * super-packet `frame` (l2 bytes before its IPv4 header), written at `out` with the TCP checksum left
+ * partial (pseudo-header sum); returns their length. */
+size_t fl_tcp_segment_header(uint8_t *out, const uint8_t *frame, size_t l2, size_t mss, size_t off, size_t n);
+/* Completes the TCP checksum of a segment whose IPv4 header is at `ip` and payload (n bytes) at `payload`. */
+void fl_tcp_complete_csum(uint8_t *ip, const uint8_t *payload, size_t n);
+/* A whole segment (headers and payload copied, checksum complete) in out[0..cap); returns its length, 0 if it does not fit. */
+size_t fl_tcp_segment(uint8_t *out, size_t cap, const uint8_t *frame, size_t l2, size_t mss, size_t off);
 /* Writes one packet (or frame) to the device, with a virtio_net_hdr (zeros when NULL) when it has them. */
 ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, size_t len);
 /* The 8-byte VXLAN header (I flag, our VNI) at h. */

@@ -12,10 +12,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 /* The header length of a TCP segment or UDP datagram (the TCP data offset, or 8). */
 static size_t l4_header_len(const uint8_t *ip) {

@@ -103,34 +103,6 @@ static int complete_csum(uint8_t *pkt, size_t len, const vnet_hdr *vh) {
   return 1;
 }
 
-/* The headers of one TCP segment of the super-packet at `pkt`, written at `h` (after the VXLAN header
- * in vxlan mode): payload bytes [off, off+n). Its checksum is complete, or, for a peer that accepts
- * them (`partial`), left partial as the kernel leaves it: the pseudo-header sum only, so the payload
- * is not even read. */
-static void segment_header(const fl_engine *e, uint8_t *h, const uint8_t *pkt, size_t ihl, size_t thl, size_t payload, size_t mss, size_t off, size_t n, int partial) {
-  size_t l2 = fl_l2_len(e), pre = fl_prefix_len(e);
-  if (pre) fl_vxlan_header(e, h);
-  uint8_t *o = h + pre;
-  memcpy(o, pkt, l2 + ihl + thl);
-  uint8_t *ip = o + l2, *tcp = ip + ihl;
-  const uint8_t *sip = pkt + l2;
-  fl_wr16(ip + 2, (uint16_t)(ihl + thl + n));
-  fl_wr16(ip + 4, (uint16_t)(fl_rd16(sip + 4) + off / mss));
-  fl_wr16(ip + 10, 0);
-  fl_wr16(ip + 10, fl_csum(ip, ihl));
-  fl_wr32(tcp + 4, fl_rd32(sip + ihl + 4) + (uint32_t)off);
-  if (off + n < payload) tcp[13] &= (uint8_t)~0x09; /* FIN, PSH only on the last */
-  if (off) tcp[13] &= (uint8_t)~0x80;               /* CWR only on the first */
-  uint64_t pseudo = fl_pseudo_sum(ip, 6, thl + n);
-  if (partial) {
-    fl_wr16(tcp + 16, fl_sum_fold(pseudo));
-  } else {
-    fl_wr16(tcp + 16, 0);
-    uint64_t sum = fl_sum(sip + ihl + thl + off, n, fl_sum(tcp, thl, pseudo));
-    fl_wr16(tcp + 16, (uint16_t)~fl_sum_fold(sum));
-  }
-}
-
 /* A packet the kernel did not segment: one datagram, its checksum finished if it was left to us. */
 static int add_plain(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, uint8_t *pkt, size_t len, const vnet_hdr *vh) {
   if ((vh->flags & VNET_F_NEEDS_CSUM) && !complete_csum(pkt, len, vh)) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
@@ -195,7 +167,7 @@ static int add_tso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const
   const uint8_t *ip = pkt + l2;
   size_t ihl = fl_ipv4_header_len(ip, len - l2);
   size_t thl = ihl && len >= l2 + ihl + 20 ? (size_t)(ip[ihl + 12] >> 4) * 4 : 0;
-  if (!ihl || ip[9] != 6 || thl < 20 || len < l2 + ihl + thl || vh->gso_size == 0 || len == l2 + ihl + thl || ihl + thl >= e->mtu) {
+  if (!ihl || ip[9] != 6 || thl < 20 || len < l2 + ihl + thl || vh->gso_size == 0 || len == l2 + ihl + thl || ihl + thl >= e->mtu || (size_t)fl_rd16(ip + 2) + l2 != len) {
     STAT(e, ST_DROP_TX_MALFORMED)++;
     return 0;
   }
@@ -206,8 +178,12 @@ static int add_tso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const
   for (size_t off = 0; off < payload; off += mss) {
     size_t n = payload - off < mss ? payload - off : mss;
     uint8_t *h = next_header(e, b);
-    segment_header(e, h, pkt, ihl, thl, payload, mss, off, n, partial);
-    add_datagram(e, b, peer, fd, h, hlen, pkt + l2 + ihl + thl + off, n, hlen + mss);
+    const uint8_t *data = pkt + l2 + ihl + thl + off;
+    if (pre) fl_vxlan_header(e, h);
+    fl_tcp_segment_header(h + pre, pkt, l2, mss, off, n);
+    /* A peer that accepts them gets the checksum partial, as the kernel left it: the payload is not even read. */
+    if (!partial) fl_tcp_complete_csum(h + pre + l2, data, n);
+    add_datagram(e, b, peer, fd, h, hlen, data, n, hlen + mss);
   }
   if (partial) STAT(e, ST_TX_PARTIAL_CHECKSUMS) += nseg;
   fl_count_tx(e, peer, nseg, payload + nseg * (hlen - pre));
