@@ -5,7 +5,7 @@ import { cpus, loadavg } from 'node:os';
 import { runCommand } from '../backends/kernel/run-command.js';
 import { type BenchOptions, parseOptions, repoRoot, USAGE, UsageError } from './cli/options.js';
 import { Progress } from './cli/progress.js';
-import { installSignalHandlers, teardownAll } from './cli/teardown.js';
+import { installCrashHandlers, installSignalHandlers, teardownAll } from './cli/teardown.js';
 import { dataPathResult } from './report/summarize.js';
 import { measureWakeupCost } from './metrics/wakeup-cost.js';
 import { readEnvironment } from './report/environment.js';
@@ -68,6 +68,7 @@ async function main(argv: readonly string[]): Promise<number> {
     return 69;
   }
   installSignalHandlers();
+  installCrashHandlers();
   const started = new Date();
   const loadStart = loadavg();
   const wakeup = o.underlay ? undefined : await measureWakeupCost(repoRoot(), cpus().length).catch(() => undefined);

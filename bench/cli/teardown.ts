@@ -55,6 +55,24 @@ async function sweepNamespaces(): Promise<void> {
   if (ours.length > 0) await deleteNetns(ours);
 }
 
+/** A reader that went away (`npm run bench | head`) must not end the run before its teardown: output to
+ * a closed pipe is dropped. Any other uncaught error still tears everything down before exiting 1. */
+export function installCrashHandlers(): void {
+  const gone = new Set(['EPIPE', 'ERR_STREAM_DESTROYED']);
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (!gone.has(err.code ?? '')) throw err;
+    });
+  }
+  process.on('uncaughtException', (err) => {
+    if (gone.has((err as NodeJS.ErrnoException).code ?? '')) return;
+    try {
+      process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`);
+    } catch { /* stderr is gone too */ }
+    void teardownAll().finally(() => process.exit(1));
+  });
+}
+
 /** Ctrl-C and friends: tear down, then exit 128+signal. A second Ctrl-C does not skip the teardown. */
 export function installSignalHandlers(): void {
   const codes: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };

@@ -121,3 +121,26 @@ t.test('Ctrl-C tears everything down', async (t) => {
   t.same(await leftovers(proc.child.pid as number), [], 'no namespace left behind');
   t.notOk(existsSync(join(dir, 'x.json')), 'no result written for an interrupted run');
 });
+
+t.test('a reader that goes away mid-run (`| head`) neither ends the run early nor leaves namespaces', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-epipe-'));
+  const proc = bench(['--datapaths=raw,host-gw', '--metrics=latency', '--pings=200', '--repeats=1', `--out=${join(dir, 'x')}`]);
+  t.teardown(async () => {
+    await stopProcess(proc, 'SIGKILL');
+    if (proc.child.pid) await deleteNetns(await leftovers(proc.child.pid));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const deadline = Date.now() + 60_000;
+  while (!/set up raw veth/.test(proc.output())) {
+    if (Date.now() > deadline || proc.child.exitCode !== null) break;
+    await sleep(50);
+  }
+  t.ok((await leftovers(proc.child.pid as number)).length > 0, 'namespaces exist while it runs');
+  // Both pipes closed: every later progress line and the final table hit EPIPE.
+  proc.child.stdout?.destroy();
+  proc.child.stderr?.destroy();
+  const code = await Promise.race([proc.exited, sleep(180_000).then(() => 'timeout' as const)]);
+  t.equal(code, 0, 'the run finishes', { output: proc.output().slice(-2000) });
+  t.same(await leftovers(proc.child.pid as number), [], 'no namespace left behind');
+  t.ok(existsSync(join(dir, 'x.json')), 'the result is written');
+});
