@@ -11,6 +11,8 @@ export interface DataPathDef {
   readonly fakePeer?: 'host-gw' | 'vxlan';
   /** Why lease→first-packet does not apply. */
   readonly noFakePeerReason?: string;
+  /** Why the path cannot be built between two real hosts (--underlay); undefined: it can. */
+  readonly localOnly?: string;
 }
 
 export const OVERLAY_NETWORK = '10.244.0.0/16';
@@ -19,6 +21,10 @@ export const DATAPATHS: readonly DataPathDef[] = [
   { id: 'raw', label: 'raw veth (no overlay)', noFakePeerReason: 'no daemon' },
   { id: 'kernel-vxlan', label: 'kernel VXLAN by hand (ref)', noFakePeerReason: 'no daemon' },
   { id: 'host-gw', label: 'flanneld host-gw', backend: { Type: 'host-gw' }, fakePeer: 'host-gw' },
+  {
+    id: 'tun-relay', label: 'TUN relay (user ceiling)', noFakePeerReason: 'no daemon',
+    localOnly: 'one process holds a TUN device on both nodes, so both must be namespaces of one machine',
+  },
   {
     id: 'udp', label: 'flanneld udp', backend: { Type: 'udp' },
     noFakePeerReason: 'a udp peer is a userspace endpoint (a flanneld), not something a lease alone can fake',

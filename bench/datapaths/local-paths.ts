@@ -8,6 +8,7 @@ import { benchTag, onTeardown } from '../cli/teardown.js';
 import { lastDaemonMessage } from '../lib/daemon-log.js';
 import { addVtepPeer, createVtep, linkMtu, randomVtepMac, setPodMtu, VXLAN_OVERHEAD } from './kernel-vxlan.js';
 import { type DataPathDef, OVERLAY_NETWORK, type ReadyPath, UnavailableError } from './catalog.js';
+import { startTunRelay } from './tun-relay.js';
 
 /** A data path that is up, with what the control-plane benchmarks need to reach into it. */
 export interface LocalPath {
@@ -19,7 +20,7 @@ export interface LocalPath {
   readonly destroy: () => Promise<void>;
 }
 
-const TAG_PREFIX: Record<string, string> = { raw: 'br', 'kernel-vxlan': 'bk', 'host-gw': 'bh', udp: 'bu', vxlan: 'bv', 'vxlan-kernel': 'bx' };
+const TAG_PREFIX: Record<string, string> = { raw: 'br', 'kernel-vxlan': 'bk', 'host-gw': 'bh', udp: 'bu', vxlan: 'bv', 'vxlan-kernel': 'bx', 'tun-relay': 'bt' };
 
 export async function setupLocalPath(def: DataPathDef): Promise<LocalPath> {
   const tag = benchTag(TAG_PREFIX[def.id] ?? 'bb');
@@ -27,7 +28,8 @@ export async function setupLocalPath(def: DataPathDef): Promise<LocalPath> {
   const topo = await Topology.create(tag, 2);
   const destroy = onTeardown(`${def.id} namespaces`, () => topo.destroy());
   try {
-    return def.id === 'raw' ? rawPath(topo, destroy) : await kernelVxlanPath(topo, destroy);
+    if (def.id === 'raw') return rawPath(topo, destroy);
+    return def.id === 'tun-relay' ? await tunRelayPath(topo, destroy) : await kernelVxlanPath(topo, destroy);
   } catch (err) {
     await destroy();
     throw err;
@@ -54,15 +56,36 @@ async function kernelVxlanPath(topo: Topology, destroy: () => Promise<void>): Pr
       if (peer !== node) await addVtepPeer(node.ns, { subnet: `10.244.${peer.index}.0/24`, mac: macs[j] as string, publicIp: peer.underlayIp });
     }
   }
+  const pods = await addPods(topo, extMtu - VXLAN_OVERHEAD);
+  return { ready: podsReady(pods, () => []), topo, pods, destroy };
+}
+
+/** tun-relay.c between the nodes (see tun-relay.ts), pods as for kernel VXLAN, the same MTU. */
+async function tunRelayPath(topo: Topology, destroyTopo: () => Promise<void>): Promise<LocalPath> {
+  const mtu = (await linkMtu(topo.nodes[0]?.ns, 'eth0')) - VXLAN_OVERHEAD;
+  const relay = await startTunRelay(topo, mtu);
+  const destroy = async (): Promise<void> => {
+    await relay.stop();
+    await destroyTopo();
+  };
+  const pods = await addPods(topo, mtu).catch(async (err: unknown) => {
+    await relay.stop();
+    throw err;
+  });
+  return { ready: podsReady(pods, relay.pids), topo, pods, destroy };
+}
+
+/** Pod 10.244.<i>.2 behind cni0 (10.244.<i>.1) on each node, forwarding on, the given pod MTU. */
+async function addPods(topo: Topology, mtu: number): Promise<PodHost[]> {
   const pods: PodHost[] = [];
   for (const node of topo.nodes) {
     await sysctlIn(node.ns, 'net.ipv4.ip_forward', '1');
     const pod = await topo.addPod(node, `10.244.${node.index}.1/24`, `10.244.${node.index}.2`);
-    await setPodMtu(node.ns, pod.ns, extMtu - VXLAN_OVERHEAD);
+    await setPodMtu(node.ns, pod.ns, mtu);
     pods.push(pod);
   }
   await waitForPing(pods);
-  return { ready: podsReady(pods, () => []), topo, pods, destroy };
+  return pods;
 }
 
 /** A LocalCluster with the data path's config; flanneld exiting 69 means "not in this build". */

@@ -5,7 +5,7 @@ import type { Stat } from '../lib/stats.js';
 export const SCHEMA_ID = 'flannel-ts-bench/1';
 
 /** Every data path the harness knows; one without an implementation is reported as unavailable. */
-export const DATAPATH_IDS = ['raw', 'kernel-vxlan', 'host-gw', 'udp', 'vxlan', 'vxlan-kernel'] as const;
+export const DATAPATH_IDS = ['raw', 'kernel-vxlan', 'host-gw', 'tun-relay', 'udp', 'vxlan', 'vxlan-kernel'] as const;
 export type DataPathId = (typeof DATAPATH_IDS)[number];
 
 /** Data-path metrics, measured for every data path in every repeat. */

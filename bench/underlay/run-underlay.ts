@@ -93,11 +93,16 @@ async function drive(coord: Coordinator, o: BenchOptions, u: UnderlayOptions, pr
   progress.log(`host a: looking for host b in etcd ${u.etcd}...`);
   await coord.findPeer(10 * 60_000);
   onTeardown('host b', () => coord.request({ action: 'done' }, 30_000).then(() => coord.clear()));
-  const paths: PathUnderTest[] = o.datapaths.map((id) => ({ def: dataPathDef(id), status: 'measured', samples: [], usage: [] }));
+  const paths: PathUnderTest[] = o.datapaths.map((id) => {
+    const def = dataPathDef(id);
+    return def.localOnly
+      ? { def, status: 'skipped', reason: `local mode only: ${def.localOnly}`, samples: [], usage: [] }
+      : { def, status: 'measured', samples: [], usage: [] };
+  });
   for (const p of paths) {
     if (p.def.backend) await coord.client.put(`${netPrefix(p.def)}/config`).value(JSON.stringify({ Network: '10.244.0.0/16', Backend: p.def.backend }));
   }
-  progress.addSteps(o.repeats * paths.length * o.metrics.length);
+  progress.addSteps(o.repeats * paths.filter((p) => p.status === 'measured').length * o.metrics.length);
   for (let r = 1; r <= o.repeats; r++) {
     for (const p of paths) {
       if (p.status !== 'measured') continue;

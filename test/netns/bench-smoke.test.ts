@@ -14,7 +14,7 @@ import { DATAPATH_IDS, type BenchResult } from '../../bench/report/result-types.
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const BENCH = ['--import=tsx', join(ROOT, 'bench/bench-main.ts')];
-const TAG_PREFIXES = ['br', 'bk', 'bh', 'bu', 'bv', 'bx', 'bc', 'ua', 'ub'];
+const TAG_PREFIXES = ['br', 'bk', 'bh', 'bt', 'bu', 'bv', 'bx', 'bc', 'ua', 'ub'];
 
 /** Starts the harness (in a namespace, or on this machine); output is captured, never shown. */
 function bench(args: readonly string[], ns?: string): SpawnedProcess {
@@ -49,7 +49,10 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   for (const d of result.datapaths) {
     t.ok(d.status === 'measured' || d.status === 'unavailable', `${d.id} is measured or unavailable (${d.status}${d.reason ? `: ${d.reason}` : ''})`);
   }
-  t.ok(['raw', 'kernel-vxlan', 'host-gw'].every((id) => result.datapaths.find((d) => d.id === id)?.status === 'measured'), 'the paths that exist in every build were measured');
+  t.ok(['raw', 'kernel-vxlan', 'host-gw', 'tun-relay'].every((id) => result.datapaths.find((d) => d.id === id)?.status === 'measured'), 'the paths that exist in every build were measured');
+  const relay = result.datapaths.find((d) => d.id === 'tun-relay');
+  t.ok((relay?.summary?.tcp1Gbps?.median ?? 0) > 0, 'the TUN relay carried TCP');
+  t.ok((relay?.summary?.cpuSecPerGB?.median ?? 0) > 0, 'and its process CPU is reported in the daemon column');
   t.same(result.controlPlane.programPeers.map((p) => p.datapath), ['host-gw', 'udp', 'vxlan', 'vxlan-kernel']);
   t.ok(existsSync(`${out}.svg`) && readFileSync(`${out}.svg`, 'utf8').startsWith('<svg'), 'an SVG chart');
   t.match(readFileSync(`${out}.txt`, 'utf8'), /kernel VXLAN by hand/, 'the table');
@@ -85,7 +88,7 @@ t.test('underlay mode between two hosts (node namespaces) with a shared etcd', a
     rmSync(dir, { recursive: true, force: true });
   });
   const [a, b] = cluster.nodes as [NonNullable<(typeof cluster.nodes)[0]>, NonNullable<(typeof cluster.nodes)[0]>];
-  const common = ['--underlay=eth0', `--etcd=${cluster.etcdEndpoint}`, '--datapaths=raw,kernel-vxlan,host-gw', '--metrics=tcp1,latency',
+  const common = ['--underlay=eth0', `--etcd=${cluster.etcdEndpoint}`, '--datapaths=raw,kernel-vxlan,host-gw,tun-relay', '--metrics=tcp1,latency',
     '--repeats=1', '--duration=1'];
   procs.push(bench([...common, '--role=b', `--peer=${a.underlayIp}`], b.ns));
   procs.push(bench([...common, '--role=a', `--peer=${b.underlayIp}`, `--out=${join(dir, 'u')}`], a.ns));
@@ -95,7 +98,8 @@ t.test('underlay mode between two hosts (node namespaces) with a shared etcd', a
   const result = readResult(join(dir, 'u'));
   t.same(validateResult(result), []);
   t.equal(result.options.mode, 'underlay');
-  t.same(result.datapaths.map((d) => [d.id, d.status]), [['raw', 'measured'], ['kernel-vxlan', 'measured'], ['host-gw', 'measured']]);
+  t.same(result.datapaths.map((d) => [d.id, d.status]), [['raw', 'measured'], ['kernel-vxlan', 'measured'], ['host-gw', 'measured'], ['tun-relay', 'skipped']]);
+  t.match(result.datapaths[3]?.reason, /local mode only/, 'the TUN relay needs both nodes on one machine');
   const links = await runCommand('ip', ['-n', a.ns, '-o', 'link', 'show']);
   t.notMatch(links.stdout, /flannel\.1|cni0/, 'host a is clean again');
   t.equal(await cluster.etcd.get('/flannel-ts-bench/coord/step'), undefined, 'coordination keys removed');
