@@ -29,6 +29,14 @@ export function processCpuSeconds(pid: number): number | undefined {
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();
 }
 
+/** CPU seconds this whole machine has been busy, all cores together (user, nice, system, irq and
+ * softirq from the first line of /proc/stat; idle, iowait and time stolen by the hypervisor are not). */
+export function machineBusySeconds(): number {
+  const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = fields;
+  return (user + nice + system + irq + softirq) / ticksPerSecond();
+}
+
 /** Total CPU seconds of the given processes; null when there are none. */
 export function totalCpuSeconds(pids: readonly number[]): number | null {
   if (pids.length === 0) return null;

@@ -55,6 +55,8 @@ function checkSample(c: Checker, v: unknown, path: string): void {
   c.str(s.metric, `${path}.metric`, DATAPATH_METRICS);
   c.num(s.value, `${path}.value`, true);
   c.num(s.daemonCpuSec, `${path}.daemonCpuSec`, true);
+  // Added after the first results were committed: optional, so those files stay valid.
+  if (s.machineCpuSec !== undefined) c.num(s.machineCpuSec, `${path}.machineCpuSec`, true);
   if (s.error !== undefined) c.str(s.error, `${path}.error`);
   if (s.value !== null && s.tcp === undefined && s.udp === undefined && s.latency === undefined) c.fail(path, 'a sample with a value needs its raw figures (tcp, udp or latency)');
   if (s.tcp !== undefined) for (const k of ['bitsPerSecond', 'bytes', 'seconds']) c.num(c.obj(s.tcp, `${path}.tcp`)?.[k], `${path}.tcp.${k}`);
@@ -80,9 +82,10 @@ function checkDataPath(c: Checker, v: unknown, path: string): void {
     c.num(o?.repeat, `${path}.usage[${i}].repeat`);
     c.num(o?.cpuSecPerGB, `${path}.usage[${i}].cpuSecPerGB`, true);
     c.num(o?.peakRssMB, `${path}.usage[${i}].peakRssMB`, true);
+    if (o?.machineCpuSecPerGB !== undefined) c.num(o.machineCpuSecPerGB, `${path}.usage[${i}].machineCpuSecPerGB`, true);
   });
   const summary = c.obj(d.summary, `${path}.summary`);
-  if (summary) for (const k of SUMMARY_KEYS) c.stat(summary[k], `${path}.summary.${k}`);
+  if (summary) for (const k of SUMMARY_KEYS) if (k !== 'machineCpuSecPerGB' || summary[k] !== undefined) c.stat(summary[k], `${path}.summary.${k}`);
 }
 
 function checkControlPlane(c: Checker, v: unknown): void {

@@ -55,6 +55,8 @@ export interface Sample {
   readonly latency?: LatencyRaw;
   /** CPU seconds (utime+stime) used by every flanneld during this sample; null without a daemon. */
   readonly daemonCpuSec: number | null;
+  /** CPU seconds the whole machine was busy during this sample (local mode; null between two hosts). */
+  readonly machineCpuSec?: number | null;
 }
 
 export interface RepeatUsage {
@@ -63,6 +65,8 @@ export interface RepeatUsage {
   readonly cpuSecPerGB: number | null;
   /** Largest VmHWM of the daemons at the end of this repeat, MiB. */
   readonly peakRssMB: number | null;
+  /** The whole machine's busy CPU seconds over the same TCP samples, per GB (local mode only). */
+  readonly machineCpuSecPerGB?: number | null;
 }
 
 export interface DataPathSummary {
@@ -74,8 +78,9 @@ export interface DataPathSummary {
   readonly rttP99Us: Stat | null;
   readonly cpuSecPerGB: Stat | null;
   readonly peakRssMB: Stat | null;
+  readonly machineCpuSecPerGB?: Stat | null;
 }
-export const SUMMARY_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'udp64Pps', 'udp64LossPct', 'rttP50Us', 'rttP99Us', 'cpuSecPerGB', 'peakRssMB'] as const;
+export const SUMMARY_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'udp64Pps', 'udp64LossPct', 'rttP50Us', 'rttP99Us', 'cpuSecPerGB', 'peakRssMB', 'machineCpuSecPerGB'] as const;
 
 export interface DataPathResult {
   readonly id: DataPathId;

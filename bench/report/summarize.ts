@@ -26,6 +26,7 @@ export function dataPathResult(p: PathUnderTest): DataPathResult {
       rttP99Us: of('latency', (s) => s.latency?.p99Us),
       cpuSecPerGB: summarize(p.usage.map((u) => u.cpuSecPerGB)),
       peakRssMB: summarize(p.usage.map((u) => u.peakRssMB)),
+      machineCpuSecPerGB: summarize(p.usage.map((u) => u.machineCpuSecPerGB)),
     },
   };
 }

@@ -15,6 +15,7 @@ const COLUMNS: readonly Column[] = [
   { key: 'rttP99Us', title: 'RTT p99', unit: 'µs', fmt: fixed(0), ratio: true },
   { key: 'cpuSecPerGB', title: 'daemon CPU', unit: 's per GB', fmt: fixed(2), ratio: false, daemon: true },
   { key: 'peakRssMB', title: 'daemon RSS', unit: 'MiB', fmt: fixed(0), ratio: false, daemon: true },
+  { key: 'machineCpuSecPerGB', title: 'machine CPU', unit: 's per GB', fmt: fixed(2), ratio: true },
 ];
 const LABEL_W = 28;
 const COL_W = 15;
@@ -37,7 +38,7 @@ function dataPathRows(dps: readonly DataPathResult[]): string[] {
       lines.push(`${dp.label.padEnd(LABEL_W)}${dp.status}: ${dp.reason ?? ''}`);
       continue;
     }
-    const cells = COLUMNS.map((c) => cell(dp.summary[c.key], c, ref ? ref.summary[c.key] : null, dp.hasDaemon));
+    const cells = COLUMNS.map((c) => cell(dp.summary[c.key] ?? null, c, ref ? ref.summary[c.key] ?? null : null, dp.hasDaemon));
     lines.push(`${dp.label.padEnd(LABEL_W)}${cells.map(([a]) => a.padEnd(COL_W)).join('')}`);
     if (cells.some(([, b]) => b)) lines.push(`${''.padEnd(LABEL_W)}${cells.map(([, b]) => b.padEnd(COL_W)).join('')}`);
   }

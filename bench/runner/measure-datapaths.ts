@@ -5,7 +5,7 @@ import type { BenchOptions } from '../cli/options.js';
 import type { DaemonUsage, DataPathDef, ReadyPath } from '../datapaths/catalog.js';
 import { errorText } from '../lib/exec.js';
 import { round } from '../lib/stats.js';
-import { maxPeakRssMB, totalCpuSeconds } from '../metrics/daemon-usage.js';
+import { machineBusySeconds, maxPeakRssMB, totalCpuSeconds } from '../metrics/daemon-usage.js';
 import { IperfServer, tcpThroughput, udpSmallPackets } from '../metrics/iperf.js';
 import { pingLatency } from '../metrics/ping-latency.js';
 import type { DataPathMetric, RepeatUsage, Sample, Status } from '../report/result-types.js';
@@ -72,10 +72,13 @@ async function snapshot(path: ReadyPath): Promise<DaemonUsage & { pids: number }
 
 async function measureOne(path: ReadyPath, iperf: IperfControl, metric: DataPathMetric, repeat: number, o: BenchOptions): Promise<Sample> {
   const before = await snapshot(path);
+  // Between two hosts this machine is only half of the path: no machine-wide figure then.
+  const busyBefore = path.remoteUsage ? undefined : machineBusySeconds();
   const cpu = async (): Promise<number | null> => {
     const after = await snapshot(path);
     return before.cpuSec === null || after.cpuSec === null || after.pids !== before.pids ? null : round(after.cpuSec - before.cpuSec, 3);
   };
+  const machine = (): number | null => (busyBefore === undefined ? null : round(machineBusySeconds() - busyBefore, 3));
   const serverIp = path.server.ip;
   try {
     switch (metric) {
@@ -83,7 +86,7 @@ async function measureOne(path: ReadyPath, iperf: IperfControl, metric: DataPath
       case 'tcp4': {
         await iperf.ensure();
         const tcp = await tcpThroughput(path.client, serverIp, o.durationSec, metric === 'tcp1' ? 1 : 4);
-        return { repeat, metric, value: round(tcp.bitsPerSecond / 1e9, 3), tcp, daemonCpuSec: await cpu() };
+        return { repeat, metric, value: round(tcp.bitsPerSecond / 1e9, 3), tcp, machineCpuSec: machine(), daemonCpuSec: await cpu() };
       }
       case 'udp64': {
         await iperf.ensure();
@@ -106,10 +109,14 @@ function usageOf(now: DaemonUsage, samples: readonly Sample[], repeat: number): 
   const tcp = samples.filter((s) => s.tcp && s.daemonCpuSec !== null);
   const gb = tcp.reduce((sum, s) => sum + (s.tcp?.bytes ?? 0), 0) / 1e9;
   const cpuSec = tcp.reduce((sum, s) => sum + (s.daemonCpuSec ?? 0), 0);
+  const machined = samples.filter((s) => s.tcp && typeof s.machineCpuSec === 'number');
+  const machineGb = machined.reduce((sum, s) => sum + (s.tcp?.bytes ?? 0), 0) / 1e9;
+  const machineSec = machined.reduce((sum, s) => sum + (s.machineCpuSec ?? 0), 0);
   return {
     repeat,
     cpuSecPerGB: now.cpuSec !== null && gb > 0 ? round(cpuSec / gb, 4) : null,
     peakRssMB: now.peakRssMB === null ? null : round(now.peakRssMB, 1),
+    machineCpuSecPerGB: machineGb > 0 ? round(machineSec / machineGb, 4) : null,
   };
 }
 

@@ -53,6 +53,9 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   const relay = result.datapaths.find((d) => d.id === 'tun-relay');
   t.ok((relay?.summary?.tcp1Gbps?.median ?? 0) > 0, 'the TUN relay carried TCP');
   t.ok((relay?.summary?.cpuSecPerGB?.median ?? 0) > 0, 'and its process CPU is reported in the daemon column');
+  const measured = result.datapaths.filter((d) => d.status === 'measured' && d.summary.tcp1Gbps);
+  t.ok(measured.length > 0 && measured.every((d) => (d.summary.machineCpuSecPerGB?.median ?? 0) > 0), 'machine CPU per GB for every path that moved TCP');
+  t.match(readFileSync(`${out}.txt`, 'utf8'), /machine CPU/, 'in its own column');
   t.same(result.controlPlane.programPeers.map((p) => p.datapath), ['host-gw', 'udp', 'vxlan', 'vxlan-kernel']);
   t.ok(existsSync(`${out}.svg`) && readFileSync(`${out}.svg`, 'utf8').startsWith('<svg'), 'an SVG chart');
   t.match(readFileSync(`${out}.txt`, 'utf8'), /kernel VXLAN by hand/, 'the table');
@@ -100,6 +103,7 @@ t.test('underlay mode between two hosts (node namespaces) with a shared etcd', a
   t.equal(result.options.mode, 'underlay');
   t.same(result.datapaths.map((d) => [d.id, d.status]), [['raw', 'measured'], ['kernel-vxlan', 'measured'], ['host-gw', 'measured'], ['tun-relay', 'skipped']]);
   t.match(result.datapaths[3]?.reason, /local mode only/, 'the TUN relay needs both nodes on one machine');
+  t.ok(result.datapaths.every((d) => !d.summary.machineCpuSecPerGB), 'no machine CPU figure when this machine is half of the path');
   const links = await runCommand('ip', ['-n', a.ns, '-o', 'link', 'show']);
   t.notMatch(links.stdout, /flannel\.1|cni0/, 'host a is clean again');
   t.equal(await cluster.etcd.get('/flannel-ts-bench/coord/step'), undefined, 'coordination keys removed');
