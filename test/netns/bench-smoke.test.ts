@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { LocalCluster } from '../../deploy/local/local-cluster.js';
 import { deleteNetns, runTag, type SpawnedProcess, spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import { runCommand } from '../../backends/kernel/run-command.js';
@@ -109,20 +109,27 @@ t.test('underlay mode between two hosts (node namespaces) with a shared etcd', a
   t.equal(await cluster.etcd.get('/flannel-ts-bench/coord/step'), undefined, 'coordination keys removed');
 });
 
-t.test('Ctrl-C tears everything down', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bench-sigint-'));
-  const proc = bench(['--datapaths=raw,host-gw', '--metrics=tcp1', '--duration=30', '--repeats=1', `--out=${join(dir, 'x')}`]);
+/** Starts the harness (results under a temporary directory, `dir/x`), removes whatever it leaves with
+ * the test, and waits until a line of its output matches `line` and its namespaces exist. */
+async function benchRunning(t: Test, args: readonly string[], line: RegExp): Promise<{ proc: SpawnedProcess; dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-run-'));
+  const proc = bench([...args, `--out=${join(dir, 'x')}`]);
   t.teardown(async () => {
     await stopProcess(proc, 'SIGKILL');
     if (proc.child.pid) await deleteNetns(await leftovers(proc.child.pid));
     rmSync(dir, { recursive: true, force: true });
   });
   const deadline = Date.now() + 60_000;
-  while (!/set up flanneld host-gw/.test(proc.output())) {
+  while (!line.test(proc.output())) {
     if (Date.now() > deadline || proc.child.exitCode !== null) break;
-    await sleep(100);
+    await sleep(50);
   }
   t.ok((await leftovers(proc.child.pid as number)).length > 0, 'namespaces exist while it runs');
+  return { proc, dir };
+}
+
+t.test('Ctrl-C tears everything down', async (t) => {
+  const { proc, dir } = await benchRunning(t, ['--datapaths=raw,host-gw', '--metrics=tcp1', '--duration=30', '--repeats=1'], /set up flanneld host-gw/);
   proc.child.kill('SIGINT');
   const code = await proc.exited;
   t.equal(code, 130, 'exits 130', { output: proc.output().slice(-2000) });
@@ -131,19 +138,7 @@ t.test('Ctrl-C tears everything down', async (t) => {
 });
 
 t.test('a reader that goes away mid-run (`| head`) neither ends the run early nor leaves namespaces', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bench-epipe-'));
-  const proc = bench(['--datapaths=raw,host-gw', '--metrics=latency', '--pings=200', '--repeats=1', `--out=${join(dir, 'x')}`]);
-  t.teardown(async () => {
-    await stopProcess(proc, 'SIGKILL');
-    if (proc.child.pid) await deleteNetns(await leftovers(proc.child.pid));
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const deadline = Date.now() + 60_000;
-  while (!/set up raw veth/.test(proc.output())) {
-    if (Date.now() > deadline || proc.child.exitCode !== null) break;
-    await sleep(50);
-  }
-  t.ok((await leftovers(proc.child.pid as number)).length > 0, 'namespaces exist while it runs');
+  const { proc, dir } = await benchRunning(t, ['--datapaths=raw,host-gw', '--metrics=latency', '--pings=200', '--repeats=1'], /set up raw veth/);
   // Both pipes closed: every later progress line and the final table hit EPIPE.
   proc.child.stdout?.destroy();
   proc.child.stderr?.destroy();
