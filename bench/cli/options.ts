@@ -38,7 +38,8 @@ export const USAGE = `usage: npm run bench -- [flags]
   --pings=N          echo requests per latency measurement, at least 200 (default 300; --quick 200)
   --peers=LIST       peer counts for program-peers (default 10,100,1000,5000)
   --quick            short runs; finishes in under 2 minutes
-  --out=PREFIX       result files PREFIX.json/.svg/.txt (default bench/results/<date>[-quick])
+  --out=PREFIX       result files PREFIX.json/.svg/.txt (default bench/results/<date>[-quick], then
+                     <date>-2, -3… so that a second run of the day keeps the first; --out overwrites)
   --underlay=IFACE   two real hosts: use IFACE instead of veth (with --peer, --role, --etcd; see bench/README.md)
   --peer=IP          the other host's address on IFACE
   --role=a|b         a drives and measures, b serves
@@ -94,9 +95,17 @@ export function parseOptions(argv: readonly string[], today = new Date()): Bench
     pings: int('pings', flags.get('pings') ?? (quick ? '200' : '300'), 200),
     peers: (flags.get('peers') ?? '10,100,1000,5000').split(',').map((p) => int('peers', p, 1)),
     quick,
-    out: flags.get('out') ?? join(repoRoot(), 'bench', 'results', `${date}${quick ? '-quick' : ''}`),
+    out: flags.get('out') ?? freshPrefix(join(repoRoot(), 'bench', 'results', `${date}${quick ? '-quick' : ''}`)),
     ...underlay(flags),
   };
+}
+
+/** The default result prefix never overwrites an earlier run of the same day: PREFIX, then PREFIX-2, -3… */
+export function freshPrefix(prefix: string): string {
+  const taken = (p: string): boolean => ['.json', '.txt', '.svg'].some((ext) => existsSync(`${p}${ext}`));
+  let candidate = prefix;
+  for (let n = 2; taken(candidate); n++) candidate = `${prefix}-${n}`;
+  return candidate;
 }
 
 function underlay(flags: Map<string, string>): { underlay?: UnderlayOptions } {

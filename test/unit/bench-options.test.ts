@@ -1,0 +1,28 @@
+// Unit test of bench/cli/options.ts: the default result prefix never overwrites an earlier run of the
+// same day, an explicit --out is taken as given, and bad flags are usage errors.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { freshPrefix, parseOptions, UsageError } from '../../bench/cli/options.js';
+
+t.test('freshPrefix: the prefix, then -2, -3 while any of its three files exists', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-options-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const prefix = join(dir, '2026-11-22');
+  t.equal(freshPrefix(prefix), prefix, 'nothing there yet');
+  writeFileSync(`${prefix}.json`, '{}');
+  t.equal(freshPrefix(prefix), `${prefix}-2`, 'a run of the day exists');
+  writeFileSync(`${prefix}-2.svg`, '<svg/>');
+  t.equal(freshPrefix(prefix), `${prefix}-3`, 'any one of .json, .txt, .svg makes a prefix taken');
+  writeFileSync(`${prefix}-3.txt`, 'table');
+  t.equal(freshPrefix(prefix), `${prefix}-4`);
+});
+
+t.test('parseOptions: --out is taken as given; the default is a fresh prefix of the date', async (t) => {
+  t.equal(parseOptions(['--out=/tmp/x/run'])?.out, '/tmp/x/run');
+  const today = new Date('2031-01-02T03:04:05Z');
+  t.match(parseOptions([], today)?.out, /bench\/results\/2031-01-02$/, 'no run of that day yet');
+  t.match(parseOptions(['--quick'], today)?.out, /bench\/results\/2031-01-02-quick$/);
+  t.throws(() => parseOptions(['--warp=9']), UsageError);
+});
