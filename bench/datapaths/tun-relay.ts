@@ -3,16 +3,14 @@
 // every read of one device, virtio-net header and all, into the other. TSO super-packets pass whole.
 // A real tunnel does strictly more per byte (two more copies, a UDP socket on each side, the underlay),
 // so no userspace udp or vxlan path can beat this row on the same machine in the same run.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runCommand } from '../../backends/kernel/run-command.js';
 import { spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import type { Topology } from '../../deploy/local/topology.js';
 import { repoRoot } from '../cli/options.js';
 import { onTeardown } from '../cli/teardown.js';
-import { ipBatchOn } from '../lib/exec.js';
+import { buildCProgram } from '../lib/c-program.js';
+import { errorText, ipBatchOn } from '../lib/exec.js';
 import { UnavailableError } from './catalog.js';
 
 export const RELAY_DEV = 'trelay0';
@@ -28,22 +26,17 @@ export interface TunRelay {
 export async function startTunRelay(topo: Topology, mtu: number): Promise<TunRelay> {
   const [a, b] = topo.nodes;
   if (!a || !b) throw new Error('the TUN relay needs two nodes');
-  const dir = mkdtempSync(join(tmpdir(), 'flannel-bench-relay-'));
-  const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
-  const bin = join(dir, 'tun-relay');
-  const cc = await runCommand('cc', ['-O2', '-pthread', join(repoRoot(), 'bench', 'datapaths', 'tun-relay.c'), '-o', bin]).catch(() => undefined);
-  if (!cc || cc.code !== 0) {
-    removeDir();
-    throw new UnavailableError(`cannot build bench/datapaths/tun-relay.c: ${cc ? cc.stderr.trim().slice(-300) : 'no C compiler (cc); install gcc'}`);
-  }
-  const proc = spawnIn(undefined, bin, [a.ns, b.ns, RELAY_DEV]);
+  const program = await buildCProgram(join(repoRoot(), 'bench', 'datapaths', 'tun-relay.c')).catch((err: unknown) => {
+    throw new UnavailableError(errorText(err));
+  });
+  const proc = spawnIn(undefined, program.bin, [a.ns, b.ns, RELAY_DEV]);
   const stop = onTeardown('TUN relay', async () => {
     await stopProcess(proc, 'SIGKILL');
-    removeDir();
+    program.remove();
   });
   try {
     const deadline = Date.now() + 10_000;
-    while (!proc.output().includes('ready')) {
+    while (!/^ready$/m.test(proc.output())) {
       if (proc.child.exitCode !== null || Date.now() > deadline) throw new Error(`tun-relay did not start: ${proc.output().trim() || 'no output'}`);
       await sleep(20);
     }
@@ -57,4 +50,3 @@ export async function startTunRelay(topo: Topology, mtu: number): Promise<TunRel
   const pids = (): number[] => (proc.child.pid && proc.child.exitCode === null ? [proc.child.pid] : []);
   return { pids, stop };
 }
-

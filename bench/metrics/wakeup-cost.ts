@@ -1,11 +1,10 @@
 // The cost of one thread wake-up on this machine, on one CPU and across two CPUs, measured by a tiny
 // C program (wakeup-cost.c, built with cc into a temporary directory). A userspace data path wakes 2–4
-// sleeping threads per round trip where kernel VXLAN wakes none, so this figure bounds its added RTT;
+// sleeping threads per round trip (the TUN relay 2) where kernel VXLAN wakes none, so this figure bounds its added RTT;
 // on some VMs a wake-up across vCPUs costs far more than one on the same vCPU.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCommand } from '../../backends/kernel/run-command.js';
+import { buildCProgram } from '../lib/c-program.js';
 
 export interface WakeupCost {
   /** Median µs per wake-up, both threads on one CPU. */
@@ -17,11 +16,10 @@ export interface WakeupCost {
 /** Undefined when there is no C compiler or fewer than 2 CPUs. */
 export async function measureWakeupCost(repoRoot: string, cores: number): Promise<WakeupCost | undefined> {
   if (cores < 2) return undefined;
-  const dir = mkdtempSync(join(tmpdir(), 'flannel-bench-wakeup-'));
+  const program = await buildCProgram(join(repoRoot, 'bench', 'metrics', 'wakeup-cost.c')).catch(() => undefined);
+  if (!program) return undefined;
+  const { bin } = program;
   try {
-    const bin = join(dir, 'wakeup-cost');
-    const cc = await runCommand('cc', ['-O2', '-pthread', join(repoRoot, 'bench', 'metrics', 'wakeup-cost.c'), '-o', bin]).catch(() => undefined);
-    if (!cc || cc.code !== 0) return undefined;
     const run = async (mode: string): Promise<number> => {
       const r = await runCommand(bin, [mode]);
       const us = Number(r.stdout.trim());
@@ -30,6 +28,6 @@ export async function measureWakeupCost(repoRoot: string, cores: number): Promis
     };
     return { sameCpuUs: await run('same'), crossCpuUs: await run('cross') };
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    program.remove();
   }
 }

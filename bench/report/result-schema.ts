@@ -1,7 +1,7 @@
 // Checks that a parsed result file has the shape of BenchResult (result-types.ts), field by field.
 // Returns every problem found as "path: what is wrong"; an empty list means the file is valid.
 import {
-  CONTROL_METRICS, DATAPATH_IDS, DATAPATH_METRICS, SCHEMA_ID, STATUSES, SUMMARY_KEYS,
+  CONTROL_METRICS, DATAPATH_IDS, DATAPATH_METRICS, LATER_SUMMARY_KEYS, SCHEMA_ID, STATUSES, SUMMARY_KEYS,
 } from './result-types.js';
 
 type Obj = Record<string, unknown>;
@@ -85,7 +85,9 @@ function checkDataPath(c: Checker, v: unknown, path: string): void {
     if (o?.machineCpuSecPerGB !== undefined) c.num(o.machineCpuSecPerGB, `${path}.usage[${i}].machineCpuSecPerGB`, true);
   });
   const summary = c.obj(d.summary, `${path}.summary`);
-  if (summary) for (const k of SUMMARY_KEYS) if (k !== 'machineCpuSecPerGB' || summary[k] !== undefined) c.stat(summary[k], `${path}.summary.${k}`);
+  for (const k of SUMMARY_KEYS) {
+    if (summary && (summary[k] !== undefined || !LATER_SUMMARY_KEYS.has(k))) c.stat(summary[k], `${path}.summary.${k}`);
+  }
 }
 
 function checkControlPlane(c: Checker, v: unknown): void {

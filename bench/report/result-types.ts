@@ -81,6 +81,8 @@ export interface DataPathSummary {
   readonly machineCpuSecPerGB?: Stat | null;
 }
 export const SUMMARY_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'udp64Pps', 'udp64LossPct', 'rttP50Us', 'rttP99Us', 'cpuSecPerGB', 'peakRssMB', 'machineCpuSecPerGB'] as const;
+/** Summary keys added after results were first committed: files written before them lack them. */
+export const LATER_SUMMARY_KEYS: ReadonlySet<string> = new Set(['machineCpuSecPerGB']);
 
 export interface DataPathResult {
   readonly id: DataPathId;

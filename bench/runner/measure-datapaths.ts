@@ -104,20 +104,21 @@ async function measureOne(path: ReadyPath, iperf: IperfControl, metric: DataPath
   }
 }
 
-/** Daemon CPU per GB over this repeat's TCP samples, and the daemons' peak RSS so far. */
+/** Daemon and machine CPU per GB over this repeat's TCP samples, and the daemons' peak RSS so far. */
 function usageOf(now: DaemonUsage, samples: readonly Sample[], repeat: number): RepeatUsage {
-  const tcp = samples.filter((s) => s.tcp && s.daemonCpuSec !== null);
-  const gb = tcp.reduce((sum, s) => sum + (s.tcp?.bytes ?? 0), 0) / 1e9;
-  const cpuSec = tcp.reduce((sum, s) => sum + (s.daemonCpuSec ?? 0), 0);
-  const machined = samples.filter((s) => s.tcp && typeof s.machineCpuSec === 'number');
-  const machineGb = machined.reduce((sum, s) => sum + (s.tcp?.bytes ?? 0), 0) / 1e9;
-  const machineSec = machined.reduce((sum, s) => sum + (s.machineCpuSec ?? 0), 0);
   return {
     repeat,
-    cpuSecPerGB: now.cpuSec !== null && gb > 0 ? round(cpuSec / gb, 4) : null,
+    cpuSecPerGB: now.cpuSec === null ? null : secondsPerGB(samples, (s) => s.daemonCpuSec),
     peakRssMB: now.peakRssMB === null ? null : round(now.peakRssMB, 1),
-    machineCpuSecPerGB: machineGb > 0 ? round(machineSec / machineGb, 4) : null,
+    machineCpuSecPerGB: secondsPerGB(samples, (s) => s.machineCpuSec),
   };
+}
+
+/** CPU seconds per GB received over the TCP samples that have a figure for `seconds`; null without any. */
+function secondsPerGB(samples: readonly Sample[], seconds: (s: Sample) => number | null | undefined): number | null {
+  const measured = samples.filter((s) => s.tcp && typeof seconds(s) === 'number');
+  const gb = measured.reduce((sum, s) => sum + (s.tcp?.bytes ?? 0), 0) / 1e9;
+  return gb > 0 ? round(measured.reduce((sum, s) => sum + (seconds(s) ?? 0), 0) / gb, 4) : null;
 }
 
 function describe(s: Sample): string {
