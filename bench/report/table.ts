@@ -77,7 +77,7 @@ export function renderTable(r: BenchResult): string {
   const head = [
     `flannel-ts benchmark, ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC, ${r.options.mode} mode: ${r.options.repeats} repeat(s), ${r.options.durationSec} s per iperf3 run, ${r.options.pings} pings`,
     `${env.cpuModel}, ${env.cores} cores, Linux ${env.kernel}, Node ${env.nodeVersion}, commit ${env.gitCommit.slice(0, 12)}${env.gitDirty ? ' (dirty)' : ''}`,
-    ...(env.threadWakeupUs ? [`Thread wake-up (eventfd, median): ${env.threadWakeupUs.sameCpu} µs on one CPU, ${env.threadWakeupUs.crossCpu} µs across CPUs; udp and userspace vxlan take 2-4 per round trip, kernel paths none.`] : []),
+    ...(env.threadWakeupUs ? [`Thread wake-up (eventfd, median): ${env.threadWakeupUs.sameCpu} µs on one CPU, ${env.threadWakeupUs.crossCpu} µs across CPUs; udp and userspace vxlan take 2-4 per round trip, the TUN relay 2, kernel paths none.`] : []),
     'Figures: median, [min–max] over repeats; ×ref = ratio to kernel VXLAN configured by hand (for RTT, above 1 is slower).',
     '',
   ];
