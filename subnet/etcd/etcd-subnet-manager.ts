@@ -17,6 +17,8 @@ export const DEFAULT_LEASE_TTL_SEC = 24 * 3600;
 export const DEFAULT_DATA_LOSS_GRACE_MS = 30_000;
 /** A full re-list at least this often, a safety net under the watch (a watch can go silent). */
 export const DEFAULT_RESYNC_INTERVAL_MS = 5 * 60_000;
+/** Logged (stable text) when a refused renewal finds the key already held by the lease we hold now. */
+export const ADOPTED_MESSAGE = 'our key is already held by our current etcd lease (the other loop renewed or re-created it); keeping it';
 
 /** Why the lease watch listed again: how the watch ended, the periodic safety net, or the end of a data-loss grace period. */
 export type ResyncReason = WatchEndKind | 'periodic' | 'recovery';
@@ -253,7 +255,11 @@ export class EtcdSubnetManager {
       }
       if (lease) {
         const current = this.own as Lease;
-        if (lease.etcdLeaseId === current.etcdLeaseId) return current;
+        if (lease.etcdLeaseId === current.etcdLeaseId) {
+          // The other loop (renewal or watch) already renewed or re-created the key: adopt, no revocation.
+          this.log.info({ subnet: where, etcdLease: lease.etcdLeaseId, why }, ADOPTED_MESSAGE);
+          return current;
+        }
         // Our PublicIP holds it under an etcd lease we do not know: keep it, and renew it at once.
         this.log.warn({ subnet: where, etcdLease: lease.etcdLeaseId }, 'our key is held by another etcd lease of this PublicIP; taking it over');
         this.own = { ...lease, expiresAtMs: lease.etcdLeaseId === '0' ? Infinity : Date.now() };
@@ -316,9 +322,9 @@ export class EtcdSubnetManager {
         const end = await this.watchOnce(watcher, BigInt(revision) + 1n, deliver, signal, untilMs, () => backoff.reset());
         if (signal.aborted) return;
         if (end.kind === 'periodic' || end.kind === 'recovery') {
-          this.log.info({ reason: end.reason }, 're-listing leases');
+          this.log.info({ kind: end.kind, reason: end.reason }, 're-listing leases');
         } else {
-          this.log.warn({ reason: end.reason }, 'lease watch interrupted; re-listing leases');
+          this.log.warn({ kind: end.kind, reason: end.reason }, 'lease watch interrupted; re-listing leases');
         }
         this.emit({ type: 'watch-resync', reason: end.kind as ResyncReason, detail: end.reason });
         cb.onResync?.(end.reason);
