@@ -15,6 +15,7 @@ import { type DaemonHandle, LocalCluster, daemonPath, readEnvFile } from '../../
 import { type SpawnedProcess, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import { type NodeHost, type PodHost, UNDERLAY_GATEWAY } from '../../deploy/local/topology.js';
 import { dumpLogsIfFailed, logLines, pingAllPairs, running, sample, scrape, until } from '../helpers/probes.js';
+import { FILE_WRITE_SYSCALLS, fileWrites, readTrace, straceAvailable, straceArgs } from '../helpers/strace.js';
 
 const PORT = 10265;
 const CAPS = ['--inh-caps=-all,+net_admin,+net_raw', '--ambient-caps=-all,+net_admin,+net_raw', '--bounding-set=-all,+net_admin,+net_raw'];
@@ -185,6 +186,86 @@ if (process.getuid?.() !== 0) {
       tt.match(readFileSync(file2, 'utf8'), /^FLANNEL_NETWORK=10\.244\.0\.0\/16\nFLANNEL_SUBNET=10\.244\.\d+\.1\/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n$/, 'node2: the old file replaced whole');
     } finally {
       dumpLogsIfFailed(tt, c);
+    }
+  });
+
+  // reliability.md §3.3 #5: the daemon's only file is subnet.env. Every syscall that creates, writes,
+  // renames, removes or re-permissions a path is traced (strace -f, one file per thread) from start to
+  // SIGTERM, with pods passing traffic; what the daemon's own threads did must be exactly: the
+  // subnet.env directories (created here, they did not exist), the temporary file, its rename onto
+  // subnet.env, sysctls under /proc/sys/net and, for the userspace data paths, /dev/net/tun. The
+  // programs it runs (ip, iptables…) are separate processes, listed but not audited.
+  const noStrace = (await straceAvailable()) ? false : 'strace is not installed (apt-get install strace, or deploy/local/install-deps.sh): file-write audit skipped';
+  t.test('the daemon writes only subnet.env (strace -f: its directories, the temporary file, the rename), sysctls under /proc/sys/net and /dev/net/tun', { skip: noStrace }, async (tt) => {
+    for (const b of BACKENDS) {
+      await tt.test(b.name, async (t) => {
+        const c = await LocalCluster.create({ tag: runTag('st'), nodes: 2 });
+        const traceDir = mkdtempSync(join(tmpdir(), 'flannel-ts-strace-'));
+        const prefix = join(traceDir, 'trace');
+        let daemonPid = 0;
+        let tracer: SpawnedProcess | undefined;
+        t.teardown(async () => {
+          if (daemonPid && tracer?.child.exitCode === null) { try { process.kill(daemonPid, 'SIGKILL'); } catch { /* gone */ } }
+          if (tracer) await stopProcess(tracer, 'SIGKILL');
+          await c.destroy();
+          rmSync(traceDir, { recursive: true, force: true });
+        });
+        const [n1, n2] = c.nodes as [NodeHost, NodeHost];
+        try {
+          await c.putConfig({ Network: '10.244.0.0/16', Backend: b.config });
+          const subnetFile = join(c.stateDir, 'n1', 'run', 'flannel', 'subnet.env');
+          const args = [daemonPath(), `--etcd-endpoints=${c.etcdEndpoint}`, `--etcd-prefix=${c.prefix}`, `--subnet-file=${subnetFile}`, '--iface=eth0', '--ip-masq', `--healthz-port=${PORT}`];
+          // libuv's io_uring file operations would bypass strace; they are off by default in Node 20, and off here for
+          // certain. NODE_OPTIONS goes (-E): under tap it loads tap's process-info hook, which writes .tap/processinfo.
+          tracer = spawnIn(n1.ns, 'strace', [...straceArgs(prefix, FILE_WRITE_SYSCALLS), '-E', 'NODE_OPTIONS', process.execPath, ...args], cleanEnv({ UV_USE_IO_URING: '0' }));
+          c.daemons.set(n1.name, { node: n1, proc: tracer, subnetFile });
+          c.startDaemon(n2, [], cleanEnv());
+          const subnet1 = await until('n1\'s subnet.env', () => {
+            if (!running(tracer)) throw new Error(`strace or flanneld exited:\n${tracer?.output()}`);
+            return readEnvFile(subnetFile).FLANNEL_SUBNET;
+          }, 30_000);
+          const pods: PodHost[] = [await c.addPod(n1, subnet1), await c.addPod(n2, await c.waitForSubnet(n2, 30_000))];
+          t.same(await pingAllPairs(c, pods, 20_000), [], `${b.name}: pods ping each other with the daemon under strace`);
+          await until('the /metrics endpoint', () => scrape(n1, PORT).then(() => true, () => false), 10_000);
+          const children = readFileSync(`/proc/${tracer.child.pid}/task/${tracer.child.pid}/children`, 'utf8').trim().split(/\s+/);
+          t.equal(children.length, 1, 'strace runs one program, the daemon');
+          daemonPid = Number(children[0]);
+          t.match(readFileSync(`/proc/${daemonPid}/cmdline`, 'utf8'), /flanneld\/main\.js/, `pid ${daemonPid} is the daemon`);
+          process.kill(daemonPid, 'SIGTERM');
+          t.equal(await tracer.exited, 0, 'SIGTERM: the daemon exits 0 (strace passes its status on)');
+
+          const trace = readTrace(prefix, daemonPath());
+          const writes = fileWrites(trace.own);
+          const dir = dirname(subnetFile);
+          const tmp = join(dir, `.subnet.env.${daemonPid}.tmp`);
+          const created = [dir, dirname(dir), dirname(dirname(dir))]; // n1/run/flannel, n1/run, n1: none existed
+          const allowed = (w: { call: string; paths: string[] }): boolean => {
+            const [p, to] = w.paths as [string, string | undefined];
+            if (/^rename/.test(w.call)) return p === tmp && to === subnetFile;
+            if (/^open|^creat/.test(w.call)) return p === tmp || p === '/dev/net/tun' || p.startsWith('/proc/sys/net/');
+            if (/^unlink/.test(w.call)) return p === tmp;
+            if (/^mkdir|^chmod|^fchmodat/.test(w.call)) return subnetFile.startsWith(`${p}/`) && p.startsWith(c.stateDir);
+            return false;
+          };
+          const unexpected = writes.filter((w) => !allowed(w)).map((w) => `${w.call} ${w.paths.join(' → ')}${w.ok ? '' : ' (failed)'}`);
+          const summary = [...new Set(writes.map((w) => `${w.call} ${w.paths.map((p) => p.replace(c.stateDir, '<state>')).join(' → ')}${w.ok ? '' : ' (failed)'}`))];
+          t.comment(`${b.name}: ${trace.own.length} traced syscalls of the daemon's own threads, ${writes.length} writing: ${summary.join('; ')}; programs run: ${[...new Set(trace.children.map((a) => a[0]))].join(', ')}`);
+          t.ok(trace.own.some((s) => s.name.startsWith('open')), 'the trace saw the daemon open files at all');
+          t.same(unexpected, [], 'nothing written outside the allowed set');
+          const ok = (call: RegExp, path: string, to?: string): number => writes.filter((w) => w.ok && call.test(w.call) && w.paths[0] === path && (to === undefined || w.paths[1] === to)).length;
+          t.equal(ok(/^open|^creat/, tmp), 1, 'the temporary file is created once');
+          t.equal(ok(/^rename/, tmp, subnetFile), 1, 'and renamed onto subnet.env once');
+          t.equal(writes.filter((w) => w.paths.includes(subnetFile) && !/^rename/.test(w.call)).length, 0, 'subnet.env itself is never opened for writing');
+          t.same(created.filter((d) => ok(/^mkdir/, d) !== 1), [], 'the three missing directories are created, once each');
+          const tun = ok(/^open/, '/dev/net/tun');
+          if (b.port) t.ok(tun >= 1, `the userspace data path opens /dev/net/tun (${tun}×)`);
+          else t.equal(tun, 0, 'no /dev/net/tun for a kernel data path');
+          if (b.name === 'udp') t.ok(writes.some((w) => w.ok && w.paths[0] === '/proc/sys/net/ipv4/conf/flannel0/accept_local'), 'udp: net.ipv4.conf.flannel0.accept_local is set through /proc/sys/net');
+          t.ok(trace.children.length > 0, `the programs it runs are separate processes (${trace.children.length}), not audited here`);
+        } finally {
+          dumpLogsIfFailed(t, c);
+        }
+      });
     }
   });
 
