@@ -15,9 +15,12 @@ export const GLOBAL_STATS = [
   'drop_bad_vxlan', 'drop_unknown_mac', 'drop_broadcast', 'peer_table_loads',
   'drop_bad_checksum', 'checksums_completed', 'segmented_super_frames', 'coalesced_super_packets',
   'tx_partial_checksums', 'rx_partial_checksums', 'split_uso_packets', 'coalesced_udp_packets',
+  'drop_foreign_destination',
 ] as const;
 export type GlobalStat = (typeof GLOBAL_STATS)[number];
 export const GLOBAL_STAT_SLOTS = 32;
+/** Not a counter: the peer-table sequence of the snapshot the region's worker uses (ST_SNAPSHOT_SEQ). */
+export const SNAPSHOT_SEQ_SLOT = 31;
 
 export const PEER_STATS = ['tx_packets', 'tx_bytes', 'rx_packets', 'rx_bytes'] as const;
 export type PeerStat = (typeof PEER_STATS)[number];

@@ -41,8 +41,7 @@ static napi_value throw_errno(napi_env env, int neg_errno, const char *syscall) 
 
 static napi_value num(napi_env env, double v) {
   napi_value out;
-  napi_create_double(env, v, &out);
-  return out;
+  return napi_create_double(env, v, &out) == napi_ok ? out : NULL;
 }
 
 static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
@@ -54,17 +53,59 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
   return 1;
 }
 
-static double get_num(napi_env env, napi_value v) {
+/* An integer argument or property in [min, max]: anything else (missing, not a number, fractional,
+ * out of range, such as a negative fd) throws ERR_INVALID_ARG_VALUE naming `what`. Returns 1 when *out is set. */
+static int get_int(napi_env env, napi_value v, const char *what, double min, double max, double *out) {
+  napi_valuetype type;
   double d = 0;
-  napi_get_value_double(env, v, &d);
-  return d;
+  if (napi_typeof(env, v, &type) != napi_ok || type != napi_number || napi_get_value_double(env, v, &d) != napi_ok ||
+      d != d || d < min || d > max || d != (double)(int64_t)d) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s must be an integer from %.0f to %.0f", what, min, max);
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", msg);
+    return 0;
+  }
+  *out = d;
+  return 1;
 }
 
+/* A named property of `obj`, or NULL after throwing. */
 static napi_value prop(napi_env env, napi_value obj, const char *name) {
   napi_value v;
-  napi_get_named_property(env, obj, name, &v);
+  if (napi_get_named_property(env, obj, name, &v) != napi_ok) {
+    napi_throw_error(env, "ERR_NAPI", "reading an engineCreate property failed");
+    return NULL;
+  }
   return v;
 }
+
+/* An integer property in [min, max] (get_int), or `dflt` when it is undefined and optional. */
+static int int_prop(napi_env env, napi_value obj, const char *name, double min, double max, int optional, double dflt, double *out) {
+  napi_value v = prop(env, obj, name);
+  if (!v) return 0;
+  napi_valuetype type;
+  if (optional && napi_typeof(env, v, &type) == napi_ok && type == napi_undefined) { *out = dflt; return 1; }
+  return get_int(env, v, name, min, max, out);
+}
+
+/* A boolean property; undefined reads as false. */
+static int bool_prop(napi_env env, napi_value obj, const char *name, bool *out) {
+  napi_value v = prop(env, obj, name);
+  napi_valuetype type;
+  if (!v || napi_typeof(env, v, &type) != napi_ok) return 0;
+  *out = false;
+  if (type == napi_undefined) return 1;
+  if (type != napi_boolean || napi_get_value_bool(env, v, out) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a boolean", name);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return 0;
+  }
+  return 1;
+}
+
+#define FD_MAX 2147483647.0
+#define U32_MAX 4294967295.0
 
 /* tunOpen(name, flags) → { fd, name } */
 static napi_value tun_open(napi_env env, napi_callback_info info) {
@@ -73,7 +114,9 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   char name[IFNAMSIZ] = {0}, out_name[IFNAMSIZ] = {0};
   size_t len;
   CHECK(napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len));
-  int fd = fl_tun_open(name, (unsigned)get_num(env, argv[1]), out_name);
+  double flags;
+  if (!get_int(env, argv[1], "tunOpen flags", 0, 7, &flags)) return NULL;
+  int fd = fl_tun_open(name, (unsigned)flags, out_name);
   if (fd < 0) return throw_errno(env, fd, "TUNSETIFF");
   napi_value obj, jname;
   CHECK(napi_create_object(env, &obj));
@@ -87,7 +130,9 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
 static napi_value tun_set_offload(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_args(env, info, 2, argv)) return NULL;
-  int r = fl_tun_set_offload((int)get_num(env, argv[0]), (unsigned)get_num(env, argv[1]));
+  double fd, offloads;
+  if (!get_int(env, argv[0], "fd", 0, FD_MAX, &fd) || !get_int(env, argv[1], "offloads", 0, 255, &offloads)) return NULL;
+  int r = fl_tun_set_offload((int)fd, (unsigned)offloads);
   return r < 0 ? throw_errno(env, r, "TUNSETOFFLOAD") : NULL;
 }
 
@@ -96,8 +141,11 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!get_args(env, info, 4, argv)) return NULL;
   bool reuse = false;
-  napi_get_value_bool(env, argv[2], &reuse);
-  int fd = fl_udp_open((uint32_t)get_num(env, argv[0]), (uint16_t)get_num(env, argv[1]), reuse, (int)get_num(env, argv[3]));
+  double ip, port, buf;
+  if (!get_int(env, argv[0], "ip", 0, U32_MAX, &ip) || !get_int(env, argv[1], "port", 0, 65535, &port) ||
+      !get_int(env, argv[3], "bufBytes", 0, FD_MAX, &buf)) return NULL;
+  CHECK(napi_get_value_bool(env, argv[2], &reuse));
+  int fd = fl_udp_open((uint32_t)ip, (uint16_t)port, reuse, (int)buf);
   return fd < 0 ? throw_errno(env, fd, "bind") : num(env, fd);
 }
 
@@ -110,14 +158,18 @@ static napi_value eventfd_open(napi_env env, napi_callback_info info) {
 static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
-  int r = fl_eventfd_signal((int)get_num(env, argv[0]));
+  double fd;
+  if (!get_int(env, argv[0], "fd", 0, FD_MAX, &fd)) return NULL;
+  int r = fl_eventfd_signal((int)fd);
   return r < 0 ? throw_errno(env, r, "write(eventfd)") : NULL;
 }
 
 static napi_value close_fd(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
-  int r = fl_close((int)get_num(env, argv[0]));
+  double fd;
+  if (!get_int(env, argv[0], "fd", 0, FD_MAX, &fd)) return NULL;
+  int r = fl_close((int)fd);
   return r < 0 ? throw_errno(env, r, "close") : NULL;
 }
 
@@ -147,41 +199,54 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
   napi_value o = argv[0];
-  engine_box *box = calloc(1, sizeof *box);
-  if (!box) return throw_errno(env, -ENOMEM, "engineCreate");
-  fl_engine *e = &box->engine;
-  e->mode = (int)get_num(env, prop(env, o, "mode"));
-  e->dev_fd = (int)get_num(env, prop(env, o, "devFd"));
-  e->udp_fd = (int)get_num(env, prop(env, o, "udpFd"));
-  e->stop_fd = (int)get_num(env, prop(env, o, "stopFd"));
-  e->dev_ip = (uint32_t)get_num(env, prop(env, o, "devIp"));
-  e->own_subnet = (uint32_t)get_num(env, prop(env, o, "ownSubnet"));
-  e->own_mask = (uint32_t)get_num(env, prop(env, o, "ownMask"));
-  e->mtu = (uint32_t)get_num(env, prop(env, o, "mtu"));
-  e->vni = (uint32_t)get_num(env, prop(env, o, "vni"));
-  double spin = get_num(env, prop(env, o, "spinUs"));
-  e->spin_us = spin > 0 && spin <= 1000000 ? (int)spin : 0;
-  bool offload = false;
-  napi_get_value_bool(env, prop(env, o, "offload"), &offload);
-  e->vnet = offload;
-  bool uso = false;
-  napi_get_value_bool(env, prop(env, o, "uso"), &uso);
-  e->uso = offload && uso;
+  double mode, dev_fd, udp_fd, stop_fd, dev_ip, own_subnet, own_mask, mtu, vni, spin;
+  bool offload, uso;
+  if (!int_prop(env, o, "mode", FL_MODE_UDP, FL_MODE_VXLAN, 0, 0, &mode) ||
+      !int_prop(env, o, "devFd", 0, FD_MAX, 0, 0, &dev_fd) || !int_prop(env, o, "udpFd", 0, FD_MAX, 0, 0, &udp_fd) ||
+      !int_prop(env, o, "stopFd", 0, FD_MAX, 0, 0, &stop_fd) || !int_prop(env, o, "devIp", 0, U32_MAX, 0, 0, &dev_ip) ||
+      !int_prop(env, o, "ownSubnet", 0, U32_MAX, 0, 0, &own_subnet) || !int_prop(env, o, "ownMask", 0, U32_MAX, 0, 0, &own_mask) ||
+      !int_prop(env, o, "mtu", 68, 65535, 0, 0, &mtu) || !int_prop(env, o, "vni", 0, 16777215, 0, 0, &vni) ||
+      !int_prop(env, o, "spinUs", 0, 1000000, 1, 0, &spin) || !bool_prop(env, o, "offload", &offload) || !bool_prop(env, o, "uso", &uso))
+    return NULL;
   napi_value arrays[4] = {prop(env, o, "peerTable"), prop(env, o, "stats"), prop(env, o, "txFds"), prop(env, o, "devMac")};
+  for (int i = 0; i < 4; i++) if (!arrays[i]) return NULL;
   size_t n_words = 0, n_stats = 0, n_fds = 0, n_mac = 0;
   void *table = NULL, *stats = NULL, *fds = NULL, *mac = NULL;
   int ok = typed_data(env, arrays[0], napi_uint32_array, &table, &n_words) &&
            typed_data(env, arrays[1], napi_biguint64_array, &stats, &n_stats) &&
            typed_data(env, arrays[2], napi_int32_array, &fds, &n_fds) &&
            typed_data(env, arrays[3], napi_uint8_array, &mac, &n_mac);
-  e->peer_table = table;
-  e->stats = stats;
-  e->tx_fds = fds;
-  if (!ok || n_mac != 6 || n_stats < ST_GLOBAL_COUNT || n_words < 8) {
-    free(box);
+  if (!ok || n_mac != 6 || n_stats < ST_GLOBAL_COUNT || n_words < PT_HEADER_WORDS) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "engineCreate: bad peerTable, stats, txFds or devMac");
     return NULL;
   }
+  /* The C side trusts PT_CAPACITY: it must fit the array it was given. */
+  if (((const uint32_t *)table)[PT_CAPACITY] > (n_words - PT_HEADER_WORDS) / PE_WORDS) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: the peer table's capacity exceeds its array");
+    return NULL;
+  }
+  for (size_t i = 0; i < n_fds; i++) if (((const int32_t *)fds)[i] < 0) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: txFds must hold file descriptors (>= 0)");
+    return NULL;
+  }
+  engine_box *box = calloc(1, sizeof *box);
+  if (!box) return throw_errno(env, -ENOMEM, "engineCreate");
+  fl_engine *e = &box->engine;
+  e->mode = (int)mode;
+  e->dev_fd = (int)dev_fd;
+  e->udp_fd = (int)udp_fd;
+  e->stop_fd = (int)stop_fd;
+  e->dev_ip = (uint32_t)dev_ip;
+  e->own_subnet = (uint32_t)own_subnet;
+  e->own_mask = (uint32_t)own_mask;
+  e->mtu = (uint32_t)mtu;
+  e->vni = (uint32_t)vni;
+  e->spin_us = (int)spin;
+  e->vnet = offload;
+  e->uso = offload && uso;
+  e->peer_table = table;
+  e->stats = stats;
+  e->tx_fds = fds;
   memcpy(e->dev_mac, mac, 6);
   e->n_tx_fds = (uint32_t)n_fds;
   e->stat_slots = (uint32_t)((n_stats - ST_GLOBAL_COUNT) / SP_WORDS);
@@ -189,7 +254,14 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   if (r < 0) { fl_engine_free(e); free(box); return throw_errno(env, r, "engineCreate"); }
   if (e->vnet) fl_offload_probe(e);
   box->open = 1;
-  for (int i = 0; i < 4; i++) napi_create_reference(env, arrays[i], 1, &box->refs[i]);
+  for (int i = 0; i < 4; i++) {
+    if (napi_create_reference(env, arrays[i], 1, &box->refs[i]) != napi_ok) {
+      release(env, box);
+      free(box);
+      napi_throw_error(env, "ERR_NAPI", "engineCreate: could not keep a reference to its shared memory");
+      return NULL;
+    }
+  }
   napi_value ext;
   if (napi_create_external(env, box, finalize_box, NULL, &ext) != napi_ok) { release(env, box); free(box); return NULL; }
   return ext;
@@ -212,12 +284,11 @@ static napi_value pump(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 4, argv)) return NULL;
   engine_box *box = unwrap(env, argv[0]);
   if (!box) return NULL;
-  int dirs = (int)get_num(env, argv[1]);
-  if (dirs < FL_DIR_TX || dirs > (FL_DIR_TX | FL_DIR_RX)) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "pump: dirs must be 1 (TX), 2 (RX) or 3 (both)");
+  double dirs, timeout, batches;
+  if (!get_int(env, argv[1], "pump dirs (1 TX, 2 RX, 3 both)", FL_DIR_TX, FL_DIR_TX | FL_DIR_RX, &dirs) ||
+      !get_int(env, argv[2], "pump timeoutMs", 0, 60000, &timeout) || !get_int(env, argv[3], "pump maxBatches", 1, 1000000, &batches))
     return NULL;
-  }
-  int r = fl_pump(&box->engine, dirs, (int)get_num(env, argv[2]), (int)get_num(env, argv[3]));
+  int r = fl_pump(&box->engine, (int)dirs, (int)timeout, (int)batches);
   return r < 0 ? throw_errno(env, r, "pump") : num(env, r);
 }
 
@@ -228,11 +299,13 @@ static napi_value engine_features(napi_env env, napi_callback_info info) {
   engine_box *box = unwrap(env, argv[0]);
   if (!box) return NULL;
   napi_value obj, v;
-  napi_create_object(env, &obj);
-  napi_get_boolean(env, box->engine.vnet, &v); napi_set_named_property(env, obj, "offload", v);
-  napi_get_boolean(env, box->engine.gso, &v); napi_set_named_property(env, obj, "gso", v);
-  napi_get_boolean(env, box->engine.gro, &v); napi_set_named_property(env, obj, "gro", v);
-  napi_get_boolean(env, box->engine.uso, &v); napi_set_named_property(env, obj, "uso", v);
+  CHECK(napi_create_object(env, &obj));
+  const char *names[4] = {"offload", "gso", "gro", "uso"};
+  int values[4] = {box->engine.vnet, box->engine.gso, box->engine.gro, box->engine.uso};
+  for (int i = 0; i < 4; i++) {
+    CHECK(napi_get_boolean(env, values[i], &v));
+    CHECK(napi_set_named_property(env, obj, names[i], v));
+  }
   return obj;
 }
 

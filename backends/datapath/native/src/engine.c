@@ -102,8 +102,11 @@ int fl_stop_requested(fl_engine *e) {
 }
 
 void fl_sync_peers(fl_engine *e) {
-  /* The one counter both workers of a queue write (each takes its own snapshot): atomic, and rare. */
-  if (fl_peers_sync(&e->peers, e->peer_table) > 0) __atomic_fetch_add(&STAT(e, ST_PEER_TABLE_LOADS), 1, __ATOMIC_RELAXED);
+  if (fl_peers_sync(&e->peers, e->peer_table) <= 0) return;
+  STAT(e, ST_PEER_TABLE_LOADS)++;
+  /* Release: every count this worker made with the old snapshot is visible before the control plane
+   * learns that it moved on and may zero a removed peer's slot for a new peer. */
+  __atomic_store_n(&STAT(e, ST_SNAPSHOT_SEQ), (uint64_t)e->peers.seq, __ATOMIC_RELEASE);
 }
 
 /* Sends one datagram, waiting briefly while the socket buffer is full. */
@@ -216,14 +219,14 @@ void fl_send_runs(fl_engine *e, int n, const int *fd_of) {
  * Returns the number of reads, 0 when the device had nothing, or -errno. */
 static int tx_step_plain(fl_engine *e) {
   int fd_of[FL_BATCH];
-  int n = 0, reads = 0;
+  int n = 0, reads = 0, err = 0;
   while (n < FL_BATCH && reads < 4 * FL_BATCH) {
     uint8_t *buf = e->bufs + (size_t)n * e->slot_size;
     ssize_t r = read(e->dev_fd, buf, e->slot_size);
     if (r < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN) break;
-      return -errno;
+      if (errno != EAGAIN) err = -errno; /* still send what was read (and counted) before it */
+      break;
     }
     reads++;
     const fl_peer *peer;
@@ -242,15 +245,22 @@ static int tx_step_plain(fl_engine *e) {
     n++;
   }
   if (n > 0) fl_send_runs(e, n, fd_of);
-  return reads;
+  return err ? err : reads;
+}
+
+int fl_accept_inner(fl_engine *e, const fl_peer *peer, const uint8_t *ip, size_t len) {
+  if (!fl_ipv4_header_len(ip, len)) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  if (!fl_ipv4_header_csum_ok(ip)) { STAT(e, ST_DROP_BAD_CHECKSUM)++; return 0; }
+  if ((fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
+  if ((fl_rd32(ip + 16) & e->own_mask) != (e->own_subnet & e->own_mask)) { STAT(e, ST_DROP_FOREIGN_DESTINATION)++; return 0; }
+  if (!fl_ipv4_transport_ok(ip)) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  return 1;
 }
 
 /* udp mode, RX: validate one datagram from `peer`; returns the inner packet length to write, or 0. */
 size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, int *partial) {
   if (partial) *partial = 0;
-  size_t ihl = fl_ipv4_header_len(pkt, len);
-  if (!ihl) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
-  if ((fl_rd32(pkt + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
+  if (!fl_accept_inner(e, peer, pkt, len)) return 0;
   if (!fl_ipv4_dec_ttl(pkt)) { STAT(e, ST_DROP_TTL)++; return 0; }
   return fl_check_l4(e, pkt, len, partial) ? fl_rd16(pkt + 2) : 0;
 }
@@ -276,7 +286,7 @@ void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame,
   size_t ihl = fl_ipv4_header_len(ip, len - l2);
   if (!ihl || ip[9] != 6 || (fl_rd16(ip + 6) & 0x3fff) || len < l2 + ihl + 20) { STAT(e, ST_DROP_OVERSIZE)++; return; }
   size_t thl = (size_t)(ip[ihl + 12] >> 4) * 4, hdr = ihl + thl;
-  if (thl < 20 || hdr >= e->mtu) { STAT(e, ST_DROP_OVERSIZE)++; return; }
+  if (thl < 20 || hdr >= e->mtu || hdr >= fl_rd16(ip + 2)) { STAT(e, ST_DROP_OVERSIZE)++; return; }
   size_t payload = fl_rd16(ip + 2) - hdr, mss = e->mtu - hdr;
   for (size_t off = 0; off < payload; off += mss) {
     size_t n = fl_tcp_segment(e->seg, e->slot_size, frame, l2, mss, off);

@@ -17,6 +17,12 @@ void fl_send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n);
  * messages with the same socket is one sendmmsg. */
 void fl_send_runs(fl_engine *e, int n, const int *fd_of);
 const fl_peer *fl_route_ipv4(fl_engine *e, uint8_t *pkt, size_t len);
+/* RX checks of an inner IPv4 packet common to both modes, each drop counted by reason: a sound header
+ * (ST_DROP_RX_MALFORMED) with a right checksum (ST_DROP_BAD_CHECKSUM), a source in the sending peer's
+ * subnet (ST_DROP_SPOOFED_SOURCE), a destination in our own subnet (ST_DROP_FOREIGN_DESTINATION: the
+ * tunnel carries pod traffic for this node only, never packets for the host's other addresses, services
+ * or other networks), and a sound TCP/UDP header. Returns 1 when it passes. */
+int fl_accept_inner(fl_engine *e, const fl_peer *peer, const uint8_t *ip, size_t len);
 /* RX validation of one datagram (udp: the inner packet; vxlan: VXLAN + frame). Returns the inner
  * length to write, or 0 (counted drop). With `partial` non-NULL a partial inner checksum is kept and
  * reported there (the offload loops write it with NEEDS_CSUM); with NULL it is completed. */

@@ -21,6 +21,27 @@ size_t fl_ipv4_header_len(const uint8_t *pkt, size_t len) {
   return ihl;
 }
 
+int fl_ipv4_header_csum_ok(const uint8_t *pkt) {
+  return fl_csum(pkt, (size_t)(pkt[0] & 0x0f) * 4) == 0;
+}
+
+int fl_ipv4_transport_ok(const uint8_t *pkt) {
+  size_t ihl = (size_t)(pkt[0] & 0x0f) * 4, l4len = fl_rd16(pkt + 2) - ihl;
+  uint16_t frag = fl_rd16(pkt + 6);
+  if (frag & 0x1fff) return 1; /* not the first fragment: no transport header */
+  const uint8_t *l4 = pkt + ihl;
+  if (pkt[9] == 6) {
+    size_t thl = l4len >= 20 ? (size_t)(l4[12] >> 4) * 4 : 0;
+    return thl >= 20 && thl <= l4len;
+  }
+  if (pkt[9] == 17) {
+    if (l4len < 8) return 0;
+    size_t ulen = fl_rd16(l4 + 4);
+    return (frag & 0x2000) || (ulen >= 8 && ulen <= l4len); /* a first fragment carries the whole datagram's length */
+  }
+  return 1;
+}
+
 int fl_ipv4_dec_ttl(uint8_t *pkt) {
   if (pkt[8] <= 1) return 0;
   pkt[8]--;

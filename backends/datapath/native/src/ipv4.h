@@ -15,6 +15,15 @@ uint16_t fl_csum(const uint8_t *data, size_t len);
 /* Checks version, IHL and total length against the buffer; returns the header length or 0. */
 size_t fl_ipv4_header_len(const uint8_t *pkt, size_t len);
 
+/* The header checksum of a header that fl_ipv4_header_len accepted is right. */
+int fl_ipv4_header_csum_ok(const uint8_t *pkt);
+
+/* The TCP or UDP header of a packet that fl_ipv4_header_len accepted is sound, so that code that parses
+ * it cannot read outside the packet: TCP needs data offset ≥ 5 and the whole header inside the packet,
+ * UDP needs its 8 bytes and (unfragmented) a length field between 8 and the packet's L4 length. Other
+ * protocols and non-first fragments have no such header here: 1. Returns 0 for a malformed one. */
+int fl_ipv4_transport_ok(const uint8_t *pkt);
+
 /* Decrements the TTL and patches the header checksum (RFC 1624). Returns 0 if the TTL ran out. */
 int fl_ipv4_dec_ttl(uint8_t *pkt);
 

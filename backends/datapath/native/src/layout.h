@@ -21,8 +21,11 @@ enum {
   PE_WORDS = 8
 };
 
-/* Counters: u64 slots in a SharedArrayBuffer; each is written by one thread (peer_table_loads, which
- * both workers of a queue bump, atomically). */
+/* Counters: u64 slots in a SharedArrayBuffer. Every worker thread (the TX or RX worker of a queue, or
+ * the one worker serving both) has a region of its own, so each slot has exactly one writer; readers
+ * sum the regions. ST_SNAPSHOT_SEQ is not a counter: the PT_SEQ of the peer-table snapshot the
+ * region's worker uses, stored (release) after it loads one, so the control plane knows when no worker
+ * can still count into a removed peer's slot. */
 enum {
   ST_TX_PACKETS, ST_TX_BYTES, ST_RX_PACKETS, ST_RX_BYTES,
   ST_DROP_NO_ROUTE, ST_DROP_TTL, ST_DROP_TX_MALFORMED, ST_DROP_UNKNOWN_SOURCE,
@@ -31,6 +34,8 @@ enum {
   ST_DROP_BAD_VXLAN, ST_DROP_UNKNOWN_MAC, ST_DROP_BROADCAST, ST_PEER_TABLE_LOADS,
   ST_DROP_BAD_CHECKSUM, ST_CHECKSUMS_COMPLETED, ST_SEGMENTED_SUPER_FRAMES, ST_COALESCED_SUPER_PACKETS,
   ST_TX_PARTIAL_CHECKSUMS, ST_RX_PARTIAL_CHECKSUMS, ST_SPLIT_USO_PACKETS, ST_COALESCED_UDP_PACKETS,
+  ST_DROP_FOREIGN_DESTINATION,
+  ST_SNAPSHOT_SEQ = 31,
   ST_GLOBAL_COUNT = 32,
   SP_TX_PACKETS = 0, SP_TX_BYTES = 1, SP_RX_PACKETS = 2, SP_RX_BYTES = 3, SP_WORDS = 4
 };

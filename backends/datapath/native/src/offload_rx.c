@@ -103,7 +103,8 @@ static int candidate(const fl_engine *e, const uint8_t *pkt, size_t len) {
   if (ip[9] == 17) return e->uso && fl_rd16(ip + 24) == fl_rd16(ip + 2) - 20 && len > l2 + 28;
   if (ip[9] != 6 || len < l2 + 40) return 0;
   uint8_t flags = ip[33];
-  return (flags & 0x10) && !(flags & ~0x18) && len > l2 + 20 + l4_header_len(ip);
+  size_t thl = l4_header_len(ip); /* RX accepted only data offsets ≥ 5; can_append relies on it */
+  return (flags & 0x10) && !(flags & ~0x18) && thl >= 20 && len > l2 + 20 + thl;
 }
 
 static int can_append(const fl_engine *e, const fl_gro_flow *f, const uint8_t *pkt, size_t len) {
@@ -173,10 +174,14 @@ static void write_super(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t 
   size_t l2 = fl_l2_len(e);
   uint8_t *ip = pkt + l2;
   size_t ihl = fl_ipv4_header_len(ip, len - l2);
-  int tcp = ihl && ip[9] == 6 && len >= l2 + ihl + 20;
-  int udp = ihl && ip[9] == 17 && e->uso && inner_mss && len > l2 + ihl + 8 && ihl + 8 + inner_mss <= e->mtu;
+  /* Whole, unfragmented segments or datagrams only, with a sound transport header (as fl_write_segmented) */
+  int whole = ihl && (fl_rd16(ip + 6) & 0x3fff) == 0 && fl_ipv4_transport_ok(ip);
+  size_t l4len = whole ? fl_rd16(ip + 2) - ihl : 0;
+  size_t thl = whole && ip[9] == 6 ? (size_t)(ip[ihl + 12] >> 4) * 4 : 0;
+  int tcp = whole && ip[9] == 6 && thl >= 20 && thl < l4len && ihl + thl < e->mtu;
+  int udp = whole && ip[9] == 17 && e->uso && inner_mss && l4len > 8 && ihl + 8 + inner_mss <= e->mtu;
   if (!tcp && !udp) { STAT(e, ST_DROP_OVERSIZE)++; return; }
-  size_t l4 = tcp ? (size_t)(ip[ihl + 12] >> 4) * 4 : 8, hdr = l2 + ihl + l4, l4len = fl_rd16(ip + 2) - ihl;
+  size_t l4 = tcp ? thl : 8, hdr = l2 + ihl + l4;
   size_t mss = udp || (inner_mss && ihl + l4 + inner_mss <= e->mtu) ? inner_mss : e->mtu - ihl - l4;
   if (udp) {
     fl_wr16(ip + ihl + 4, (uint16_t)l4len);

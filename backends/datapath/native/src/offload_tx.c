@@ -94,18 +94,29 @@ static void add_datagram(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd,
   b->joinable = e->gso && len == b->size && b->count < MAX_GSO_SEGS && b->size <= fl_prefix_len(e) + fl_l2_len(e) + e->mtu;
 }
 
-/* Finishes a checksum the kernel left to us (NEEDS_CSUM without GSO). */
-static int complete_csum(uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+/* The checksum field at csum_start + csum_offset is a UDP header's (IPv4 or IPv6, no extension headers). */
+static int is_udp_checksum(const fl_engine *e, const uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+  size_t l2 = fl_l2_len(e);
+  if (vh->csum_offset != 6 || len < l2 + 40) return 0;
+  const uint8_t *ip = pkt + l2;
+  if (ip[0] >> 4 == 4) return ip[9] == 17 && vh->csum_start == l2 + (size_t)(ip[0] & 0x0f) * 4;
+  return ip[0] >> 4 == 6 && ip[6] == 17 && vh->csum_start == l2 + 40;
+}
+
+/* Finishes a checksum the kernel left to us (NEEDS_CSUM without GSO). A UDP checksum that comes out
+ * as 0 is sent as 0xFFFF (RFC 768: 0 means "no checksum"). */
+static int complete_csum(const fl_engine *e, uint8_t *pkt, size_t len, const vnet_hdr *vh) {
   size_t start = vh->csum_start, field = start + vh->csum_offset;
   if (field + 2 > len || start > len) return 0;
-  uint16_t sum = fl_sum_fold(fl_sum(pkt + start, len - start, 0));
-  fl_wr16(pkt + field, (uint16_t)~sum);
+  uint16_t c = (uint16_t)~fl_sum_fold(fl_sum(pkt + start, len - start, 0));
+  if (c == 0 && is_udp_checksum(e, pkt, len, vh)) c = 0xffff;
+  fl_wr16(pkt + field, c);
   return 1;
 }
 
 /* A packet the kernel did not segment: one datagram, its checksum finished if it was left to us. */
 static int add_plain(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, uint8_t *pkt, size_t len, const vnet_hdr *vh) {
-  if ((vh->flags & VNET_F_NEEDS_CSUM) && !complete_csum(pkt, len, vh)) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
+  if ((vh->flags & VNET_F_NEEDS_CSUM) && !complete_csum(e, pkt, len, vh)) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
   size_t pre = fl_prefix_len(e), plen = e->mode == FL_MODE_UDP ? fl_rd16(pkt + 2) : len;
   uint8_t *h = next_header(e, b);
   if (pre) fl_vxlan_header(e, h);
@@ -238,10 +249,12 @@ void fl_offload_probe(fl_engine *e) {
   e->gso = setsockopt(e->udp_fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
 }
 
-/* Entry point for the fuzz target: the TX split of one device read, messages built but not sent
- * (unless the read alone fills a batch). Returns the number of messages built. */
+/* Entry point for the fuzz target: the TX split of one device read, its messages sent (through
+ * fl_send_runs, as a TX step sends them). Returns the number of messages of the last batch. */
 int fl_offload_tx_build(fl_engine *e, uint8_t *buf, size_t len) {
   tx_batch b = {0};
   tx_one(e, &b, buf, len);
-  return b.m;
+  int m = b.m;
+  batch_send(e, &b);
+  return m;
 }

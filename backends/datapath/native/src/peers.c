@@ -1,5 +1,7 @@
-/* Snapshot and lookup of the shared peer table. The writer (TypeScript) bumps PT_SEQ to odd, writes,
- * then bumps it to even; a copy taken between two equal even reads is consistent. */
+/* Snapshot and lookup of the shared peer table. The writer (TypeScript, peer-table.ts) bumps PT_SEQ to
+ * odd, writes the entries, then bumps it to even, all with sequentially consistent atomics, so no entry
+ * store is seen before the odd sequence nor after the even one; a copy taken between two equal even
+ * reads is consistent. */
 #include "peers.h"
 #include "layout.h"
 #include <errno.h>
@@ -25,27 +27,29 @@ static void insert(uint32_t *table, uint32_t buckets, uint32_t key, uint32_t idx
   }
 }
 
-/* Copies the shared table; returns 0 when the copy is torn (writer active), 1 when consistent. */
-static int copy_once(fl_peer *out, uint32_t *count, const uint32_t *shared, uint32_t *seq_out) {
+/* Copies the shared table into out[0..cap); returns 0 when the copy is torn (writer active), 1 when
+ * consistent. The entries are read with relaxed atomic loads (the writer may be storing them), ordered
+ * before the second read of the sequence by the acquire fence: the reader half of the seqlock. */
+static int copy_once(fl_peer *out, uint32_t cap, uint32_t *count, const uint32_t *shared, uint32_t *seq_out) {
   uint32_t s1 = load_acquire(&shared[PT_SEQ]);
   if (s1 & 1) return 0;
   uint32_t n = load_acquire(&shared[PT_COUNT]);
-  uint32_t cap = shared[PT_CAPACITY];
   if (n > cap) return 0;
   for (uint32_t i = 0; i < n; i++) {
     const uint32_t *e = shared + PT_HEADER_WORDS + i * PE_WORDS;
+    uint32_t w[PE_WORDS];
+    for (int k = 0; k < PE_WORDS; k++) w[k] = __atomic_load_n(&e[k], __ATOMIC_RELAXED);
     fl_peer *p = &out[i];
-    p->subnet = e[PE_SUBNET];
-    uint32_t len = e[PE_PREFIX] > 32 ? 32 : e[PE_PREFIX];
+    uint32_t len = w[PE_PREFIX] > 32 ? 32 : w[PE_PREFIX];
     p->mask = mask_of(len);
-    p->subnet &= p->mask;
-    p->public_ip = e[PE_PUBLIC_IP];
-    p->port = e[PE_PORT];
-    p->slot = e[PE_SLOT];
-    p->flags = e[PE_FLAGS];
-    p->mac[0] = (uint8_t)(e[PE_MAC_HI] >> 8); p->mac[1] = (uint8_t)e[PE_MAC_HI];
-    p->mac[2] = (uint8_t)(e[PE_MAC_LO] >> 24); p->mac[3] = (uint8_t)(e[PE_MAC_LO] >> 16);
-    p->mac[4] = (uint8_t)(e[PE_MAC_LO] >> 8); p->mac[5] = (uint8_t)e[PE_MAC_LO];
+    p->subnet = w[PE_SUBNET] & p->mask;
+    p->public_ip = w[PE_PUBLIC_IP];
+    p->port = w[PE_PORT];
+    p->slot = w[PE_SLOT];
+    p->flags = w[PE_FLAGS];
+    p->mac[0] = (uint8_t)(w[PE_MAC_HI] >> 8); p->mac[1] = (uint8_t)w[PE_MAC_HI];
+    p->mac[2] = (uint8_t)(w[PE_MAC_LO] >> 24); p->mac[3] = (uint8_t)(w[PE_MAC_LO] >> 16);
+    p->mac[4] = (uint8_t)(w[PE_MAC_LO] >> 8); p->mac[5] = (uint8_t)w[PE_MAC_LO];
   }
   __atomic_thread_fence(__ATOMIC_ACQUIRE);
   if (load_acquire(&shared[PT_SEQ]) != s1) return 0;
@@ -57,12 +61,13 @@ static int copy_once(fl_peer *out, uint32_t *count, const uint32_t *shared, uint
 int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
   uint32_t seq = load_acquire(&shared[PT_SEQ]);
   if (p->peers && seq == p->seq) return 0;
-  uint32_t cap = shared[PT_CAPACITY];
+  /* Read once: the allocation and the copy's bound must be the same number. */
+  uint32_t cap = __atomic_load_n(&shared[PT_CAPACITY], __ATOMIC_RELAXED);
   fl_peer *peers = calloc(cap ? cap : 1, sizeof *peers);
   if (!peers) return -ENOMEM;
   uint32_t n = 0;
   int ok = 0;
-  for (int tries = 0; tries < 100000 && !ok; tries++) ok = copy_once(peers, &n, shared, &seq);
+  for (int tries = 0; tries < 100000 && !ok; tries++) ok = copy_once(peers, cap, &n, shared, &seq);
   if (!ok) { free(peers); return 0; } /* the writer is busy: keep the old snapshot, try next batch */
   uint32_t buckets = 16;
   while (buckets < n * 2) buckets <<= 1;

@@ -53,9 +53,7 @@ size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t 
   if (memcmp(frame + 6, peer->mac, 6) != 0) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
   if (fl_rd16(frame + 12) != ETHERTYPE_IPV4) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
   const uint8_t *ip = frame + ETH_HLEN; /* read-only here; the checksum fix below writes */
-  size_t ihl = fl_ipv4_header_len(ip, flen - ETH_HLEN);
-  if (!ihl) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
-  if ((fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_SPOOFED_SOURCE)++; return 0; }
+  if (!fl_accept_inner(e, peer, ip, flen - ETH_HLEN)) return 0;
   size_t out = ETH_HLEN + fl_rd16(ip + 2);
   if (out <= ETH_HLEN + e->mtu) { /* super-frames get fresh checksums when they are segmented */
     if (!fl_check_l4(e, frame + ETH_HLEN, flen - ETH_HLEN, partial)) return 0;
