@@ -9,7 +9,7 @@ import { runCommand } from '../kernel/run-command.js';
 import { DeviceState, type DeviceSpec } from './device-state.js';
 import { datapathAddon } from './native/datapath-addon.js';
 import { type OpenEngineDeviceOptions, openEngineDevice } from './open-device.js';
-import { PacketEngine, type PacketEngineOptions } from './packet-engine.js';
+import { DEFAULT_THREADING, PacketEngine, type PacketEngineOptions, workersPerQueue } from './packet-engine.js';
 import { type EnginePeer, PeerTable } from './peer-table.js';
 
 export interface EngineDataPathOptions {
@@ -46,7 +46,7 @@ export class EngineDataPath {
   private constructor(private readonly o: EngineDataPathOptions, private readonly table: PeerTable, private current: Opened) {}
 
   static async open(o: EngineDataPathOptions): Promise<EngineDataPath> {
-    const table = new PeerTable(o.capacity, o.device.queues);
+    const table = new PeerTable(o.capacity, o.device.queues * workersPerQueue(o.threading ?? DEFAULT_THREADING));
     return new EngineDataPath(o, table, await openOnce(o, table));
   }
 

@@ -15,6 +15,16 @@ type WorkerKey = `${WorkerDirection}${number}`;
 /** The default: a TX and an RX worker per queue, sleeping as soon as there is no traffic. */
 export const DEFAULT_THREADING: DatapathThreading = { workers: 'pair', spinUs: 0 };
 
+/** Worker threads per queue: one serving both directions, or a TX and an RX worker. */
+export function workersPerQueue(threading: DatapathThreading): number {
+  return threading.workers === 'shared' ? 1 : 2;
+}
+
+/** The counter region (PeerTable.region) a worker writes: one per worker, so no counter has two writers. */
+export function counterRegion(threading: DatapathThreading, direction: WorkerDirection, queue: number): number {
+  return queue * workersPerQueue(threading) + (direction === 'rx' ? 1 : 0);
+}
+
 /** The fds of one device queue: its TUN/TAP fd, its receiving socket, and the sending sockets. */
 export interface EngineQueue {
   readonly devFd: number;
@@ -39,11 +49,14 @@ export class PacketEngine {
   private readonly backoffMs = new Map<WorkerKey, number>();
   private stopFd = -1;
   private stopping = false;
+  private stopped: Promise<void> | undefined;
 
   private readonly threading: DatapathThreading;
 
   constructor(private readonly o: PacketEngineOptions) {
     this.threading = o.threading ?? DEFAULT_THREADING;
+    const writers = o.queues.length * workersPerQueue(this.threading);
+    if (o.table.writers !== writers) throw new RangeError(`the peer table has ${o.table.writers} counter regions; ${writers} workers need one each`);
   }
 
   private get directions(): readonly WorkerDirection[] {
@@ -97,8 +110,14 @@ export class PacketEngine {
 
   get alive(): number { return this.workers.size; }
 
-  /** Signals the stop eventfd and waits (bounded) for both workers to leave their loops. */
-  async stop(): Promise<void> {
+  /** Signals the stop eventfd and waits (bounded) for the workers to leave their loops; concurrent
+   * calls share one stop, so the eventfd is closed once. */
+  stop(): Promise<void> {
+    this.stopped ??= this.stopOnce();
+    return this.stopped;
+  }
+
+  private async stopOnce(): Promise<void> {
     if (this.stopFd < 0) return;
     this.stopping = true;
     const exits = [...this.workers.values()].map((w) => new Promise<void>((resolve) => {
@@ -114,7 +133,7 @@ export class PacketEngine {
   private spawn(direction: WorkerDirection, queue: number): Promise<void> {
     const key: WorkerKey = `${direction}${queue}`;
     const q = this.o.queues[queue] as EngineQueue;
-    const spec = { ...this.o.spec, ...q, stopFd: this.stopFd, peerTable: this.o.table.words, stats: this.o.table.region(queue), spinUs: this.threading.spinUs };
+    const spec = { ...this.o.spec, ...q, stopFd: this.stopFd, peerTable: this.o.table.words, stats: this.o.table.region(counterRegion(this.threading, direction, queue)), spinUs: this.threading.spinUs };
     const data: WorkerData = { direction, spec };
     const worker = new Worker(WORKER_URL, { workerData: data, name: `engine-${key}` });
     this.workers.set(key, worker);
