@@ -1,13 +1,16 @@
-// flanneld against a real etcd that goes away, comes back, is compacted meanwhile, is down when the
-// daemon starts, or is one of several endpoints. Real namespaces, real etcd, the compiled daemon:
-// the data path must keep working through an outage and every change made meanwhile must be seen.
+// flanneld against a real etcd that goes away, comes back, is compacted meanwhile, compacts past a
+// stalled daemon's watch, is down when the daemon starts, or is one of several endpoints. Real
+// namespaces, real etcd, the compiled daemon: the data path must keep working through an outage, every
+// change made meanwhile must be seen, and the path taken (the re-list and its reason) is asserted.
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LocalCluster } from '../../deploy/local/local-cluster.js';
-import { execIn, ipIn, runTag } from '../../deploy/local/netns.js';
+import { execCheckedIn, execIn, ipIn, runTag } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
+import { logLines, sample, scrape } from '../helpers/probes.js';
 
 const CONFIG = { Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } };
 const SUBNETS = '/coreos.com/network/subnets';
@@ -95,6 +98,44 @@ async function etcdRevision(cluster: LocalCluster, ip: string): Promise<number> 
   return Number(status[0]?.Status.header.revision);
 }
 
+const METRICS_PORT = 10262;
+const FLOOD = join(import.meta.dirname, '../helpers/etcd-flood.mjs');
+const RESYNC_REASONS = ['compacted', 'canceled', 'error', 'ended', 'periodic', 'recovery'] as const;
+type Resyncs = Record<(typeof RESYNC_REASONS)[number], number>;
+
+/** flanneld_etcd_watch_resyncs_total by reason, from the daemon's /metrics. */
+async function resyncs(node: NodeHost): Promise<Resyncs> {
+  const text = await scrape(node, METRICS_PORT);
+  const out = {} as Resyncs;
+  for (const r of RESYNC_REASONS) out[r] = sample(text, `flanneld_etcd_watch_resyncs_total{reason="${r}"}`) ?? Number.NaN;
+  return out;
+}
+
+function delta(a: Resyncs, b: Resyncs): Resyncs {
+  const out = {} as Resyncs;
+  for (const r of RESYNC_REASONS) out[r] = b[r] - a[r];
+  return out;
+}
+
+/** The daemon's "lease watch interrupted; re-listing leases" log lines: kind and reason. */
+function relistLogs(output: string): Array<{ kind?: string; reason?: string }> {
+  return logLines(output).filter((l) => l.msg === 'lease watch interrupted; re-listing leases') as Array<{ kind?: string; reason?: string }>;
+}
+
+function daemonPid(cluster: LocalCluster, node: NodeHost): number {
+  return cluster.daemons.get(node.name)?.proc.child.pid as number;
+}
+
+/** Waits until node routes `dst` via `via` and has no route to `gone`; the last routes seen. */
+async function converged(node: NodeHost, dst: string, via: string, gone: string, timeoutMs: number): Promise<{ ok: boolean; text: string }> {
+  let text = '';
+  const ok = await until(async () => {
+    text = await ownRoutes(node);
+    return hasRoute(text, dst, via) && !hasRouteTo(text, gone);
+  }, timeoutMs);
+  return { ok, text };
+}
+
 /** utime + stime of a process, in clock ticks. */
 function cpuTicks(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -166,42 +207,40 @@ if (process.getuid?.() !== 0) {
     }
   });
 
-  t.test('compaction during an outage: the watch re-lists and applies the difference', async (tt) => {
+  t.test('etcd outage with a compaction meanwhile: the same daemon re-lists after the outage (reason error) and applies the difference', async (tt) => {
     const cluster = await newCluster(tt, 2);
     try {
-      await bringUp(cluster);
+      await bringUp(cluster, [`--healthz-port=${METRICS_PORT}`]);
       const node1 = cluster.nodes[0] as NodeHost;
+      const pid = daemonPid(cluster, node1);
       await cluster.etcd.put(`${SUBNETS}/10.244.201.0-24`, leaseValue('192.0.2.201'));
       tt.ok(await until(async () => hasRoute(await ownRoutes(node1), '10.244.201.0/24', '192.0.2.201'), 15_000),
         `node1 routes lease A before the outage:\n${await ownRoutes(node1)}`);
+      const before = await resyncs(node1);
 
       await cluster.etcd.stop(true);
       await cluster.etcd.start([LOOPBACK]);
-      const before = await etcdRevision(cluster, LOOPBACK);
+      const rev0 = await etcdRevision(cluster, LOOPBACK);
       await cluster.etcd.ctlChecked(['del', `${SUBNETS}/10.244.201.0-24`], LOOPBACK);
       await cluster.etcd.ctlChecked(['put', `${SUBNETS}/10.244.202.0-24`, leaseValue('192.0.2.202')], LOOPBACK);
       for (let i = 0; i < 5; i++) await cluster.etcd.ctlChecked(['put', `/resilience-test/k${i}`, `v${i}`], LOOPBACK);
       const rev = await etcdRevision(cluster, LOOPBACK);
-      tt.ok(rev > before, `revision moved from ${before} to ${rev}`);
+      tt.ok(rev > rev0, `revision moved from ${rev0} to ${rev}`);
       await cluster.etcd.ctlChecked(['compact', String(rev), '--physical'], LOOPBACK);
-      const old = await cluster.etcd.ctl(['get', `${SUBNETS}/10.244.201.0-24`, '--rev', String(before)], LOOPBACK);
-      tt.match(`${old.stdout}${old.stderr}`, /compacted/, `history before revision ${rev} is gone (compacted)`);
+      const old = await cluster.etcd.ctl(['get', `${SUBNETS}/10.244.201.0-24`, '--rev', String(rev0)], LOOPBACK);
+      tt.match(`${old.stdout}${old.stderr}`, /compacted/, `history before revision ${rev} is gone (compacted): no watch can replay the delete`);
       await cluster.etcd.stop(false);
       await cluster.etcd.start();
 
       const back = Date.now();
-      let routes = '';
-      const ok = await until(async () => {
-        routes = await ownRoutes(node1);
-        return hasRoute(routes, '10.244.202.0/24', '192.0.2.202') && !hasRouteTo(routes, '10.244.201.0/24');
-      }, 15_000);
+      const routes = await converged(node1, '10.244.202.0/24', '192.0.2.202', '10.244.201.0/24', 15_000);
       tt.comment(`node1 converged ${Date.now() - back} ms after etcd came back`);
-      tt.ok(ok, `within 15 s node1 routes lease B and no longer lease A:\n${routes}`);
-      tt.ok(hasRoute(routes, '10.244.202.0/24', '192.0.2.202'), 'route for lease B present');
-      tt.notOk(hasRouteTo(routes, '10.244.201.0/24'), 'route for lease A gone');
-      tt.match(logOf(cluster, node1), /re-listing/, 'the daemon log says the watch was re-listed');
-      const reasons = [...logOf(cluster, node1).matchAll(/"reason":"([^"]*)","msg":"lease watch interrupted; re-listing leases"/g)].map((m) => m[1]);
-      tt.comment(`node1 watch interruptions: ${JSON.stringify(reasons)}`);
+      tt.ok(routes.ok, `within 15 s node1 routes lease B and no longer lease A:\n${routes.text}`);
+      tt.equal(daemonPid(cluster, node1), pid, `the same daemon process (pid ${pid}): not a restart`);
+      const d = delta(before, await resyncs(node1));
+      tt.ok(d.error >= 1, `the watch ended with the outage and the leases were re-listed: resyncs ${JSON.stringify(d)}`);
+      tt.equal(d.compacted, 0, 'no watch was resumed from the compacted revision (it would have ended as compacted)');
+      tt.ok(relistLogs(logOf(cluster, node1)).some((l) => l.kind === 'error'), 'the daemon logs the re-list with kind error');
 
       // The watch must be live again after the re-list, not only the one-off diff.
       await cluster.etcd.put(`${SUBNETS}/10.244.203.0-24`, leaseValue('192.0.2.203'));
@@ -209,8 +248,52 @@ if (process.getuid?.() !== 0) {
       tt.ok(await until(async () => hasRoute(await ownRoutes(node1), '10.244.203.0/24', '192.0.2.203'), 5000),
         `a lease created after the recovery (C) is routed within 5 s (watch live again):\n${await ownRoutes(node1)}`);
       tt.comment(`lease C routed after ${Date.now() - liveSince} ms`);
+      tt.same(delta(before, await resyncs(node1)), d, 'lease C came as a live event (no further re-list)');
       for (const node of cluster.nodes) tt.ok(running(cluster, node), `${node.name}: flanneld did not exit`);
     } finally {
+      dumpLogsIfFailed(tt, cluster);
+    }
+  });
+
+  t.test('etcd compacts past a stalled daemon\'s watch: the watch ends as compacted and the re-list applies the difference', async (tt) => {
+    const cluster = await newCluster(tt, 2);
+    const node1 = cluster.nodes[0] as NodeHost;
+    let stalled: number | undefined;
+    try {
+      await bringUp(cluster, [`--healthz-port=${METRICS_PORT}`]);
+      const pid = daemonPid(cluster, node1);
+      await cluster.etcd.put(`${SUBNETS}/10.244.201.0-24`, leaseValue('192.0.2.201'));
+      tt.ok(await until(async () => hasRoute(await ownRoutes(node1), '10.244.201.0/24', '192.0.2.201'), 15_000),
+        `node1 routes lease A first:\n${await ownRoutes(node1)}`);
+      const before = await resyncs(node1);
+
+      // node1's daemon stops reading (SIGSTOP, as a process stalled by the host) while etcd, up all along,
+      // is flooded under the watched prefix (unparsable keys: 400 × 4 kB fills its watch stream, so etcd
+      // takes the watcher off its synced set), lease A is deleted, lease B created, and etcd compacted.
+      process.kill(pid, 'SIGSTOP');
+      stalled = pid;
+      await execCheckedIn(cluster.topo.underlayNs, process.execPath,
+        [FLOOD, `http://${LOOPBACK}:${cluster.etcd.clientPort}`, `${SUBNETS}/flood-`, '400', '4000']);
+      await cluster.etcd.ctlChecked(['del', `${SUBNETS}/10.244.201.0-24`], LOOPBACK);
+      await cluster.etcd.ctlChecked(['put', `${SUBNETS}/10.244.202.0-24`, leaseValue('192.0.2.202')], LOOPBACK);
+      const rev = await etcdRevision(cluster, LOOPBACK);
+      await cluster.etcd.ctlChecked(['compact', String(rev)], LOOPBACK);
+      process.kill(pid, 'SIGCONT');
+      stalled = undefined;
+
+      const resumed = Date.now();
+      const routes = await converged(node1, '10.244.202.0/24', '192.0.2.202', '10.244.201.0/24', 15_000);
+      tt.comment(`node1 converged ${Date.now() - resumed} ms after it resumed`);
+      tt.ok(routes.ok, `within 15 s node1 routes lease B and no longer lease A:\n${routes.text}`);
+      tt.equal(daemonPid(cluster, node1), pid, `the same daemon process (pid ${pid}): not a restart`);
+      const d = delta(before, await resyncs(node1));
+      tt.equal(d.compacted, 1, `the watch ended once as compacted and the leases were re-listed: resyncs ${JSON.stringify(d)}`);
+      tt.equal(d.error + d.ended + d.canceled, 0, 'no other interruption (etcd never went away)');
+      const logged = relistLogs(logOf(cluster, node1)).filter((l) => l.kind === 'compacted').map((l) => l.reason);
+      tt.same(logged, [`compacted at revision ${rev}`], 'the daemon logs the re-list with kind compacted, at the revision etcd was compacted at');
+      for (const node of cluster.nodes) tt.ok(running(cluster, node), `${node.name}: flanneld did not exit`);
+    } finally {
+      if (stalled !== undefined) process.kill(stalled, 'SIGCONT');
       dumpLogsIfFailed(tt, cluster);
     }
   });
