@@ -28,6 +28,8 @@ export function straceArgs(prefix: string, syscalls: readonly string[]): string[
 
 export interface Syscall {
   readonly tid: number;
+  /** Wall-clock time in epoch ms when strace ran with -ttt, else NaN. */
+  readonly at: number;
   readonly name: string;
   /** The arguments as strace prints them. */
   readonly args: string;
@@ -46,20 +48,20 @@ function unquote(s: string): string {
   });
 }
 
-/** Parses one line of a per-thread strace file (`name(args) = result`); undefined for anything else. */
+/** Parses one line of a per-thread strace file (`[epoch.usec ]name(args) = result`); undefined for anything else. */
 export function parseLine(tid: number, line: string): Syscall | undefined {
-  const m = /^(\w+)\((.*)\)\s+=\s+(.*)$/.exec(line);
+  const m = /^(?:(\d+\.\d+) )?(\w+)\((.*)\)\s+=\s+(.*)$/.exec(line);
   if (!m) return undefined;
-  const args = m[2] as string;
+  const args = m[3] as string;
   const strings = [...args.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((s) => unquote(s[1] as string));
-  return { tid, name: m[1] as string, args, strings, result: (m[3] as string).trim() };
+  return { tid, at: m[1] ? Number(m[1]) * 1000 : Number.NaN, name: m[2] as string, args, strings, result: (m[4] as string).trim() };
 }
 
 export interface Traced {
   /** Every thread's syscalls (of the traced process itself, not of the programs it ran). */
   readonly own: Syscall[];
-  /** The programs the process ran (argv of each child's execve). */
-  readonly children: string[][];
+  /** The programs the process ran: argv of each child's last execve, and when it was made (NaN without -ttt). */
+  readonly children: Array<{ readonly argv: string[]; readonly at: number }>;
 }
 
 /**
@@ -70,7 +72,7 @@ export interface Traced {
 export function readTrace(prefix: string, mainArg: string): Traced {
   const dir = dirname(prefix);
   const own: Syscall[] = [];
-  const children: string[][] = [];
+  const children: Array<{ argv: string[]; at: number }> = [];
   if (!existsSync(dir)) return { own, children };
   for (const f of readdirSync(dir)) {
     if (!f.startsWith(`${basename(prefix)}.`)) continue;
@@ -78,7 +80,8 @@ export function readTrace(prefix: string, mainArg: string): Traced {
     const calls = readFileSync(`${dir}/${f}`, 'utf8').split('\n').map((l) => parseLine(tid, l)).filter((c): c is Syscall => c !== undefined);
     const execs = calls.filter((c) => c.name === 'execve');
     if (execs.some((c) => !c.strings.includes(mainArg))) {
-      children.push(execs.at(-1)?.strings.slice(1) ?? []);
+      const last = execs.at(-1) as Syscall;
+      children.push({ argv: last.strings.slice(1), at: last.at });
       continue;
     }
     own.push(...calls.filter((c) => c.name !== 'execve'));

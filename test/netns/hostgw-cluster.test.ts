@@ -3,9 +3,10 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { until } from '../helpers/wait.js';
+import { readTrace, straceAvailable, straceArgs } from '../helpers/strace.js';
 import t from 'tap';
 import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
@@ -129,18 +130,41 @@ while True:
   t.match(await probe('/readyz'), /^200/);
 });
 
+// The batch count is observed from outside: the fixture runs under `strace -f -ttt -e trace=execve`,
+// and every program it starts is matched to the phase (apply, reconcile, remove) whose wall-clock
+// window contains the exec.
+const noStrace = (await straceAvailable()) ? false : 'strace is not installed (apt-get install strace, or deploy/local/install-deps.sh): ip -batch runs not counted';
+
 t.test('1000 peers are programmed in one batch, reconciled and removed', async (t) => {
   const ns = `${runTag('fs')}`;
+  const traceDir = mkdtempSync(join(tmpdir(), 'flannel-ts-strace-'));
   await ipIn(undefined, ['netns', 'add', ns]);
-  t.teardown(() => ipIn(undefined, ['netns', 'del', ns]).catch(() => {}));
+  t.teardown(() => { rmSync(traceDir, { recursive: true, force: true }); return ipIn(undefined, ['netns', 'del', ns]).catch(() => {}); });
   await ipIn(ns, ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth1']);
   await ipIn(ns, ['addr', 'add', '198.51.100.1/24', 'dev', 'eth0']);
   await ipIn(ns, ['link', 'set', 'eth0', 'up']);
   await ipIn(ns, ['link', 'set', 'eth1', 'up']);
-  const out = await execCheckedIn(ns, process.execPath, ['--import', 'tsx', join(FIXTURES, 'route-scale.ts'), '1000']);
-  const r = JSON.parse(out.trim().split('\n').at(-1)!) as { applyMs: number; installed: number; reconciled: { fixed: number; removed: number }; afterRemove: number };
+  const fixture = join(FIXTURES, 'route-scale.ts');
+  const prefix = join(traceDir, 'trace');
+  const command = [process.execPath, '--import', 'tsx', fixture, '1000'];
+  const out = noStrace ? await execCheckedIn(ns, command[0] as string, command.slice(1))
+    : await execCheckedIn(ns, 'strace', [...straceArgs(prefix, ['execve']), '-ttt', ...command]);
+  const r = JSON.parse(out.trim().split('\n').at(-1)!) as { applyMs: number; installed: number; reconciled: { fixed: number; removed: number }; afterRemove: number; phases: Record<string, [number, number]> };
   t.equal(r.installed, 1000, 'all 1000 routes are in the kernel');
   t.same(r.reconciled, { fixed: 0, removed: 0, failed: 0 }, 'reconcile finds nothing to fix');
   t.equal(r.afterRemove, 0, 'removing the leases removes every route');
   t.comment(`programming 1000 peer routes took ${r.applyMs} ms`);
+  await t.test('ip processes per phase: one `ip -batch` for 1000 adds, none for a reconcile with nothing to fix, one for 1000 removes', { skip: noStrace }, async (t) => {
+    const ipRuns = readTrace(prefix, fixture).children.filter((c) => basename(c.argv[0] ?? '') === 'ip');
+    const inPhase = (name: string): string[] => {
+      const [start, end] = r.phases[name] as [number, number];
+      return ipRuns.filter((c) => c.at >= start && c.at <= end).map((c) => c.argv.join(' '));
+    };
+    const batch = 'ip -force -batch -';
+    t.ok(ipRuns.length > 0 && ipRuns.every((c) => Number.isFinite(c.at)), `the tracer saw the fixture's ip processes, with times (${ipRuns.length})`);
+    t.same(inPhase('apply'), [batch], 'apply of 1000 added leases: exactly one ip process, `ip -batch`');
+    t.same(inPhase('reconcile').filter((a) => a === batch), [], 'reconcile with nothing to fix: no `ip -batch` (it only lists the routes)');
+    t.same(inPhase('remove'), [batch], 'apply of 1000 removed leases: exactly one ip process, `ip -batch`');
+    t.equal(ipRuns.filter((c) => c.argv.join(' ') === batch).length, 2, 'and no other `ip -batch` in the whole run');
+  });
 });

@@ -249,7 +249,7 @@ if (process.getuid?.() !== 0) {
           };
           const unexpected = writes.filter((w) => !allowed(w)).map((w) => `${w.call} ${w.paths.join(' → ')}${w.ok ? '' : ' (failed)'}`);
           const summary = [...new Set(writes.map((w) => `${w.call} ${w.paths.map((p) => p.replace(c.stateDir, '<state>')).join(' → ')}${w.ok ? '' : ' (failed)'}`))];
-          t.comment(`${b.name}: ${trace.own.length} traced syscalls of the daemon's own threads, ${writes.length} writing: ${summary.join('; ')}; programs run: ${[...new Set(trace.children.map((a) => a[0]))].join(', ')}`);
+          t.comment(`${b.name}: ${trace.own.length} traced syscalls of the daemon's own threads, ${writes.length} writing: ${summary.join('; ')}; programs run: ${[...new Set(trace.children.map((ch) => ch.argv[0]))].join(', ')}`);
           t.ok(trace.own.some((s) => s.name.startsWith('open')), 'the trace saw the daemon open files at all');
           t.same(unexpected, [], 'nothing written outside the allowed set');
           const ok = (call: RegExp, path: string, to?: string): number => writes.filter((w) => w.ok && call.test(w.call) && w.paths[0] === path && (to === undefined || w.paths[1] === to)).length;
