@@ -1,13 +1,15 @@
 // Unit tests of the control-plane metrics: flanneld/metrics.ts renders what it is fed (Prometheus text,
 // every label value present from the start), and the subnet manager feeds it the right events
 // (acquire, renew, renewal failure, etcd unavailable and back, watch resync, data loss and re-creation,
-// a subnet taken by another node) against an in-memory registry. No root, no etcd.
+// a subnet taken by another node) against an in-memory registry. No root, no etcd. The adoption of a
+// refused renewal and the key missing on a re-list are also tested against a real etcd, in
+// test/integration/etcd-subnet-manager.test.ts.
 import t, { type Test } from 'tap';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { createMetrics } from '../../flanneld/metrics.js';
 import { FlannelError, isFlannelError } from '../../subnet/errors.js';
 import type { CallObserver, EtcdOp, EtcdRegistry, WatchHandlers } from '../../subnet/etcd/etcd-registry.js';
-import { EtcdSubnetManager, type SubnetEvent } from '../../subnet/etcd/etcd-subnet-manager.js';
+import { ADOPTED_MESSAGE, EtcdSubnetManager, type SubnetEvent } from '../../subnet/etcd/etcd-subnet-manager.js';
 import { type Cidr4, formatCidr4, parseCidr4, parseIp4 } from '../../subnet/ip.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
 import { parseNetworkConfig } from '../../subnet/network-config.js';
@@ -182,7 +184,16 @@ class FakeRegistry {
     });
   }
 
-  updateLease(subnet: Cidr4, attrs: LeaseAttrs, ttlSec: number, expectedId: string) {
+  /** When set, the next updateLease waits for `released` first: a renewal still in flight. */
+  hold: { entered: () => void; released: Promise<void> } | undefined;
+
+  async updateLease(subnet: Cidr4, attrs: LeaseAttrs, ttlSec: number, expectedId: string) {
+    const hold = this.hold;
+    this.hold = undefined;
+    if (hold) {
+      hold.entered();
+      await hold.released;
+    }
     return this.call('update', () => {
       if (this.keys.get(formatCidr4(subnet))?.etcdLeaseId !== expectedId) {
         throw new FlannelError('FLN_ERR_LEASE_CONFLICT', `lease ${formatCidr4(subnet)} is no longer held by etcd lease ${expectedId}`);
@@ -217,11 +228,11 @@ interface Harness {
   watch: Promise<unknown>;
 }
 
-async function start(t: Test, o: { graceMs?: number; ttlSec?: number } = {}): Promise<Harness> {
+async function start(t: Test, o: { graceMs?: number; ttlSec?: number; log?: Logger } = {}): Promise<Harness> {
   const reg = new FakeRegistry();
   const events: SubnetEvent[] = [];
   const mgr = new EtcdSubnetManager(reg as unknown as EtcdRegistry, {
-    log, leaseTtlSec: o.ttlSec ?? 2, onEvent: (ev) => events.push(ev), dataLossGraceMs: o.graceMs ?? 1500, random: () => 0,
+    log: o.log ?? log, leaseTtlSec: o.ttlSec ?? 2, onEvent: (ev) => events.push(ev), dataLossGraceMs: o.graceMs ?? 1500, random: () => 0,
   });
   reg.put(lease('10.5.9.0/24', '192.0.2.9', '9'));
   const cfg = parseNetworkConfig('{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}', 'test');
@@ -313,10 +324,22 @@ t.test('our key expired while etcd was unreachable (found missing on re-list): r
 });
 
 t.test('a renewal refused because the other loop already re-created the key: adopted, no revocation', async (t) => {
-  const h = await start(t, { ttlSec: 2 });
+  const lines: Array<{ msg: string; why?: string }> = [];
+  const h = await start(t, { ttlSec: 2, log: pino({ level: 'info' }, { write: (s: string) => { lines.push(JSON.parse(s) as { msg: string }); } }) });
   await until('a renewal', () => count(h, 'lease-renewed') >= 1);
+  // The next renewal is in flight with the etcd lease it holds now while etcd is wiped and the watch loop re-creates the key.
+  let release = (): void => {};
+  let entered = false;
+  h.reg.hold = { entered: () => { entered = true; }, released: new Promise<void>((r) => { release = r; }) };
+  await until('the renewal in flight', () => entered);
+  const inFlight = h.mgr.currentLease?.etcdLeaseId as string;
   h.reg.wipe();
   await until('our key re-created', () => h.reg.get('10.5.1.0/24') !== undefined);
+  t.not(h.reg.get('10.5.1.0/24')?.etcdLeaseId, inFlight, 're-created by the watch loop on a new etcd lease');
+  release();
+  await until('the refused renewal adopting the key', () => lines.some((l) => l.msg === ADOPTED_MESSAGE));
+  t.match(lines.find((l) => l.msg === ADOPTED_MESSAGE)?.why, new RegExp(`no longer held by etcd lease ${inFlight}$`), 'refused, then adopted');
+  t.equal(count(h, 'lease-acquired', (e) => e.type === 'lease-acquired' && e.source === 'recreated'), 1, 're-created once, not again by the renewal');
   const renewed = count(h, 'lease-renewed');
   await until('renewals go on', () => count(h, 'lease-renewed') >= renewed + 2);
   t.same(h.lost, [], 'not lost');
