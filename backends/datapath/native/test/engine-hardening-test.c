@@ -19,6 +19,7 @@
 #include "../src/engine.h"
 #include "../src/engine_internal.h"
 #include "../src/layout.h"
+#include "check.h"
 
 #define SOL_UDP_ 17
 #define UDP_SEGMENT_ 103
@@ -26,20 +27,7 @@
 #define PEER_NET 0x0af40200u  /* 10.244.2.0/24: its subnet */
 #define OWN_NET 0x0af40100u   /* 10.244.1.0/24: ours */
 
-static int failures;
-#define CHECK(cond, ...) do { if (!(cond)) { fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); failures++; } } while (0)
 #define STATV(e, i) ((unsigned long long)STAT(e, i))
-
-/* ---- our own checksum code, independent of the engine's ---- */
-static uint16_t rfc1071(const uint8_t *p, size_t n, uint32_t s) {
-  for (size_t i = 0; i + 1 < n; i += 2) s += (uint32_t)(p[i] << 8 | p[i + 1]);
-  if (n & 1) s += (uint32_t)p[n - 1] << 8;
-  while (s >> 16) s = (s & 0xffff) + (s >> 16);
-  return (uint16_t)s;
-}
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static void wr32(uint8_t *p, uint32_t v) { wr16(p, (uint16_t)(v >> 16)); wr16(p + 2, (uint16_t)v); }
 static uint32_t pseudo(const uint8_t *ip, size_t l4len) { return rfc1071(ip + 12, 8, 0) + ip[9] + (uint32_t)l4len; }
 static int header_ok(const uint8_t *ip) { return rfc1071(ip, (size_t)(ip[0] & 0x0f) * 4, 0) == 0xffff; }
 
@@ -233,7 +221,7 @@ static void foreign_destination(void) {
   pump_rx(&e);
   written w;
   int out = 0;
-  while (next_written(&e, &w)) { out++; CHECK((uint32_t)(w.pkt[16] << 24 | w.pkt[17] << 16 | w.pkt[18] << 8 | w.pkt[19]) == (OWN_NET | 5), "a foreign destination was written"); }
+  while (next_written(&e, &w)) { out++; CHECK(rd32(w.pkt + 16) == (OWN_NET | 5), "a foreign destination was written"); }
   printf("foreign destinations: %d written, foreign_destination %llu\n", out, STATV(&e, ST_DROP_FOREIGN_DESTINATION));
   CHECK(out == 1, "%d written, expected 1", out);
   CHECK(STAT(&e, ST_DROP_FOREIGN_DESTINATION) == 5, "foreign_destination %llu, expected 5", STATV(&e, ST_DROP_FOREIGN_DESTINATION));

@@ -19,25 +19,13 @@
 #include "../src/engine.h"
 #include "../src/engine_internal.h"
 #include "../src/layout.h"
+#include "check.h"
 
 #define SOL_UDP_ 17
 #define UDP_GRO_ 104
 #define MTU 1472
 #define MSS 1400
 
-static int failures;
-#define CHECK(cond, ...) do { if (!(cond)) { fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); failures++; } } while (0)
-
-static uint16_t rfc1071(const uint8_t *p, size_t n, uint32_t s) {
-  for (size_t i = 0; i + 1 < n; i += 2) s += (uint32_t)(p[i] << 8 | p[i + 1]);
-  if (n & 1) s += (uint32_t)p[n - 1] << 8;
-  while (s >> 16) s = (s & 0xffff) + (s >> 16);
-  return (uint16_t)s;
-}
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static void wr32(uint8_t *p, uint32_t v) { wr16(p, (uint16_t)(v >> 16)); wr16(p + 2, (uint16_t)v); }
 
 /* Valid IPv4 header and L4 checksum (the field included, the sum is all ones). */
 static int valid(const uint8_t *ip, size_t len) {
