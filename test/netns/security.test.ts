@@ -385,7 +385,8 @@ if (process.getuid?.() !== 0) {
     tt.match(readme, /accepted only from a PublicIP that holds a current lease \(`drop_unknown_source`\)/, 'udp: only lease holders (drop_unknown_source)');
     tt.match(readme, /inner source outside the sending peer's subnet is dropped \(`drop_spoofed_source`\)/, 'udp: spoofed inner sources (drop_spoofed_source)');
     tt.match(readme, /non-lease senders, inner source MAC or IP that is not the peer's[^.]*dropped and counted/, 'userspace vxlan: non-lease senders and spoofed inner MAC/IP');
-    tt.match(readme, /accept traffic only from lease holders and drop spoofed inner\s+sources; flannel accepts anything/, 'listed among the differences from flannel');
-    tt.match(readme, /`flanneld_datapath_dropped_packets_total`[^\n]*`unknown_source`, `spoofed_source`/, 'and counted in /metrics by reason');
+    tt.match(readme, /inner destination outside this node's own subnet is dropped \(`drop_foreign_destination`\)/, 'udp: inner destinations outside our subnet (drop_foreign_destination)');
+    tt.match(readme, /accept traffic only from lease holders, drop spoofed inner\s+sources and inner destinations outside the node's subnet; flannel accepts anything/, 'listed among the differences from flannel');
+    tt.match(readme, /`flanneld_datapath_dropped_packets_total`[^\n]*`unknown_source`, `spoofed_source`[^\n]*`foreign_destination`/, 'and counted in /metrics by reason');
   });
 }
