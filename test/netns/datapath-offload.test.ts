@@ -12,6 +12,8 @@ import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../..
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url).pathname;
+// Twelve 1 GB transfers and two 8 s iperf3 runs: ~250 s on a loaded 2-core VM, so more than the suite's 300 s default.
+t.setTimeout(600_000);
 const GB = 1024 * 1024 * 1024;
 
 
