@@ -258,6 +258,9 @@ static void flush_rx(void) {
       memset(out + at + g->len[i], 0, n - g->len[i]); /* padding to the train's datagram size */
       at += n;
     }
+    /* A message the kernel refuses (it never should) is not sent, and so not an input. */
+    if (rig_send(R, g->fd, out, total, g->n > 1 ? seg : g->seg) < 0) continue;
+    if (g->fd == rig_stranger) want++;
     /* Registered as sent: padded datagrams, and whether the engine may take the first for the whole message. */
     size_t pre = vxlan ? 22 : 0;
     int whole = g->n > 1 && total >= pre + 20 && rd16(out + pre + 2) + pre == total;
@@ -268,8 +271,6 @@ static void flush_rx(void) {
       oracle_rx_input(out + at, n, g->peer, g->built[i], g->framing_ok && !whole, g->n == 1 && R->e.gro ? g->seg : 0);
       at += n;
     }
-    if (g->fd == rig_stranger) want++;
-    if (rig_send(R, g->fd, out, total, g->n > 1 ? seg : g->seg) < 0) abort();
   }
   n_msgs = 0;
   static const uint8_t mark = 0;
@@ -310,9 +311,9 @@ static void run_rx(const uint8_t *d, size_t n) {
     used += dlen;
     int stranger = d[3] & 2, super = len > mtu;
     message *last = n_msgs ? &msgs[n_msgs - 1] : NULL;
-    size_t sum = 0;
-    if (last) for (size_t i = 0; i < last->n; i++) sum += (last->len[i] > dlen ? last->len[i] : dlen);
-    if ((d[0] & 0x08) && last && !last->lone && !stranger && !super && last->peer == f->peer && last->n < MAX_MSG_DGRAMS && sum + dlen <= 65000) {
+    size_t widest = dlen;
+    if (last) for (size_t i = 0; i < last->n; i++) widest = last->len[i] > widest ? last->len[i] : widest;
+    if ((d[0] & 0x08) && last && !last->lone && !stranger && !super && last->peer == f->peer && last->n < MAX_MSG_DGRAMS && (last->n + 1) * widest <= 65000) {
       last->dgram[last->n] = dg; last->len[last->n] = dlen; last->built[last->n++] = built; /* joins the GRO train */
       continue;
     }
