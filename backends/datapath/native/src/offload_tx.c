@@ -156,7 +156,7 @@ static void uso_header(const fl_engine *e, uint8_t *h, const uint8_t *pkt, size_
 static int add_uso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *pkt, size_t len, const vnet_hdr *vh) {
   size_t l2 = fl_l2_len(e), pre = fl_prefix_len(e), l4 = vh->csum_start, gso = vh->gso_size;
   const uint8_t *ip = pkt + l2;
-  int v4 = len >= l2 + 20 && ip[0] >> 4 == 4 && fl_ipv4_header_len(ip, len - l2) == l4 - l2 && ip[9] == 17 && (size_t)fl_rd16(ip + 2) + l2 == len;
+  int v4 = len >= l2 + 20 && l4 >= l2 + 20 && ip[0] >> 4 == 4 && fl_ipv4_header_len(ip, len - l2) == l4 - l2 && ip[9] == 17 && (size_t)fl_rd16(ip + 2) + l2 == len;
   int v6 = len >= l2 + 40 && ip[0] >> 4 == 6 && l4 == l2 + 40 && ip[6] == 17 && (size_t)fl_rd16(ip + 4) + l2 + 40 == len;
   if (!(v4 || v6) || l4 + 8 >= len || vh->csum_offset != 6 || gso == 0) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
   if (l4 - l2 + 8 + gso > e->mtu) { STAT(e, ST_DROP_OVERSIZE)++; return 0; }
