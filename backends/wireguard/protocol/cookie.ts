@@ -70,6 +70,7 @@ export class MacGenerator {
   private readonly mac1Key: Buffer;
   private readonly cookieKey: Buffer;
   private lastMac1: Buffer | undefined;
+  private lastSender = -1;
   private cookie: Buffer | undefined;
   private cookieSetAt = 0;
 
@@ -86,6 +87,7 @@ export class MacGenerator {
     const mac1 = mac(this.mac1Key, m1.covered);
     m1.field.set(mac1);
     this.lastMac1 = mac1;
+    this.lastSender = Buffer.from(msg.buffer, msg.byteOffset, msg.length).readUInt32LE(4);
     const m2 = mac2Span(msg);
     if (this.hasCookie()) m2.field.set(mac(this.cookie as Buffer, m2.covered));
     else m2.field.fill(0);
@@ -100,6 +102,9 @@ export class MacGenerator {
   consumeCookieReply(msg: Uint8Array): void {
     const reply = decodeCookieReply(msg);
     if (!this.lastMac1) throw new WireGuardError('FLN_ERR_WG_BAD_COOKIE_REPLY', 'no handshake message was sent to this peer');
+    if (reply.receiver !== this.lastSender) {
+      throw new WireGuardError('FLN_ERR_WG_UNKNOWN_INDEX', `cookie reply for index ${reply.receiver}, our last message was ${this.lastSender}`);
+    }
     const cookie = xaeadOpen(this.cookieKey, reply.nonce, reply.encryptedCookie, this.lastMac1);
     if (!cookie) throw new WireGuardError('FLN_ERR_WG_BAD_COOKIE_REPLY');
     this.cookie = cookie;
