@@ -57,6 +57,26 @@ t.test('construction constants equal the published values', async (tt) => {
   tt.equal(wg.REJECT_AFTER_MESSAGES, 18446744073709543423n, '2^64 − 2^13 − 1');
 });
 
+// KDF vectors published in WireGuard/wireguard-go device/kdf_test.go (key, input → τ1, τ2, τ3).
+const KDF_VECTORS = [
+  ['746573742d6b6579', '746573742d696e707574', '6f0e5ad38daba1bea8a0d213688736f19763239305e0f58aba697f9ffc41c633',
+    'df1194df20802a4fe594cde27e92991c8cae66c366e8106aaa937a55fa371e8a', 'fac6e2745a325f5dc5d11a5b165aad08b0ada28e7b4e666b7c077934a4d76c24'],
+  ['776972656775617264', '776972656775617264', '491d43bbfdaa8750aaf535e334ecbfe5129967cd64635101c566d4caefda96e8',
+    '1e71a379baefd8a79aa4662212fcafe19a23e2b609a3db7d6bcba8f560e3d25f', '31e1ae48bddfbe5de38f295e5452b1909a1b4e38e183926af3780b0c1e1f0160'],
+  ['', '', '8387b46bf43eccfcf349552a095d8315c4055beb90208fb1be23b894bc2ed5d0',
+    '58a0e5f6faefccf4807bff1f05fa8a9217945762040bcec2f4b4a62bdfe0e86e', '0ce6ea98ec548f8e281e93e32db65621c45eb18dc6f0a7ad94178610a2f7338e'],
+] as const;
+
+t.test('KDF1/2/3 match wireguard-go\'s published vectors', async (tt) => {
+  for (const [key, input, t1, t2, t3] of KDF_VECTORS) {
+    const k = Buffer.from(key, 'hex');
+    const x = Buffer.from(input, 'hex');
+    tt.same(wg.kdf3(k, x).map((b) => b.toString('hex')), [t1, t2, t3], `KDF3(${key || 'empty'})`);
+    tt.same(wg.kdf2(k, x).map((b) => b.toString('hex')), [t1, t2], `KDF2(${key || 'empty'})`);
+    tt.equal(wg.kdf1(k, x).toString('hex'), t1, `KDF1(${key || 'empty'})`);
+  }
+});
+
 t.test('keys: raw 32 bytes, base64 as wg prints them, X25519 agreement, low-order points refused', async (tt) => {
   const a = wg.generateKeyPair();
   const b = wg.generateKeyPair();
