@@ -54,8 +54,6 @@ int fl_check_l4(fl_engine *e, uint8_t *ip, size_t len, int *partial);
 /* Writes a packet gathered from iov[0..n), iov[0] being its virtio_net_hdr; returns the packet bytes written. */
 ssize_t fl_dev_writev(fl_engine *e, const struct iovec *iov, int n);
 void fl_offload_probe(fl_engine *e);
-int fl_offload_tx_build(fl_engine *e, uint8_t *buf, size_t len);
-void fl_offload_rx_message(fl_engine *e, const fl_peer *peer, uint8_t *buf, size_t len, size_t gso);
 /* One offload step per direction: > 0 work done, 0 nothing to do, -errno. */
 int fl_tx_step_offload(fl_engine *e);
 int fl_rx_step_offload(fl_engine *e);

@@ -260,10 +260,3 @@ int fl_rx_step_offload(fl_engine *e) {
   flush_all(e);
   return n;
 }
-
-/* Entry point for the fuzz target: the RX path for one received message (a train when gso > 0),
- * flushed at once. */
-void fl_offload_rx_message(fl_engine *e, const fl_peer *peer, uint8_t *buf, size_t len, size_t gso) {
-  rx_message(e, peer, buf, len, gso);
-  flush_all(e);
-}

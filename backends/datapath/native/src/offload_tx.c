@@ -248,13 +248,3 @@ void fl_offload_probe(fl_engine *e) {
   e->gro = setsockopt(e->udp_fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
   e->gso = setsockopt(e->udp_fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
 }
-
-/* Entry point for the fuzz target: the TX split of one device read, its messages sent (through
- * fl_send_runs, as a TX step sends them). Returns the number of messages of the last batch. */
-int fl_offload_tx_build(fl_engine *e, uint8_t *buf, size_t len) {
-  tx_batch b = {0};
-  tx_one(e, &b, buf, len);
-  int m = b.m;
-  batch_send(e, &b);
-  return m;
-}
