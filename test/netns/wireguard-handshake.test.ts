@@ -19,6 +19,7 @@ const WG_PORT = 51820;
 const A_INNER = '10.244.2.0'; // wireguard-go's TUN address (its lease subnet's network address, /32)
 const B_INNER = '10.244.1.2'; // an address in our side's subnet 10.244.1.0/24
 const UAPI_DIR = '/var/run/wireguard';
+const FLOOD = Number(process.env.WG_TEST_FLOOD ?? 20_000);
 
 const onPath = async (cmd: string): Promise<boolean> => (await runCommand('sh', ['-c', `command -v ${cmd}`])).code === 0;
 
@@ -196,6 +197,54 @@ if (process.getuid?.() !== 0) {
       await stopDevice(dev, proc);
     });
   }
+
+  t.test('cookies, we are under load: wireguard-go takes our cookie reply and its retry carries a valid mac2', async (tt) => {
+    const n = ++caseNo;
+    const ours = generateKeyPair();
+    const port = 40000 + n;
+    const { dev, theirs, proc } = await startWireguardGo(n, ours, port, undefined);
+    const f = runFixture({
+      role: 'responder', demandCookie: true, privateKey: keyToBase64(ours.privateKey), peerPublicKey: keyToBase64(theirs.publicKey),
+      bind: { address: B_IP, port }, peer: { address: A_IP, port: WG_PORT }, ourAddress: B_INNER, theirAddress: A_INNER, echoes: 3, timeoutMs: 20_000,
+    });
+    await waitFor('fixture bound', () => lines(f).some((l) => l.ready) || f.child.exitCode !== null);
+    const ping = await execIn(nsA, 'ping', ['-n', '-c', '3', '-i', '0.3', '-w', '18', B_INNER]);
+    const code = await f.exited;
+    const ls = lines(f);
+    tt.equal(code, 0, `fixture succeeded: ${JSON.stringify(ls.at(-1))}`);
+    tt.same(wireOf(ls).slice(0, 5), ['in 1/148', 'out 3/64', 'in 1/148', 'out 2/92', 'in 4/128'],
+      'initiation, our cookie reply (64), wireguard-go\'s retry, our response, data');
+    tt.ok(ls.some((l) => l.mac2 === 'valid'), 'the retry carried a mac2 made with our cookie');
+    tt.equal(ping.code, 0, `ping in ns A: ${ping.stdout.split('\n').slice(-3).join(' ')}`);
+    await stopDevice(dev, proc);
+  });
+
+  t.test('cookies, wireguard-go under load: a flood makes it answer with a cookie reply, which we consume; our mac2 retry completes', async (tt) => {
+    const n = ++caseNo;
+    const ours = generateKeyPair();
+    const port = 40000 + n;
+    const { dev, theirs, proc } = await startWireguardGo(n, ours, port, undefined);
+    const f = runFixture({
+      role: 'initiator', flood: FLOOD, privateKey: keyToBase64(ours.privateKey), peerPublicKey: keyToBase64(theirs.publicKey),
+      bind: { address: B_IP, port }, peer: { address: A_IP, port: WG_PORT }, ourAddress: B_INNER, theirAddress: A_INNER, echoes: 1, timeoutMs: 20_000,
+    });
+    const code = await f.exited;
+    const ls = lines(f);
+    const last = ls.at(-1) ?? {};
+    tt.equal(code, 0, `fixture succeeded: ${JSON.stringify(last)}`);
+    tt.ok(Number(last.floodCookieReplies) > 0, `wireguard-go went under load: ${String(last.floodCookieReplies)} cookie replies to the ${FLOOD} flood initiations`);
+    tt.ok(Number(last.cookies) >= 1, 'a cookie reply to our own initiation was consumed');
+    tt.ok(wireOf(ls).includes('in 3/64'), 'a 64-byte cookie reply on the wire');
+    const inits = ls.filter((l) => l.initiation !== undefined);
+    const cookieFor = new Set(ls.filter((l) => l.cookie === 'consumed').map((l) => l.receiver));
+    const corrupted = inits.find((l) => l.mac2 === 'corrupted');
+    const honest = inits.find((l) => l.mac2 === true);
+    tt.ok(corrupted && honest && inits.indexOf(honest) === inits.indexOf(corrupted) + 1, 'the honest retry with our mac2 came right after');
+    tt.notOk(cookieFor.has(honest?.initiation), 'no cookie reply for it: wireguard-go, still under load, accepted our mac2');
+    tt.equal(ls.find((l) => l.handshake === 'complete')?.localIndex, honest?.initiation, 'the response answers that very initiation');
+    tt.match(last, { result: 'ok', reply: 'echo reply decrypted' }, 'and the tunnel works');
+    await stopDevice(dev, proc);
+  });
 
   t.test('wrong PSK, we initiate: the response does not authenticate (FLN_ERR_WG_HANDSHAKE_DECRYPT)', async (tt) => {
     const n = ++caseNo;
