@@ -14,6 +14,22 @@ export const ERROR_CODES = {
   FLN_ERR_LEASE_REVOKED: "this node's lease was deleted or expired in etcd",
   FLN_ERR_KERNEL_OP: 'a route, link or firewall change failed',
   FLN_ERR_FILE_WRITE: 'a state file could not be written',
+  // The WireGuard protocol core (backends/wireguard/protocol): every rejection it makes.
+  FLN_ERR_WG_BAD_KEY: 'a key is not 32 bytes (or not valid base64 of 32 bytes)',
+  FLN_ERR_WG_BAD_LENGTH: 'a message has the wrong length for its type',
+  FLN_ERR_WG_BAD_TYPE: 'a message has an unknown type or non-zero reserved bytes',
+  FLN_ERR_WG_BAD_MAC1: 'mac1 of a handshake message does not verify',
+  FLN_ERR_WG_BAD_MAC2: 'mac2 of a handshake message does not verify against our current cookie',
+  FLN_ERR_WG_HANDSHAKE_DECRYPT: 'an encrypted field of a handshake message does not authenticate',
+  FLN_ERR_WG_UNKNOWN_PEER: 'an initiation carries a static key that is not a configured peer',
+  FLN_ERR_WG_REPLAYED_INITIATION: 'an initiation timestamp is not newer than the last one accepted from this peer',
+  FLN_ERR_WG_UNKNOWN_INDEX: 'a message names a receiver index we have no state for',
+  FLN_ERR_WG_BAD_DH: 'a Diffie-Hellman result is all zeros (low-order public key)',
+  FLN_ERR_WG_BAD_COOKIE_REPLY: 'a cookie reply does not decrypt against the mac1 we last sent',
+  FLN_ERR_WG_TRANSPORT_DECRYPT: 'a transport message does not authenticate',
+  FLN_ERR_WG_REPLAYED_COUNTER: 'a transport counter was already received',
+  FLN_ERR_WG_COUNTER_TOO_OLD: 'a transport counter is older than the replay window',
+  FLN_ERR_WG_COUNTER_EXHAUSTED: 'a keypair reached REJECT_AFTER_MESSAGES',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
