@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "rig.h"
 #include "../src/engine_internal.h"
+#include "../src/offload.h" /* UDP_SEGMENT, UDP_GRO */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,12 +15,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 #define BUF_BYTES (32 << 20)
 
 rig_peer rig_peers[RIG_PEERS];
