@@ -16,6 +16,8 @@ import { DATAPATH_IDS, type BenchResult } from '../../bench/report/result-types.
 const ROOT = new URL('../../', import.meta.url).pathname;
 const BENCH = ['--import=tsx', join(ROOT, 'bench/bench-main.ts')];
 const TAG_PREFIXES = ['br', 'bk', 'bh', 'bt', 'bu', 'bv', 'bx', 'bc', 'ua', 'ub'];
+// A quick bench of every data path, an underlay run and two interrupted runs: ~250 s on the test VM, more than the suite's 300 s default allows for.
+t.setTimeout(600_000);
 
 /** Starts the harness (in a namespace, or on this machine); output is captured, never shown. */
 function bench(args: readonly string[], ns?: string): SpawnedProcess {
