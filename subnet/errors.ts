@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   FLN_ERR_LEASE_REVOKED: "this node's lease was deleted or expired in etcd",
   FLN_ERR_KERNEL_OP: 'a route, link or firewall change failed',
   FLN_ERR_FILE_WRITE: 'a state file could not be written',
+  FLN_ERR_WG_KEY_FILE: 'the WireGuard key file cannot be read or written, or is damaged',
   // The WireGuard protocol core (backends/wireguard/protocol): every rejection it makes.
   FLN_ERR_WG_BAD_KEY: 'a key is not 32 bytes (or not valid base64 of 32 bytes)',
   FLN_ERR_WG_BAD_LENGTH: 'a message has the wrong length for its type',
