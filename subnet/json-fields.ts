@@ -1,6 +1,17 @@
 // Reading JSON objects the way Go's encoding/json does, which flannel's formats rely on.
 // Base module: imports nothing.
 
+/** JSON text that holds an object, parsed; undefined for anything else (bad JSON, an array, a scalar). */
+export function parseJsonObject(text: string | undefined): Record<string, unknown> | undefined {
+  if (!text) return undefined;
+  try {
+    const raw: unknown = JSON.parse(text);
+    return isPlainObject(raw) ? raw : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

@@ -1,7 +1,7 @@
 // Leases as flannel stores them: the key <prefix>/subnets/10.244.3.0-24 and the LeaseAttrs JSON value.
 // Backends import these types (type-only); encoding is byte-for-byte what flannel's Go code writes.
 import { type Cidr4, type Ip4, formatIp4, makeCidr4, parseIp4 } from './ip.js';
-import { isPlainObject, pickFields } from './json-fields.js';
+import { parseJsonObject, pickFields } from './json-fields.js';
 
 export interface LeaseAttrs {
   readonly publicIp: Ip4;
@@ -54,13 +54,8 @@ export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
 
 /** Parses a lease value leniently (any key case, extra fields ignored); undefined if unusable. */
 export function decodeLeaseAttrs(text: string): LeaseAttrs | undefined {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (!isPlainObject(raw)) return undefined;
+  const raw = parseJsonObject(text);
+  if (!raw) return undefined;
   const f = pickFields(raw, ['PublicIP', 'BackendType', 'BackendData']);
   const publicIp = typeof f.PublicIP === 'string' ? parseIp4(f.PublicIP) : undefined;
   if (publicIp === undefined) return undefined;

@@ -5,17 +5,12 @@
 // completes them on its per-packet path. The outer UDP checksum, which our sockets always send,
 // still covers every byte. flannel and kernel VXLAN nodes never set the field, so they always get
 // complete inner checksums; flannel ignores fields it does not know.
-import { isPlainObject, pickFields } from '../../subnet/json-fields.js';
+import { parseJsonObject, pickFields } from '../../subnet/json-fields.js';
 
 export const PARTIAL_CHECKSUMS_FIELD = 'AcceptsPartialChecksums';
 
 /** Whether a peer's BackendData (JSON text, as in the lease) advertises partial inner checksums. */
 export function acceptsPartialChecksums(backendData: string | undefined): boolean {
-  if (!backendData) return false;
-  try {
-    const raw: unknown = JSON.parse(backendData);
-    return isPlainObject(raw) && pickFields(raw, [PARTIAL_CHECKSUMS_FIELD])[PARTIAL_CHECKSUMS_FIELD] === true;
-  } catch {
-    return false;
-  }
+  const raw = parseJsonObject(backendData);
+  return raw !== undefined && pickFields(raw, [PARTIAL_CHECKSUMS_FIELD])[PARTIAL_CHECKSUMS_FIELD] === true;
 }

@@ -1,7 +1,7 @@
 // The vxlan slice of the network config, with flannel's keys and defaults (VNI 1, Port 0 = 8472,
 // MTU = the underlay MTU before the 50-byte overhead) plus our Datapath choice.
 import { ConfigError, type ConfigIssue } from '../../subnet/errors.js';
-import { pickFields } from '../../subnet/json-fields.js';
+import { parseJsonObject, pickFields } from '../../subnet/json-fields.js';
 import { PARTIAL_CHECKSUMS_FIELD } from '../datapath/partial-checksums.js';
 
 export const VXLAN_OVERHEAD = 50;
@@ -58,12 +58,7 @@ export function encodeVxlanBackendData(vni: number, mac: string, partialChecksum
 
 /** The VtepMAC of a peer's BackendData, lowercased; undefined when missing or malformed. */
 export function parseVtepMac(backendData: string | undefined): string | undefined {
-  if (!backendData) return undefined;
-  try {
-    const raw = JSON.parse(backendData) as Record<string, unknown>;
-    const { VtepMAC: mac } = pickFields(raw, ['VtepMAC']);
-    return typeof mac === 'string' && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac) ? mac.toLowerCase() : undefined;
-  } catch {
-    return undefined;
-  }
+  const raw = parseJsonObject(backendData);
+  const mac = raw ? pickFields(raw, ['VtepMAC']).VtepMAC : undefined;
+  return typeof mac === 'string' && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac) ? mac.toLowerCase() : undefined;
 }

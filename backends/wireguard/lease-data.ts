@@ -1,6 +1,6 @@
 // The BackendData of a wireguard lease, exactly flannel's: {"PublicKey":"<base64>","Port":51820}. A lease
 // without Port, or with 0 (flannel before v0.26.6), means the peer listens on our own ListenPort.
-import { isPlainObject, pickFields } from '../../subnet/json-fields.js';
+import { parseJsonObject, pickFields } from '../../subnet/json-fields.js';
 import { keyFromBase64, keyToBase64 } from './protocol/keys.js';
 
 export interface WireGuardPeerData {
@@ -14,14 +14,8 @@ export function encodeWireGuardBackendData(publicKey: Uint8Array, port: number):
 
 /** A peer's key and port from its BackendData; undefined when the key is missing or malformed. */
 export function parseWireGuardBackendData(backendData: string | undefined, ownPort: number): WireGuardPeerData | undefined {
-  if (!backendData) return undefined;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(backendData);
-  } catch {
-    return undefined;
-  }
-  if (!isPlainObject(raw)) return undefined;
+  const raw = parseJsonObject(backendData);
+  if (!raw) return undefined;
   const { PublicKey: key, Port: port } = pickFields(raw, ['PublicKey', 'Port']);
   if (typeof key !== 'string') return undefined;
   let publicKey: Buffer;
