@@ -15,14 +15,17 @@ export const GLOBAL_STATS = [
   'drop_bad_vxlan', 'drop_unknown_mac', 'drop_broadcast', 'peer_table_loads',
   'drop_bad_checksum', 'checksums_completed', 'segmented_super_frames', 'coalesced_super_packets',
   'tx_partial_checksums', 'rx_partial_checksums', 'split_uso_packets', 'coalesced_udp_packets',
-  'drop_foreign_destination',
+  'drop_foreign_destination', 'drop_no_session', 'wg_handshakes_queued', '',
+  'drop_handshake_queue_full', 'drop_unknown_index', 'drop_bad_decrypt', 'drop_replay',
+  'drop_expired_keypair', 'drop_bad_wg_message', 'drop_allowed_ips', 'wg_keepalives_received',
+  'wg_endpoint_updates', 'wg_keypairs_confirmed',
 ] as const;
-export type GlobalStat = (typeof GLOBAL_STATS)[number];
-export const GLOBAL_STAT_SLOTS = 32;
+export type GlobalStat = Exclude<(typeof GLOBAL_STATS)[number], ''>;
+export const GLOBAL_STAT_SLOTS = 48;
 /** Not a counter: the peer-table sequence of the snapshot the region's worker uses (ST_SNAPSHOT_SEQ). */
 export const SNAPSHOT_SEQ_SLOT = 31;
 
-export const PEER_STATS = ['tx_packets', 'tx_bytes', 'rx_packets', 'rx_bytes'] as const;
+export const PEER_STATS = ['tx_packets', 'tx_bytes', 'rx_packets', 'rx_bytes', 'rx_keepalives'] as const;
 export type PeerStat = (typeof PEER_STATS)[number];
 
 export function statsWords(peerCapacity: number): number {
@@ -31,4 +34,24 @@ export function statsWords(peerCapacity: number): number {
 
 export function peerTableWords(capacity: number): number {
   return PEER_TABLE.HEADER_WORDS + capacity * PEER_ENTRY.WORDS;
+}
+
+/** wireguard mode's shared state (layout.h, "wireguard mode"): byte offsets into one SharedArrayBuffer. */
+export const WG_HEADER = { KP_CAPACITY: 0, PEER_CAPACITY: 4, REJECT_AFTER_US: 8, REKEY_AFTER_US: 16, BYTES: 64 } as const;
+export const WG_PEER = { CURRENT: 0, FLAGS: 4, ENDPOINT: 8, BYTES: 32 } as const;
+export const WG_PEER_FLAGS = { WANT_HANDSHAKE: 1 } as const;
+export const WG_KEYPAIR = {
+  STATE: 0, LOCAL_INDEX: 4, REMOTE_INDEX: 8, PEER_SLOT: 12, SEND_COUNTER: 16, CREATED_US: 24,
+  SEND_KEY: 32, RECV_KEY: 64, FLAGS: 96, REPLAY_LOCK: 100, PEER_SUBNET: 104, REPLAY_LAST: 112, REPLAY_BITS: 128, BYTES: 1152,
+} as const;
+export const WG_KEYPAIR_FLAGS = { INITIATOR: 1, NEXT: 2 } as const;
+
+/** Bytes of the wireguard shared state for `keypairs` keypair slots (a power of two) and `peers` peer slots. */
+export function wgTableBytes(keypairs: number, peers: number): number {
+  return WG_HEADER.BYTES + Math.ceil((peers * WG_PEER.BYTES) / 64) * 64 + keypairs * WG_KEYPAIR.BYTES;
+}
+
+/** Byte offset of the first keypair slot. */
+export function wgKeypairsOffset(peers: number): number {
+  return WG_HEADER.BYTES + Math.ceil((peers * WG_PEER.BYTES) / 64) * 64;
 }

@@ -79,7 +79,7 @@ export class PacketEngine {
 
   /** Engine-wide counters (packets, bytes, drops by reason). */
   stats(): Record<GlobalStat, bigint> {
-    return Object.fromEntries(GLOBAL_STATS.map((name, i) => [name, this.o.table.sum(i)])) as Record<GlobalStat, bigint>;
+    return Object.fromEntries(GLOBAL_STATS.flatMap((name, i) => (name ? [[name, this.o.table.sum(i)]] : []))) as Record<GlobalStat, bigint>;
   }
 
   /** Per-peer counters of a peer in the table. */

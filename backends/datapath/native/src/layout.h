@@ -35,8 +35,56 @@ enum {
   ST_DROP_BAD_CHECKSUM, ST_CHECKSUMS_COMPLETED, ST_SEGMENTED_SUPER_FRAMES, ST_COALESCED_SUPER_PACKETS,
   ST_TX_PARTIAL_CHECKSUMS, ST_RX_PARTIAL_CHECKSUMS, ST_SPLIT_USO_PACKETS, ST_COALESCED_UDP_PACKETS,
   ST_DROP_FOREIGN_DESTINATION,
+  /* wireguard mode (wg.c) */
+  ST_DROP_NO_SESSION = 29,         /* TX: the peer has no usable keypair (a handshake is requested) */
+  ST_WG_HANDSHAKES_QUEUED = 30,    /* RX: handshake messages handed to the control plane */
   ST_SNAPSHOT_SEQ = 31,
-  ST_GLOBAL_COUNT = 32,
-  SP_TX_PACKETS = 0, SP_TX_BYTES = 1, SP_RX_PACKETS = 2, SP_RX_BYTES = 3, SP_WORDS = 4
+  ST_DROP_HANDSHAKE_QUEUE_FULL = 32, /* RX: the control plane's queue was full */
+  ST_DROP_UNKNOWN_INDEX = 33,      /* RX: a receiver index of no live keypair */
+  ST_DROP_BAD_DECRYPT = 34,        /* RX: authentication of a transport message failed */
+  ST_DROP_REPLAY = 35,             /* RX: a counter seen before or left behind the window */
+  ST_DROP_EXPIRED_KEYPAIR = 36,    /* RX: a keypair past REJECT_AFTER_TIME or REJECT_AFTER_MESSAGES */
+  ST_DROP_BAD_WG_MESSAGE = 37,     /* RX: unknown type, reserved bytes not zero, or a wrong size */
+  ST_DROP_ALLOWED_IPS = 38,        /* RX: decrypted, but the inner source is not in the sender's allowed IPs */
+  ST_WG_KEEPALIVES_RECEIVED = 39,
+  ST_WG_ENDPOINT_UPDATES = 40,     /* RX: an authenticated packet from a new source address (roaming) */
+  ST_WG_KEYPAIRS_CONFIRMED = 41,   /* RX: first packet on a responder's new keypair made it current */
+  ST_GLOBAL_COUNT = 48,
+  SP_TX_PACKETS = 0, SP_TX_BYTES = 1, SP_RX_PACKETS = 2, SP_RX_BYTES = 3,
+  SP_RX_KEEPALIVES = 4, /* wireguard: authenticated keepalives (the timers need every authenticated packet) */
+  SP_WORDS = 5
 };
+
+/* wireguard mode: one SharedArrayBuffer, byte offsets, little-endian, written by the control plane
+ * (backends/wireguard/session) and read (and in the marked fields written) by the packet loops.
+ *  header (WG_HEADER_BYTES): u32 keypair capacity (power of two), u32 peer capacity (= the peer
+ *    table's counter slots), u64 REJECT_AFTER_TIME and u64 REKEY_AFTER_TIME in µs (constants, only a
+ *    test build shortens them).
+ *  peers: WG_PEER_BYTES per peer counter slot (PE_SLOT).
+ *  keypairs: WG_KP_BYTES each; a keypair's local index has its slot in the low bits (index & (cap-1)).
+ * Keypair publication: the control plane writes every field with state 0, then stores state 1
+ * (release); the loops load state (acquire) before the fields. A freed slot is not reused for 10 s. */
+enum {
+  WG_HDR_KP_CAPACITY = 0, WG_HDR_PEER_CAPACITY = 4, WG_HDR_REJECT_AFTER_US = 8, WG_HDR_REKEY_AFTER_US = 16,
+  WG_HEADER_BYTES = 64,
+  WGP_CURRENT = 0,   /* u32: keypair slot + 1 that TX uses (0: none); RX stores it when it confirms a NEXT keypair */
+  WGP_FLAGS = 4,     /* u32: WGP_F_* (TX and RX set bits with atomic OR; the control plane clears them) */
+  WGP_ENDPOINT = 8,  /* u64: (ip << 16 | port) of the last authenticated source, 0 = the lease's; RX writes */
+  WG_PEER_BYTES = 32,
+  WGK_STATE = 0,     /* u32: 0 free, 1 valid */
+  WGK_LOCAL_INDEX = 4, WGK_REMOTE_INDEX = 8,
+  WGK_PEER_SLOT = 12,
+  WGK_SEND_COUNTER = 16, /* u64: the next nonce; TX and the control plane (keepalives) fetch_add */
+  WGK_CREATED_US = 24,   /* u64: CLOCK_MONOTONIC µs (process.hrtime) */
+  WGK_SEND_KEY = 32, WGK_RECV_KEY = 64,
+  WGK_FLAGS = 96,        /* u32: WGK_F_* */
+  WGK_REPLAY_LOCK = 100, /* u32 spinlock of the replay window (RX workers) */
+  WGK_PEER_SUBNET = 104, /* u32: the peer's subnet (host order): RX finds the peer, its allowed IPs */
+  WGK_REPLAY_LAST = 112, /* u64: the greatest counter accepted */
+  WGK_REPLAY_BITS = 128, /* u64[128]: RFC 6479 ring, window 8128 */
+  WG_KP_BYTES = 1152
+};
+#define WGP_F_WANT_HANDSHAKE 1u /* TX found no usable keypair, or (initiator) an old one: the control plane should handshake */
+#define WGK_F_INITIATOR 1u      /* we initiated the handshake of this keypair */
+#define WGK_F_NEXT 2u           /* a responder's keypair not yet confirmed by a packet from the peer: not used to send */
 #endif
