@@ -1,6 +1,7 @@
 # node-gyp builds our two native addons (plain C over N-API):
 #  - flanneld_native: sd_notify over an AF_UNIX datagram socket (Node's dgram has no AF_UNIX).
-#  - flannel_datapath: TUN/TAP devices, UDP sockets and the packet loops of the udp and vxlan backends.
+#  - flannel_datapath: TUN/TAP devices, UDP sockets and the packet loops of the udp, vxlan and wireguard
+#    backends. wireguard.c uses Node's own libcrypto (EVP_*), exported by the node binary: not linked here.
 # Output: build/Release/<target>.node.
 {
   "targets": [
@@ -15,7 +16,9 @@
       "sources": [
         "backends/datapath/native/src/addon.c",
         "backends/datapath/native/src/engine.c",
+        "backends/datapath/native/src/udp.c",
         "backends/datapath/native/src/vxlan.c",
+        "backends/datapath/native/src/wireguard.c",
         "backends/datapath/native/src/peers.c",
         "backends/datapath/native/src/ipv4.c",
         "backends/datapath/native/src/segment.c",

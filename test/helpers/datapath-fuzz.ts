@@ -4,10 +4,11 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-export const NATIVE = new URL('../../backends/datapath/native/', import.meta.url).pathname;
+import { ENGINE, ENGINE_LIBS, NATIVE, engineSources } from './native-sources.js';
+
+export { ENGINE, NATIVE };
 export const FUZZ_DIR = join(NATIVE, 'fuzz');
 const HARNESS = ['fuzz-datapath.c', 'rig.c', 'oracle.c', 'pkt.c'];
-export const ENGINE = ['offload_tx.c', 'offload_rx.c', 'csum.c', 'engine.c', 'vxlan.c', 'peers.c', 'ipv4.c', 'segment.c'];
 
 export function hasClang(): boolean {
   return spawnSync('clang', ['--version']).status === 0;
@@ -17,7 +18,7 @@ export function hasClang(): boolean {
 export function buildFuzzer(dir: string, fuzzDir = FUZZ_DIR): string {
   const bin = join(dir, 'fuzz-datapath');
   execFileSync('clang', ['-g', '-O1', '-fsanitize=fuzzer,address,undefined', '-fno-sanitize-recover=undefined',
-    ...HARNESS.map((f) => join(fuzzDir, f)), ...ENGINE.map((f) => join(fuzzDir, '..', 'src', f)), '-o', bin], { stdio: 'pipe' });
+    ...HARNESS.map((f) => join(fuzzDir, f)), ...engineSources(join(fuzzDir, '..', 'src')), ...ENGINE_LIBS, '-o', bin], { stdio: 'pipe' });
   return bin;
 }
 

@@ -38,7 +38,7 @@ t.test(`the fuzzer finds bug 1 again in the engine of ${BUG1_COMMIT}, without it
   const old = join(dir, 'tree');
   mkdirSync(join(old, 'src'), { recursive: true });
   cpSync(FUZZ_DIR, join(old, 'fuzz'), { recursive: true });
-  for (const f of [...ENGINE, ...ENGINE.map((c) => c.replace(/\.c$/, '.h')), 'engine_internal.h', 'layout.h', 'offload.h', 'sys.h']) {
+  for (const f of [...ENGINE, ...ENGINE.map((c) => c.replace(/\.c$/, '.h')), 'engine_internal.h', 'layout.h', 'offload.h', 'sys.h', 'mode.h']) {
     const r = spawnSync('git', ['show', `${BUG1_COMMIT}:backends/datapath/native/src/${f}`], { cwd: ROOT, encoding: 'utf8' });
     if (r.status === 0) writeFileSync(join(old, 'src', f), r.stdout);
   }

@@ -8,9 +8,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { ENGINE_LIBS, NATIVE, engineSources } from '../helpers/native-sources.js';
 
-const NATIVE = new URL('../../backends/datapath/native/', import.meta.url).pathname;
-const SOURCES = ['offload_tx.c', 'offload_rx.c', 'csum.c', 'engine.c', 'vxlan.c', 'peers.c', 'ipv4.c', 'segment.c'].map((f) => join(NATIVE, 'src', f));
+const SOURCES = engineSources();
 
 const CASES: Record<string, RegExp> = {
   'data-offset-offload': /data offsets 0-4 and 15 \(offload\): 0 written, rx_malformed 11/,
@@ -29,7 +29,7 @@ t.test('packet engine hardening against the real kernel', async (t) => {
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const bin = join(dir, 'engine-hardening-test');
   execFileSync('cc', ['-O1', '-g', '-Wall', '-fsanitize=address,undefined', '-fno-sanitize-recover=undefined', '-Wl,--wrap=read',
-    join(NATIVE, 'test', 'engine-hardening-test.c'), ...SOURCES, '-o', bin], { stdio: 'pipe' });
+    join(NATIVE, 'test', 'engine-hardening-test.c'), ...SOURCES, ...ENGINE_LIBS, '-o', bin], { stdio: 'pipe' });
   for (const [name, expected] of Object.entries(CASES)) {
     const r = spawnSync(bin, [name], { encoding: 'utf8', timeout: 60_000 });
     t.comment(r.stdout.trim());

@@ -10,16 +10,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { ENGINE_LIBS, NATIVE, engineSources } from '../helpers/native-sources.js';
 
-const NATIVE = new URL('../../backends/datapath/native/', import.meta.url).pathname;
-const SOURCES = ['offload_tx.c', 'offload_rx.c', 'csum.c', 'engine.c', 'vxlan.c', 'peers.c', 'ipv4.c', 'segment.c'].map((f) => join(NATIVE, 'src', f));
+const SOURCES = engineSources();
 
 t.test('offload TX: datagrams grouped into UDP GSO messages as designed, each intact', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'flannel-ts-txbatch-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const bin = join(dir, 'tx-batch-test');
   execFileSync('cc', ['-O1', '-g', '-Wall', '-fsanitize=address,undefined', '-fno-sanitize-recover=undefined',
-    join(NATIVE, 'test', 'tx-batch-test.c'), ...SOURCES, '-o', bin], { stdio: 'pipe' });
+    join(NATIVE, 'test', 'tx-batch-test.c'), ...SOURCES, ...ENGINE_LIBS, '-o', bin], { stdio: 'pipe' });
   const r = spawnSync(bin, { encoding: 'utf8', timeout: 60_000 });
   t.comment(r.stdout.trim().replace(/\[(1,){20,}1\]/, '[1 × 92]'));
   t.equal(r.status, 0, `every check passed${r.stderr ? `:\n${r.stderr}` : ''}`);

@@ -15,7 +15,7 @@
 
 typedef struct {
   fl_engine engine;
-  napi_ref refs[4];  /* peer table, stats, tx fds, mac: keeps the shared memory alive */
+  napi_ref refs[5];  /* peer table, stats, tx fds, mac, wireguard state: keeps the shared memory alive */
   int open;
 } engine_box;
 
@@ -149,6 +149,44 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   return fd < 0 ? throw_errno(env, fd, "bind") : num(env, fd);
 }
 
+/* Typed-array contents; returns 0 if `v` is not a typed array of type `want`. An empty array is valid. */
+static int typed_data(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
+  napi_typedarray_type type;
+  *data = NULL;
+  *length = 0;
+  return napi_get_typedarray_info(env, v, &type, length, data, NULL, NULL) == napi_ok && type == want;
+}
+
+/* pipeOpen() → [readFd, writeFd], both non-blocking */
+static napi_value pipe_open(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fds[2];
+  int r = fl_pipe_open(fds);
+  if (r < 0) return throw_errno(env, r, "pipe2");
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_set_element(env, arr, 0, num(env, fds[0])));
+  CHECK(napi_set_element(env, arr, 1, num(env, fds[1])));
+  return arr;
+}
+
+/* udpSendTo(fd, bytes: Uint8Array, ipHostOrder, port) → bytes sent; throws with the errno (EAGAIN when the buffer is full). */
+static napi_value udp_send_to(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  double fd, ip, port;
+  void *data = NULL;
+  size_t len = 0;
+  if (!get_int(env, argv[0], "fd", 0, FD_MAX, &fd) || !get_int(env, argv[2], "ip", 0, U32_MAX, &ip) ||
+      !get_int(env, argv[3], "port", 1, 65535, &port)) return NULL;
+  if (!typed_data(env, argv[1], napi_uint8_array, &data, &len)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "udpSendTo: bytes must be a Uint8Array");
+    return NULL;
+  }
+  int r = fl_udp_send((int)fd, data, len, (uint32_t)ip, (uint16_t)port);
+  return r < 0 ? throw_errno(env, r, "sendto") : num(env, r);
+}
+
 static napi_value eventfd_open(napi_env env, napi_callback_info info) {
   (void)info;
   int fd = fl_eventfd_open();
@@ -173,18 +211,10 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return r < 0 ? throw_errno(env, r, "close") : NULL;
 }
 
-/* Typed-array contents; returns 0 if `v` is not a typed array of type `want`. An empty array is valid. */
-static int typed_data(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
-  napi_typedarray_type type;
-  *data = NULL;
-  *length = 0;
-  return napi_get_typedarray_info(env, v, &type, length, data, NULL, NULL) == napi_ok && type == want;
-}
-
 static void release(napi_env env, engine_box *box) {
   if (box->open) fl_engine_free(&box->engine);
   box->open = 0;
-  for (int i = 0; i < 4; i++) if (box->refs[i]) { napi_delete_reference(env, box->refs[i]); box->refs[i] = NULL; }
+  for (int i = 0; i < 5; i++) if (box->refs[i]) { napi_delete_reference(env, box->refs[i]); box->refs[i] = NULL; }
 }
 
 static void finalize_box(napi_env env, void *data, void *hint) {
@@ -194,22 +224,37 @@ static void finalize_box(napi_env env, void *data, void *hint) {
 }
 
 /* engineCreate({ mode, devFd, udpFd, stopFd, peerTable: Uint32Array, stats: BigUint64Array,
- *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array, offload, uso?, spinUs? }) → external */
+ *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array, offload, uso?, spinUs?,
+ *   wgTable?: Uint8Array, ctrlFd? }) → external. wireguard mode needs wgTable (the shared state of
+ *   layout.h) and ctrlFd (the write end of the control plane's handshake pipe). */
 static napi_value engine_create(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
   napi_value o = argv[0];
-  double mode, dev_fd, udp_fd, stop_fd, dev_ip, own_subnet, own_mask, mtu, vni, spin;
+  double mode, dev_fd, udp_fd, stop_fd, dev_ip, own_subnet, own_mask, mtu, vni, spin, ctrl_fd;
   bool offload, uso;
-  if (!int_prop(env, o, "mode", FL_MODE_UDP, FL_MODE_VXLAN, 0, 0, &mode) ||
+  if (!int_prop(env, o, "mode", FL_MODE_UDP, FL_MODE_WIREGUARD, 0, 0, &mode) ||
+      !int_prop(env, o, "ctrlFd", 0, FD_MAX, 1, -1, &ctrl_fd) ||
       !int_prop(env, o, "devFd", 0, FD_MAX, 0, 0, &dev_fd) || !int_prop(env, o, "udpFd", 0, FD_MAX, 0, 0, &udp_fd) ||
       !int_prop(env, o, "stopFd", 0, FD_MAX, 0, 0, &stop_fd) || !int_prop(env, o, "devIp", 0, U32_MAX, 0, 0, &dev_ip) ||
       !int_prop(env, o, "ownSubnet", 0, U32_MAX, 0, 0, &own_subnet) || !int_prop(env, o, "ownMask", 0, U32_MAX, 0, 0, &own_mask) ||
       !int_prop(env, o, "mtu", 68, 65535, 0, 0, &mtu) || !int_prop(env, o, "vni", 0, 16777215, 0, 0, &vni) ||
       !int_prop(env, o, "spinUs", 0, 1000000, 1, 0, &spin) || !bool_prop(env, o, "offload", &offload) || !bool_prop(env, o, "uso", &uso))
     return NULL;
-  napi_value arrays[4] = {prop(env, o, "peerTable"), prop(env, o, "stats"), prop(env, o, "txFds"), prop(env, o, "devMac")};
-  for (int i = 0; i < 4; i++) if (!arrays[i]) return NULL;
+  napi_value arrays[5] = {prop(env, o, "peerTable"), prop(env, o, "stats"), prop(env, o, "txFds"), prop(env, o, "devMac"), prop(env, o, "wgTable")};
+  for (int i = 0; i < 5; i++) if (!arrays[i]) return NULL;
+  napi_valuetype wg_type;
+  if (napi_typeof(env, arrays[4], &wg_type) != napi_ok) return NULL;
+  size_t n_wg = 0;
+  void *wg = NULL;
+  if (wg_type != napi_undefined && !typed_data(env, arrays[4], napi_uint8_array, &wg, &n_wg)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "engineCreate: wgTable must be a Uint8Array");
+    return NULL;
+  }
+  if (mode == FL_MODE_WIREGUARD && (!wg || ctrl_fd < 0)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "engineCreate: wireguard mode needs wgTable and ctrlFd");
+    return NULL;
+  }
   size_t n_words = 0, n_stats = 0, n_fds = 0, n_mac = 0;
   void *table = NULL, *stats = NULL, *fds = NULL, *mac = NULL;
   int ok = typed_data(env, arrays[0], napi_uint32_array, &table, &n_words) &&
@@ -250,11 +295,15 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   memcpy(e->dev_mac, mac, 6);
   e->n_tx_fds = (uint32_t)n_fds;
   e->stat_slots = (uint32_t)((n_stats - ST_GLOBAL_COUNT) / SP_WORDS);
+  e->wg = wg;
+  e->wg_len = n_wg;
+  e->ctrl_fd = (int)ctrl_fd;
   int r = fl_engine_init(e);
   if (r < 0) { fl_engine_free(e); free(box); return throw_errno(env, r, "engineCreate"); }
   if (e->vnet) fl_offload_probe(e);
   box->open = 1;
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < 5; i++) {
+    if (i == 4 && !wg) break;
     if (napi_create_reference(env, arrays[i], 1, &box->refs[i]) != napi_ok) {
       release(env, box);
       free(box);
@@ -323,6 +372,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"tunSetOffload", NULL, tun_set_offload, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"pipeOpen", NULL, pipe_open, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpSendTo", NULL, udp_send_to, NULL, NULL, NULL, napi_enumerable, NULL},
     {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
     {"engineCreate", NULL, engine_create, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -23,9 +23,15 @@
 
 #define FL_UDP_SEGMENT 103 /* UDP_SEGMENT, <linux/udp.h> */
 
+static const fl_mode *const MODES[] = {[FL_MODE_UDP] = &fl_mode_udp, [FL_MODE_VXLAN] = &fl_mode_vxlan, [FL_MODE_WIREGUARD] = &fl_mode_wireguard};
+
 int fl_engine_init(fl_engine *e) {
   memset(&e->peers, 0, sizeof e->peers);
+  if (e->mode < 0 || e->mode > FL_MODE_WIREGUARD) return -EINVAL;
+  e->ops = MODES[e->mode];
   e->slot_size = e->mtu + 64 < 2048 ? 2048 : ((e->mtu + 64 + 1023) & ~1023u);
+  /* offload TX: a header slot, or for a sealing mode a whole datagram (prefix, inner packet, suffix) */
+  e->tx_slot = e->ops->seal ? ((e->ops->prefix + e->mtu + e->ops->suffix + 63) & ~(size_t)63) : FL_TX_HDR;
   e->bufs = malloc((size_t)e->slot_size * FL_BATCH);
   e->seg = malloc(e->slot_size);
   e->rx_bufs = NULL; /* allocated by the first RX pump: only the RX worker needs it */
@@ -35,10 +41,11 @@ int fl_engine_init(fl_engine *e) {
   e->n_flows = 0;
   if (e->vnet) {
     e->tx_rbuf = malloc((size_t)FL_TX_READS * FL_SUPER);
-    e->tx_hdrs = malloc((size_t)FL_TX_SEGS * FL_TX_HDR);
+    e->tx_hdrs = malloc((size_t)FL_TX_SEGS * e->tx_slot);
     e->tx_iov = calloc(FL_TX_IOVS, sizeof *e->tx_iov);
   }
-  return e->bufs && e->seg && e->ctrl && (!e->vnet || (e->tx_rbuf && e->tx_hdrs && e->tx_iov)) ? 0 : -ENOMEM;
+  if (!(e->bufs && e->seg && e->ctrl && (!e->vnet || (e->tx_rbuf && e->tx_hdrs && e->tx_iov)))) return -ENOMEM;
+  return e->ops->init ? e->ops->init(e) : 0;
 }
 
 ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, size_t len) {
@@ -93,6 +100,7 @@ void fl_engine_free(fl_engine *e) {
   e->bufs = e->seg = e->rx_bufs = e->tx_rbuf = e->tx_hdrs = NULL;
   e->tx_iov = NULL;
   e->ctrl = NULL;
+  if (e->ops && e->ops->free) e->ops->free(e);
   fl_peers_free(&e->peers);
 }
 
@@ -184,26 +192,24 @@ const fl_peer *fl_route_ipv4(fl_engine *e, uint8_t *pkt, size_t len) {
 }
 
 
-/* Adds the packet in slot n to the batch: iovecs, destination, counters. */
-static void enqueue(fl_engine *e, int n, const fl_peer *peer, uint8_t *buf, size_t len) {
-  int iovs = 0;
-  if (e->mode == FL_MODE_VXLAN) {
-    uint8_t *h = e->vxlan_hdr[n];
-    fl_vxlan_header(e, h);
-    e->iov[n][iovs].iov_base = h;
-    e->iov[n][iovs++].iov_len = 8;
-  }
-  e->iov[n][iovs].iov_base = buf;
-  e->iov[n][iovs++].iov_len = len;
-  e->addrs[n].sin_family = AF_INET;
-  e->addrs[n].sin_port = htons((uint16_t)peer->port);
-  e->addrs[n].sin_addr.s_addr = htonl(peer->public_ip);
+/* Adds datagram n of the batch (d, len bytes) to `peer`: iovec, destination, counters (`inner` bytes). */
+static void enqueue(fl_engine *e, int n, const fl_peer *peer, uint8_t *d, size_t len, size_t inner) {
+  e->iov[n][0].iov_base = d;
+  e->iov[n][0].iov_len = len;
+  fl_peer_address(e, peer, &e->addrs[n]);
   memset(&e->msgs[n].msg_hdr, 0, sizeof e->msgs[n].msg_hdr);
   e->msgs[n].msg_hdr.msg_iov = e->iov[n];
-  e->msgs[n].msg_hdr.msg_iovlen = (size_t)iovs;
+  e->msgs[n].msg_hdr.msg_iovlen = 1;
   e->msgs[n].msg_hdr.msg_name = &e->addrs[n];
   e->msgs[n].msg_hdr.msg_namelen = sizeof e->addrs[n];
-  fl_count_tx(e, peer, 1, len);
+  fl_count_tx(e, peer, 1, inner);
+}
+
+void fl_peer_address(fl_engine *e, const fl_peer *peer, struct sockaddr_in *to) {
+  to->sin_family = AF_INET;
+  if (e->ops->endpoint) { e->ops->endpoint(e, peer, to); return; }
+  to->sin_port = htons((uint16_t)peer->port);
+  to->sin_addr.s_addr = htonl(peer->public_ip);
 }
 
 void fl_send_runs(fl_engine *e, int n, const int *fd_of) {
@@ -215,33 +221,32 @@ void fl_send_runs(fl_engine *e, int n, const int *fd_of) {
   }
 }
 
-/* One per-packet TX step: reads packets until EAGAIN or a full batch, routes them, sends the batch.
+/* One per-packet TX step: reads packets until EAGAIN or a full batch, routes them, frames them in
+ * place (each read lands FL_HEADROOM bytes into its slot, room for the mode's prefix), sends the batch.
  * Returns the number of reads, 0 when the device had nothing, or -errno. */
 static int tx_step_plain(fl_engine *e) {
   int fd_of[FL_BATCH];
   int n = 0, reads = 0, err = 0;
+  const fl_mode *m = e->ops;
   while (n < FL_BATCH && reads < 4 * FL_BATCH) {
-    uint8_t *buf = e->bufs + (size_t)n * e->slot_size;
-    ssize_t r = read(e->dev_fd, buf, e->slot_size);
+    uint8_t *buf = e->bufs + (size_t)n * e->slot_size + FL_HEADROOM;
+    ssize_t r = read(e->dev_fd, buf, e->slot_size - FL_HEADROOM - m->suffix);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) err = -errno; /* still send what was read (and counted) before it */
       break;
     }
     reads++;
-    const fl_peer *peer;
     size_t len = (size_t)r;
-    if (e->mode == FL_MODE_VXLAN) {
-      uint32_t hash = 0;
-      peer = fl_vxlan_route(e, buf, len, &hash);
-      fd_of[n] = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
-    } else {
-      peer = fl_route_ipv4(e, buf, len);
-      if (peer) len = fl_rd16(buf + 2);
-      fd_of[n] = e->n_tx_fds ? e->tx_fds[fl_flow_hash(buf, len) % e->n_tx_fds] : e->udp_fd;
-    }
+    uint32_t hash = 0;
+    const fl_peer *peer = m->route(e, buf, &len, &hash);
     if (!peer) continue;
-    enqueue(e, n, peer, buf, len);
+    uint8_t *d = buf - m->prefix;
+    size_t wire = m->prefix + len;
+    if (m->write_prefix) m->write_prefix(e, d);
+    if (m->seal && !(wire = m->seal(e, peer, d, len))) continue;
+    fd_of[n] = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
+    enqueue(e, n, peer, d, wire, len);
     n++;
   }
   if (n > 0) fl_send_runs(e, n, fd_of);
@@ -281,7 +286,7 @@ static void prepare_recv(fl_engine *e) {
 /* A frame larger than the device MTU: a peer's TSO super-frame that reached us whole (veth and
  * virtio underlays keep GSO packets intact). TCP is segmented here at the MTU; anything else drops. */
 void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len) {
-  size_t l2 = e->mode == FL_MODE_VXLAN ? 14 : 0;
+  size_t l2 = e->ops->l2;
   const uint8_t *ip = frame + l2;
   size_t ihl = fl_ipv4_header_len(ip, len - l2);
   if (!ihl || ip[9] != 6 || (fl_rd16(ip + 6) & 0x3fff) || len < l2 + ihl + 20) { STAT(e, ST_DROP_OVERSIZE)++; return; }
@@ -305,13 +310,11 @@ static int rx_step_plain(fl_engine *e) {
   STAT(e, ST_RX_BATCHES)++;
   for (int i = 0; i < n; i++) {
     uint8_t *pkt = e->iov[i][0].iov_base;
-    size_t len = e->msgs[i].msg_len;
     if (e->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
-    const fl_peer *peer = fl_peers_by_public(&e->peers, ntohl(e->addrs[i].sin_addr.s_addr));
-    if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
-    size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, len, NULL) : fl_accept_ipv4(e, peer, pkt, len, NULL);
+    const fl_peer *peer = NULL;
+    size_t out = e->ops->decap(e, &e->addrs[i], &pkt, e->msgs[i].msg_len, &peer, NULL);
     if (!out) continue;
-    if (out > e->mtu + (e->mode == FL_MODE_VXLAN ? 14u : 0u)) { fl_write_segmented(e, peer, pkt, out); continue; }
+    if (out > e->mtu + e->ops->l2) { fl_write_segmented(e, peer, pkt, out); continue; }
     fl_deliver(e, peer, NULL, pkt, out);
   }
   return n;

@@ -10,16 +10,19 @@
 #include <netinet/in.h>
 #include <sys/uio.h>
 #include "peers.h"
+#include "mode.h"
 
 #define FL_MODE_UDP 0
 #define FL_MODE_VXLAN 1
+#define FL_MODE_WIREGUARD 2
+#define FL_HEADROOM 16            /* per-packet TX: bytes kept before each read for the mode's prefix */
 #define FL_BATCH 64
 #define FL_RX_SLOT (65536 + 64)
 #define FL_VNET_HDR_LEN 10
 #define FL_TX_READS 8            /* super-packets read per offload TX batch */
 #define FL_SUPER (65536 + 128)    /* one read: vnet header + up to 64 KB */
 #define FL_TX_SEGS 512            /* segment header slots per offload TX batch */
-#define FL_TX_HDR 160             /* one slot: VXLAN 8 + Ethernet 14 + IPv4 ≤ 60 + TCP ≤ 60 */
+#define FL_TX_HDR 160             /* one slot: VXLAN 8 + Ethernet 14 + IPv4 ≤ 60 + TCP ≤ 60 (sealing modes: a whole datagram) */
 #define FL_TX_IOVS (2 * FL_TX_SEGS) /* a header and a payload iovec per datagram */
 #define FL_RX_MSGS 16             /* GRO trains received per offload RX batch */
 #define FL_GRO_FLOWS 16
@@ -40,8 +43,9 @@ typedef struct {
 #define FL_DIR_TX 1 /* device → UDP */
 #define FL_DIR_RX 2 /* UDP → device */
 
-typedef struct {
-  int mode;
+typedef struct fl_engine_s {
+  int mode;          /* FL_MODE_*: picks `ops` in fl_engine_init */
+  const fl_mode *ops;
   int dev_fd;        /* TUN (udp mode) or TAP (vxlan mode) */
   int udp_fd;        /* the bound UDP socket: receives, and sends in udp mode */
   int stop_fd;       /* eventfd: readable = stop */
@@ -75,8 +79,17 @@ typedef struct {
   struct mmsghdr msgs[FL_BATCH];
   struct iovec iov[FL_BATCH][2];
   struct sockaddr_in addrs[FL_BATCH];
-  uint8_t vxlan_hdr[FL_BATCH][8];
   uint8_t icmp[1600];
+  size_t tx_slot;    /* offload TX: bytes per tx_hdrs slot (FL_TX_HDR, or a whole datagram when the mode seals) */
+  /* wireguard mode (wireguard.c) */
+  uint8_t *wg;       /* the shared state (layout.h "wireguard mode") */
+  size_t wg_len;
+  int ctrl_fd;       /* write end of the control plane's handshake pipe */
+  uint32_t wg_kp_capacity, wg_peer_capacity;
+  size_t wg_kp_offset;
+  uint64_t wg_reject_us, wg_rekey_us;
+  void *wg_tx_cipher, *wg_rx_cipher; /* EVP_CIPHER_CTX, one per direction and engine */
+  uint8_t *wg_tx_kp; /* the keypair route() chose for the packet being sent */
 } fl_engine;
 
 /* Allocates buffers; returns 0 or -errno. The caller fills the fields above first. */

@@ -16,6 +16,8 @@ void fl_send_batch(fl_engine *e, int fd, struct mmsghdr *msgs, int n);
 /* Sends msgs[0..n), message i out of socket fd_of[i] (the one its flow hash picked): each run of
  * messages with the same socket is one sendmmsg. */
 void fl_send_runs(fl_engine *e, int n, const int *fd_of);
+/* TX of the IPv4 modes: the peer whose subnet holds the destination (else an ICMP unreachable to the
+ * sender), the TTL decremented. NULL when dropped or answered. */
 const fl_peer *fl_route_ipv4(fl_engine *e, uint8_t *pkt, size_t len);
 /* RX checks of an inner IPv4 packet common to both modes, each drop counted by reason: a sound header
  * (ST_DROP_RX_MALFORMED) with a right checksum (ST_DROP_BAD_CHECKSUM), a source in the sending peer's
@@ -28,8 +30,8 @@ int fl_accept_inner(fl_engine *e, const fl_peer *peer, const uint8_t *ip, size_t
  * reported there (the offload loops write it with NEEDS_CSUM); with NULL it is completed. */
 size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, int *partial);
 uint32_t fl_flow_hash(const uint8_t *ip, size_t len);
-const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, uint32_t *flow_hash);
-size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len, int *partial);
+/* Where datagrams to `peer` go: the mode's endpoint (wireguard: where the peer last spoke from), or the lease's. */
+void fl_peer_address(fl_engine *e, const fl_peer *peer, struct sockaddr_in *to);
 void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len);
 /* TCP segmentation (segment.c). The headers of the segment carrying payload bytes [off, off+n) of the
  * super-packet `frame` (l2 bytes before its IPv4 header), written at `out` with the TCP checksum left
@@ -41,8 +43,6 @@ void fl_tcp_complete_csum(uint8_t *ip, const uint8_t *payload, size_t n);
 size_t fl_tcp_segment(uint8_t *out, size_t cap, const uint8_t *frame, size_t l2, size_t mss, size_t off);
 /* Writes one packet (or frame) to the device, with a virtio_net_hdr (zeros when NULL) when it has them. */
 ssize_t fl_dev_write(fl_engine *e, const void *vnet_hdr, const uint8_t *pkt, size_t len);
-/* The 8-byte VXLAN header (I flag, our VNI) at h. */
-void fl_vxlan_header(const fl_engine *e, uint8_t *h);
 /* Count packets sent to a peer / written to the device, globally and for the peer. */
 void fl_count_tx(fl_engine *e, const fl_peer *peer, uint64_t packets, uint64_t bytes);
 void fl_count_rx(fl_engine *e, const fl_peer *peer, uint64_t packets, uint64_t bytes);

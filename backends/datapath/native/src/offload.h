@@ -1,5 +1,5 @@
 /* Shared by the offload loops (offload_tx.c, offload_rx.c): the virtio_net_hdr that goes with every
- * read and write on a device opened with IFF_VNET_HDR, and the framing offsets of the two modes. */
+ * read and write on a device opened with IFF_VNET_HDR, and the framing offsets of the mode (mode.h). */
 #ifndef FLANNEL_OFFLOAD_H
 #define FLANNEL_OFFLOAD_H
 #include "engine.h"
@@ -26,6 +26,6 @@ typedef struct {
 } __attribute__((packed)) vnet_hdr;
 
 /* The Ethernet header before the IP packet (vxlan: TAP frames) and the VXLAN header before it on the wire. */
-static inline size_t fl_l2_len(const fl_engine *e) { return e->mode == FL_MODE_VXLAN ? 14 : 0; }
-static inline size_t fl_prefix_len(const fl_engine *e) { return e->mode == FL_MODE_VXLAN ? 8 : 0; }
+static inline size_t fl_l2_len(const fl_engine *e) { return e->ops->l2; }
+static inline size_t fl_prefix_len(const fl_engine *e) { return e->ops->prefix; }
 #endif

@@ -194,13 +194,14 @@ static void write_super(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t 
   if (fl_deliver(e, peer, &vh, pkt, len)) STAT(e, ST_SEGMENTED_SUPER_FRAMES)++;
 }
 
-static void rx_datagram(fl_engine *e, const fl_peer *peer, uint8_t *d, size_t dlen, size_t inner_mss) {
+static void rx_datagram(fl_engine *e, const struct sockaddr_in *from, uint8_t *d, size_t dlen, size_t inner_mss) {
   uint8_t *pkt = d;
   int partial = 0;
-  size_t out = e->mode == FL_MODE_VXLAN ? fl_vxlan_accept(e, peer, &pkt, dlen, &partial) : fl_accept_ipv4(e, peer, pkt, dlen, &partial);
+  const fl_peer *peer = NULL;
+  size_t out = e->ops->decap(e, from, &pkt, dlen, &peer, &partial);
   if (!out) return;
   if (out > e->mtu + fl_l2_len(e)) {
-    if (e->mode == FL_MODE_VXLAN) write_super(e, peer, pkt, out, inner_mss);
+    if (e->ops->gso_to_device) write_super(e, peer, pkt, out, inner_mss);
     else STAT(e, ST_DROP_OVERSIZE)++;
     return;
   }
@@ -214,9 +215,9 @@ static int single_datagram(const fl_engine *e, const uint8_t *d, size_t len) {
 }
 
 /* One received message: a single datagram, a tunnel super-frame, or a GRO train of datagrams. */
-static void rx_message(fl_engine *e, const fl_peer *peer, uint8_t *buf, size_t len, size_t gso) {
-  if (!gso || gso >= len || single_datagram(e, buf, len)) { rx_datagram(e, peer, buf, len, gso); return; }
-  for (size_t off = 0; off < len; off += gso) rx_datagram(e, peer, buf + off, len - off < gso ? len - off : gso, 0);
+static void rx_message(fl_engine *e, const struct sockaddr_in *from, uint8_t *buf, size_t len, size_t gso) {
+  if (!gso || gso >= len || (e->ops->peer_super_frames && single_datagram(e, buf, len))) { rx_datagram(e, from, buf, len, gso); return; }
+  for (size_t off = 0; off < len; off += gso) rx_datagram(e, from, buf + off, len - off < gso ? len - off : gso, 0);
 }
 
 static int gro_size(struct msghdr *h) {
@@ -253,9 +254,7 @@ int fl_rx_step_offload(fl_engine *e) {
     uint8_t *buf = e->iov[i][0].iov_base;
     size_t len = e->msgs[i].msg_len;
     if (h->msg_flags & MSG_TRUNC) { STAT(e, ST_DROP_OVERSIZE)++; continue; }
-    const fl_peer *peer = fl_peers_by_public(&e->peers, ntohl(e->addrs[i].sin_addr.s_addr));
-    if (!peer) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; continue; }
-    rx_message(e, peer, buf, len, (size_t)gro_size(h));
+    rx_message(e, &e->addrs[i], buf, len, (size_t)gro_size(h));
   }
   flush_all(e);
   return n;

@@ -40,14 +40,12 @@ static void batch_send(fl_engine *e, tx_batch *b) {
 /* A header slot for the next datagram; sends what is pending first when the batch is full. */
 static uint8_t *next_header(fl_engine *e, tx_batch *b) {
   if (b->hdrs == FL_TX_SEGS || b->iovs + 2 > FL_TX_IOVS || b->m == FL_BATCH) batch_send(e, b);
-  return e->tx_hdrs + (size_t)b->hdrs++ * FL_TX_HDR;
+  return e->tx_hdrs + (size_t)b->hdrs++ * e->tx_slot;
 }
 
 static void start_message(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, size_t size) {
   int m = b->m++;
-  e->addrs[m].sin_family = AF_INET;
-  e->addrs[m].sin_port = htons((uint16_t)peer->port);
-  e->addrs[m].sin_addr.s_addr = htonl(peer->public_ip);
+  fl_peer_address(e, peer, &e->addrs[m]);
   struct msghdr *h = &e->msgs[m].msg_hdr;
   memset(h, 0, sizeof *h);
   h->msg_iov = e->tx_iov + b->iovs;
@@ -91,7 +89,22 @@ static void add_datagram(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd,
   if (++b->count == 2) set_segment_size(e, m, b->size);
   /* A datagram larger than the device MTU allows (a plain send the kernel may fragment) never starts
    * a GSO message: the kernel refuses GSO datagrams above the path MTU. */
-  b->joinable = e->gso && len == b->size && b->count < MAX_GSO_SEGS && b->size <= fl_prefix_len(e) + fl_l2_len(e) + e->mtu;
+  b->joinable = e->gso && len == b->size && b->count < MAX_GSO_SEGS && b->size <= e->ops->wire_len(e, fl_l2_len(e) + e->mtu);
+}
+
+/* One datagram of a packet to `peer`: its inner headers are at h + prefix (hl bytes; a gathering mode's
+ * prefix is already before them), its payload is n bytes at p; `full` is the inner length of the
+ * packet's full-size segments (the GSO size on the wire follows from it). A gathering mode sends the
+ * header slot and the payload as they are; a sealing mode copies the payload behind the headers and
+ * seals the slot in place. */
+static void emit(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, uint8_t *h, size_t hl, const uint8_t *p, size_t n, size_t full) {
+  const fl_mode *m = e->ops;
+  size_t size = m->wire_len(e, full);
+  if (!m->seal) { add_datagram(e, b, peer, fd, h, m->prefix + hl, p, n, size); return; }
+  if (hl + n > fl_l2_len(e) + e->mtu) { STAT(e, ST_DROP_OVERSIZE)++; return; }
+  memcpy(h + m->prefix + hl, p, n);
+  size_t len = m->seal(e, peer, h, hl + n);
+  if (len) add_datagram(e, b, peer, fd, h, len, NULL, 0, size);
 }
 
 /* The checksum field at csum_start + csum_offset is a UDP header's (IPv4 or IPv6, no extension headers). */
@@ -117,20 +130,19 @@ static int complete_csum(const fl_engine *e, uint8_t *pkt, size_t len, const vne
 /* A packet the kernel did not segment: one datagram, its checksum finished if it was left to us. */
 static int add_plain(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, uint8_t *pkt, size_t len, const vnet_hdr *vh) {
   if ((vh->flags & VNET_F_NEEDS_CSUM) && !complete_csum(e, pkt, len, vh)) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
-  size_t pre = fl_prefix_len(e), plen = e->mode == FL_MODE_UDP ? fl_rd16(pkt + 2) : len;
   uint8_t *h = next_header(e, b);
-  if (pre) fl_vxlan_header(e, h);
-  add_datagram(e, b, peer, fd, h, pre, pkt, plen, pre + plen);
-  fl_count_tx(e, peer, 1, plen);
+  if (e->ops->write_prefix) e->ops->write_prefix(e, h);
+  emit(e, b, peer, fd, h, 0, pkt, len, len);
+  fl_count_tx(e, peer, 1, len);
   return 1;
 }
 
 /* The headers of datagram `i` of a USO super-packet (`l4`: where its UDP header starts), for payload
  * bytes [off, off+n): lengths, the IPv4 ID and both checksums. UDP checksums are always complete. */
 static void uso_header(const fl_engine *e, uint8_t *h, const uint8_t *pkt, size_t l4, size_t off, size_t n, size_t i) {
-  size_t l2 = fl_l2_len(e), pre = fl_prefix_len(e);
-  if (pre) fl_vxlan_header(e, h);
-  uint8_t *o = h + pre;
+  size_t l2 = fl_l2_len(e);
+  if (e->ops->write_prefix) e->ops->write_prefix(e, h);
+  uint8_t *o = h + fl_prefix_len(e);
   memcpy(o, pkt, l4 + 8);
   uint8_t *ip = o + l2, *udp = o + l4;
   uint64_t pseudo;
@@ -154,21 +166,21 @@ static void uso_header(const fl_engine *e, uint8_t *h, const uint8_t *pkt, size_
 /* A USO super-packet (UDP GSO from a local sender, or forwarded): one datagram per gso_size bytes of
  * payload, as the sender meant them. A datagram larger than our MTU cannot be split further. */
 static int add_uso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *pkt, size_t len, const vnet_hdr *vh) {
-  size_t l2 = fl_l2_len(e), pre = fl_prefix_len(e), l4 = vh->csum_start, gso = vh->gso_size;
+  size_t l2 = fl_l2_len(e), l4 = vh->csum_start, gso = vh->gso_size;
   const uint8_t *ip = pkt + l2;
   int v4 = len >= l2 + 20 && l4 >= l2 + 20 && ip[0] >> 4 == 4 && fl_ipv4_header_len(ip, len - l2) == l4 - l2 && ip[9] == 17 && (size_t)fl_rd16(ip + 2) + l2 == len;
   int v6 = len >= l2 + 40 && ip[0] >> 4 == 6 && l4 == l2 + 40 && ip[6] == 17 && (size_t)fl_rd16(ip + 4) + l2 + 40 == len;
   if (!(v4 || v6) || l4 + 8 >= len || vh->csum_offset != 6 || gso == 0) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
   if (l4 - l2 + 8 + gso > e->mtu) { STAT(e, ST_DROP_OVERSIZE)++; return 0; }
-  size_t payload = len - l4 - 8, hlen = pre + l4 + 8, nseg = (payload + gso - 1) / gso;
+  size_t payload = len - l4 - 8, hl = l4 + 8, nseg = (payload + gso - 1) / gso;
   for (size_t off = 0, i = 0; off < payload; off += gso, i++) {
     size_t n = payload - off < gso ? payload - off : gso;
     uint8_t *h = next_header(e, b);
     uso_header(e, h, pkt, l4, off, n, i);
-    add_datagram(e, b, peer, fd, h, hlen, pkt + l4 + 8 + off, n, hlen + gso);
+    emit(e, b, peer, fd, h, hl, pkt + l4 + 8 + off, n, hl + gso);
   }
   STAT(e, ST_SPLIT_USO_PACKETS)++;
-  fl_count_tx(e, peer, nseg, payload + nseg * (hlen - pre));
+  fl_count_tx(e, peer, nseg, payload + nseg * hl);
   return 1;
 }
 
@@ -184,20 +196,20 @@ static int add_tso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const
   }
   size_t payload = len - l2 - ihl - thl, mss = vh->gso_size;
   if (ihl + thl + mss > e->mtu) mss = e->mtu - ihl - thl;
-  size_t hlen = pre + l2 + ihl + thl, nseg = (payload + mss - 1) / mss;
+  size_t hl = l2 + ihl + thl, nseg = (payload + mss - 1) / mss;
   int partial = (peer->flags & FL_PEER_PARTIAL_CSUM) != 0;
   for (size_t off = 0; off < payload; off += mss) {
     size_t n = payload - off < mss ? payload - off : mss;
     uint8_t *h = next_header(e, b);
     const uint8_t *data = pkt + l2 + ihl + thl + off;
-    if (pre) fl_vxlan_header(e, h);
+    if (e->ops->write_prefix) e->ops->write_prefix(e, h);
     fl_tcp_segment_header(h + pre, pkt, l2, mss, off, n);
     /* A peer that accepts them gets the checksum partial, as the kernel left it: the payload is not even read. */
     if (!partial) fl_tcp_complete_csum(h + pre + l2, data, n);
-    add_datagram(e, b, peer, fd, h, hlen, data, n, hlen + mss);
+    emit(e, b, peer, fd, h, hl, data, n, hl + mss);
   }
   if (partial) STAT(e, ST_TX_PARTIAL_CHECKSUMS) += nseg;
-  fl_count_tx(e, peer, nseg, payload + nseg * (hlen - pre));
+  fl_count_tx(e, peer, nseg, payload + nseg * hl);
   return 1;
 }
 
@@ -210,9 +222,8 @@ static int tx_one(fl_engine *e, tx_batch *b, uint8_t *buf, size_t r) {
   uint8_t *pkt = buf + FL_VNET_HDR_LEN;
   size_t len = r - FL_VNET_HDR_LEN;
   uint32_t hash = 0;
-  const fl_peer *peer = e->mode == FL_MODE_VXLAN ? fl_vxlan_route(e, pkt, len, &hash) : fl_route_ipv4(e, pkt, len);
+  const fl_peer *peer = e->ops->route(e, pkt, &len, &hash);
   if (!peer) return 0;
-  if (e->mode == FL_MODE_UDP) hash = fl_flow_hash(pkt, len);
   int fd = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
   switch (vh.gso_type & (uint8_t)~VNET_GSO_ECN) {
     case VNET_GSO_NONE: return add_plain(e, b, peer, fd, pkt, len, &vh);

@@ -6,7 +6,7 @@
 /* PE_FLAGS bits */
 #define FL_PEER_PARTIAL_CSUM 1u /* the peer accepts partial inner TCP checksums (a flannel-ts node) */
 
-typedef struct {
+typedef struct fl_peer_s {
   uint32_t subnet, mask, public_ip, port, slot, flags;
   uint8_t mac[6];
 } fl_peer;

@@ -73,3 +73,13 @@ int fl_eventfd_signal(int fd) {
 }
 
 int fl_close(int fd) { return close(fd) < 0 ? -errno : 0; }
+
+int fl_pipe_open(int fds[2]) {
+  return pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+int fl_udp_send(int fd, const void *buf, size_t len, uint32_t ip, uint16_t port) {
+  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(ip)};
+  ssize_t r = sendto(fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to);
+  return r < 0 ? -errno : (int)r;
+}

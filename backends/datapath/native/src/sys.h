@@ -2,6 +2,7 @@
  * Pure syscall code: every function returns a non-negative result or -errno, never exits. */
 #ifndef FLANNEL_SYS_H
 #define FLANNEL_SYS_H
+#include <stddef.h>
 #include <stdint.h>
 
 #define FL_TUN_TAP 1u        /* IFF_TAP instead of IFF_TUN */
@@ -14,6 +15,10 @@ int fl_tun_open(const char *name, unsigned flags, char *name_out);
 int fl_tun_set_offload(int fd, unsigned offloads);
 /* Non-blocking UDP socket bound to ip:port (host order), SO_REUSEPORT optional, big buffers. */
 int fl_udp_open(uint32_t ip, uint16_t port, int reuse_port, int buf_bytes);
+/* A non-blocking pipe (O_CLOEXEC): fds[0] reads, fds[1] writes. */
+int fl_pipe_open(int fds[2]);
+/* One datagram out of a bound UDP socket to ip:port (host order), not waiting; returns bytes sent or -errno. */
+int fl_udp_send(int fd, const void *buf, size_t len, uint32_t ip, uint16_t port);
 int fl_eventfd_open(void);
 int fl_eventfd_signal(int fd);
 int fl_close(int fd);

@@ -5,6 +5,7 @@
 #include "engine_internal.h"
 #include "ipv4.h"
 #include "layout.h"
+#include <arpa/inet.h>
 #include <string.h>
 
 #define ETH_HLEN 14
@@ -26,13 +27,14 @@ uint32_t fl_flow_hash(const uint8_t *ip, size_t len) {
   return h;
 }
 
-void fl_vxlan_header(const fl_engine *e, uint8_t *h) {
+static void vxlan_header(const fl_engine *e, uint8_t *h) {
   memset(h, 0, 8);
   h[0] = 0x08; /* I flag */
   h[4] = (uint8_t)(e->vni >> 16); h[5] = (uint8_t)(e->vni >> 8); h[6] = (uint8_t)e->vni;
 }
 
-const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, uint32_t *hash) {
+static const fl_peer *vxlan_route(fl_engine *e, uint8_t *frame, size_t *lenp, uint32_t *hash) {
+  size_t len = *lenp;
   if (len < ETH_HLEN) { STAT(e, ST_DROP_TX_MALFORMED)++; return NULL; }
   if (frame[0] & 1) { STAT(e, ST_DROP_BROADCAST)++; return NULL; }   /* broadcast or multicast */
   const fl_peer *peer = fl_peers_by_mac(&e->peers, frame);
@@ -41,7 +43,7 @@ const fl_peer *fl_vxlan_route(fl_engine *e, const uint8_t *frame, size_t len, ui
   return peer;
 }
 
-size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len, int *partial) {
+static size_t vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t len, int *partial) {
   uint8_t *p = *pkt;
   if (partial) *partial = 0;
   if (len < 8 + ETH_HLEN) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
@@ -61,3 +63,21 @@ size_t fl_vxlan_accept(fl_engine *e, const fl_peer *peer, uint8_t **pkt, size_t 
   *pkt = frame;
   return out;
 }
+
+static size_t vxlan_wire_len(const fl_engine *e, size_t n) {
+  (void)e;
+  return 8 + n;
+}
+
+/* A sender is known by its source address (the lease's PublicIP). */
+static size_t vxlan_decap(fl_engine *e, const struct sockaddr_in *from, uint8_t **pkt, size_t len, const fl_peer **peer, int *partial) {
+  const fl_peer *p = fl_peers_by_public(&e->peers, ntohl(from->sin_addr.s_addr));
+  if (!p) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; return 0; }
+  *peer = p;
+  return vxlan_accept(e, p, pkt, len, partial);
+}
+
+const fl_mode fl_mode_vxlan = {
+  .name = "vxlan", .l2 = ETH_HLEN, .prefix = 8, .suffix = 0, .peer_super_frames = 1, .gso_to_device = 1,
+  .route = vxlan_route, .write_prefix = vxlan_header, .wire_len = vxlan_wire_len, .decap = vxlan_decap,
+};

@@ -1,0 +1,46 @@
+/* One table per engine mode: everything the packet loops need to know of a mode's wire format, so the
+ * loops never branch on the mode and a reader finds each mode's whole format in one file:
+ *   udp.c        flannel's udp: the inner IPv4 packet is the datagram
+ *   vxlan.c      RFC 7348: VXLAN header + Ethernet frame of the TAP VTEP
+ *   wireguard.c  WireGuard v1 transport messages: 16-byte header, ChaCha20-Poly1305 ciphertext, tag */
+#ifndef FLANNEL_MODE_H
+#define FLANNEL_MODE_H
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct fl_engine_s;
+struct fl_peer_s;
+
+typedef struct fl_mode {
+  const char *name;
+  /* Per-engine state of the mode (NULL: none): init returns 0 or -errno; free undoes it, also after a failed init. */
+  int (*init)(struct fl_engine_s *e);
+  void (*free)(struct fl_engine_s *e);
+  uint8_t l2;                /* device link-header bytes before the inner IPv4 header (TAP frames: 14) */
+  uint8_t prefix;            /* datagram bytes before the inner packet */
+  uint8_t suffix;            /* at most this many datagram bytes after it (wireguard: padding and tag) */
+  uint8_t peer_super_frames; /* RX: a datagram may be a peer's whole GSO super-frame (kernel peers over veth) */
+  uint8_t gso_to_device;     /* RX offload: such a super-frame goes to the device as GSO; otherwise dropped */
+  /* TX: the peer a packet (or frame) read from the device goes to; may shorten *len to the inner
+   * packet's own length and sets *hash (flow hash: picks the sending socket). NULL when it was
+   * dropped or answered (counted). */
+  const struct fl_peer_s *(*route)(struct fl_engine_s *e, uint8_t *pkt, size_t *len, uint32_t *hash);
+  /* TX, gathering modes: writes the `prefix` bytes before an inner packet at h (NULL: none). */
+  void (*write_prefix)(const struct fl_engine_s *e, uint8_t *h);
+  /* TX, sealing modes (NULL: gathering): turns the inner packet at d + prefix (n bytes, with room for
+   * `suffix` more) into the datagram at d, in place; returns its length, 0 when dropped (counted). The
+   * keys are those route() chose for the packet. */
+  size_t (*seal)(struct fl_engine_s *e, const struct fl_peer_s *peer, uint8_t *d, size_t n);
+  /* TX: the length on the wire of the datagram for an n-byte inner packet (UDP GSO sizes). */
+  size_t (*wire_len)(const struct fl_engine_s *e, size_t n);
+  /* TX: where datagrams to `peer` go (NULL: the lease's PublicIP and port). */
+  void (*endpoint)(struct fl_engine_s *e, const struct fl_peer_s *peer, struct sockaddr_in *to);
+  /* RX: one datagram from `from`: sets its sender and inner packet (*pkt, returns its length), or
+   * returns 0 (a counted drop, or a message handed to the control plane). With `partial` non-NULL a
+   * partial inner checksum is kept and flagged there (the offload loops); with NULL it is completed. */
+  size_t (*decap)(struct fl_engine_s *e, const struct sockaddr_in *from, uint8_t **pkt, size_t len, const struct fl_peer_s **peer, int *partial);
+} fl_mode;
+
+extern const fl_mode fl_mode_udp, fl_mode_vxlan, fl_mode_wireguard;
+#endif

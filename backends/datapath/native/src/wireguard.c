@@ -1,0 +1,266 @@
+/* wireguard mode: WireGuard v1 transport messages (whitepaper §5.4.6). The handshake, the timers and
+ * the keys' life cycle are the control plane's (backends/wireguard/session); this file only uses the
+ * keypairs it publishes in the shared state (layout.h, "wireguard mode").
+ *  TX: route by inner destination (the peer's subnet is its allowed IPs) → the peer's current keypair
+ *      → per datagram: a counter (fetch_add), the inner packet zero-padded to 16 (never beyond the MTU),
+ *      ChaCha20-Poly1305 in place, header (type 4, receiver index, counter) and tag around it.
+ *  RX: type 4 → keypair by receiver index → decrypt in place and authenticate → replay window →
+ *      the inner source must be in the sender's allowed IPs → the IPv4 checks of every mode.
+ *      Types 1-3 (handshake, cookie) go to the control plane through a pipe, whole, with the source.
+ * Cryptography is OpenSSL's (Node's own libcrypto, through its headers): nothing here is a primitive. */
+#define _GNU_SOURCE
+#include "engine_internal.h"
+#include "ipv4.h"
+#include "layout.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <sched.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MSG_INITIATION 1
+#define MSG_RESPONSE 2
+#define MSG_COOKIE_REPLY 3
+#define MSG_TRANSPORT 4
+#define HDR 16 /* type, reserved, receiver index, counter */
+#define TAG 16
+#define REKEY_AFTER_MESSAGES (1ull << 60)
+#define REJECT_AFTER_MESSAGES (UINT64_MAX - (1ull << 13)) /* 2^64 − 2^13 − 1 */
+#define REPLAY_BLOCKS 128
+#define REPLAY_WINDOW ((REPLAY_BLOCKS - 1) * 64)
+#define CTRL_HEADER 8 /* pipe record: u16 length, u16 source port, u32 source IPv4 (little-endian) */
+
+static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; } /* little-endian host */
+static inline uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint32_t *w32(uint8_t *p) { return (uint32_t *)(void *)p; }
+static inline uint64_t *w64(uint8_t *p) { return (uint64_t *)(void *)p; }
+
+static uint64_t now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+static uint8_t *peer_state(fl_engine *e, uint32_t slot) {
+  return slot < e->wg_peer_capacity ? e->wg + WG_HEADER_BYTES + (size_t)slot * WG_PEER_BYTES : NULL;
+}
+
+static uint8_t *keypair_at(fl_engine *e, uint32_t slot) {
+  return e->wg + e->wg_kp_offset + (size_t)(slot & (e->wg_kp_capacity - 1)) * WG_KP_BYTES;
+}
+
+static void want_handshake(uint8_t *ps) {
+  __atomic_fetch_or(w32(ps + WGP_FLAGS), WGP_F_WANT_HANDSHAKE, __ATOMIC_RELAXED);
+}
+
+static int wg_init(fl_engine *e) {
+  if (!e->wg || e->wg_len < WG_HEADER_BYTES || ((uintptr_t)e->wg & 7)) return -EINVAL;
+  uint32_t kps = ld32(e->wg + WG_HDR_KP_CAPACITY), peers = ld32(e->wg + WG_HDR_PEER_CAPACITY);
+  size_t kp_off = WG_HEADER_BYTES + (((size_t)peers * WG_PEER_BYTES + 63) & ~(size_t)63);
+  if (kps == 0 || (kps & (kps - 1)) || kp_off + (size_t)kps * WG_KP_BYTES > e->wg_len || e->ctrl_fd < 0) return -EINVAL;
+  e->wg_kp_capacity = kps;
+  e->wg_peer_capacity = peers;
+  e->wg_kp_offset = kp_off;
+  e->wg_reject_us = ld64(e->wg + WG_HDR_REJECT_AFTER_US);
+  e->wg_rekey_us = ld64(e->wg + WG_HDR_REKEY_AFTER_US);
+  EVP_CIPHER_CTX *tx = EVP_CIPHER_CTX_new(), *rx = EVP_CIPHER_CTX_new();
+  e->wg_tx_cipher = tx;
+  e->wg_rx_cipher = rx;
+  if (!tx || !rx || EVP_EncryptInit_ex(tx, EVP_chacha20_poly1305(), NULL, NULL, NULL) != 1 ||
+      EVP_DecryptInit_ex(rx, EVP_chacha20_poly1305(), NULL, NULL, NULL) != 1)
+    return -ENOMEM;
+  return 0;
+}
+
+static void wg_free(fl_engine *e) {
+  EVP_CIPHER_CTX_free(e->wg_tx_cipher);
+  EVP_CIPHER_CTX_free(e->wg_rx_cipher);
+  e->wg_tx_cipher = e->wg_rx_cipher = NULL;
+}
+
+/* A keypair that may still be used at `now`: published, not past REJECT_AFTER_TIME. */
+static int keypair_live(const fl_engine *e, uint8_t *kp, uint64_t now) {
+  if (__atomic_load_n(w32(kp + WGK_STATE), __ATOMIC_ACQUIRE) != 1) return 0;
+  uint64_t created = ld64(kp + WGK_CREATED_US);
+  return now >= created && now - created < e->wg_reject_us;
+}
+
+/* TX: the peer of the inner destination, and its current keypair for seal(). */
+static const fl_peer *wg_route(fl_engine *e, uint8_t *pkt, size_t *len, uint32_t *hash) {
+  const fl_peer *peer = fl_route_ipv4(e, pkt, *len);
+  if (!peer) return NULL;
+  *len = fl_rd16(pkt + 2);
+  *hash = fl_flow_hash(pkt, *len);
+  uint8_t *ps = peer_state(e, peer->slot);
+  if (!ps) { STAT(e, ST_DROP_NO_SESSION)++; return NULL; } /* no counters yet: no session either */
+  uint32_t cur = __atomic_load_n(w32(ps + WGP_CURRENT), __ATOMIC_ACQUIRE);
+  uint64_t now = now_us();
+  uint8_t *kp = cur ? keypair_at(e, cur - 1) : NULL;
+  if (!kp || !keypair_live(e, kp, now) || ld32(kp + WGK_PEER_SLOT) != peer->slot ||
+      __atomic_load_n(w64(kp + WGK_SEND_COUNTER), __ATOMIC_RELAXED) >= REJECT_AFTER_MESSAGES) {
+    want_handshake(ps);
+    STAT(e, ST_DROP_NO_SESSION)++;
+    return NULL;
+  }
+  uint32_t flags = __atomic_load_n(w32(kp + WGK_FLAGS), __ATOMIC_RELAXED);
+  if ((flags & WGK_F_INITIATOR) && (now - ld64(kp + WGK_CREATED_US) >= e->wg_rekey_us ||
+                                    __atomic_load_n(w64(kp + WGK_SEND_COUNTER), __ATOMIC_RELAXED) >= REKEY_AFTER_MESSAGES))
+    want_handshake(ps);
+  e->wg_tx_kp = kp;
+  return peer;
+}
+
+static size_t padded_len(const fl_engine *e, size_t n) {
+  size_t p = (n + 15) & ~(size_t)15;
+  return p > e->mtu && n <= e->mtu ? e->mtu : p;
+}
+
+static size_t wg_wire_len(const fl_engine *e, size_t n) {
+  return HDR + padded_len(e, n) + TAG;
+}
+
+static size_t wg_seal(fl_engine *e, const fl_peer *peer, uint8_t *d, size_t n) {
+  uint8_t *kp = e->wg_tx_kp;
+  uint64_t ctr = __atomic_fetch_add(w64(kp + WGK_SEND_COUNTER), 1, __ATOMIC_RELAXED);
+  if (ctr >= REJECT_AFTER_MESSAGES) {
+    uint8_t *ps = peer_state(e, peer->slot);
+    if (ps) want_handshake(ps);
+    STAT(e, ST_DROP_NO_SESSION)++;
+    return 0;
+  }
+  size_t padded = padded_len(e, n);
+  memset(d + HDR + n, 0, padded - n);
+  uint8_t nonce[12] = {0};
+  st64(nonce + 4, ctr);
+  EVP_CIPHER_CTX *c = e->wg_tx_cipher;
+  int out = 0, fin = 0;
+  if (EVP_EncryptInit_ex(c, NULL, NULL, kp + WGK_SEND_KEY, nonce) != 1 ||
+      EVP_EncryptUpdate(c, d + HDR, &out, d + HDR, (int)padded) != 1 ||
+      EVP_EncryptFinal_ex(c, d + HDR + out, &fin) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, TAG, d + HDR + padded) != 1) {
+    STAT(e, ST_TX_SEND_ERRORS)++;
+    return 0;
+  }
+  d[0] = MSG_TRANSPORT;
+  d[1] = d[2] = d[3] = 0;
+  st32(d + 4, ld32(kp + WGK_REMOTE_INDEX));
+  st64(d + 8, ctr);
+  return HDR + padded + TAG;
+}
+
+/* Where the peer last sent an authenticated packet from, or its lease's endpoint. */
+static void wg_endpoint(fl_engine *e, const fl_peer *peer, struct sockaddr_in *to) {
+  uint8_t *ps = peer_state(e, peer->slot);
+  uint64_t ep = ps ? __atomic_load_n(w64(ps + WGP_ENDPOINT), __ATOMIC_RELAXED) : 0;
+  to->sin_addr.s_addr = htonl(ep ? (uint32_t)(ep >> 16) : peer->public_ip);
+  to->sin_port = htons(ep ? (uint16_t)ep : (uint16_t)peer->port);
+}
+
+/* Handshake and cookie messages: to the control plane, whole, with their source. */
+static void to_control_plane(fl_engine *e, const struct sockaddr_in *from, const uint8_t *msg, size_t len) {
+  static const size_t sizes[4] = {[MSG_INITIATION] = 148, [MSG_RESPONSE] = 92, [MSG_COOKIE_REPLY] = 64};
+  if (len != sizes[msg[0]]) { STAT(e, ST_DROP_BAD_WG_MESSAGE)++; return; }
+  uint8_t rec[CTRL_HEADER + 148];
+  uint16_t total = (uint16_t)(CTRL_HEADER + len), port = ntohs(from->sin_port);
+  memcpy(rec, &total, 2);
+  memcpy(rec + 2, &port, 2);
+  st32(rec + 4, ntohl(from->sin_addr.s_addr));
+  memcpy(rec + CTRL_HEADER, msg, len);
+  /* One write of < PIPE_BUF bytes: whole or not at all (EAGAIN when the control plane is behind). */
+  if (write(e->ctrl_fd, rec, total) == (ssize_t)total) STAT(e, ST_WG_HANDSHAKES_QUEUED)++;
+  else STAT(e, ST_DROP_HANDSHAKE_QUEUE_FULL)++;
+}
+
+/* The replay window (RFC 6479, as wireguard-go keeps it): 1 if `ctr` is new, and records it. */
+static int replay_accept(uint8_t *kp, uint64_t ctr) {
+  uint32_t *lock = w32(kp + WGK_REPLAY_LOCK);
+  while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE)) sched_yield();
+  uint64_t last = ld64(kp + WGK_REPLAY_LAST), *bits = w64(kp + WGK_REPLAY_BITS);
+  int ok = 1;
+  if (ctr > last) {
+    uint64_t cur = last >> 6, diff = (ctr >> 6) - cur;
+    if (diff > REPLAY_BLOCKS) diff = REPLAY_BLOCKS;
+    for (uint64_t i = 1; i <= diff; i++) bits[(cur + i) % REPLAY_BLOCKS] = 0;
+    st64(kp + WGK_REPLAY_LAST, ctr);
+  } else if (last - ctr > REPLAY_WINDOW) {
+    ok = 0;
+  }
+  if (ok) {
+    uint64_t *word = &bits[(ctr >> 6) % REPLAY_BLOCKS], bit = 1ull << (ctr & 63);
+    if (*word & bit) ok = 0;
+    else *word |= bit;
+  }
+  __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+  return ok;
+}
+
+/* After a packet authenticated on `kp` (slot `slot`) from `from`: confirm a responder's new keypair,
+ * and follow the peer to a new source address (WireGuard's roaming). */
+static void authenticated(fl_engine *e, const fl_peer *peer, uint8_t *kp, uint32_t slot, const struct sockaddr_in *from) {
+  uint8_t *ps = peer_state(e, peer->slot);
+  if (!ps) return;
+  if (__atomic_load_n(w32(kp + WGK_FLAGS), __ATOMIC_RELAXED) & WGK_F_NEXT) {
+    uint32_t was = __atomic_fetch_and(w32(kp + WGK_FLAGS), ~WGK_F_NEXT, __ATOMIC_ACQ_REL);
+    if (was & WGK_F_NEXT) {
+      __atomic_store_n(w32(ps + WGP_CURRENT), slot + 1, __ATOMIC_RELEASE);
+      STAT(e, ST_WG_KEYPAIRS_CONFIRMED)++;
+    }
+  }
+  uint64_t src = (uint64_t)ntohl(from->sin_addr.s_addr) << 16 | ntohs(from->sin_port);
+  uint64_t ep = __atomic_load_n(w64(ps + WGP_ENDPOINT), __ATOMIC_RELAXED);
+  uint64_t lease = (uint64_t)peer->public_ip << 16 | (uint16_t)peer->port;
+  if (src != (ep ? ep : lease)) {
+    __atomic_store_n(w64(ps + WGP_ENDPOINT), src, __ATOMIC_RELAXED);
+    STAT(e, ST_WG_ENDPOINT_UPDATES)++;
+  }
+}
+
+static size_t wg_decap(fl_engine *e, const struct sockaddr_in *from, uint8_t **pkt, size_t len, const fl_peer **peerp, int *partial) {
+  uint8_t *d = *pkt;
+  if (len < 4 || d[1] || d[2] || d[3] || d[0] < MSG_INITIATION || d[0] > MSG_TRANSPORT) { STAT(e, ST_DROP_BAD_WG_MESSAGE)++; return 0; }
+  if (d[0] != MSG_TRANSPORT) { to_control_plane(e, from, d, len); return 0; }
+  if (len < HDR + TAG) { STAT(e, ST_DROP_BAD_WG_MESSAGE)++; return 0; }
+  uint32_t index = ld32(d + 4), slot = index & (e->wg_kp_capacity - 1);
+  uint8_t *kp = keypair_at(e, slot);
+  if (__atomic_load_n(w32(kp + WGK_STATE), __ATOMIC_ACQUIRE) != 1 || ld32(kp + WGK_LOCAL_INDEX) != index) { STAT(e, ST_DROP_UNKNOWN_INDEX)++; return 0; }
+  uint64_t ctr = ld64(d + 8);
+  if (!keypair_live(e, kp, now_us()) || ctr >= REJECT_AFTER_MESSAGES) { STAT(e, ST_DROP_EXPIRED_KEYPAIR)++; return 0; }
+  size_t clen = len - HDR - TAG;
+  uint8_t nonce[12] = {0};
+  st64(nonce + 4, ctr);
+  EVP_CIPHER_CTX *c = e->wg_rx_cipher;
+  int out = 0, fin = 0;
+  if (EVP_DecryptInit_ex(c, NULL, NULL, kp + WGK_RECV_KEY, nonce) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, TAG, d + HDR + clen) != 1 ||
+      EVP_DecryptUpdate(c, d + HDR, &out, d + HDR, (int)clen) != 1 ||
+      EVP_DecryptFinal_ex(c, d + HDR + out, &fin) != 1) {
+    STAT(e, ST_DROP_BAD_DECRYPT)++;
+    return 0;
+  }
+  if (!replay_accept(kp, ctr)) { STAT(e, ST_DROP_REPLAY)++; return 0; }
+  const fl_peer *peer = fl_peers_by_dst(&e->peers, ld32(kp + WGK_PEER_SUBNET));
+  if (!peer || peer->slot != ld32(kp + WGK_PEER_SLOT)) { STAT(e, ST_DROP_UNKNOWN_INDEX)++; return 0; } /* its peer left */
+  authenticated(e, peer, kp, slot, from);
+  if (clen == 0) {
+    STAT(e, ST_WG_KEEPALIVES_RECEIVED)++;
+    PEER_STAT_ADD(e, peer, SP_RX_KEEPALIVES, 1);
+    return 0;
+  }
+  uint8_t *ip = d + HDR;
+  if (clen < 20) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  /* Cryptokey routing: the sender's allowed IPs are its lease's subnet. */
+  if ((fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_ALLOWED_IPS)++; return 0; }
+  *peerp = peer;
+  *pkt = ip;
+  return fl_accept_ipv4(e, peer, ip, clen, partial);
+}
+
+const fl_mode fl_mode_wireguard = {
+  .name = "wireguard", .init = wg_init, .free = wg_free, .l2 = 0, .prefix = HDR, .suffix = 15 + TAG,
+  .peer_super_frames = 0, .gso_to_device = 0,
+  .route = wg_route, .seal = wg_seal, .wire_len = wg_wire_len, .endpoint = wg_endpoint, .decap = wg_decap,
+};
