@@ -31,6 +31,9 @@ export const ERROR_CODES = {
   FLN_ERR_WG_REPLAYED_COUNTER: 'a transport counter was already received',
   FLN_ERR_WG_COUNTER_TOO_OLD: 'a transport counter is older than the replay window',
   FLN_ERR_WG_COUNTER_EXHAUSTED: 'a keypair reached REJECT_AFTER_MESSAGES',
+  // The WireGuard session layer (backends/wireguard/session).
+  FLN_ERR_WG_TABLE_FULL: 'every keypair slot of the wireguard table is in use or quarantined',
+  FLN_ERR_WG_BAD_TABLE_INDEX: 'a keypair index does not name a slot in the expected state of the wireguard table',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
