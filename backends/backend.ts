@@ -69,4 +69,18 @@ export interface DatapathStats {
   readonly counters: Readonly<Record<string, bigint>>;
   readonly peers: ReadonlyArray<{ readonly peer: string; readonly counters: Readonly<Record<string, bigint>> }>;
   readonly workerRestarts: number;
+  /** Backends with a handshake (wireguard): its counters and each peer's last handshake. */
+  readonly handshake?: HandshakeStats;
+}
+
+export interface HandshakeStats {
+  /** Handshake-layer messages by direction ('sent' | 'received') and type (initiation, response, cookie_reply, keepalive, …). */
+  readonly messages: ReadonlyArray<{ readonly direction: 'sent' | 'received'; readonly type: string; readonly count: number }>;
+  /** Dropped handshake messages by reason. */
+  readonly drops: Readonly<Record<string, number>>;
+  readonly completed: number;
+  /** Handshakes given up after REKEY_ATTEMPT_TIME without an answer. */
+  readonly givenUp: number;
+  readonly underLoad: boolean;
+  readonly peers: ReadonlyArray<{ readonly peer: string; readonly lastHandshakeUnix: number; readonly keypairAgeSeconds: number | undefined }>;
 }

@@ -5,11 +5,13 @@ import type { Backend, BackendContext } from './backend.js';
 import { HostGwBackend } from './host-gw/host-gw-backend.js';
 import { UdpBackend } from './udp/udp-backend.js';
 import { VxlanBackend } from './vxlan/vxlan-backend.js';
+import { WireGuardBackend } from './wireguard/wireguard-backend.js';
 
 const FACTORIES: Partial<Record<BackendType, (ctx: BackendContext) => Backend>> = {
   'host-gw': (ctx) => new HostGwBackend(ctx),
   udp: (ctx) => new UdpBackend(ctx),
   vxlan: (ctx) => new VxlanBackend(ctx),
+  wireguard: (ctx) => new WireGuardBackend(ctx),
 };
 
 export function createBackend(type: BackendType, ctx: BackendContext): Backend {

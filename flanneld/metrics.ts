@@ -15,6 +15,8 @@ const PACKET_COUNTERS: Record<string, { metric: 'packets' | 'bytes'; direction: 
   rx_packets: { metric: 'packets', direction: 'rx' }, rx_bytes: { metric: 'bytes', direction: 'rx' },
 };
 
+const WIREGUARD_EVENTS = ['handshakes_queued', 'keepalives_received', 'endpoint_updates', 'keypairs_confirmed'] as const;
+
 const OFFLOAD_EVENTS = ['coalesced_super_packets', 'segmented_super_frames', 'checksums_completed', 'tx_partial_checksums', 'rx_partial_checksums', 'split_uso_packets', 'coalesced_udp_packets'] as const;
 
 /** The registry to serve, and the hooks that feed the control-plane metrics. */
@@ -65,6 +67,33 @@ export function createMetrics(src: MetricsSource): DaemonMetrics {
   });
   mirror('flanneld_datapath_icmp_unreachable_sent_total', 'ICMP net-unreachable replies sent for packets to no leased subnet', [], (set) => {
     set({}, stats()?.counters.icmp_unreachable_sent ?? 0n);
+  });
+  mirror('flanneld_datapath_wireguard_events_total', 'wireguard data-path events: handshakes_queued (handshake messages handed to the control plane), keepalives_received, endpoint_updates (a peer roamed), keypairs_confirmed (a responder\'s new keypair confirmed by the peer\'s first packet)', ['event'], (set) => {
+    const s = stats()?.counters;
+    for (const event of WIREGUARD_EVENTS) set({ event }, s?.[`wg_${event}`] ?? 0n);
+  });
+  mirror('flanneld_wireguard_handshake_messages_total', 'wireguard handshake-layer messages, by direction and type (initiation, response, cookie_reply, keepalive)', ['direction', 'type'], (set) => {
+    for (const m of stats()?.handshake?.messages ?? []) set({ direction: m.direction, type: m.type }, BigInt(m.count));
+  });
+  mirror('flanneld_wireguard_handshake_drops_total', 'wireguard handshake messages dropped, by reason (bad_mac1, unknown_peer: a key that holds no lease, handshake_decrypt: also a wrong PSK, replayed_initiation, rate_limited, bad_mac2: answered with a cookie under load, …)', ['reason'], (set) => {
+    for (const [reason, v] of Object.entries(stats()?.handshake?.drops ?? {})) set({ reason }, BigInt(v));
+  });
+  mirror('flanneld_wireguard_handshakes_total', 'wireguard handshakes, by result: completed, given_up (no answer for 90 s)', ['result'], (set) => {
+    const h = stats()?.handshake;
+    set({ result: 'completed' }, BigInt(h?.completed ?? 0));
+    set({ result: 'given_up' }, BigInt(h?.givenUp ?? 0));
+  });
+  new Gauge({
+    name: 'flanneld_wireguard_peer_last_handshake_seconds', help: 'Unix time of the last completed handshake with each peer (0: never)', labelNames: ['peer'], registers: [registry],
+    collect() { this.reset(); for (const p of stats()?.handshake?.peers ?? []) this.set({ peer: p.peer }, p.lastHandshakeUnix); },
+  });
+  new Gauge({
+    name: 'flanneld_wireguard_peer_keypair_age_seconds', help: 'age of the keypair each peer\'s packets are sent with (absent: no session)', labelNames: ['peer'], registers: [registry],
+    collect() { this.reset(); for (const p of stats()?.handshake?.peers ?? []) if (p.keypairAgeSeconds !== undefined) this.set({ peer: p.peer }, p.keypairAgeSeconds); },
+  });
+  new Gauge({
+    name: 'flanneld_wireguard_under_load', help: '1 while the wireguard handshake layer is under load (answering with cookies)', registers: [registry],
+    collect() { const h = stats()?.handshake; this.reset(); if (h) this.set(h.underLoad ? 1 : 0); },
   });
   mirror('flanneld_datapath_worker_restarts_total', 'packet-engine workers restarted after a crash', [], (set) => {
     set({}, BigInt(stats()?.workerRestarts ?? 0));

@@ -6,7 +6,7 @@ import {
   type Cidr4, type Ip4, cidrContains, formatCidr4, formatIp4, lastIp, maskOf, parseCidr4, parseIp4, sizeOf,
 } from './ip.js';
 
-export const BACKEND_TYPES = ['udp', 'vxlan', 'host-gw'] as const;
+export const BACKEND_TYPES = ['udp', 'vxlan', 'host-gw', 'wireguard'] as const;
 export type BackendType = (typeof BACKEND_TYPES)[number];
 
 export interface NetworkConfig {

@@ -9,7 +9,8 @@ import { runCommand } from '../kernel/run-command.js';
 import { DeviceState, type DeviceSpec } from './device-state.js';
 import { datapathAddon } from './native/datapath-addon.js';
 import { type OpenEngineDeviceOptions, openEngineDevice } from './open-device.js';
-import { DEFAULT_THREADING, PacketEngine, type PacketEngineOptions, workersPerQueue } from './packet-engine.js';
+import { GLOBAL_STAT_SLOTS, PEER_STATS, type PeerStat } from './layout.js';
+import { DEFAULT_THREADING, type EngineQueue, PacketEngine, type PacketEngineOptions, workersPerQueue } from './packet-engine.js';
 import { type EnginePeer, PeerTable } from './peer-table.js';
 
 export interface EngineDataPathOptions {
@@ -22,7 +23,7 @@ export interface EngineDataPathOptions {
   readonly log: Logger;
 }
 
-interface Opened { readonly name: string; readonly state: DeviceState; readonly engine: PacketEngine; readonly fds: number[] }
+interface Opened { readonly name: string; readonly state: DeviceState; readonly engine: PacketEngine; readonly fds: number[]; readonly queues: readonly EngineQueue[] }
 
 async function openOnce(o: EngineDataPathOptions, table: PeerTable): Promise<Opened> {
   const dev = openEngineDevice({ ...o.device, log: o.log });
@@ -31,7 +32,7 @@ async function openOnce(o: EngineDataPathOptions, table: PeerTable): Promise<Ope
     await state.ensure();
     const engine = new PacketEngine({ table, queues: dev.queues, log: o.log, spec: { ...o.spec, offload: dev.offload, uso: dev.uso }, ...(o.threading ? { threading: o.threading } : {}) });
     await engine.start();
-    return { name: dev.name, state, engine, fds: dev.fds };
+    return { name: dev.name, state, engine, fds: dev.fds, queues: dev.queues };
   } catch (err) {
     for (const fd of dev.fds) datapathAddon().closeFd(fd);
     throw err;
@@ -55,6 +56,24 @@ export class EngineDataPath {
 
   replacePeers(peers: readonly EnginePeer[]): void {
     this.table.replace(peers);
+  }
+
+  /** The counter slot of a peer in the table (wireguard keeps its per-peer state by it). */
+  slotOf(key: string): number | undefined {
+    return this.table.slotOf(key);
+  }
+
+  /** Counter slots per region: the range of slotOf(). */
+  get slotCount(): number { return this.table.slotCount; }
+
+  /** A per-peer counter of counter slot `slot`, summed over the workers. */
+  peerCounter(slot: number, stat: PeerStat): bigint {
+    return this.table.sum(GLOBAL_STAT_SLOTS + slot * PEER_STATS.length + PEER_STATS.indexOf(stat));
+  }
+
+  /** The receiving (listening) socket of queue 0: what a control plane sends its own datagrams from. */
+  get listenFd(): number {
+    return (this.current.queues[0] as EngineQueue).udpFd;
   }
 
   /** Fixes the device's settings, or re-creates the device if it is gone; returns how many things were fixed. */

@@ -30,6 +30,9 @@ export interface OpenEngineDeviceOptions {
   readonly queues: number;
   readonly bindIp: Ip4;
   readonly port: number;
+  /** Sending sockets on other source ports, picked per flow (default 8); 0: every datagram leaves from
+   * the queue's listening socket (wireguard: a peer learns our endpoint from the source of our packets). */
+  readonly sourcePortSockets?: number;
   readonly log: Logger;
 }
 
@@ -45,7 +48,7 @@ export function openEngineDevice(o: OpenEngineDeviceOptions): EngineDevice {
       fds.push(more.fd);
       devFds.push(more.fd);
     }
-    const txFds = Int32Array.from({ length: SOURCE_PORT_SOCKETS }, () => {
+    const txFds = Int32Array.from({ length: o.sourcePortSockets ?? SOURCE_PORT_SOCKETS }, () => {
       const fd = addon.udpOpen(o.bindIp, 0, false, SOCKET_BUFFER_BYTES);
       fds.push(fd);
       return fd;

@@ -65,12 +65,15 @@ export class LocalCluster {
 
   subnetFileOf(node: NodeHost): string { return join(this.stateDir, node.name, 'subnet.env'); }
 
+  /** A node's WireGuard key file: namespaces share /run, so each node of the cluster keeps its own here. */
+  wgKeyFileOf(node: NodeHost): string { return join(this.stateDir, node.name, 'wgkey'); }
+
   /** Starts flanneld in a node's namespace. Extra flags are appended (they may override defaults). */
   startDaemon(node: NodeHost, extraArgs: readonly string[] = [], env: NodeJS.ProcessEnv = {}): DaemonHandle {
     const subnetFile = this.subnetFileOf(node);
     const args = [daemonPath(), `--etcd-endpoints=${this.etcdEndpoint}`, `--etcd-prefix=${this.prefix}`,
       `--subnet-file=${subnetFile}`, '--iface=eth0', ...extraArgs];
-    const handle = { node, proc: spawnIn(node.ns, process.execPath, args, env), subnetFile };
+    const handle = { node, proc: spawnIn(node.ns, process.execPath, args, { WIREGUARD_KEY_FILE: this.wgKeyFileOf(node), ...env }), subnetFile };
     this.daemons.set(node.name, handle);
     return handle;
   }

@@ -6,7 +6,7 @@ export const TUN_FLAGS = { TAP: 1, VNET_HDR: 2, MULTI_QUEUE: 4 } as const;
 /** TUNSETOFFLOAD bits from <linux/if_tun.h>. */
 /** TUNSETOFFLOAD bits (<linux/if_tun.h>); the kernel takes USO4 and USO6 only together (Linux ≥ 6.2). */
 export const TUN_OFFLOADS = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, USO4: 0x20, USO6: 0x40 } as const;
-export const ENGINE_MODE = { UDP: 0, VXLAN: 1 } as const;
+export const ENGINE_MODE = { UDP: 0, VXLAN: 1, WIREGUARD: 2 } as const;
 export const PUMP = { IDLE: 0, STOPPED: 1 } as const;
 /** pump() directions: device → UDP, UDP → device, or both on one thread. */
 export const PUMP_DIRS = { TX: 1, RX: 2, BOTH: 3 } as const;
@@ -34,6 +34,10 @@ export interface EngineSpec {
   readonly uso?: boolean;
   /** Stay busy this many µs after the last packet before sleeping in poll (0 or absent: never). */
   readonly spinUs?: number;
+  /** wireguard mode: the shared keypair and peer state (layout.ts WG_*), over a SharedArrayBuffer. */
+  readonly wgTable?: Uint8Array;
+  /** wireguard mode: the write end of the pipe that carries handshake messages to the control plane. */
+  readonly ctrlFd?: number;
 }
 
 export interface EngineFeatures {
@@ -47,6 +51,10 @@ export interface DatapathAddon {
   tunOpen(name: string, flags: number): { fd: number; name: string };
   tunSetOffload(fd: number, offloads: number): void;
   udpOpen(ip: number, port: number, reusePort: boolean, bufBytes: number): number;
+  /** A non-blocking pipe: [readFd, writeFd]. */
+  pipeOpen(): [number, number];
+  /** One datagram out of the bound UDP socket `fd` to ip:port (host order), not waiting; throws with the errno (EAGAIN: buffer full). */
+  udpSendTo(fd: number, bytes: Uint8Array, ip: number, port: number): number;
   eventfdOpen(): number;
   eventfdSignal(fd: number): void;
   closeFd(fd: number): void;

@@ -1,0 +1,147 @@
+// The running wireguard network: the peers from the leases (only wireguard leases with a valid key; a
+// changed key replaces the peer at once, its sessions with it), the engine's peer table (endpoint and
+// allowed IPs per peer), and the sessions on the main thread: handshake messages from the engine's pipe,
+// a 100 ms timer tick, keepalives. reconcile() re-creates a deleted device and puts roamed endpoints
+// back to the leases' (flannel #1770).
+import type { Logger } from 'pino';
+import { formatCidr4 } from '../../subnet/ip.js';
+import type { Lease, LeaseEvent } from '../../subnet/lease.js';
+import type { DatapathStats, Network, ReconcileResult } from '../backend.js';
+import type { EngineDataPath } from '../datapath/engine-datapath.js';
+import { datapathAddon } from '../datapath/native/datapath-addon.js';
+import type { NodeKey } from './key-file.js';
+import { type WireGuardPeerData, parseWireGuardBackendData } from './lease-data.js';
+import { HandshakeQueue } from './session/handshake-queue.js';
+import { WireGuardSessions } from './session/sessions.js';
+import type { WgTable } from './session/wg-table.js';
+import type { WireGuardConfig } from './wireguard-config.js';
+
+const TICK_MS = 100;
+
+export interface WireGuardNetworkOptions {
+  readonly lease: Lease;
+  readonly dataPath: EngineDataPath;
+  readonly table: WgTable;
+  readonly cfg: WireGuardConfig;
+  readonly key: NodeKey;
+  readonly ctrlRead: number;
+  readonly ctrlWrite: number;
+  readonly log: Logger;
+}
+
+interface Peer { readonly lease: Lease; readonly data: WireGuardPeerData }
+
+export class WireGuardNetwork implements Network {
+  readonly lease: Lease;
+  private readonly peers = new Map<string, Peer>();
+  private readonly pending: LeaseEvent[] = [];
+  private nextSwap: Promise<void> | undefined;
+  private readonly sessions: WireGuardSessions;
+  private readonly queue: HandshakeQueue;
+  private readonly timer: NodeJS.Timeout;
+  private readonly ignored = new Set<string>();
+  private closed = false;
+
+  constructor(private readonly o: WireGuardNetworkOptions) {
+    this.lease = o.lease;
+    const addon = datapathAddon();
+    this.sessions = new WireGuardSessions({
+      privateKey: o.key.privateKey,
+      ...(o.cfg.psk ? { presharedKey: o.cfg.psk } : {}),
+      table: o.table,
+      send: (msg, ip, port) => {
+        try {
+          addon.udpSendTo(o.dataPath.listenFd, msg, ip, port);
+        } catch (err) {
+          o.log.debug({ err: (err as Error).message }, 'wireguard: sending a handshake message failed');
+        }
+      },
+      counters: (slot) => ({
+        txPackets: o.dataPath.peerCounter(slot, 'tx_packets'),
+        rxPackets: o.dataPath.peerCounter(slot, 'rx_packets'),
+        rxKeepalives: o.dataPath.peerCounter(slot, 'rx_keepalives'),
+      }),
+      log: o.log,
+    });
+    this.queue = new HandshakeQueue(o.ctrlRead, (msg, ip, port) => this.sessions.handleMessage(msg, ip, port));
+    this.timer = setInterval(() => this.sessions.tick(), TICK_MS);
+  }
+
+  /** Events handed over in one go make one table swap, as in the udp backend. */
+  apply(events: readonly LeaseEvent[]): Promise<void> {
+    this.pending.push(...events);
+    this.nextSwap ??= Promise.resolve().then(() => {
+      this.nextSwap = undefined;
+      this.swap(this.pending.splice(0));
+    });
+    return this.nextSwap;
+  }
+
+  private swap(events: readonly LeaseEvent[]): void {
+    if (this.closed) return;
+    for (const ev of events) {
+      const key = formatCidr4(ev.lease.subnet);
+      if (ev.kind === 'removed') {
+        if (this.peers.get(key)?.lease.attrs.publicIp === ev.lease.attrs.publicIp) this.peers.delete(key);
+        continue;
+      }
+      const data = ev.lease.attrs.backendType === 'wireguard' ? parseWireGuardBackendData(ev.lease.attrs.backendData, this.o.cfg.listenPort) : undefined;
+      if (!data) {
+        this.peers.delete(key);
+        if (!this.ignored.has(key)) this.o.log.warn({ peer: key, backendType: ev.lease.attrs.backendType }, 'wireguard: ignoring a lease that is not a wireguard lease with a valid PublicKey');
+        this.ignored.add(key);
+        continue;
+      }
+      this.ignored.delete(key);
+      this.peers.set(key, { lease: ev.lease, data });
+    }
+    this.o.dataPath.replacePeers([...this.peers.entries()].map(([key, p]) => ({
+      key, subnet: p.lease.subnet.ip, prefixLen: p.lease.subnet.prefixLen, publicIp: p.lease.attrs.publicIp, port: p.data.port,
+    })));
+    this.pushSessions();
+    this.o.log.info({ peers: this.peers.size }, 'wireguard peers updated');
+  }
+
+  /** The sessions' view of the peers: keys, counter slots, lease endpoints (roamed ones reset). */
+  private pushSessions(): void {
+    this.sessions.setPeers([...this.peers.entries()].map(([key, p]) => ({
+      key, publicKey: p.data.publicKey, slot: this.o.dataPath.slotOf(key), subnet: p.lease.subnet.ip,
+      endpointIp: p.lease.attrs.publicIp, endpointPort: p.data.port, keepaliveSeconds: this.o.cfg.persistentKeepaliveSec,
+    })));
+  }
+
+  /** flannel-wg's address, MTU, state and route (the device itself if it was deleted); roamed endpoints back to the leases'. */
+  async reconcile(): Promise<ReconcileResult> {
+    const fixed = await this.o.dataPath.ensure();
+    this.pushSessions();
+    return { fixed, removed: 0, failed: 0 };
+  }
+
+  datapathStats(): DatapathStats {
+    const s = this.sessions.stats();
+    const messages = (direction: 'sent' | 'received', counts: object) =>
+      Object.entries(counts as Record<string, number>).map(([type, count]) => ({ direction, type: type === 'cookieReply' ? 'cookie_reply' : type, count }));
+    return {
+      ...this.o.dataPath.datapathStats(this.peers.keys()),
+      handshake: {
+        messages: [...messages('sent', s.sent), ...messages('received', s.received)],
+        drops: s.drops, completed: s.handshakesCompleted, givenUp: s.handshakeGiveUps, underLoad: s.underLoad,
+        peers: s.peers.map((p) => ({ peer: p.key, lastHandshakeUnix: p.lastHandshakeUnix, keypairAgeSeconds: p.currentKeypairAgeSeconds })),
+      },
+    };
+  }
+
+  crashWorker(direction: 'tx' | 'rx'): void {
+    this.o.dataPath.crashWorker(direction);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.queue.close();
+    this.sessions.close();
+    await this.o.dataPath.close();
+    const addon = datapathAddon();
+    addon.closeFd(this.o.ctrlWrite);
+  }
+}
