@@ -109,7 +109,8 @@ export class PeerSession {
     this.hp.lastTimestamp = lastTimestamp;
     if (config.slot !== undefined) {
       ctx.table.resetPeer(config.slot);
-      this.seen = ctx.counters(config.slot);
+      const c = ctx.counters(config.slot);
+      this.seen = { txPackets: c.txPackets, rxPackets: c.rxPackets, rxKeepalives: c.rxKeepalives };
     }
     this.armPersistent();
   }
@@ -270,7 +271,8 @@ export class PeerSession {
     const now = ctx.now();
     this.syncCurrent();
 
-    const c = ctx.counters(slot);
+    const got = ctx.counters(slot);
+    const c: PeerCounters = { txPackets: got.txPackets, rxPackets: got.rxPackets, rxKeepalives: got.rxKeepalives }; // a copy: the caller may reuse its object
     const seen = this.seen ?? c;
     this.seen = c;
     const dataSent = c.txPackets !== seen.txPackets;

@@ -127,7 +127,7 @@ export class WgTable {
     Atomics.store(this.u32, (base + WG_KEYPAIR.REMOTE_INDEX) / 4, kp.remoteIndex >>> 0);
     Atomics.store(this.u32, (base + WG_KEYPAIR.PEER_SLOT) / 4, kp.peerSlot);
     Atomics.store(this.u64, (base + WG_KEYPAIR.SEND_COUNTER) / 8, 0n);
-    Atomics.store(this.u64, (base + WG_KEYPAIR.CREATED_US) / 8, BigInt(Math.round(this.nowMs() * 1000)));
+    Atomics.store(this.u64, (base + WG_KEYPAIR.CREATED_US) / 8, BigInt(Math.floor(this.nowMs() * 1000)));
     this.u8.set(kp.sendKey, base + WG_KEYPAIR.SEND_KEY);
     this.u8.set(kp.recvKey, base + WG_KEYPAIR.RECV_KEY);
     const flags = (kp.initiator ? WG_KEYPAIR_FLAGS.INITIATOR : 0) | (kp.next ? WG_KEYPAIR_FLAGS.NEXT : 0);
