@@ -267,6 +267,7 @@ size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t le
   if (partial) *partial = 0;
   if (!fl_accept_inner(e, peer, pkt, len)) return 0;
   if (!fl_ipv4_dec_ttl(pkt)) { STAT(e, ST_DROP_TTL)++; return 0; }
+  if (e->ops->authenticated) return fl_rd16(pkt + 2);
   return fl_check_l4(e, pkt, len, partial) ? fl_rd16(pkt + 2) : 0;
 }
 

@@ -22,6 +22,9 @@ typedef struct fl_mode {
   uint8_t suffix;            /* at most this many datagram bytes after it (wireguard: padding and tag) */
   uint8_t peer_super_frames; /* RX: a datagram may be a peer's whole GSO super-frame (kernel peers over veth) */
   uint8_t gso_to_device;     /* RX offload: such a super-frame goes to the device as GSO; otherwise dropped */
+  uint8_t authenticated;     /* RX: every datagram was authenticated (AEAD), so its inner TCP/UDP checksum is
+                              * not verified here, as kernel WireGuard marks decrypted packets CHECKSUM_UNNECESSARY;
+                              * a packet written alone still goes without flags, and the kernel checks it */
   /* TX: the peer a packet (or frame) read from the device goes to; may shorten *len to the inner
    * packet's own length and sets *hash (flow hash: picks the sending socket). NULL when it was
    * dropped or answered (counted). */

@@ -261,6 +261,6 @@ static size_t wg_decap(fl_engine *e, const struct sockaddr_in *from, uint8_t **p
 
 const fl_mode fl_mode_wireguard = {
   .name = "wireguard", .init = wg_init, .free = wg_free, .l2 = 0, .prefix = HDR, .suffix = 15 + TAG,
-  .peer_super_frames = 0, .gso_to_device = 0,
+  .peer_super_frames = 0, .gso_to_device = 0, .authenticated = 1,
   .route = wg_route, .seal = wg_seal, .wire_len = wg_wire_len, .endpoint = wg_endpoint, .decap = wg_decap,
 };
