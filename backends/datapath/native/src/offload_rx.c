@@ -179,7 +179,9 @@ static void write_super(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t 
   size_t l4len = whole ? fl_rd16(ip + 2) - ihl : 0;
   size_t thl = whole && ip[9] == 6 ? (size_t)(ip[ihl + 12] >> 4) * 4 : 0;
   int tcp = whole && ip[9] == 6 && thl >= 20 && thl < l4len && ihl + thl < e->mtu;
-  int udp = whole && ip[9] == 17 && e->uso && inner_mss && l4len > 8 && ihl + 8 + inner_mss <= e->mtu;
+  /* A datagram's UDP length must be its whole IP payload: the split gives each datagram its own length,
+   * so bytes past a shorter one (padding, not data) would go out as data, and the last datagram longer. */
+  int udp = whole && ip[9] == 17 && e->uso && inner_mss && l4len > 8 && fl_rd16(ip + ihl + 4) == l4len && ihl + 8 + inner_mss <= e->mtu;
   if (!tcp && !udp) { STAT(e, ST_DROP_OVERSIZE)++; return; }
   size_t l4 = tcp ? thl : 8, hdr = l2 + ihl + l4;
   size_t mss = udp || (inner_mss && ihl + l4 + inner_mss <= e->mtu) ? inner_mss : e->mtu - ihl - l4;
