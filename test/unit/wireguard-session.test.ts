@@ -550,3 +550,22 @@ t.test('persistent keepalive every N seconds', async (t) => {
   t.equal(B.cInbox.length, 2, 'a persistent keepalive 25 s after the last packet');
   t.equal(B.open(B.cInbox[1] as Buffer).counter, 1n);
 });
+
+t.test('a peer without a counter slot: no handshake either way until it gets one', async (t) => {
+  const { net, A, B, peerOf } = setup();
+  A.sessions.setPeers([{ ...peerOf(B), slot: undefined }]);
+  t.equal(net.sent('A', 1).length, 0, 'no initiation without a slot');
+  B.sessions.setPeers([peerOf(A)]);
+  net.pump();
+  t.equal(A.sessions.stats().drops.peer_without_slot, 1, "B's initiation dropped");
+  t.equal(net.sent('A', 2).length, 0);
+  net.now += 1000;
+  A.sessions.setPeers([peerOf(B)]);
+  t.equal(net.sent('A', 1).length, 1, 'the slot arrived: an eager handshake');
+  net.pump();
+  t.equal(A.live().length, 1);
+  // B's first initiation was not accepted, so its timestamp did not raise the replay bar: B's retry works.
+  net.run(5_000);
+  t.equal(A.sessions.stats().drops.replayed_initiation, 0);
+  t.equal(A.sessions.stats().sent.response, 1, "B's retry was answered");
+});
