@@ -244,7 +244,7 @@ static int tx_step_plain(fl_engine *e) {
     uint8_t *d = buf - m->prefix;
     size_t wire = m->prefix + len;
     if (m->write_prefix) m->write_prefix(e, d);
-    if (m->seal && !(wire = m->seal(e, peer, d, len))) continue;
+    if (m->seal && !(wire = m->seal(e, peer, d, len, NULL, 0))) continue;
     fd_of[n] = e->n_tx_fds ? e->tx_fds[hash % e->n_tx_fds] : e->udp_fd;
     enqueue(e, n, peer, d, wire, len);
     n++;

@@ -31,10 +31,11 @@ typedef struct fl_mode {
   const struct fl_peer_s *(*route)(struct fl_engine_s *e, uint8_t *pkt, size_t *len, uint32_t *hash);
   /* TX, gathering modes: writes the `prefix` bytes before an inner packet at h (NULL: none). */
   void (*write_prefix)(const struct fl_engine_s *e, uint8_t *h);
-  /* TX, sealing modes (NULL: gathering): turns the inner packet at d + prefix (n bytes, with room for
-   * `suffix` more) into the datagram at d, in place; returns its length, 0 when dropped (counted). The
-   * keys are those route() chose for the packet. */
-  size_t (*seal)(struct fl_engine_s *e, const struct fl_peer_s *peer, uint8_t *d, size_t n);
+  /* TX, sealing modes (NULL: gathering): builds the datagram at d for an inner packet made of the hl
+   * bytes already at d + prefix and n more at `payload` (read from there, written behind them: no copy
+   * of its own); d has room for prefix + hl + n + suffix. Returns its length, 0 when dropped (counted).
+   * The keys are those route() chose for the packet. */
+  size_t (*seal)(struct fl_engine_s *e, const struct fl_peer_s *peer, uint8_t *d, size_t hl, const uint8_t *payload, size_t n);
   /* TX: the length on the wire of the datagram for an n-byte inner packet (UDP GSO sizes). */
   size_t (*wire_len)(const struct fl_engine_s *e, size_t n);
   /* TX: where datagrams to `peer` go (NULL: the lease's PublicIP and port). */

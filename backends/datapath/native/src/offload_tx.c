@@ -95,15 +95,13 @@ static void add_datagram(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd,
 /* One datagram of a packet to `peer`: its inner headers are at h + prefix (hl bytes; a gathering mode's
  * prefix is already before them), its payload is n bytes at p; `full` is the inner length of the
  * packet's full-size segments (the GSO size on the wire follows from it). A gathering mode sends the
- * header slot and the payload as they are; a sealing mode copies the payload behind the headers and
- * seals the slot in place. */
+ * header slot and the payload as they are; a sealing mode seals headers and payload into the slot. */
 static void emit(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, uint8_t *h, size_t hl, const uint8_t *p, size_t n, size_t full) {
   const fl_mode *m = e->ops;
   size_t size = m->wire_len(e, full);
   if (!m->seal) { add_datagram(e, b, peer, fd, h, m->prefix + hl, p, n, size); return; }
   if (hl + n > fl_l2_len(e) + e->mtu) { STAT(e, ST_DROP_OVERSIZE)++; return; }
-  memcpy(h + m->prefix + hl, p, n);
-  size_t len = m->seal(e, peer, h, hl + n);
+  size_t len = m->seal(e, peer, h, hl, p, n);
   if (len) add_datagram(e, b, peer, fd, h, len, NULL, 0, size);
 }
 

@@ -123,7 +123,11 @@ static size_t wg_wire_len(const fl_engine *e, size_t n) {
   return HDR + padded_len(e, n) + TAG;
 }
 
-static size_t wg_seal(fl_engine *e, const fl_peer *peer, uint8_t *d, size_t n) {
+static const uint8_t ZEROS[16];
+
+/* The inner packet: hl bytes at d + HDR (encrypted in place), n bytes at `payload` (encrypted into
+ * d + HDR + hl), zero padding; then the tag and the header around it. */
+static size_t wg_seal(fl_engine *e, const fl_peer *peer, uint8_t *d, size_t hl, const uint8_t *payload, size_t n) {
   uint8_t *kp = e->wg_tx_kp;
   uint64_t ctr = __atomic_fetch_add(w64(kp + WGK_SEND_COUNTER), 1, __ATOMIC_RELAXED);
   if (ctr >= REJECT_AFTER_MESSAGES) {
@@ -132,16 +136,18 @@ static size_t wg_seal(fl_engine *e, const fl_peer *peer, uint8_t *d, size_t n) {
     STAT(e, ST_DROP_NO_SESSION)++;
     return 0;
   }
-  size_t padded = padded_len(e, n);
-  memset(d + HDR + n, 0, padded - n);
+  size_t len = hl + n, padded = padded_len(e, len);
   uint8_t nonce[12] = {0};
   st64(nonce + 4, ctr);
   EVP_CIPHER_CTX *c = e->wg_tx_cipher;
-  int out = 0, fin = 0;
+  uint8_t *out = d + HDR;
+  int a = 0, b = 0, z = 0, fin = 0;
   if (EVP_EncryptInit_ex(c, NULL, NULL, kp + WGK_SEND_KEY, nonce) != 1 ||
-      EVP_EncryptUpdate(c, d + HDR, &out, d + HDR, (int)padded) != 1 ||
-      EVP_EncryptFinal_ex(c, d + HDR + out, &fin) != 1 ||
-      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, TAG, d + HDR + padded) != 1) {
+      (hl && EVP_EncryptUpdate(c, out, &a, out, (int)hl) != 1) ||
+      (n && EVP_EncryptUpdate(c, out + a, &b, payload, (int)n) != 1) ||
+      (padded > len && EVP_EncryptUpdate(c, out + a + b, &z, ZEROS, (int)(padded - len)) != 1) ||
+      EVP_EncryptFinal_ex(c, out + a + b + z, &fin) != 1 || (size_t)(a + b + z + fin) != padded ||
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, TAG, out + padded) != 1) {
     STAT(e, ST_TX_SEND_ERRORS)++;
     return 0;
   }
