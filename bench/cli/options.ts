@@ -4,7 +4,8 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  CONTROL_METRICS, type ControlMetric, DATAPATH_IDS, DATAPATH_METRICS, type DataPathId, type DataPathMetric,
+  ALL_DATAPATH_IDS, CONTROL_METRICS, type ControlMetric, DATAPATH_IDS, DATAPATH_METRICS, type DataPathId, type DataPathMetric,
+  OPT_IN_DATAPATH_IDS,
 } from '../report/result-types.js';
 
 export interface UnderlayOptions {
@@ -30,7 +31,9 @@ export interface BenchOptions {
 
 export const USAGE = `usage: npm run bench -- [flags]
 
-  --datapaths=LIST   ${DATAPATH_IDS.join(',')} (default: all)
+  --datapaths=LIST   any of ${DATAPATH_IDS.join(',')} (the default set, also
+                     named "default"), ${OPT_IN_DATAPATH_IDS.join(',')} (only when named),
+                     or "all"; e.g. --datapaths=kernel-vxlan,wireguard-go-debian,wireguard-go-latest
   --metrics=LIST     ${[...DATAPATH_METRICS, ...CONTROL_METRICS].join(',')} (default: all)
   --duration=SEC     seconds per iperf3 run (default 5; --quick 1)
   --repeats=N        repeats of every measurement, reported as median [min-max] (default 3; --quick 2,
@@ -70,6 +73,13 @@ function int(flag: string, value: string, min: number): number {
   return n;
 }
 
+/** --datapaths: ids in the order given, "default" for the default set, "all" for every known path; no repeats. */
+export function parseDataPaths(value: string): DataPathId[] {
+  const groups: Record<string, readonly DataPathId[]> = { default: DATAPATH_IDS, all: ALL_DATAPATH_IDS };
+  const items = list('datapaths', value, [...ALL_DATAPATH_IDS, ...(Object.keys(groups) as Array<keyof typeof groups>)]);
+  return [...new Set(items.flatMap((i) => groups[i] ?? [i as DataPathId]))];
+}
+
 /** Parses argv (without node and script). Returns undefined for --help. */
 export function parseOptions(argv: readonly string[], today = new Date()): BenchOptions | undefined {
   const flags = new Map<string, string>();
@@ -87,7 +97,7 @@ export function parseOptions(argv: readonly string[], today = new Date()): Bench
   const metrics = flags.has('metrics') ? list('metrics', flags.get('metrics') as string, all) : all;
   const date = today.toISOString().slice(0, 10);
   return {
-    datapaths: flags.has('datapaths') ? list('datapaths', flags.get('datapaths') as string, DATAPATH_IDS) : [...DATAPATH_IDS],
+    datapaths: flags.has('datapaths') ? parseDataPaths(flags.get('datapaths') as string) : [...DATAPATH_IDS],
     metrics: metrics.filter((m): m is DataPathMetric => (DATAPATH_METRICS as readonly string[]).includes(m)),
     control: metrics.filter((m): m is ControlMetric => (CONTROL_METRICS as readonly string[]).includes(m)),
     durationSec: int('duration', flags.get('duration') ?? (quick ? '1' : '5'), 1),

@@ -9,6 +9,7 @@ import { FlannelError } from '../../subnet/errors.js';
 import { parseIp4 } from '../../subnet/ip.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
 import { parseNetworkConfig } from '../../subnet/network-config.js';
+import { unknownBackendType } from '../lib/daemon-log.js';
 
 export interface ProgramPeersInput { readonly backend: Record<string, unknown>; readonly peers: number; readonly iface: string }
 export type ProgramPeersOutput =
@@ -22,7 +23,8 @@ function lease(index: number, attrs: LeaseAttrs): Lease {
   return { subnet: { ip: base + index * 256, prefixLen: 24 }, attrs, etcdLeaseId: '1', expiresAtMs: Date.now() + 86_400_000 };
 }
 
-/** A peer's attrs: our own backend type and data, with its own PublicIP and (for vxlan) VtepMAC. */
+/** A peer's attrs: our own backend type and data, with its own PublicIP, (for vxlan) VtepMAC and (for
+ * wireguard) PublicKey: N peers sharing one key would be one WireGuard peer whose allowed IPs move N times. */
 function peerAttrs(i: number, own: LeaseAttrs): LeaseAttrs {
   const publicIp = (parseIp4('192.0.2.0') as number) + 10 + (i % 240);
   let backendData = own.backendData;
@@ -30,6 +32,13 @@ function peerAttrs(i: number, own: LeaseAttrs): LeaseAttrs {
     const data = JSON.parse(backendData) as Record<string, unknown>;
     const mac = [0x02, 0xfe, (i >> 16) & 255, (i >> 8) & 255, i & 255, 0x01].map((b) => b.toString(16).padStart(2, '0')).join(':');
     backendData = JSON.stringify({ ...data, VtepMAC: mac });
+  }
+  if (backendData?.includes('PublicKey')) {
+    const data = JSON.parse(backendData) as Record<string, unknown>;
+    // Any 32 bytes are a Curve25519 public key; this one is the peer's index, distinct from ours.
+    const key = Buffer.alloc(32, 0x5a);
+    key.writeUInt32LE(i, 0);
+    backendData = JSON.stringify({ ...data, PublicKey: key.toString('base64') });
   }
   return { publicIp, ...(own.backendType ? { backendType: own.backendType } : {}), ...(backendData ? { backendData } : {}) };
 }
@@ -66,8 +75,11 @@ async function run(input: ProgramPeersInput): Promise<ProgramPeersOutput> {
 
 const input = JSON.parse(process.argv[2] ?? '{}') as ProgramPeersInput;
 const output: ProgramPeersOutput = await run(input).catch((err: unknown) => {
-  const unsupported = err instanceof FlannelError && err.code === 'FLN_ERR_BACKEND_UNSUPPORTED';
-  return { status: unsupported ? 'unavailable' : 'failed', reason: err instanceof Error ? err.message : String(err) } as const;
+  const message = err instanceof Error ? err.message : String(err);
+  // Not in the registry (exit 69 for flanneld), or a Backend.Type this build does not know at all.
+  const unknownType = unknownBackendType(message, String(input.backend.Type ?? ''));
+  const unsupported = (err instanceof FlannelError && err.code === 'FLN_ERR_BACKEND_UNSUPPORTED') || unknownType !== undefined;
+  return { status: unsupported ? 'unavailable' : 'failed', reason: unknownType ?? message } as const;
 });
 process.stdout.write(`${JSON.stringify(output)}\n`);
 // A userspace backend may keep workers or devices open; the measurement is over either way.

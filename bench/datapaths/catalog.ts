@@ -31,6 +31,19 @@ export const DATAPATHS: readonly DataPathDef[] = [
   },
   { id: 'vxlan', label: 'flanneld vxlan (userspace)', backend: { Type: 'vxlan' }, fakePeer: 'vxlan' },
   { id: 'vxlan-kernel', label: 'flanneld vxlan (kernel)', backend: { Type: 'vxlan', Datapath: 'kernel' }, fakePeer: 'vxlan' },
+  // Opt-in rows (OPT_IN_DATAPATH_IDS): measured only when named in --datapaths.
+  {
+    id: 'wireguard', label: 'flanneld wireguard', backend: { Type: 'wireguard' },
+    noFakePeerReason: 'a wireguard peer must answer a handshake, which a lease alone cannot fake',
+  },
+  {
+    id: 'wireguard-go-debian', label: 'wireguard-go (Debian)', noFakePeerReason: 'no flanneld',
+    localOnly: 'built by hand in two node namespaces of one machine',
+  },
+  {
+    id: 'wireguard-go-latest', label: 'wireguard-go (latest)', noFakePeerReason: 'no flanneld',
+    localOnly: 'built by hand in two node namespaces of one machine',
+  },
 ];
 
 export function dataPathDef(id: DataPathId): DataPathDef {

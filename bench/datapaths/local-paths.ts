@@ -1,14 +1,18 @@
 // Builds each data path on this machine: two node namespaces joined by veth through the underlay
 // bridge (deploy/local Topology), pods behind cni0, and for flanneld paths a LocalCluster (real etcd,
 // one real flanneld per node). Each path gets its own namespaces, so all of them can stay up at once.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { LocalCluster, ping, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { sysctlIn } from '../../deploy/local/netns.js';
-import { type PodHost, Topology } from '../../deploy/local/topology.js';
+import { type NodeHost, type PodHost, Topology } from '../../deploy/local/topology.js';
 import { benchTag, onTeardown } from '../cli/teardown.js';
-import { lastDaemonMessage } from '../lib/daemon-log.js';
+import { lastDaemonMessage, unknownBackendType } from '../lib/daemon-log.js';
 import { addVtepPeer, createVtep, linkMtu, randomVtepMac, setPodMtu, VXLAN_OVERHEAD } from './kernel-vxlan.js';
 import { type DataPathDef, OVERLAY_NETWORK, type ReadyPath, UnavailableError } from './catalog.js';
 import { startTunRelay } from './tun-relay.js';
+import { startWireguardGo, WIREGUARD_OVERHEAD } from './wireguard-go.js';
+import { runCommand } from '../../backends/kernel/run-command.js';
+import { buildLatestWireguardGo, debianWireguardGo } from '../../deploy/local/wireguard-go.js';
 
 /** A data path that is up, with what the control-plane benchmarks need to reach into it. */
 export interface LocalPath {
@@ -20,15 +24,21 @@ export interface LocalPath {
   readonly destroy: () => Promise<void>;
 }
 
-const TAG_PREFIX: Record<string, string> = { raw: 'br', 'kernel-vxlan': 'bk', 'host-gw': 'bh', udp: 'bu', vxlan: 'bv', 'vxlan-kernel': 'bx', 'tun-relay': 'bt' };
+const TAG_PREFIX: Record<string, string> = {
+  raw: 'br', 'kernel-vxlan': 'bk', 'host-gw': 'bh', udp: 'bu', vxlan: 'bv', 'vxlan-kernel': 'bx', 'tun-relay': 'bt',
+  wireguard: 'bw', 'wireguard-go-debian': 'bd', 'wireguard-go-latest': 'bl',
+};
 
 export async function setupLocalPath(def: DataPathDef): Promise<LocalPath> {
   const tag = benchTag(TAG_PREFIX[def.id] ?? 'bb');
   if (def.backend) return setupFlanneldPath(def, tag);
+  // A wireguard-go row without its binary is unavailable, found before any namespace is made.
+  const wgBin = def.id.startsWith('wireguard-go-') ? await wireguardGoBinary(def) : undefined;
   const topo = await Topology.create(tag, 2);
   const destroy = onTeardown(`${def.id} namespaces`, () => topo.destroy());
   try {
     if (def.id === 'raw') return rawPath(topo, destroy);
+    if (wgBin) return await wireguardGoPath(topo, wgBin, tag, destroy);
     return def.id === 'tun-relay' ? await tunRelayPath(topo, destroy) : await kernelVxlanPath(topo, destroy);
   } catch (err) {
     await destroy();
@@ -75,6 +85,31 @@ async function tunRelayPath(topo: Topology, destroyTopo: () => Promise<void>): P
   return { ready: podsReady(pods, relay.pids), topo, pods, destroy };
 }
 
+/** Debian's wireguard-go, or the latest one (built from the pinned module on first use); else unavailable. */
+async function wireguardGoBinary(def: DataPathDef): Promise<string> {
+  const wg = await runCommand('wg', ['--version']).catch(() => undefined);
+  if (wg?.code !== 0) throw new UnavailableError('wg is missing: apt-get install wireguard-tools (deploy/local/install-deps.sh)');
+  const b = def.id === 'wireguard-go-latest' ? await buildLatestWireguardGo() : debianWireguardGo();
+  if (!b.ok) throw new UnavailableError(b.reason);
+  return b.bin;
+}
+
+/** wireguard-go on both nodes as flannel's wireguard backend sets up a node (wireguard-go.ts), pods behind
+ * cni0 with the backend's FLANNEL_MTU, underlay − 80. */
+async function wireguardGoPath(topo: Topology, bin: string, tag: string, destroyTopo: () => Promise<void>): Promise<LocalPath> {
+  const extMtu = await linkMtu(topo.nodes[0]?.ns, 'eth0');
+  const wg = await startWireguardGo(topo, bin, tag, extMtu);
+  const destroy = async (): Promise<void> => {
+    await wg.stop();
+    await destroyTopo();
+  };
+  const pods = await addPods(topo, extMtu - WIREGUARD_OVERHEAD).catch(async (err: unknown) => {
+    await wg.stop();
+    throw err;
+  });
+  return { ready: podsReady(pods, wg.pids), topo, pods, destroy };
+}
+
 /** Pod 10.244.<i>.2 behind cni0 (10.244.<i>.1) on each node, forwarding on, the given pod MTU. */
 async function addPods(topo: Topology, mtu: number): Promise<PodHost[]> {
   const pods: PodHost[] = [];
@@ -97,7 +132,7 @@ async function setupFlanneldPath(def: DataPathDef, tag: string): Promise<LocalPa
     for (const node of cluster.nodes) cluster.startDaemon(node, ['--log-level=warn']);
     const pods: PodHost[] = [];
     for (const node of cluster.nodes) {
-      const subnet = await cluster.waitForSubnet(node, 30_000).catch((err: unknown) => { throw unavailableOr(cluster, node.name, err); });
+      const subnet = await waitForLease(cluster, node, def).catch((err: unknown) => { throw unavailableOr(cluster, node.name, err); });
       await sysctlIn(node.ns, 'net.ipv4.ip_forward', '1');
       const pod = await cluster.addPod(node, subnet);
       const mtu = Number(readEnvFile(cluster.subnetFileOf(node)).FLANNEL_MTU);
@@ -127,6 +162,29 @@ async function waitForPing(pods: readonly PodHost[], timeoutMs = 30_000): Promis
     if (await ping(a.ns, b.ip, 1, 1)) return;
   }
   throw new Error(`pod ${a.ip} cannot reach pod ${b.ip} after ${timeoutMs / 1000} s`);
+}
+
+/** The node's subnet once flanneld has written subnet.env; an UnavailableError as soon as flanneld says that it
+ * does not know the data path's Backend.Type at all (it keeps retrying then instead of exiting 69). */
+async function waitForLease(cluster: LocalCluster, node: NodeHost, def: DataPathDef): Promise<string> {
+  const type = String(def.backend?.Type ?? '');
+  const proc = cluster.daemons.get(node.name)?.proc;
+  const lease = cluster.waitForSubnet(node, 30_000);
+  lease.catch(() => { /* the watcher below may have won the race; the daemon is stopped by the caller */ });
+  let done = false;
+  const watcher = (async (): Promise<never> => {
+    while (!done) {
+      const words = proc ? unknownBackendType(proc.output(), type) : undefined;
+      if (words) throw new UnavailableError(`flanneld does not know this backend (it retries the config, no exit 69): ${words}`);
+      await sleep(200);
+    }
+    return new Promise<never>(() => { /* the lease won */ });
+  })();
+  try {
+    return await Promise.race([lease, watcher]);
+  } finally {
+    done = true;
+  }
 }
 
 /** The daemon's own words when it exited 69 (the backend is not in this build), else the error. */

@@ -1,7 +1,7 @@
 // Checks that a parsed result file has the shape of BenchResult (result-types.ts), field by field.
 // Returns every problem found as "path: what is wrong"; an empty list means the file is valid.
 import {
-  CONTROL_METRICS, DATAPATH_IDS, DATAPATH_METRICS, LATER_SUMMARY_KEYS, SCHEMA_ID, STATUSES, SUMMARY_KEYS,
+  ALL_DATAPATH_IDS, CONTROL_METRICS, DATAPATH_METRICS, LATER_SUMMARY_KEYS, SCHEMA_ID, STATUSES, SUMMARY_KEYS,
 } from './result-types.js';
 
 type Obj = Record<string, unknown>;
@@ -71,7 +71,7 @@ function checkSample(c: Checker, v: unknown, path: string): void {
 function checkDataPath(c: Checker, v: unknown, path: string): void {
   const d = c.obj(v, path);
   if (!d) return;
-  c.str(d.id, `${path}.id`, DATAPATH_IDS);
+  c.str(d.id, `${path}.id`, ALL_DATAPATH_IDS);
   c.str(d.label, `${path}.label`);
   c.bool(d.hasDaemon, `${path}.hasDaemon`);
   c.str(d.status, `${path}.status`, STATUSES);
@@ -96,7 +96,7 @@ function checkControlPlane(c: Checker, v: unknown): void {
   c.arr(cp.programPeers, 'controlPlane.programPeers').forEach((e, i) => {
     const p = `controlPlane.programPeers[${i}]`;
     const o = c.obj(e, p);
-    c.str(o?.datapath, `${p}.datapath`, DATAPATH_IDS);
+    c.str(o?.datapath, `${p}.datapath`, ALL_DATAPATH_IDS);
     c.str(o?.status, `${p}.status`, STATUSES);
     c.arr(o?.samples, `${p}.samples`).forEach((s, j) => {
       const so = c.obj(s, `${p}.samples[${j}]`);
@@ -111,7 +111,7 @@ function checkControlPlane(c: Checker, v: unknown): void {
   c.arr(cp.leaseToPacket, 'controlPlane.leaseToPacket').forEach((e, i) => {
     const p = `controlPlane.leaseToPacket[${i}]`;
     const o = c.obj(e, p);
-    c.str(o?.datapath, `${p}.datapath`, DATAPATH_IDS);
+    c.str(o?.datapath, `${p}.datapath`, ALL_DATAPATH_IDS);
     c.str(o?.status, `${p}.status`, STATUSES);
     c.arr(o?.samples, `${p}.samples`).forEach((s, j) => c.num(c.obj(s, `${p}.samples[${j}]`)?.ms, `${p}.samples[${j}].ms`, true));
     c.stat(o?.summary, `${p}.summary`);
@@ -139,7 +139,7 @@ export function validateResult(v: unknown): string[] {
   const o = c.obj(r.options, 'options');
   if (o) {
     c.str(o.mode, 'options.mode', ['local', 'underlay']);
-    c.arr(o.datapaths, 'options.datapaths').forEach((d, i) => c.str(d, `options.datapaths[${i}]`, DATAPATH_IDS));
+    c.arr(o.datapaths, 'options.datapaths').forEach((d, i) => c.str(d, `options.datapaths[${i}]`, ALL_DATAPATH_IDS));
     c.arr(o.metrics, 'options.metrics').forEach((m, i) => c.str(m, `options.metrics[${i}]`, [...DATAPATH_METRICS, ...CONTROL_METRICS]));
     for (const k of ['durationSec', 'repeats', 'pings']) c.num(o[k], `options.${k}`);
     c.arr(o.peers, 'options.peers').forEach((x, i) => c.num(x, `options.peers[${i}]`));

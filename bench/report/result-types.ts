@@ -4,9 +4,16 @@ import type { Stat } from '../lib/stats.js';
 
 export const SCHEMA_ID = 'flannel-ts-bench/1';
 
-/** Every data path the harness knows; one without an implementation is reported as unavailable. */
+/** The data paths a run measures by default: all built by the project itself on this machine, so in local
+ * mode each of them must measure (test/netns/bench-smoke.test.ts). */
 export const DATAPATH_IDS = ['raw', 'kernel-vxlan', 'host-gw', 'tun-relay', 'udp', 'vxlan', 'vxlan-kernel'] as const;
-export type DataPathId = (typeof DATAPATH_IDS)[number];
+/** Data paths measured only when named in --datapaths (or with --datapaths=all): flanneld's wireguard backend,
+ * reported as unavailable until flanneld has it, and the wireguard-go reference rows, which need binaries the
+ * machine may lack (Debian's package; Go and the module proxy for the latest build). */
+export const OPT_IN_DATAPATH_IDS = ['wireguard', 'wireguard-go-debian', 'wireguard-go-latest'] as const;
+/** Every data path the harness knows; one without an implementation is reported as unavailable. */
+export const ALL_DATAPATH_IDS = [...DATAPATH_IDS, ...OPT_IN_DATAPATH_IDS] as const;
+export type DataPathId = (typeof ALL_DATAPATH_IDS)[number];
 
 /** Data-path metrics, measured for every data path in every repeat. */
 export const DATAPATH_METRICS = ['tcp1', 'tcp4', 'udp64', 'latency'] as const;
