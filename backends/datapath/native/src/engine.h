@@ -89,6 +89,8 @@ typedef struct fl_engine_s {
   size_t wg_kp_offset;
   uint64_t wg_reject_us, wg_rekey_us;
   void *wg_tx_cipher, *wg_rx_cipher; /* EVP_CIPHER_CTX, one per direction and engine */
+  uint8_t wg_tx_key[32], wg_rx_key[32]; /* the key each context holds (set again only when it changes) */
+  int wg_tx_keyed, wg_rx_keyed;
   uint8_t *wg_tx_kp; /* the keypair route() chose for the packet being sent */
 } fl_engine;
 

@@ -14,6 +14,7 @@
 #include "layout.h"
 #include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <sched.h>
 #include <string.h>
@@ -77,9 +78,21 @@ static int wg_init(fl_engine *e) {
 }
 
 static void wg_free(fl_engine *e) {
+  OPENSSL_cleanse(e->wg_tx_key, sizeof e->wg_tx_key);
+  OPENSSL_cleanse(e->wg_rx_key, sizeof e->wg_rx_key);
+  e->wg_tx_keyed = e->wg_rx_keyed = 0;
   EVP_CIPHER_CTX_free(e->wg_tx_cipher);
   EVP_CIPHER_CTX_free(e->wg_rx_cipher);
   e->wg_tx_cipher = e->wg_rx_cipher = NULL;
+}
+
+/* Starts one message on context c: the nonce always, the key only when it differs from the one the
+ * context holds (setting a ChaCha20-Poly1305 key costs as much as the nonce, header and tag together). */
+static int cipher_start(EVP_CIPHER_CTX *c, uint8_t held[32], int *keyed, const uint8_t *key, const uint8_t *nonce, int enc) {
+  if (*keyed && memcmp(held, key, 32) == 0) return EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, enc);
+  memcpy(held, key, 32);
+  *keyed = 1;
+  return EVP_CipherInit_ex(c, NULL, NULL, key, nonce, enc);
 }
 
 /* A keypair that may still be used at `now`: published, not past REJECT_AFTER_TIME. */
@@ -142,12 +155,13 @@ static size_t wg_seal(fl_engine *e, const fl_peer *peer, uint8_t *d, size_t hl, 
   EVP_CIPHER_CTX *c = e->wg_tx_cipher;
   uint8_t *out = d + HDR;
   int a = 0, b = 0, z = 0, fin = 0;
-  if (EVP_EncryptInit_ex(c, NULL, NULL, kp + WGK_SEND_KEY, nonce) != 1 ||
+  if (cipher_start(c, e->wg_tx_key, &e->wg_tx_keyed, kp + WGK_SEND_KEY, nonce, 1) != 1 ||
       (hl && EVP_EncryptUpdate(c, out, &a, out, (int)hl) != 1) ||
       (n && EVP_EncryptUpdate(c, out + a, &b, payload, (int)n) != 1) ||
       (padded > len && EVP_EncryptUpdate(c, out + a + b, &z, ZEROS, (int)(padded - len)) != 1) ||
       EVP_EncryptFinal_ex(c, out + a + b + z, &fin) != 1 || (size_t)(a + b + z + fin) != padded ||
       EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, TAG, out + padded) != 1) {
+    e->wg_tx_keyed = 0;
     STAT(e, ST_TX_SEND_ERRORS)++;
     return 0;
   }
@@ -240,10 +254,11 @@ static size_t wg_decap(fl_engine *e, const struct sockaddr_in *from, uint8_t **p
   st64(nonce + 4, ctr);
   EVP_CIPHER_CTX *c = e->wg_rx_cipher;
   int out = 0, fin = 0;
-  if (EVP_DecryptInit_ex(c, NULL, NULL, kp + WGK_RECV_KEY, nonce) != 1 ||
+  if (cipher_start(c, e->wg_rx_key, &e->wg_rx_keyed, kp + WGK_RECV_KEY, nonce, 0) != 1 ||
       EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, TAG, d + HDR + clen) != 1 ||
       EVP_DecryptUpdate(c, d + HDR, &out, d + HDR, (int)clen) != 1 ||
       EVP_DecryptFinal_ex(c, d + HDR + out, &fin) != 1) {
+    e->wg_rx_keyed = 0; /* start the next message from a fresh key */
     STAT(e, ST_DROP_BAD_DECRYPT)++;
     return 0;
   }
