@@ -219,7 +219,8 @@ void oracle_tx_input(const uint8_t *read, size_t len) {
   if (type == GSO_NONE && (flags & NEEDS_CSUM)) { /* what must go out: the read with its checksum completed */
     uint8_t *copy = alloc(len);
     memcpy(copy, read, len);
-    complete(copy, len, start, off);
+    /* over what goes out: in udp mode the IPv4 packet, not the bytes of the read past its total length */
+    complete(copy, is_ip && !run.vxlan && v.total < len ? v.total : len, start, off);
     frame = copy;
     if (is_ip) parse(copy + l2(), len - l2(), &v);
   }
