@@ -119,7 +119,7 @@ t.test('--keep leaves a working cluster; --destroy removes all of it', async (t)
 t.test('a wrong backend or option fails clearly before anything is built', async (t) => {
   const bad = start(['--backend', 'geneve']);
   t.equal(await bad.done, 64);
-  t.match(bad.out(), /unknown backend "geneve": expected one of udp, vxlan, host-gw/);
+  t.match(bad.out(), /unknown backend "geneve": expected one of udp, vxlan, host-gw, wireguard/);
   const opt = start(['--nodes', '0']);
   t.equal(await opt.done, 64);
   t.match(opt.out(), /--nodes must be 1-20/);

@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import { WG_HEADER, WG_KEYPAIR, WG_KEYPAIR_FLAGS, WG_PEER, wgKeypairsOffset } from '../../backends/datapath/layout.js';
 import * as wg from '../../backends/wireguard/protocol/index.js';
 import { WIREGUARD_TIMERS } from '../../backends/wireguard/session/session-timers.js';
-import { WireGuardSessions, type PeerCounters } from '../../backends/wireguard/session/sessions.js';
+import { EAGER_INITIATIONS_PER_TICK, WireGuardSessions, type PeerCounters } from '../../backends/wireguard/session/sessions.js';
 import { WgTable } from '../../backends/wireguard/session/wg-table.js';
 
 const log = pino({ level: 'silent' });
@@ -270,25 +270,34 @@ t.test('retransmission every REKEY_TIMEOUT (+ jitter), give-up after REKEY_ATTEM
   net.nodes.delete(IP.B); // B is unreachable
   A.sessions.setPeers([peerOf(B)]);
   const times: number[] = [];
-  const t0 = net.now;
+  let t0 = net.now;
   let seen = 0;
   const note = () => { for (; seen < net.sent('A', 1).length; seen++) times.push(net.now - t0); };
   note();
+  // The greeting of a new peer nobody asked for: 3 initiations, then quiet until traffic wants the peer.
+  net.run(120_000, note);
+  t.same(times, [0, 5000, 10000], 'a new peer is greeted 3 times, 5 s apart, then left alone');
+  t.equal(A.sessions.stats().handshakeGiveUps, 0, 'a speculative greeting is not a given-up handshake');
+
+  // Traffic wants a session: a full attempt, every REKEY_TIMEOUT for REKEY_ATTEMPT_TIME.
+  times.length = 0;
+  t0 = net.now;
+  A.cWant(SLOT.B);
   net.run(120_000, note);
   t.equal(times.length, 18, 'initiations at 0, 5, …, 85 s: 18');
-  t.same(times.slice(0, 4), [0, 5000, 10000, 15000], 'every REKEY_TIMEOUT (jitter 0)');
-  t.equal(times.at(-1), 85_000);
+  t.same(times.slice(0, 4), [100, 5100, 10100, 15100], 'every REKEY_TIMEOUT (jitter 0), from the tick that saw WANT');
+  t.equal(times.at(-1), 85_100);
   const st = A.sessions.stats();
   t.equal(st.handshakeGiveUps, 1);
   t.equal(st.peers[0]?.handshakePending, false);
   const indices = net.sent('A', 1).map((p) => p.msg.readUInt32LE(4));
-  t.equal(new Set(indices).size, 18, 'a new sender index per initiation');
+  t.equal(new Set(indices).size, 21, 'a new sender index per initiation');
   t.equal(A.table.slotsInUse, 1, 'only the last one still reserved');
 
   // Traffic wants a session again: a new attempt at once.
   A.cWant(SLOT.B);
   net.run(100);
-  t.equal(net.sent('A', 1).length, 19);
+  t.equal(net.sent('A', 1).length, 22);
 
   // Jitter: up to 333 ms on top of REKEY_TIMEOUT (the next retransmission is scheduled when one is sent).
   net.jitter = 0.9999;
@@ -297,6 +306,30 @@ t.test('retransmission every REKEY_TIMEOUT (+ jitter), give-up after REKEY_ATTEM
   net.run(12_000, () => { const n = net.sent('A', 1).length; if (n > count) { sends.push(net.now); count = n; } });
   t.equal(sends.length, 2);
   t.equal((sends[1] as number) - (sends[0] as number), 5_400, 'REKEY_TIMEOUT + 333 ms, seen at the next 100 ms tick');
+});
+
+t.test('a burst of new peers is greeted EAGER_INITIATIONS_PER_TICK per tick', async (t) => {
+  let now = 0;
+  const count = 3 * EAGER_INITIATIONS_PER_TICK + 5;
+  const table = new WgTable(256, count, WIREGUARD_TIMERS, () => now);
+  const sent: Buffer[] = [];
+  const sessions = new WireGuardSessions({
+    privateKey: wg.generateKeyPair().privateKey, table, log, now: () => now, random: () => 0,
+    send: (msg) => { sent.push(Buffer.from(msg)); },
+    counters: () => ({ txPackets: 0n, rxPackets: 0n, rxKeepalives: 0n }),
+  });
+  t.teardown(() => sessions.close());
+  sessions.setPeers(Array.from({ length: count }, (_, i) => ({
+    key: `10.250.${i}.0/24`, publicKey: wg.generateKeyPair().publicKey, slot: i, subnet: ((10 << 24) | (250 << 16) | (i << 8)) >>> 0,
+    endpointIp: IP.B, endpointPort: PORT, keepaliveSeconds: 0,
+  })));
+  t.equal(sent.length, 0, 'nothing sent from setPeers for a burst');
+  now += 100;
+  sessions.tick();
+  t.equal(sent.length, EAGER_INITIATIONS_PER_TICK, 'one tick greets a batch');
+  for (let i = 0; i < 3; i++) { now += 100; sessions.tick(); }
+  t.equal(sent.length, count, 'the rest over the next ticks');
+  t.ok(sent.every((m) => m[0] === wg.MESSAGE_INITIATION && m.length === 148), 'initiations');
 });
 
 t.test('rekey: WANT after REKEY_AFTER_TIME starts a new handshake; rotation retires the oldest', async (t) => {

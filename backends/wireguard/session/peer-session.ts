@@ -79,6 +79,8 @@ interface Pending {
 const EMPTY = new Uint8Array(0);
 /** wireguard-go HandshakeInitationRate: at most 50 initiations per second consumed per peer. */
 export const INITIATION_MIN_INTERVAL_MS = 1000 / 50;
+/** A speculative handshake (a new peer) is sent 3 times, 5 s apart (REKEY_TIMEOUT), then waits for traffic. */
+export const EAGER_ATTEMPT_MS = 14_000;
 
 export class PeerSession {
   readonly hp: HandshakePeer;
@@ -91,6 +93,9 @@ export class PeerSession {
   // timers (ctx.now ms; undefined: not armed)
   private lastInitiationSentAt = -Infinity;
   private attemptStartedAt: number | undefined;
+  /** How long the current attempt retries: REKEY_ATTEMPT_TIME, or EAGER_ATTEMPT_MS for a speculative one. */
+  private attemptLimitMs = Infinity;
+  private attemptEager = false;
   private retransmitAt: number | undefined;
   private newHandshakeAt: number | undefined;
   private sendKeepaliveAt: number | undefined;
@@ -137,11 +142,18 @@ export class PeerSession {
 
   // ---- handshake ----
 
-  /** wireguard-go SendHandshakeInitiation: at most one per REKEY_TIMEOUT; a non-retry restarts the attempt. */
-  initiate(isRetry: boolean): void {
+  /** wireguard-go SendHandshakeInitiation: at most one per REKEY_TIMEOUT; a non-retry restarts the attempt.
+   * `eager`: a handshake no packet asked for (a new peer, so its first packets find a session): it retries
+   * only for EAGER_ATTEMPT_MS, so thousands of peers that are not up yet cost a few initiations each, not
+   * one every 5 s for 90 s; traffic to the peer then starts a full attempt. */
+  initiate(isRetry: boolean, eager = false): void {
     const { ctx } = this;
     const now = ctx.now();
-    if (!isRetry) this.attemptStartedAt = now;
+    if (!isRetry) {
+      this.attemptStartedAt = now;
+      this.attemptEager = eager;
+      this.attemptLimitMs = eager ? EAGER_ATTEMPT_MS : ctx.timers.rekeyAttemptMs;
+    }
     if (this.config.slot === undefined) return;
     if (now - this.lastInitiationSentAt < ctx.timers.rekeyTimeoutMs) return;
     this.dropPending();
@@ -366,8 +378,12 @@ export class PeerSession {
 
   private expiredRetransmit(now: number): void {
     const { ctx } = this;
-    if (now - (this.attemptStartedAt ?? now) >= ctx.timers.rekeyAttemptMs) {
+    if (now - (this.attemptStartedAt ?? now) >= Math.min(this.attemptLimitMs, ctx.timers.rekeyAttemptMs)) {
       this.retransmitAt = undefined;
+      if (this.attemptEager) {
+        ctx.log.debug({ peer: this.config.key }, 'wireguard: no answer to the first handshakes with a new peer: waiting for traffic to it');
+        return;
+      }
       ctx.stats.handshakeGiveUps++;
       ctx.log.info({ peer: this.config.key }, 'wireguard: handshake did not complete within REKEY_ATTEMPT_TIME: giving up');
       if (this.zeroKeyMaterialAt === undefined) this.zeroKeyMaterialAt = now + 3 * ctx.timers.rejectAfterMs;

@@ -177,7 +177,7 @@ t.test('the addon refuses bad numbers instead of casting them', async (t) => {
   for (const [field, value, message] of [
     ['mtu', -1, /mtu must be an integer from 68 to 65535/], ['devFd', -3, /devFd must be an integer from 0/],
     ['devIp', 2 ** 32, /devIp must be an integer from 0 to 4294967295/], ['vni', 1.5, /vni must be an integer/],
-    ['mode', 7, /mode must be an integer from 0 to 1/], ['udpFd', undefined, /udpFd must be an integer/], ['spinUs', -1, /spinUs must be an integer/],
+    ['mode', 7, /mode must be an integer from 0 to 2/], ['udpFd', undefined, /udpFd must be an integer/], ['spinUs', -1, /spinUs must be an integer/],
   ] as const) {
     t.throws(() => addon.engineCreate({ ...good, [field]: value }), { code: 'ERR_INVALID_ARG_VALUE', message }, `${field} = ${String(value)}`);
   }

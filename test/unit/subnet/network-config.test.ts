@@ -264,8 +264,8 @@ t.test('Backend that is not an object is an error', async (t) => {
   }
 });
 
-t.test('unknown backend type lists udp, vxlan, host-gw', async (t) => {
-  for (const type of ['wireguard', 'ipip', 'hostgw', '', 'vxlan ']) {
+t.test('unknown backend type lists udp, vxlan, host-gw, wireguard', async (t) => {
+  for (const type of ['wire-guard', 'ipip', 'hostgw', '', 'vxlan ']) {
     const err = parseFails(t, { Network: '10.3.0.0/16', Backend: { Type: type } });
     t.equal(err.issues.length, 1, JSON.stringify(type));
     t.equal(err.issues[0]?.field, 'Backend.Type');
@@ -274,19 +274,20 @@ t.test('unknown backend type lists udp, vxlan, host-gw', async (t) => {
     t.match(err.message, /udp/);
     t.match(err.message, /vxlan/);
     t.match(err.message, /host-gw/);
+    t.match(err.message, /wireguard/);
     t.match(err.message, JSON.stringify(type), 'message quotes the value');
   }
 });
 
 t.test('several problems at once: one ConfigError with every issue', async (t) => {
-  const err = parseFails(t, { Network: '10.3.0.0/16', SubnetMin: '10.9.0.0', Backend: { Type: 'wireguard' } });
+  const err = parseFails(t, { Network: '10.3.0.0/16', SubnetMin: '10.9.0.0', Backend: { Type: 'wireguardd' } });
   t.equal(err.issues.length, 2, 'both problems');
   const fields = err.issues.map((i) => i.field).sort();
   t.same(fields, ['Backend.Type', 'SubnetMin']);
   t.match(err.message, /SubnetMin/);
   t.match(err.message, /"10\.9\.0\.0"/);
   t.match(err.message, /Backend\.Type/);
-  t.match(err.message, /"wireguard"/);
+  t.match(err.message, /"wireguardd"/);
   t.match(err.message, /2 problems/);
 
   const err2 = parseFails(t, { Network: '10.3.0.0/16', SubnetLen: 31, Backend: { Type: 'nope' }, EnableNFTables: 'yes' });
