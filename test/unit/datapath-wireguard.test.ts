@@ -255,10 +255,7 @@ const GROUPS: Record<string, RegExp> = {
 
 // Deviations found by these tests and not yet fixed in wireguard.c: the C test prints the line when it
 // still behaves so (each one's expected and actual values are in it).
-const KNOWN: Record<string, string> = {
-  'responder-rekey-after-messages': 'wireguard.c wg_route: REKEY_AFTER_MESSAGES only asks for a handshake on initiator keypairs '
-    + '(the message limit sits inside the WGK_F_INITIATOR condition); the kernel and wireguard-go apply it to any current keypair',
-};
+const KNOWN: Record<string, string> = {};
 
 for (const [group, summary] of Object.entries(GROUPS)) {
   t.test(`wireguard mode: ${group}`, async (t) => {

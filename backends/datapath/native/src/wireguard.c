@@ -119,9 +119,10 @@ static const fl_peer *wg_route(fl_engine *e, uint8_t *pkt, size_t *len, uint32_t
     STAT(e, ST_DROP_NO_SESSION)++;
     return NULL;
   }
+  /* wireguard-go keepKeyFreshSending: any keypair past REKEY_AFTER_MESSAGES, ours past REKEY_AFTER_TIME */
   uint32_t flags = __atomic_load_n(w32(kp + WGK_FLAGS), __ATOMIC_RELAXED);
-  if ((flags & WGK_F_INITIATOR) && (now - ld64(kp + WGK_CREATED_US) >= e->wg_rekey_us ||
-                                    __atomic_load_n(w64(kp + WGK_SEND_COUNTER), __ATOMIC_RELAXED) >= REKEY_AFTER_MESSAGES))
+  if (__atomic_load_n(w64(kp + WGK_SEND_COUNTER), __ATOMIC_RELAXED) >= REKEY_AFTER_MESSAGES ||
+      ((flags & WGK_F_INITIATOR) && now - ld64(kp + WGK_CREATED_US) >= e->wg_rekey_us))
     want_handshake(ps);
   e->wg_tx_kp = kp;
   return peer;

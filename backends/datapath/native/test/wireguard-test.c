@@ -688,12 +688,7 @@ static void tx_checks(void) {
   clear_flags();
   s32(k2 + WGK_FLAGS, 0);
   snap(); CHECK(send_one(60, out, &wire) && wire == 96, "responder past REKEY_AFTER_MESSAGES not sent"); EXPECT_NONE("sent");
-  if (!(peer_flags() & WGP_F_WANT_HANDSHAKE)) {
-    known_failures++;
-    printf("KNOWN-FAILURE responder-rekey-after-messages: route on a responder keypair (no WGK_F_INITIATOR) with SEND_COUNTER %llu = REKEY_AFTER_MESSAGES (2^60) + 1: "
-           "expected WGP_F_WANT_HANDSHAKE set (kernel keep_key_fresh / wireguard-go keepKeyFreshSending), got flags %u\n",
-           (unsigned long long)(REKEY_MSGS + 1), peer_flags());
-  }
+  CHECK(peer_flags() & WGP_F_WANT_HANDSHAKE, "responder past REKEY_AFTER_MESSAGES: WANT not set (kernel keep_key_fresh / wireguard-go keepKeyFreshSending)");
   clear_flags();
   /* REJECT_AFTER_MESSAGES on TX: the last counter is used, then nothing. */
   s32(k2 + WGK_FLAGS, WGK_F_INITIATOR);
