@@ -103,7 +103,7 @@ t.test('pair mode: the TX and the RX worker each count into their own region', a
   t.equal(regionStat(table, rx, 'tx_packets'), 0n, 'RX region: no TX counter');
   t.equal(engine.stats().drop_ttl_expired, 2n, 'ttl_expired, written by both directions, sums over the regions');
   t.equal(forwarded[0]?.readUInt32BE(16), (PEER | 7) >>> 0, 'the peer received the forwarded packet');
-  t.same(engine.peerStats('10.244.2.0/24'), { tx_packets: 1n, tx_bytes: 28n, rx_packets: 0n, rx_bytes: 0n }, 'per-peer counters');
+  t.same(engine.peerStats('10.244.2.0/24'), { tx_packets: 1n, tx_bytes: 28n, rx_packets: 0n, rx_bytes: 0n, rx_keepalives: 0n }, 'per-peer counters');
   t.throws(() => new PacketEngine({ table: new PeerTable(4, 1), log, threading, queues: [{ devFd, udpFd, txFds: new Int32Array(0) }],
     spec: { mode: ENGINE_MODE.UDP, devIp: OWN, ownSubnet: OWN, ownMask: 0xffffff00, mtu: 1472, vni: 0, devMac: new Uint8Array(6), offload: false } }),
   /1 counter regions; 2 workers need one each/, 'a table without a region per worker is refused');
