@@ -399,7 +399,7 @@ if (process.getuid?.() !== 0) {
       const samples: Array<{ underLoad: number; healthz: number; ms: number }> = [];
       while (flood.child.exitCode === null && samples.length < 20) {
         const t0 = Date.now();
-        const h = await execIn(n1.ns, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '3', `http://127.0.0.1:${METRICS_PORT}/healthz`]);
+        const h = await execIn(n1.ns, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '10', `http://127.0.0.1:${METRICS_PORT}/healthz`]);
         const ms = Date.now() - t0;
         const m = await scrape(n1).catch(() => new Map<string, number>());
         samples.push({ underLoad: m.get('flanneld_wireguard_under_load') ?? -1, healthz: Number(h.stdout), ms });
@@ -427,7 +427,7 @@ if (process.getuid?.() !== 0) {
       t.ok(alive(n1), 'node1 up');
       await until('under load ends', async () => (await scrape(n1)).get('flanneld_wireguard_under_load') === 0, 10_000);
       t.pass('flanneld_wireguard_under_load back to 0 after the flood');
-      t.equal((await execIn(n1.ns, 'curl', ['-s', '-m', '3', `http://127.0.0.1:${METRICS_PORT}/healthz`])).code, 0, '/healthz after the flood');
+      t.equal((await execIn(n1.ns, 'curl', ['-sf', '-m', '10', `http://127.0.0.1:${METRICS_PORT}/healthz`])).code, 0, '/healthz after the flood');
       t.equal((await execIn(p1.ns, 'ping', ['-n', '-c', '3', '-i', '0.2', '-W', '2', p2.ip])).code, 0, 'pod1 pings pod2 after the flood');
     });
   });
