@@ -411,6 +411,21 @@ t.test('data sent, nothing received for 15 s: new handshake; keypairs expire at 
   t.equal(A.table.slotsInUse, 0, 'all handshake state erased after 3 × REJECT_AFTER_TIME');
 });
 
+t.test('a request and its reply within one tick: a passive keepalive, no new handshake 15 s later', async (t) => {
+  const { net, A, B, peerOf } = setup();
+  B.sessions.setPeers([peerOf(A)]);
+  A.sessions.setPeers([peerOf(B)]);
+  net.pump();
+  net.run(1_000);
+  const initiations = net.sent('A', 1).length + net.sent('B', 1).length;
+  const keepalives = net.sent('A', 4).length;
+  A.counter(SLOT.B).txPackets += 1n; // a ping out and its reply back, both seen by the same tick
+  A.counter(SLOT.B).rxPackets += 1n;
+  net.run(20_000);
+  t.equal(net.sent('A', 1).length + net.sent('B', 1).length, initiations, 'no handshake after the exchange');
+  t.equal(net.sent('A', 4).length, keepalives + 1, 'one passive keepalive, 10 s after the reply');
+});
+
 t.test('a changed public key retires the peer\'s keypairs at once; removal too', async (t) => {
   const { net, A, B, peerOf } = setup();
   A.sessions.setPeers([peerOf(B)]);

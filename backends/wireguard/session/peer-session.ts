@@ -290,6 +290,14 @@ export class PeerSession {
     const dataSent = c.txPackets !== seen.txPackets;
     const dataReceived = c.rxPackets !== seen.rxPackets;
     const keepaliveReceived = c.rxKeepalives !== seen.rxKeepalives;
+    // Sends first, then receives: when both fell within one tick their order is unknown, and this one
+    // ends with the 15 s "no reply" timer cancelled by the receive and a passive keepalive armed (at
+    // worst a keepalive too many), never with a new handshake after every request and reply.
+    if (dataSent) {
+      this.traversal();
+      this.sendKeepaliveAt = undefined;
+      if (this.newHandshakeAt === undefined) this.newHandshakeAt = now + ctx.timers.keepaliveTimeoutMs + ctx.timers.rekeyTimeoutMs + this.jitter();
+    }
     if (dataReceived || keepaliveReceived) {
       this.anyAuthenticatedReceived();
       this.traversal();
@@ -298,11 +306,6 @@ export class PeerSession {
       if (this.sendKeepaliveAt === undefined) this.sendKeepaliveAt = now + ctx.timers.keepaliveTimeoutMs;
       else this.needAnotherKeepalive = true;
       this.keepKeyFreshReceiving();
-    }
-    if (dataSent) {
-      this.traversal();
-      this.sendKeepaliveAt = undefined;
-      if (this.newHandshakeAt === undefined) this.newHandshakeAt = now + ctx.timers.keepaliveTimeoutMs + ctx.timers.rekeyTimeoutMs + this.jitter();
     }
 
     if (ctx.table.takeFlags(slot).wantHandshake) this.initiate(false);
