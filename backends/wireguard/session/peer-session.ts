@@ -81,6 +81,8 @@ const EMPTY = new Uint8Array(0);
 export const INITIATION_MIN_INTERVAL_MS = 1000 / 50;
 /** A speculative handshake (a new peer) is sent 3 times, 5 s apart (REKEY_TIMEOUT), then waits for traffic. */
 export const EAGER_ATTEMPT_MS = 14_000;
+/** How long a keypair pushed out by a rotation still decrypts what the peer sent on it. */
+export const RETIRE_GRACE_MS = 10_000;
 
 export class PeerSession {
   readonly hp: HandshakePeer;
@@ -89,6 +91,8 @@ export class PeerSession {
   previous: Keypair | undefined;
   next: Keypair | undefined;
   private pending: Pending | undefined;
+  /** Keypairs rotated out, still open for receiving until `at` (retireLater). */
+  private readonly retiring: Array<{ readonly kp: Keypair; readonly at: number }> = [];
 
   // timers (ctx.now ms; undefined: not armed)
   private lastInitiationSentAt = -Infinity;
@@ -201,8 +205,8 @@ export class PeerSession {
     });
     const kp = this.record(keypair);
     // wireguard-go BeginSymmetricSession (responder): the new one is next; the old next and previous go.
-    this.retireKeypair(this.next);
-    this.retireKeypair(this.previous);
+    this.retireLater(this.next);
+    this.retireLater(this.previous);
     this.previous = undefined;
     this.next = kp;
     ctx.send(message, ip, port);
@@ -240,11 +244,11 @@ export class PeerSession {
     if (old.next) {
       ctx.table.clearNext(old.next.index);
       this.previous = old.next;
-      this.retireKeypair(old.current);
+      this.retireLater(old.current);
     } else {
       this.previous = old.current;
     }
-    this.retireKeypair(old.previous);
+    this.retireLater(old.previous);
     this.handshakeComplete();
     this.sessionDerived();
     ctx.log.debug({ peer: this.config.key, index: kp.index, remoteIndex: kp.remoteIndex }, 'wireguard: handshake complete (initiator)');
@@ -330,6 +334,7 @@ export class PeerSession {
       this.armPersistent();
     }
     this.expireKeypairs();
+    while (this.retiring.length > 0 && now >= (this.retiring[0] as { at: number }).at) this.retireKeypair(this.retiring.shift()?.kp);
     if (this.zeroKeyMaterialAt !== undefined && now >= this.zeroKeyMaterialAt) {
       this.zeroKeyMaterialAt = undefined;
       ctx.log.debug({ peer: this.config.key }, 'wireguard: no handshake for 3 × REJECT_AFTER_TIME: key material erased');
@@ -346,7 +351,7 @@ export class PeerSession {
     const cur = table.currentSlot(slot);
     if (this.next && cur === table.slotOf(this.next.index)) {
       const confirmed = this.next;
-      this.retireKeypair(this.previous);
+      this.retireLater(this.previous);
       this.previous = this.current;
       this.current = confirmed;
       this.next = undefined;
@@ -361,6 +366,7 @@ export class PeerSession {
   /** Retires every keypair, drops the pending handshake and erases its secrets (the last accepted
    * initiation timestamp stays: it guards against replays). */
   eraseAll(): void {
+    for (const r of this.retiring.splice(0)) this.retireKeypair(r.kp);
     this.retireKeypair(this.current);
     this.retireKeypair(this.previous);
     this.retireKeypair(this.next);
@@ -412,6 +418,16 @@ export class PeerSession {
     if (old(this.previous)) { this.retireKeypair(this.previous); this.previous = undefined; }
     if (old(this.next)) { this.retireKeypair(this.next); this.next = undefined; }
     if (old(this.current)) { this.retireKeypair(this.current); this.current = undefined; }
+  }
+
+  /** A keypair a rotation pushed out: it stops being promotable at once, but stays open for receiving
+   * for RETIRE_GRACE_MS, because the peer may still be sending on it. When both ends rekey at once
+   * (two handshakes crossing), each retires the keypair the other sends on until its own handshake
+   * completes; retiring it at once dropped those packets (unknown_index) at every rekey. */
+  private retireLater(kp: Keypair | undefined): void {
+    if (!kp) return;
+    this.ctx.table.clearNext(kp.index);
+    this.retiring.push({ kp, at: this.ctx.now() + RETIRE_GRACE_MS });
   }
 
   private retireKeypair(kp: Keypair | undefined): void {
