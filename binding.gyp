@@ -1,7 +1,8 @@
 # node-gyp builds our two native addons (plain C over N-API):
 #  - flanneld_native: sd_notify over an AF_UNIX datagram socket (Node's dgram has no AF_UNIX).
 #  - flannel_datapath: TUN/TAP devices, UDP sockets and the packet loops of the udp, vxlan and wireguard
-#    backends. wireguard.c uses Node's own libcrypto (EVP_*), exported by the node binary: not linked here.
+#    backends, and keyed BLAKE2s for WireGuard's handshake (mac.c). wireguard.c and mac.c use Node's own
+#    libcrypto (EVP_*), exported by the node binary: not linked here.
 # Output: build/Release/<target>.node.
 {
   "targets": [
@@ -25,7 +26,8 @@
         "backends/datapath/native/src/offload_tx.c",
         "backends/datapath/native/src/offload_rx.c",
         "backends/datapath/native/src/csum.c",
-        "backends/datapath/native/src/sys.c"
+        "backends/datapath/native/src/sys.c",
+        "backends/datapath/native/src/mac.c"
       ],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]

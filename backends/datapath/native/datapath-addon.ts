@@ -55,6 +55,8 @@ export interface DatapathAddon {
   pipeOpen(): [number, number];
   /** One datagram out of the bound UDP socket `fd` to ip:port (host order), not waiting; throws with the errno (EAGAIN: buffer full). */
   udpSendTo(fd: number, bytes: Uint8Array, ip: number, port: number): number;
+  /** Keyed BLAKE2s (key 1-32 bytes, output outLen 1-32 bytes) from Node's libcrypto (EVP_MAC BLAKE2SMAC). */
+  blake2sMac(key: Uint8Array, input: Uint8Array, outLen: number): Buffer;
   eventfdOpen(): number;
   eventfdSignal(fd: number): void;
   closeFd(fd: number): void;

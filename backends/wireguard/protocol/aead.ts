@@ -1,8 +1,11 @@
 // AEAD(key, counter, plaintext, ad): ChaCha20-Poly1305 with a 96-bit nonce of 32 zero bits and the
-// 64-bit little-endian counter (node:crypto); XAEAD: XChaCha20-Poly1305 for cookie replies (@noble/ciphers).
+// 64-bit little-endian counter (node:crypto, Node's OpenSSL); XAEAD: XChaCha20-Poly1305 for cookie
+// replies, which OpenSSL does not have, from libsodium (libsodium-wrappers, libsodium built to wasm).
 import { createCipheriv, createDecipheriv } from 'node:crypto';
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import sodium from 'libsodium-wrappers';
 import { AEAD_TAG_LEN } from './constants.js';
+
+await sodium.ready;
 
 function nonceOf(counter: bigint): Buffer {
   const nonce = Buffer.alloc(12);
@@ -36,12 +39,12 @@ export function aeadOpen(key: Uint8Array, counter: bigint, sealed: Uint8Array, a
 }
 
 export function xaeadSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, ad: Uint8Array): Buffer {
-  return Buffer.from(xchacha20poly1305(key, nonce, ad).encrypt(plaintext));
+  return Buffer.from(sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, null, nonce, key));
 }
 
 export function xaeadOpen(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, ad: Uint8Array): Buffer | undefined {
   try {
-    return Buffer.from(xchacha20poly1305(key, nonce, ad).decrypt(sealed));
+    return Buffer.from(sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, sealed, ad, nonce, key));
   } catch {
     return undefined;
   }

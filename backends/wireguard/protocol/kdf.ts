@@ -1,7 +1,8 @@
-// HASH, HMAC, KDF1/2/3 and the keyed MAC of the whitepaper (§5.4). BLAKE2s-256 and HMAC-BLAKE2s come
-// from node:crypto; keyed BLAKE2s with a 16-byte output (MAC) from @noble/hashes.
+// HASH, HMAC, KDF1/2/3 and the keyed MAC of the whitepaper (§5.4), all from Node's own OpenSSL:
+// BLAKE2s-256 and HMAC-BLAKE2s through node:crypto, keyed BLAKE2s with a 16-byte output (MAC), which
+// node:crypto does not offer, through our addon (libcrypto's EVP_MAC BLAKE2SMAC).
 import { createHash, createHmac } from 'node:crypto';
-import { blake2s } from '@noble/hashes/blake2.js';
+import { datapathAddon } from '../../datapath/native/datapath-addon.js';
 import { MAC_LEN } from './constants.js';
 
 /** HASH(a ‖ b ‖ …): BLAKE2s-256. */
@@ -20,7 +21,7 @@ export function hmac(key: Uint8Array, ...parts: readonly Uint8Array[]): Buffer {
 
 /** MAC(key, input): keyed BLAKE2s with a 16-byte output (mac1, mac2, cookies). */
 export function mac(key: Uint8Array, input: Uint8Array): Buffer {
-  return Buffer.from(blake2s(input, { key, dkLen: MAC_LEN }));
+  return datapathAddon().blake2sMac(key, input, MAC_LEN);
 }
 
 const ONE = Uint8Array.of(1);

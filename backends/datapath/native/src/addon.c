@@ -12,6 +12,7 @@
 #include "layout.h"
 #include "engine_internal.h"
 #include "sys.h"
+#include "mac.h"
 
 typedef struct {
   fl_engine engine;
@@ -185,6 +186,26 @@ static napi_value udp_send_to(napi_env env, napi_callback_info info) {
   }
   int r = fl_udp_send((int)fd, data, len, (uint32_t)ip, (uint16_t)port);
   return r < 0 ? throw_errno(env, r, "sendto") : num(env, r);
+}
+
+/* blake2sMac(key: Uint8Array (1-32 bytes), input: Uint8Array, outLen 1-32) → Buffer: keyed BLAKE2s from Node's libcrypto. */
+static napi_value blake2s_mac(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  void *key = NULL, *in = NULL;
+  size_t key_len = 0, in_len = 0;
+  double out_len;
+  if (!typed_data(env, argv[0], napi_uint8_array, &key, &key_len) || !typed_data(env, argv[1], napi_uint8_array, &in, &in_len)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "blake2sMac: key and input must be Uint8Arrays");
+    return NULL;
+  }
+  if (key_len < 1 || key_len > 32) { napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "blake2sMac: the key must be 1 to 32 bytes"); return NULL; }
+  if (!get_int(env, argv[2], "blake2sMac outLen", 1, 32, &out_len)) return NULL;
+  void *out = NULL;
+  napi_value buf;
+  CHECK(napi_create_buffer(env, (size_t)out_len, &out, &buf));
+  int r = fl_blake2s_mac(key, key_len, in, in_len, out, (size_t)out_len);
+  return r < 0 ? throw_errno(env, r, "EVP_MAC(BLAKE2SMAC)") : buf;
 }
 
 static napi_value eventfd_open(napi_env env, napi_callback_info info) {
@@ -374,6 +395,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"pipeOpen", NULL, pipe_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSendTo", NULL, udp_send_to, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"blake2sMac", NULL, blake2s_mac, NULL, NULL, NULL, napi_enumerable, NULL},
     {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
     {"engineCreate", NULL, engine_create, NULL, NULL, NULL, napi_enumerable, NULL},
