@@ -5,7 +5,6 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   ALL_DATAPATH_IDS, CONTROL_METRICS, type ControlMetric, DATAPATH_IDS, DATAPATH_METRICS, type DataPathId, type DataPathMetric,
-  OPT_IN_DATAPATH_IDS,
 } from '../report/result-types.js';
 
 export interface UnderlayOptions {
@@ -31,16 +30,17 @@ export interface BenchOptions {
 
 export const USAGE = `usage: npm run bench -- [flags]
 
-  --datapaths=LIST   any of ${DATAPATH_IDS.join(',')} (the default set, also
-                     named "default"), ${OPT_IN_DATAPATH_IDS.join(',')} (only when named),
-                     or "all"; e.g. --datapaths=kernel-vxlan,wireguard-go-debian,wireguard-go-latest
+  --datapaths=LIST   any of ${DATAPATH_IDS.slice(0, 7).join(',')},
+                     ${DATAPATH_IDS.slice(7).join(',')}, measured in the order given
+                     (default: all of them, also named "default" or "all");
+                     e.g. --datapaths=kernel-vxlan,wireguard,wireguard-go-latest,wireguard-go-debian
   --metrics=LIST     ${[...DATAPATH_METRICS, ...CONTROL_METRICS].join(',')} (default: all)
   --duration=SEC     seconds per iperf3 run (default 5; --quick 1)
   --repeats=N        repeats of every measurement, reported as median [min-max] (default 3; --quick 2,
                      and program-peers once)
   --pings=N          echo requests per latency measurement, at least 200 (default 300; --quick 200)
   --peers=LIST       peer counts for program-peers (default 10,100,1000,5000)
-  --quick            short runs; finishes in under 2 minutes
+  --quick            short runs; finishes in about 2 minutes
   --out=PREFIX       result files PREFIX.json/.svg/.txt (default bench/results/<date>[-quick], then
                      <date>-2, -3… so that a second run of the day keeps the first; --out overwrites)
   --underlay=IFACE   two real hosts: use IFACE instead of veth (with --peer, --role, --etcd; see bench/README.md)

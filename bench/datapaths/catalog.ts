@@ -31,17 +31,18 @@ export const DATAPATHS: readonly DataPathDef[] = [
   },
   { id: 'vxlan', label: 'flanneld vxlan (userspace)', backend: { Type: 'vxlan' }, fakePeer: 'vxlan' },
   { id: 'vxlan-kernel', label: 'flanneld vxlan (kernel)', backend: { Type: 'vxlan', Datapath: 'kernel' }, fakePeer: 'vxlan' },
-  // Opt-in rows (OPT_IN_DATAPATH_IDS): measured only when named in --datapaths.
+  // WireGuard: flanneld's backend, then the references built by hand with wireguard-go (wireguard-go.ts), the
+  // latest module (built with Go; unavailable without it) and Debian's package. In the order of DATAPATH_IDS.
   {
     id: 'wireguard', label: 'flanneld wireguard', backend: { Type: 'wireguard' },
     noFakePeerReason: 'a wireguard peer must answer a handshake, which a lease alone cannot fake',
   },
   {
-    id: 'wireguard-go-debian', label: 'wireguard-go (Debian)', noFakePeerReason: 'no flanneld',
+    id: 'wireguard-go-latest', label: 'wireguard-go (latest)', noFakePeerReason: 'no flanneld',
     localOnly: 'built by hand in two node namespaces of one machine',
   },
   {
-    id: 'wireguard-go-latest', label: 'wireguard-go (latest)', noFakePeerReason: 'no flanneld',
+    id: 'wireguard-go-debian', label: 'wireguard-go (Debian)', noFakePeerReason: 'no flanneld',
     localOnly: 'built by hand in two node namespaces of one machine',
   },
 ];

@@ -1,10 +1,12 @@
 // Unit test of bench/cli/options.ts: the default result prefix never overwrites an earlier run of the
-// same day, an explicit --out is taken as given, and bad flags are usage errors.
+// same day, an explicit --out is taken as given, bad flags are usage errors, and the default data paths
+// (the wireguard rows included) are the ones the help text lists.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { freshPrefix, parseOptions, UsageError } from '../../bench/cli/options.js';
+import { freshPrefix, parseOptions, USAGE, UsageError } from '../../bench/cli/options.js';
+import { DATAPATH_IDS } from '../../bench/report/result-types.js';
 
 t.test('freshPrefix: the prefix, then -2, -3 while any of its three files exists', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bench-options-'));
@@ -25,4 +27,13 @@ t.test('parseOptions: --out is taken as given; the default is a fresh prefix of 
   t.match(parseOptions([], today)?.out, /bench\/results\/2031-01-02$/, 'no run of that day yet');
   t.match(parseOptions(['--quick'], today)?.out, /bench\/results\/2031-01-02-quick$/);
   t.throws(() => parseOptions(['--warp=9']), UsageError);
+});
+
+t.test('parseOptions: every row by default, the wireguard rows last; --help names each of them', async (t) => {
+  t.same(parseOptions([])?.datapaths, [
+    'raw', 'kernel-vxlan', 'host-gw', 'tun-relay', 'udp', 'vxlan', 'vxlan-kernel', 'wireguard', 'wireguard-go-latest', 'wireguard-go-debian',
+  ]);
+  t.same(parseOptions(['--quick'])?.datapaths, [...DATAPATH_IDS], '--quick measures the same rows');
+  for (const id of DATAPATH_IDS) t.match(USAGE, new RegExp(`[ ,]${id}[,\\s]`), `--help names ${id}`);
+  t.notMatch(USAGE, /only when named|opt-in/, 'no row is opt-in any more');
 });

@@ -1,4 +1,5 @@
-// Unit test of the bench's wireguard rows: --datapaths with the opt-in rows and the "default"/"all" groups,
+// Unit test of the bench's wireguard rows: part of the default set (after vxlan-kernel), --datapaths with
+// named rows and the "default"/"all" groups,
 // the device names (unique per run, at most 15 characters), the pinned wireguard-go module version, the
 // recognition of flanneld's "unknown backend type", and that the latest wireguard-go build is never a failure.
 import { readFileSync } from 'node:fs';
@@ -8,19 +9,22 @@ import { parseDataPaths, parseOptions, UsageError } from '../../bench/cli/option
 import { DATAPATHS } from '../../bench/datapaths/catalog.js';
 import { wgDeviceName } from '../../bench/datapaths/wireguard-go.js';
 import { unknownBackendType } from '../../bench/lib/daemon-log.js';
-import { ALL_DATAPATH_IDS, DATAPATH_IDS, OPT_IN_DATAPATH_IDS } from '../../bench/report/result-types.js';
+import { ALL_DATAPATH_IDS, DATAPATH_IDS } from '../../bench/report/result-types.js';
 import { runTag } from '../../deploy/local/netns.js';
 import {
   buildLatestWireguardGo, latestBinaryPath, pinnedVersionIn, WIREGUARD_GO_MODULE, wireguardGoModuleDir,
 } from '../../deploy/local/wireguard-go.js';
 
-t.test('--datapaths: the default set without the opt-in rows; named rows, "default" and "all"', async (t) => {
-  t.same(parseOptions([])?.datapaths, [...DATAPATH_IDS], 'the default is the seven built-in rows');
-  t.notOk(DATAPATH_IDS.some((id) => (OPT_IN_DATAPATH_IDS as readonly string[]).includes(id)), 'no opt-in row in it');
-  t.same(parseDataPaths('kernel-vxlan,wireguard-go-debian,wireguard-go-latest'), ['kernel-vxlan', 'wireguard-go-debian', 'wireguard-go-latest']);
+t.test('--datapaths: the default set has the wireguard rows after vxlan-kernel; named rows, "default" and "all"', async (t) => {
+  const ids = ['raw', 'kernel-vxlan', 'host-gw', 'tun-relay', 'udp', 'vxlan', 'vxlan-kernel', 'wireguard', 'wireguard-go-latest', 'wireguard-go-debian'];
+  t.same([...DATAPATH_IDS], ids, 'ours first among the wireguard rows, then the references');
+  t.same(parseOptions([])?.datapaths, ids, 'the default is every row');
+  t.same(parseDataPaths('default'), ids);
   t.same(parseDataPaths('all'), [...ALL_DATAPATH_IDS]);
-  t.same(parseDataPaths('wireguard,default'), ['wireguard', ...DATAPATH_IDS], 'in the order given');
-  t.same(parseDataPaths('raw,default'), [...DATAPATH_IDS], 'no row twice');
+  t.same([...ALL_DATAPATH_IDS], ids, 'no row is outside the default set');
+  t.same(parseDataPaths('kernel-vxlan,wireguard-go-debian,wireguard-go-latest'), ['kernel-vxlan', 'wireguard-go-debian', 'wireguard-go-latest']);
+  t.same(parseDataPaths('wireguard,default'), ['wireguard', ...ids.filter((i) => i !== 'wireguard')], 'in the order given');
+  t.same(parseDataPaths('raw,default'), ids, 'no row twice');
   t.throws(() => parseDataPaths('wireguard-go'), UsageError);
   t.throws(() => parseOptions(['--datapaths=']), UsageError);
 });
