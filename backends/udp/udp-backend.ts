@@ -6,15 +6,16 @@
 // Peers: one entry per lease in the engine's peer table; no
 // kernel state per peer, so 1000 peers cost one table swap. Like flannel, leases of any backend
 // type are used (flannel's udp publishes no BackendType and filters none).
-import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { ConfigError, FlannelError, errorMessage } from '../../subnet/errors.js';
+import { ConfigError } from '../../subnet/errors.js';
 import { formatCidr4, formatIp4, maskOf } from '../../subnet/ip.js';
 import { pickFields } from '../../subnet/json-fields.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
 import type { Backend, BackendContext, DatapathStats, Network, ReconcileResult } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
-import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js';
+import { EventBatcher } from '../datapath/event-batch.js';
+import { requireUserspaceDatapath } from '../datapath/require-datapath.js';
+import { ENGINE_MODE } from '../datapath/native/datapath-addon.js';
 import { PARTIAL_CHECKSUMS_FIELD, acceptsPartialChecksums } from '../datapath/partial-checksums.js';
 
 export const UDP_OVERHEAD = 28;
@@ -40,14 +41,7 @@ export class UdpBackend implements Backend {
   }
 
   async prepare(): Promise<LeaseAttrs> {
-    if (!existsSync('/dev/net/tun')) {
-      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', 'the udp backend needs /dev/net/tun: load the tun module (modprobe tun) or mount the device into the container');
-    }
-    try {
-      datapathAddon();
-    } catch (err) {
-      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', `the udp backend needs the packet-engine addon: ${errorMessage(err)}`, { cause: err });
-    }
+    requireUserspaceDatapath('udp');
     return { publicIp: this.ctx.ext.publicIp, backendData: `{"${PARTIAL_CHECKSUMS_FIELD}":true}` };
   }
 
@@ -77,19 +71,13 @@ export class UdpBackend implements Backend {
 
 export class UdpNetwork implements Network {
   private readonly peers = new Map<string, Lease>();
-  private readonly pending: LeaseEvent[] = [];
-  private nextSwap: Promise<void> | undefined;
+  private readonly batch = new EventBatcher((events) => this.swap(events));
 
   constructor(readonly lease: Lease, private readonly dataPath: EngineDataPath, private readonly port: number, private readonly log: Logger) {}
 
   /** Events handed over in one go (a watch delivers a transaction's keys one by one) make one table swap. */
   apply(events: readonly LeaseEvent[]): Promise<void> {
-    this.pending.push(...events);
-    this.nextSwap ??= Promise.resolve().then(() => {
-      this.nextSwap = undefined;
-      this.swap(this.pending.splice(0));
-    });
-    return this.nextSwap;
+    return this.batch.push(events);
   }
 
   private swap(events: readonly LeaseEvent[]): void {

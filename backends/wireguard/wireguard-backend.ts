@@ -8,13 +8,12 @@
 // Split of the work: the packet engine (C, worker threads) seals and opens every transport message with
 // the keypairs published in shared memory; the handshake, cookies and timers run here on the main thread
 // (session/); handshake messages reach us through a pipe from the engine's RX workers.
-import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { FlannelError, errorMessage } from '../../subnet/errors.js';
 import { formatCidr4, formatIp4, maskOf } from '../../subnet/ip.js';
 import type { Lease, LeaseAttrs } from '../../subnet/lease.js';
 import type { Backend, BackendContext, Network } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
+import { requireUserspaceDatapath } from '../datapath/require-datapath.js';
 import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js';
 import { keyFilePath, loadOrCreateKey, type NodeKey } from './key-file.js';
 import { encodeWireGuardBackendData } from './lease-data.js';
@@ -40,14 +39,7 @@ export class WireGuardBackend implements Backend {
   }
 
   async prepare(): Promise<LeaseAttrs> {
-    if (!existsSync('/dev/net/tun')) {
-      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', 'the wireguard backend needs /dev/net/tun: load the tun module (modprobe tun) or mount the device into the container');
-    }
-    try {
-      datapathAddon();
-    } catch (err) {
-      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', `the wireguard backend needs the packet-engine addon: ${errorMessage(err)}`, { cause: err });
-    }
+    requireUserspaceDatapath('wireguard');
     const path = keyFilePath();
     this.key = loadOrCreateKey(path);
     this.log.info({ keyFile: path, created: this.key.created }, this.key.created ? 'wireguard: generated a new private key' : 'wireguard: using the existing private key');

@@ -8,6 +8,7 @@ import { formatCidr4 } from '../../subnet/ip.js';
 import type { Lease, LeaseEvent } from '../../subnet/lease.js';
 import type { DatapathStats, Network, ReconcileResult } from '../backend.js';
 import type { EngineDataPath } from '../datapath/engine-datapath.js';
+import { EventBatcher } from '../datapath/event-batch.js';
 import { datapathAddon } from '../datapath/native/datapath-addon.js';
 import type { NodeKey } from './key-file.js';
 import { type WireGuardPeerData, parseWireGuardBackendData } from './lease-data.js';
@@ -34,8 +35,7 @@ interface Peer { readonly lease: Lease; readonly data: WireGuardPeerData }
 export class WireGuardNetwork implements Network {
   readonly lease: Lease;
   private readonly peers = new Map<string, Peer>();
-  private readonly pending: LeaseEvent[] = [];
-  private nextSwap: Promise<void> | undefined;
+  private readonly batch = new EventBatcher((events) => this.swap(events));
   private readonly sessions: WireGuardSessions;
   private readonly queue: HandshakeQueue;
   private readonly timer: NodeJS.Timeout;
@@ -69,12 +69,7 @@ export class WireGuardNetwork implements Network {
 
   /** Events handed over in one go make one table swap, as in the udp backend. */
   apply(events: readonly LeaseEvent[]): Promise<void> {
-    this.pending.push(...events);
-    this.nextSwap ??= Promise.resolve().then(() => {
-      this.nextSwap = undefined;
-      this.swap(this.pending.splice(0));
-    });
-    return this.nextSwap;
+    return this.batch.push(events);
   }
 
   private swap(events: readonly LeaseEvent[]): void {
