@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { type FlannelNetwork, callPlugin, callPluginChecked, flannelNetConf, resultIp } from '../cni/runtime.js';
 import { EtcdServer } from './etcd-server.js';
+import { realFlannelArgs } from './real-flannel.js';
 import { type SpawnedProcess, execIn, spawnIn, stopProcess } from './netns.js';
 import { type NodeHost, type PodHost, Topology, UNDERLAY_GATEWAY } from './topology.js';
 
@@ -22,8 +23,12 @@ export function daemonPath(): string {
   return path;
 }
 
+/** Which daemon runs on a node: ours, or the real flannel (deploy/local/real-flannel.ts). */
+export type DaemonKind = 'flannel-ts' | 'flannel';
+
 export interface DaemonHandle {
   readonly node: NodeHost;
+  readonly kind: DaemonKind;
   readonly proc: SpawnedProcess;
   readonly subnetFile: string;
 }
@@ -73,7 +78,17 @@ export class LocalCluster {
     const subnetFile = this.subnetFileOf(node);
     const args = [daemonPath(), `--etcd-endpoints=${this.etcdEndpoint}`, `--etcd-prefix=${this.prefix}`,
       `--subnet-file=${subnetFile}`, '--iface=eth0', ...extraArgs];
-    const handle = { node, proc: spawnIn(node.ns, process.execPath, args, { WIREGUARD_KEY_FILE: this.wgKeyFileOf(node), ...env }), subnetFile };
+    const handle: DaemonHandle = { node, kind: 'flannel-ts', proc: spawnIn(node.ns, process.execPath, args, { WIREGUARD_KEY_FILE: this.wgKeyFileOf(node), ...env }), subnetFile };
+    this.daemons.set(node.name, handle);
+    return handle;
+  }
+
+  /** Starts the real flanneld (`bin`, from buildRealFlannel) in a node's namespace with the same etcd, prefix,
+   * subnet file and interface as startDaemon gives ours; extra flags are appended. */
+  startFlannel(node: NodeHost, bin: string, extraArgs: readonly string[] = []): DaemonHandle {
+    const subnetFile = this.subnetFileOf(node);
+    const args = realFlannelArgs({ etcdEndpoint: this.etcdEndpoint, prefix: this.prefix, subnetFile }, extraArgs);
+    const handle: DaemonHandle = { node, kind: 'flannel', proc: spawnIn(node.ns, bin, args), subnetFile };
     this.daemons.set(node.name, handle);
     return handle;
   }
@@ -91,10 +106,10 @@ export class LocalCluster {
     while (Date.now() < deadline) {
       const env = readEnvFile(this.subnetFileOf(node));
       if (env.FLANNEL_SUBNET) return env.FLANNEL_SUBNET;
-      if (d && d.proc.child.exitCode !== null) throw new Error(`flanneld on ${node.name} exited ${d.proc.child.exitCode}:\n${d.proc.output()}`);
+      if (d && d.proc.child.exitCode !== null) throw new Error(`${d.kind} on ${node.name} exited ${d.proc.child.exitCode}:\n${d.proc.output()}`);
       await sleep(100);
     }
-    throw new Error(`flanneld on ${node.name} wrote no subnet file in ${timeoutMs} ms:\n${d?.proc.output() ?? ''}`);
+    throw new Error(`${d?.kind ?? 'flanneld'} on ${node.name} wrote no subnet file in ${timeoutMs} ms:\n${d?.proc.output() ?? ''}`);
   }
 
   /** Adds a pod at the subnet's .2 address (or `host`) behind the node's cni0 bridge. */

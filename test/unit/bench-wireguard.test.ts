@@ -12,8 +12,9 @@ import { unknownBackendType } from '../../bench/lib/daemon-log.js';
 import { ALL_DATAPATH_IDS, DATAPATH_IDS } from '../../bench/report/result-types.js';
 import { runTag } from '../../deploy/local/netns.js';
 import {
-  buildLatestWireguardGo, latestBinaryPath, pinnedVersionIn, WIREGUARD_GO_MODULE, wireguardGoModuleDir,
+  buildLatestWireguardGo, pinnedVersionIn, WIREGUARD_GO_MODULE, WIREGUARD_GO_TOOL, wireguardGoModuleDir,
 } from '../../deploy/local/wireguard-go.js';
+import { goToolBinaryPath } from '../../deploy/local/go-tool.js';
 
 t.test('--datapaths: the default set has the wireguard rows after vxlan-kernel; named rows, "default" and "all"', async (t) => {
   const ids = ['raw', 'kernel-vxlan', 'host-gw', 'tun-relay', 'udp', 'vxlan', 'vxlan-kernel', 'wireguard', 'wireguard-go-latest', 'wireguard-go-debian'];
@@ -56,7 +57,8 @@ t.test('the committed go.mod pins the module (a tool requirement) and go.sum has
   t.match(readFileSync(join(dir, 'go.sum'), 'utf8'), `${WIREGUARD_GO_MODULE} ${version} h1:`);
   t.equal(pinnedVersionIn('require golang.zx2c4.com/wireguard v0.0.0-20250521234502-f333402bd9cb\n'), 'v0.0.0-20250521234502-f333402bd9cb', 'single-line require');
   t.equal(pinnedVersionIn('require (\n\tgolang.zx2c4.com/wireguard/wgctrl v0.0.0-1 // indirect\n)\n'), undefined, 'another module of the same prefix');
-  t.match(latestBinaryPath(version as string), /deploy\/local\/wireguard-go\/bin\/wireguard-go-v/, 'the build goes to the gitignored bin/');
+  t.match(goToolBinaryPath(WIREGUARD_GO_TOOL, version as string, goMod, 'sum'), /deploy\/local\/wireguard-go\/bin\/wireguard-go-v\S+-[0-9a-f]{12}$/, 'the build goes to the gitignored bin/, keyed by go.mod and go.sum');
+  t.not(goToolBinaryPath(WIREGUARD_GO_TOOL, version as string, goMod, 'sum'), goToolBinaryPath(WIREGUARD_GO_TOOL, version as string, goMod, 'sum2'), 'a changed go.sum is a new build');
   t.match(readFileSync(join(dir, '..', '..', '..', '.gitignore'), 'utf8'), /^deploy\/local\/wireguard-go\/bin\/$/m);
 });
 
