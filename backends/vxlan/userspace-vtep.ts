@@ -1,7 +1,11 @@
 // The userspace VTEP: a TAP device flannel.<VNI> whose frames our packet engine carries in VXLAN.
 // The FDB (VtepMAC → PublicIP) lives in the engine's peer table. A TAP device deleted by hand is
 // re-created by the next reconcile (EngineDataPath), which then replays neighbours and routes.
+// A kernel VXLAN device of the same name (flannel's, or ours with the kernel data path: both outlive
+// the daemon) is removed first, as TUNSETIFF refuses a name held by another kind of device; this is
+// what migrating a node from flannel's vxlan to the userspace VTEP runs into.
 import type { Logger } from 'pino';
+import { runChecked, runCommand } from '../kernel/run-command.js';
 import { formatIp4, maskOf } from '../../subnet/ip.js';
 import type { Lease } from '../../subnet/lease.js';
 import type { DatapathStats, DatapathThreading, ExternalInterface } from '../backend.js';
@@ -31,6 +35,7 @@ export class UserspaceVtep implements Vtep {
   private constructor(readonly device: string, private readonly dataPath: EngineDataPath, private readonly port: number) {}
 
   static async create(o: UserspaceVtepOptions): Promise<UserspaceVtep> {
+    await removeNonTapDevice(o.name, o.log);
     const dataPath = await EngineDataPath.open({
       device: { name: o.name, tap: true, offload: o.offload, queues: o.queues, bindIp: o.ext.ip, port: o.port },
       settings: {
@@ -71,4 +76,14 @@ export class UserspaceVtep implements Vtep {
   async close(): Promise<void> {
     await this.dataPath.close();
   }
+}
+
+/** Deletes `name` if it exists and is not a TUN/TAP device (e.g. a kernel VXLAN device left by flannel). */
+async function removeNonTapDevice(name: string, log: Logger): Promise<void> {
+  const r = await runCommand('ip', ['-d', '-j', 'link', 'show', 'dev', name]);
+  if (r.code !== 0) return;
+  const kind = (JSON.parse(r.stdout || '[]') as Array<{ linkinfo?: { info_kind?: string } }>)[0]?.linkinfo?.info_kind;
+  if (kind === 'tun') return;
+  log.warn({ device: name, kind: kind ?? 'unknown' }, 'replacing an existing device of this name (e.g. a kernel VXLAN device left by flannel) with the userspace VTEP');
+  await runChecked('ip', ['link', 'del', 'dev', name], `delete ${name}`);
 }
