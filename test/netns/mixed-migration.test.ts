@@ -9,7 +9,7 @@ import t, { type Test } from 'tap';
 import { statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
-import { type SpawnedProcess, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
+import { type SpawnedProcess, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
 import { allPairsPing, realFlannelOrSkipTest } from '../helpers/mixed-cluster.js';
 import { until } from '../helpers/wait.js';
@@ -149,6 +149,14 @@ async function migrate(tt: Test, bin: string, k: Case): Promise<void> {
       tt.equal(vtepMac, mac, `${k.name}, ${label}: the lease publishes flannel.1's MAC`);
       if (k.lossless) tt.equal(mac, macBefore, `${k.name}, ${label}: the kernel VXLAN device is adopted with its MAC ${macBefore}`);
     }
+    // Both daemons keep the same FLANNEL-FWD rules (flannel leaves its rules behind on SIGTERM; ours removes
+    // its own): after the switch they are there exactly once.
+    const fwd = (await execIn(node.ns, 'iptables', ['-S'])).stdout.split('\n').filter((l) => l.includes('flanneld forward'));
+    tt.same(fwd.sort(), [
+      '-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+      '-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+      '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
+    ], `${k.name}, ${label}: the forward rules are there once`);
     if (k.lossless) tt.equal(lost, 0, `${k.name}, ${label}: no ping lost`);
     else tt.ok(worst <= MAX_LOST_PER_PAIR, `${k.name}, ${label}: at most ${MAX_LOST_PER_PAIR} pings (${MAX_LOST_PER_PAIR * PING_INTERVAL_S} s) lost per pair (worst ${worst})`);
   }
