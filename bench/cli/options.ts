@@ -30,10 +30,12 @@ export interface BenchOptions {
 
 export const USAGE = `usage: npm run bench -- [flags]
 
-  --datapaths=LIST   any of ${DATAPATH_IDS.slice(0, 7).join(',')},
-                     ${DATAPATH_IDS.slice(7).join(',')}, measured in the order given
-                     (default: all of them, also named "default" or "all");
+  --datapaths=LIST   any of ${DATAPATH_IDS.slice(0, 6).join(',')},
+                     ${DATAPATH_IDS.slice(6, 10).join(',')},
+                     ${DATAPATH_IDS.slice(10).join(',')}, measured in the order given
+                     (default: all of them, also named "default" or "all"; flannel-* run the real flannel);
                      e.g. --datapaths=kernel-vxlan,wireguard,wireguard-go-latest,wireguard-go-debian
+                     or   --datapaths=kernel-vxlan,host-gw,flannel-host-gw,udp,flannel-udp,vxlan,flannel-vxlan
   --metrics=LIST     ${[...DATAPATH_METRICS, ...CONTROL_METRICS].join(',')} (default: all)
   --duration=SEC     seconds per iperf3 run (default 5; --quick 1)
   --repeats=N        repeats of every measurement, reported as median [min-max] (default 3; --quick 2,

@@ -1,5 +1,9 @@
 // The data paths the harness compares, and what they need. A flanneld data path is just its
 // Backend JSON: when a backend lands in the daemon, the harness measures it with no change here.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { goToolDir, pinnedVersionOf } from '../../deploy/local/go-tool.js';
+import { FLANNEL_MODULE, FLANNEL_TOOL } from '../../deploy/local/real-flannel.js';
 import type { DataPathId } from '../report/result-types.js';
 
 export interface DataPathDef {
@@ -7,6 +11,9 @@ export interface DataPathDef {
   readonly label: string;
   /** Backend object of the network config; undefined for the paths built by hand (no daemon). */
   readonly backend?: Readonly<Record<string, unknown>>;
+  /** Which daemon runs that Backend on both nodes: ours (flannel-ts's flanneld, the default) or the real flannel
+   * (flannel-io/flannel's flanneld at the release pinned in deploy/local/flannel/go.mod, built with Go). */
+  readonly daemon?: 'flannel-ts' | 'flannel';
   /** How the lease→first-packet benchmark fakes a peer of this backend; undefined: not measured. */
   readonly fakePeer?: 'host-gw' | 'vxlan';
   /** Why lease→first-packet does not apply. */
@@ -17,10 +24,28 @@ export interface DataPathDef {
 
 export const OVERLAY_NETWORK = '10.244.0.0/16';
 
+/** The real flannel's release pinned in deploy/local/flannel/go.mod (e.g. v0.28.10), for the rows' labels. */
+export const REAL_FLANNEL_VERSION = ((): string => {
+  try {
+    return pinnedVersionOf(readFileSync(join(goToolDir(FLANNEL_TOOL.dir), 'go.mod'), 'utf8'), FLANNEL_MODULE) ?? 'real';
+  } catch {
+    return 'real';
+  }
+})();
+const REAL_FLANNEL_LOCAL_ONLY = 'the harness runs the real flannel in node namespaces of this machine only (it installs nothing on a second host)';
+
+/** True for the rows whose daemon is the real flannel: our backend code (program-peers) does not apply to them. */
+export const isRealFlannel = (def: DataPathDef): boolean => def.daemon === 'flannel';
+
 export const DATAPATHS: readonly DataPathDef[] = [
   { id: 'raw', label: 'raw veth (no overlay)', noFakePeerReason: 'no daemon' },
   { id: 'kernel-vxlan', label: 'kernel VXLAN by hand (ref)', noFakePeerReason: 'no daemon' },
   { id: 'host-gw', label: 'flanneld host-gw', backend: { Type: 'host-gw' }, fakePeer: 'host-gw' },
+  // The real flannel with the same Backend JSON on both nodes, each row right after ours (unavailable without Go).
+  {
+    id: 'flannel-host-gw', label: `flannel ${REAL_FLANNEL_VERSION} host-gw`, backend: { Type: 'host-gw' }, daemon: 'flannel',
+    fakePeer: 'host-gw', localOnly: REAL_FLANNEL_LOCAL_ONLY,
+  },
   {
     id: 'tun-relay', label: 'TUN relay (user ceiling)', noFakePeerReason: 'no daemon',
     localOnly: 'one process holds a TUN device on both nodes, so both must be namespaces of one machine',
@@ -29,8 +54,18 @@ export const DATAPATHS: readonly DataPathDef[] = [
     id: 'udp', label: 'flanneld udp', backend: { Type: 'udp' },
     noFakePeerReason: 'a udp peer is a userspace endpoint (a flanneld), not something a lease alone can fake',
   },
+  {
+    id: 'flannel-udp', label: `flannel ${REAL_FLANNEL_VERSION} udp`, backend: { Type: 'udp' }, daemon: 'flannel',
+    noFakePeerReason: 'a udp peer is a userspace endpoint (a flanneld), not something a lease alone can fake',
+    localOnly: REAL_FLANNEL_LOCAL_ONLY,
+  },
   { id: 'vxlan', label: 'flanneld vxlan (userspace)', backend: { Type: 'vxlan' }, fakePeer: 'vxlan' },
   { id: 'vxlan-kernel', label: 'flanneld vxlan (kernel)', backend: { Type: 'vxlan', Datapath: 'kernel' }, fakePeer: 'vxlan' },
+  // flannel's vxlan is the kernel VXLAN device (flannel.1), as vxlan-kernel and kernel-vxlan.
+  {
+    id: 'flannel-vxlan', label: `flannel ${REAL_FLANNEL_VERSION} vxlan`, backend: { Type: 'vxlan' }, daemon: 'flannel',
+    fakePeer: 'vxlan', localOnly: REAL_FLANNEL_LOCAL_ONLY,
+  },
   // WireGuard: flanneld's backend, then the references built by hand with wireguard-go (wireguard-go.ts), the
   // latest module (built with Go; unavailable without it) and Debian's package. In the order of DATAPATH_IDS.
   {

@@ -13,6 +13,7 @@ import { startTunRelay } from './tun-relay.js';
 import { startWireguardGo, WIREGUARD_OVERHEAD } from './wireguard-go.js';
 import { runCommand } from '../../backends/kernel/run-command.js';
 import { buildLatestWireguardGo, debianWireguardGo } from '../../deploy/local/wireguard-go.js';
+import { buildRealFlannel } from '../../deploy/local/real-flannel.js';
 
 /** A data path that is up, with what the control-plane benchmarks need to reach into it. */
 export interface LocalPath {
@@ -27,6 +28,7 @@ export interface LocalPath {
 const TAG_PREFIX: Record<string, string> = {
   raw: 'br', 'kernel-vxlan': 'bk', 'host-gw': 'bh', udp: 'bu', vxlan: 'bv', 'vxlan-kernel': 'bx', 'tun-relay': 'bt',
   wireguard: 'bw', 'wireguard-go-debian': 'bd', 'wireguard-go-latest': 'bl',
+  'flannel-host-gw': 'fh', 'flannel-udp': 'fu', 'flannel-vxlan': 'fv',
 };
 
 export async function setupLocalPath(def: DataPathDef): Promise<LocalPath> {
@@ -123,13 +125,23 @@ async function addPods(topo: Topology, mtu: number): Promise<PodHost[]> {
   return pods;
 }
 
-/** A LocalCluster with the data path's config; flanneld exiting 69 means "not in this build". */
+/** A LocalCluster with the data path's config and, on both nodes, our flanneld (exiting 69 means "not in this
+ * build") or the real flannel (unavailable where it can be neither found nor built, found before any namespace). */
 async function setupFlanneldPath(def: DataPathDef, tag: string): Promise<LocalPath> {
+  let realFlannel: string | undefined;
+  if (def.daemon === 'flannel') {
+    const b = await buildRealFlannel();
+    if (!b.ok) throw new UnavailableError(b.reason);
+    realFlannel = b.bin;
+  }
   const cluster = await LocalCluster.create({ tag, nodes: 2 });
   const destroy = onTeardown(`${def.id} cluster`, () => cluster.destroy());
   try {
     await cluster.putConfig({ Network: OVERLAY_NETWORK, Backend: def.backend });
-    for (const node of cluster.nodes) cluster.startDaemon(node, ['--log-level=warn']);
+    for (const node of cluster.nodes) {
+      if (realFlannel) cluster.startFlannel(node, realFlannel);
+      else cluster.startDaemon(node, ['--log-level=warn']);
+    }
     const pods: PodHost[] = [];
     for (const node of cluster.nodes) {
       const subnet = await waitForLease(cluster, node, def).catch((err: unknown) => { throw unavailableOr(cluster, node.name, err); });

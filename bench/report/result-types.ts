@@ -5,12 +5,15 @@ import type { Stat } from '../lib/stats.js';
 export const SCHEMA_ID = 'flannel-ts-bench/1';
 
 /** The data paths a run measures by default (also named "default" in --datapaths): every row the harness
- * knows, in table order. In local mode each must measure (test/netns/bench-smoke.test.ts), with one exception:
- * `wireguard-go-latest` needs Go (or an earlier build) and may be unavailable where the machine has neither. */
+ * knows, in table order; the real flannel's rows (flannel-*) each right after ours of the same backend. In local
+ * mode each must measure (test/netns/bench-smoke.test.ts), with one exception: the rows built with Go
+ * (`flannel-*`, `wireguard-go-latest`) may be unavailable where the machine has neither Go nor an earlier build. */
 export const DATAPATH_IDS = [
-  'raw', 'kernel-vxlan', 'host-gw', 'tun-relay', 'udp', 'vxlan', 'vxlan-kernel',
-  'wireguard', 'wireguard-go-latest', 'wireguard-go-debian',
+  'raw', 'kernel-vxlan', 'host-gw', 'flannel-host-gw', 'tun-relay', 'udp', 'flannel-udp', 'vxlan', 'vxlan-kernel',
+  'flannel-vxlan', 'wireguard', 'wireguard-go-latest', 'wireguard-go-debian',
 ] as const;
+/** The rows run by the real flannel (deploy/local/real-flannel.ts), built from its Go module. */
+export const REAL_FLANNEL_IDS = ['flannel-host-gw', 'flannel-udp', 'flannel-vxlan'] as const;
 /** Every data path the harness knows ("all" in --datapaths; today the same rows as the default set). */
 export const ALL_DATAPATH_IDS = DATAPATH_IDS;
 export type DataPathId = (typeof ALL_DATAPATH_IDS)[number];

@@ -93,7 +93,9 @@ function panel(p: Panel, dps: readonly DataPathResult[], y0: number): string {
       }
       out.push(text(x + barW / 2, y(hi) - 4, med.toFixed(p.digits), 'font-size="10" text-anchor="middle"'));
     });
-    const lines = d.label.replace(/^flanneld /, '').split(/ (?=\()/);
+    // The real flannel's rows ("flannel v0.28.10 vxlan") on three lines: flannel, the backend, the release.
+    const real = /^flannel (\S+) (.+)$/.exec(d.label);
+    const lines = real ? ['flannel', real[2] as string, real[1] as string] : d.label.replace(/^flanneld /, '').split(/ (?=\()/);
     if (d.status !== 'measured') lines.push(d.status);
     lines.forEach((line, k) => out.push(text(LEFT + g * groupW + groupW / 2, y0 + plotH + 15 + k * 13, line, `font-size="11" text-anchor="middle"${k > 0 ? ' fill="#555"' : ''}`)));
   });

@@ -1,6 +1,7 @@
 // Smoke test of `npm run bench`: a --quick run with one repeat completes and writes a result whose
-// JSON matches the schema, with every data path measured (the latest wireguard-go may be unavailable where
-// deploy/local/wireguard-go.ts can neither find nor build it) and each figure present and > 0 (no
+// JSON matches the schema, with every data path measured (the rows built with Go, the real flannel's and the
+// latest wireguard-go, may be unavailable where deploy/local/go-tool.ts can neither find nor build them) and
+// each figure present and > 0 (no
 // thresholds on them); the two-host underlay mode works between two node
 // namespaces; Ctrl-C tears everything down. Runs the harness from source under tsx.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -14,12 +15,14 @@ import { runCommand } from '../../backends/kernel/run-command.js';
 import { validateResult } from '../../bench/report/result-schema.js';
 import { DATAPATH_IDS, type BenchResult } from '../../bench/report/result-types.js';
 import { buildLatestWireguardGo } from '../../deploy/local/wireguard-go.js';
+import { buildRealFlannel } from '../../deploy/local/real-flannel.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const BENCH = ['--import=tsx', join(ROOT, 'bench/bench-main.ts')];
-const TAG_PREFIXES = ['br', 'bk', 'bh', 'bt', 'bu', 'bv', 'bx', 'bw', 'bl', 'bd', 'bc', 'ua', 'ub'];
-// A quick bench of every data path (ten, with the three WireGuard rows), an underlay run and two interrupted runs:
-// 260-300 s on the 2-core test VM under load from other tests, more than the suite's 300 s default allows for.
+const TAG_PREFIXES = ['br', 'bk', 'bh', 'bt', 'bu', 'bv', 'bx', 'bw', 'bl', 'bd', 'fh', 'fu', 'fv', 'bc', 'ua', 'ub'];
+// A quick bench of every data path (thirteen, with the three WireGuard rows and the real flannel's three), an
+// underlay run and two interrupted runs: 290-330 s on the 2-core test VM under load from other tests, more than
+// the suite's 300 s default allows for.
 t.setTimeout(600_000);
 
 /** Starts the harness (in a namespace, or on this machine); output is captured, never shown. */
@@ -43,6 +46,10 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   // same way the harness asks (a cached build is reused, so the harness then finds it at once).
   const latestWg = await buildLatestWireguardGo();
   if (!latestWg.ok) t.comment(`wireguard-go-latest is expected to be unavailable: ${latestWg.reason}`);
+  // The same for the real flannel's rows (flannel-*): a cached build, or built now (about 80 s), or the reason.
+  const realFlannel = await buildRealFlannel();
+  if (!realFlannel.ok) t.comment(`flannel-host-gw, flannel-udp and flannel-vxlan are expected to be unavailable: ${realFlannel.reason}`);
+  const unavailableHere = (id: string): boolean => (id === 'wireguard-go-latest' && !latestWg.ok) || (id.startsWith('flannel-') && !realFlannel.ok);
   const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
   const out = join(dir, 'quick');
   const proc = bench(['--quick', '--repeats=1', '--duration=1', '--peers=10', '--metrics=tcp1,udp64,latency,program-peers,lease-to-packet', `--out=${out}`]);
@@ -58,11 +65,11 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   t.same(result.datapaths.map((d) => d.id), [...DATAPATH_IDS], 'every data path is reported');
   // In local mode every data path is built on this machine by the project itself (both nodes are
   // namespaces here): none may come back unavailable or failed, and each must have produced numbers;
-  // only the latest wireguard-go is unavailable, with the reason, where it cannot be had.
+  // only the rows built with Go are unavailable, with the reason, where they cannot be had.
   for (const d of result.datapaths) {
-    if (d.id === 'wireguard-go-latest' && !latestWg.ok) {
+    if (unavailableHere(d.id)) {
       t.equal(d.status, 'unavailable', `${d.id} is unavailable: ${d.reason}`);
-      t.match(d.reason, /no Go toolchain|go build|go\.mod/, 'with the reason deploy/local/wireguard-go.ts gives');
+      t.match(d.reason, /no Go toolchain|go build|go\.mod/, 'with the reason deploy/local/go-tool.ts gives');
       continue;
     }
     t.equal(d.status, 'measured', `${d.id} is measured${d.reason ? ` (${d.status}: ${d.reason})` : ''}`);
@@ -71,9 +78,9 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
       `${d.id}: TCP ${s.tcp1Gbps?.median} Gbit/s, UDP 64 B ${Math.round(s.udp64Pps?.median ?? 0)} datagrams/s, RTT p50 ${s.rttP50Us?.median} µs, all > 0`);
     t.same(d.samples.filter((x) => x.value === null).map((x) => `${x.metric}: ${x.error}`), [], `${d.id}: no failed sample`);
     // A daemon that moves the packets uses CPU in every TCP sample. With a kernel data path (host-gw,
-    // vxlan-kernel) flanneld is idle during traffic: over one 1 s sample it may use 0 or 1 clock tick
-    // (10 ms), so there the figure must be there, and may be 0.
-    const idleDaemon = ['host-gw', 'vxlan-kernel'].includes(d.id);
+    // vxlan-kernel, the real flannel's host-gw and vxlan) the daemon is idle during traffic: over one 1 s sample
+    // it may use 0 or 1 clock tick (10 ms), so there the figure must be there, and may be 0.
+    const idleDaemon = ['host-gw', 'vxlan-kernel', 'flannel-host-gw', 'flannel-vxlan'].includes(d.id);
     if (d.hasDaemon && idleDaemon) t.ok(typeof s.cpuSecPerGB?.median === 'number' && s.cpuSecPerGB.median >= 0, `${d.id}: the daemon's CPU per GB is measured (${s.cpuSecPerGB?.median}; kernel data path, may be 0)`);
     else if (d.hasDaemon) t.ok((s.cpuSecPerGB?.median ?? 0) > 0, `${d.id}: the daemon's CPU per GB is measured (${s.cpuSecPerGB?.median})`);
   }
@@ -86,7 +93,8 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   const measured = result.datapaths.filter((d) => d.status === 'measured' && d.summary.tcp1Gbps);
   t.ok(measured.length > 0 && measured.every((d) => (d.summary.machineCpuSecPerGB?.median ?? 0) > 0), 'machine CPU per GB for every path that moved TCP');
   t.match(readFileSync(`${out}.txt`, 'utf8'), /machine CPU/, 'in its own column');
-  // program-peers: every flanneld row (a Backend JSON), the wireguard backend too; not the rows built by hand.
+  // program-peers: every row of our flanneld (a Backend JSON), the wireguard backend too; not the rows built by
+  // hand, nor the real flannel's (it measures our backend code).
   t.same(result.controlPlane.programPeers.map((p) => p.datapath), ['host-gw', 'udp', 'vxlan', 'vxlan-kernel', 'wireguard']);
   for (const p of result.controlPlane.programPeers) {
     const perPeer = p.summary.find((x) => x.peers === 10)?.perPeerUs?.median ?? 0;
@@ -94,9 +102,12 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   }
   // lease→first packet needs a peer faked from a lease alone; a udp peer is a userspace endpoint and a
   // wireguard peer must answer a handshake, so those rows are skipped by design. The other three must
-  // measure. The wireguard-go rows have no flanneld and are not listed at all.
+  // measure, and so must the real flannel's host-gw and vxlan (the same fake peers; unavailable without it).
+  // The wireguard-go rows have no flanneld and are not listed at all.
+  const real = realFlannel.ok ? 'measured' : 'unavailable';
   t.same(result.controlPlane.leaseToPacket.map((l) => [l.datapath, l.status]), [
-    ['host-gw', 'measured'], ['udp', 'skipped'], ['vxlan', 'measured'], ['vxlan-kernel', 'measured'], ['wireguard', 'skipped'],
+    ['host-gw', 'measured'], ['flannel-host-gw', real], ['udp', 'skipped'], ['flannel-udp', 'skipped'], ['vxlan', 'measured'],
+    ['vxlan-kernel', 'measured'], ['flannel-vxlan', real], ['wireguard', 'skipped'],
   ]);
   t.match(result.controlPlane.leaseToPacket.find((l) => l.datapath === 'wireguard')?.reason, /handshake/, 'wireguard: skipped for its handshake');
   for (const l of result.controlPlane.leaseToPacket.filter((x) => x.status === 'measured')) {

@@ -1,6 +1,6 @@
 // Unit test of bench/cli/options.ts: the default result prefix never overwrites an earlier run of the
 // same day, an explicit --out is taken as given, bad flags are usage errors, and the default data paths
-// (the wireguard rows included) are the ones the help text lists.
+// (the real flannel's and the wireguard rows included) are the ones the help text lists.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,9 +29,10 @@ t.test('parseOptions: --out is taken as given; the default is a fresh prefix of 
   t.throws(() => parseOptions(['--warp=9']), UsageError);
 });
 
-t.test('parseOptions: every row by default, the wireguard rows last; --help names each of them', async (t) => {
+t.test('parseOptions: every row by default, the real flannel\'s after ours, the wireguard rows last; --help names each of them', async (t) => {
   t.same(parseOptions([])?.datapaths, [
-    'raw', 'kernel-vxlan', 'host-gw', 'tun-relay', 'udp', 'vxlan', 'vxlan-kernel', 'wireguard', 'wireguard-go-latest', 'wireguard-go-debian',
+    'raw', 'kernel-vxlan', 'host-gw', 'flannel-host-gw', 'tun-relay', 'udp', 'flannel-udp', 'vxlan', 'vxlan-kernel', 'flannel-vxlan',
+    'wireguard', 'wireguard-go-latest', 'wireguard-go-debian',
   ]);
   t.same(parseOptions(['--quick'])?.datapaths, [...DATAPATH_IDS], '--quick measures the same rows');
   for (const id of DATAPATH_IDS) t.match(USAGE, new RegExp(`[ ,]${id}[,\\s]`), `--help names ${id}`);

@@ -17,7 +17,8 @@ import {
 import { goToolBinaryPath } from '../../deploy/local/go-tool.js';
 
 t.test('--datapaths: the default set has the wireguard rows after vxlan-kernel; named rows, "default" and "all"', async (t) => {
-  const ids = ['raw', 'kernel-vxlan', 'host-gw', 'tun-relay', 'udp', 'vxlan', 'vxlan-kernel', 'wireguard', 'wireguard-go-latest', 'wireguard-go-debian'];
+  const ids = ['raw', 'kernel-vxlan', 'host-gw', 'flannel-host-gw', 'tun-relay', 'udp', 'flannel-udp', 'vxlan', 'vxlan-kernel', 'flannel-vxlan',
+    'wireguard', 'wireguard-go-latest', 'wireguard-go-debian'];
   t.same([...DATAPATH_IDS], ids, 'ours first among the wireguard rows, then the references');
   t.same(parseOptions([])?.datapaths, ids, 'the default is every row');
   t.same(parseDataPaths('default'), ids);
