@@ -1,6 +1,7 @@
 // The README's main job: N nodes (namespaces on an underlay bridge) running flanneld against a local
 // etcd, pods added through our CNI plugin (dist/cni/flannel → bridge + host-local), a node/subnet table
 // and an all-pairs ping matrix, then teardown (Ctrl-C too). --keep leaves it running; --destroy ends it.
+// --mixed (make cluster MIXED=1) runs the real flannel (deploy/local/real-flannel.ts) on every second node.
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { basename, isAbsolute, join } from 'node:path';
@@ -8,14 +9,19 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { runCommand } from '../../backends/kernel/run-command.js';
 import { BACKEND_TYPES } from '../../subnet/network-config.js';
-import { type CniPod, LocalCluster } from './local-cluster.js';
+import { type CniPod, type DaemonKind, LocalCluster } from './local-cluster.js';
+import { buildRealFlannel } from './real-flannel.js';
 import { deleteNetns, runTag } from './netns.js';
 import type { NodeHost } from './topology.js';
 
-const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--keep]
+/** The backends both our flanneld and the real flannel run here (flannel's wireguard needs the kernel module). */
+const MIXED_BACKENDS = ['host-gw', 'udp', 'vxlan'] as const;
+const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--keep]
        node dist/deploy/local/cluster-main.js --destroy TAG
   --backend  the flannel backend (default: $CLUSTER_BACKEND or host-gw)
   --nodes    nodes, 1-20 (default 3);  --pods  pods per node, 1-10 (default 2)
+  --mixed    the real flannel (flannel-io/flannel, built with Go) on every second node, ours on the others
+             (make cluster MIXED=1); backends ${MIXED_BACKENDS.join(', ')}, at least 2 nodes
   --keep     leave the cluster running and print how to use it and tear it down
   --destroy  tear down a cluster left running by --keep`;
 const RUN_ROOT = '/run/flannel-ts-cluster';
@@ -26,10 +32,10 @@ class ExitError extends Error {
   constructor(readonly exitCode: number, message: string) { super(message); }
 }
 
-interface Options { backend: string; nodes: number; pods: number; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
+interface Options { backend: string; nodes: number; pods: number; mixed: boolean; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, keep: false, keeper: false };
+  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, mixed: false, keep: false, keeper: false };
   const int = (name: string, v: string, max: number): number => {
     if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) throw new ExitError(EXIT.USAGE, `--${name} must be 1-${max}, got ${JSON.stringify(v)}\n${USAGE}`);
     return Number(v);
@@ -42,6 +48,7 @@ function parseArgs(argv: readonly string[]): Options {
       case '--nodes': o.nodes = int('nodes', value(), 20); break;
       case '--pods': o.pods = int('pods', value(), 10); break;
       case '--keep': o.keep = true; break;
+      case '--mixed': o.mixed = true; break;
       case '--keeper': o.keeper = true; break;
       case '--tag': o.tag = value(); break;
       case '--destroy': o.destroy = value(); break;
@@ -52,6 +59,11 @@ function parseArgs(argv: readonly string[]): Options {
   if (!(BACKEND_TYPES as readonly string[]).includes(o.backend)) {
     throw new ExitError(EXIT.USAGE, `unknown backend ${JSON.stringify(o.backend)}: expected one of ${BACKEND_TYPES.join(', ')}`);
   }
+  if (o.mixed && !(MIXED_BACKENDS as readonly string[]).includes(o.backend)) {
+    throw new ExitError(EXIT.USAGE, `--mixed (MIXED=1) runs the real flannel beside ours, which share the backends ${MIXED_BACKENDS.join(', ')}; `
+      + `not ${o.backend}: flannel's ${o.backend} backend needs the kernel WireGuard module, which this machine's nodes lack (ours is userspace)`);
+  }
+  if (o.mixed && o.nodes < 2) throw new ExitError(EXIT.USAGE, '--mixed (MIXED=1) needs at least 2 nodes: ours on node1, the real flannel on node2');
   return o;
 }
 
@@ -64,8 +76,9 @@ function removeRunDir(tag: string): void {
 
 /** Builds the cluster and reports on it; tears it down at the end, on failure and on a signal. */
 async function runCluster(o: Options): Promise<number> {
+  const flannelBin = o.mixed ? await realFlannel() : undefined;
   const tag = o.tag ?? runTag('fc');
-  console.log(`Building a ${o.nodes}-node cluster (tag ${tag}) with etcd and the ${o.backend} backend...`);
+  console.log(`Building a ${o.nodes}-node cluster (tag ${tag}) with etcd and the ${o.backend} backend${flannelBin ? `, mixed: the real flannel ${flannelBin.version} on the even nodes, flannel-ts on the odd ones` : ''}...`);
   let cluster: LocalCluster | undefined;
   let stopping: Promise<void> | undefined;
   let interrupted = false;
@@ -89,8 +102,8 @@ async function runCluster(o: Options): Promise<number> {
     cluster = await LocalCluster.create({ tag, nodes: o.nodes });
     if (o.keeper) writeFileSync(join(runDir(tag), 'paths.json'), JSON.stringify([cluster.stateDir, cluster.etcd.dataDir]));
     if (interrupted) return EXIT.INTERRUPTED;
-    const rows = await bringUp(cluster, o);
-    const ok = await report(cluster, rows, () => interrupted);
+    const rows = await bringUp(cluster, o, flannelBin);
+    const ok = await report(cluster, rows, () => interrupted, o.mixed);
     if (!o.keeper || !ok) return ok ? EXIT.OK : EXIT.FAILED;
     printKeepInstructions(tag, rows);
     console.log(READY_MARK);
@@ -111,17 +124,38 @@ async function clusterNamespaces(tag: string): Promise<string[]> {
   return list.stdout.split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => n.startsWith(`${tag}-`));
 }
 
-interface Row { node: NodeHost; subnet: string; pods: CniPod[] }
+/** --mixed: the real flanneld (built from its Go module the first time, about 80 s), or exit 69 saying why not. */
+async function realFlannel(): Promise<{ bin: string; version: string }> {
+  const build = buildRealFlannel();
+  const slow = setTimeout(() => console.log('Building the real flannel from its Go module (deploy/local/flannel; about 80 s on 2 cores, once)...'), 1000);
+  const b = await build.finally(() => clearTimeout(slow));
+  if (!b.ok) {
+    throw new ExitError(EXIT.UNAVAILABLE, `MIXED=1 needs the real flannel (flannel-io/flannel, built from its Go module by deploy/local/real-flannel.ts), which is not available here:\n  ${b.reason}\n`
+      + '  Install Go (https://go.dev/dl/) and run `make deps`, or run `make cluster` without MIXED=1.');
+  }
+  return { bin: b.bin, version: b.version };
+}
 
-async function bringUp(cluster: LocalCluster, o: Options): Promise<Row[]> {
+/** Which daemon a node runs: --mixed puts the real flannel on every second node (node2, node4...). */
+function daemonKindOf(index: number, mixed: boolean): DaemonKind {
+  return mixed && index % 2 === 0 ? 'flannel' : 'flannel-ts';
+}
+
+/** A node's daemon in the node table and the matrix: flannel-ts, or the real flannel with its release. */
+interface Row { node: NodeHost; subnet: string; pods: CniPod[]; daemon: string }
+
+async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string; version: string } | undefined): Promise<Row[]> {
   await cluster.putConfig({ Network: '10.244.0.0/16', Backend: { Type: o.backend } });
-  for (const node of cluster.nodes) cluster.startDaemon(node, ['--ip-masq']);
+  for (const node of cluster.nodes) {
+    if (flannel && daemonKindOf(node.index, true) === 'flannel') cluster.startFlannel(node, flannel.bin, ['--ip-masq']);
+    else cluster.startDaemon(node, ['--ip-masq']);
+  }
   const rows: Row[] = [];
   for (const node of cluster.nodes) {
     const subnet = await waitForSubnet(cluster, node, o.backend);
     const pods: CniPod[] = [];
     for (let i = 0; i < o.pods; i++) pods.push(await cluster.addCniPod(node));
-    rows.push({ node, subnet, pods });
+    rows.push({ node, subnet, pods, daemon: cluster.daemons.get(node.name)?.kind === 'flannel' ? `flannel ${flannel?.version ?? ''}`.trim() : 'flannel-ts' });
   }
   return rows;
 }
@@ -139,21 +173,26 @@ async function waitForSubnet(cluster: LocalCluster, node: NodeHost, backend: str
   }
 }
 
-async function report(cluster: LocalCluster, rows: readonly Row[], interrupted: () => boolean): Promise<boolean> {
-  console.log(`\n${'node'.padEnd(8)}${'underlay IP'.padEnd(15)}${'subnet (FLANNEL_SUBNET)'.padEnd(26)}pods (added by the flannel CNI plugin)`);
-  for (const r of rows) console.log(`${r.node.name.padEnd(8)}${r.node.underlayIp.padEnd(15)}${r.subnet.padEnd(26)}${r.pods.map((p) => p.ip).join(', ')}`);
+async function report(cluster: LocalCluster, rows: readonly Row[], interrupted: () => boolean, mixed: boolean): Promise<boolean> {
+  // Mixed: a daemon column after the node, and each matrix row names its pod's node and daemon.
+  const daemonCol = (s: string): string => (mixed ? s.padEnd(Math.max(...rows.map((r) => r.daemon.length)) + 2) : '');
+  console.log(`\n${'node'.padEnd(8)}${daemonCol('daemon')}${'underlay IP'.padEnd(15)}${'subnet (FLANNEL_SUBNET)'.padEnd(26)}pods (added by the flannel CNI plugin)`);
+  for (const r of rows) console.log(`${r.node.name.padEnd(8)}${daemonCol(r.daemon)}${r.node.underlayIp.padEnd(15)}${r.subnet.padEnd(26)}${r.pods.map((p) => p.ip).join(', ')}`);
   const pods = rows.flatMap((r) => r.pods);
+  const daemonOf = new Map(rows.map((r) => [r.node.name, r.daemon]));
+  const rowLabel = (p: CniPod): string => (mixed ? `${p.ip} (${p.node.name}, ${daemonOf.get(p.node.name)})` : p.ip);
+  const lw = Math.max(16, ...pods.map((p) => rowLabel(p).length + 2));
   const deadline = Date.now() + 15_000; // the daemons need a moment to see each other's leases
   while (Date.now() < deadline && !(await cluster.pingMatrix(pods, 1)).flat().every(Boolean)) await sleep(200);
   const matrix = await cluster.pingMatrix(pods, 2);
   if (interrupted()) return false; // the pings were cut short by Ctrl-C: no matrix to report
   const w = 16;
   console.log('\nConnectivity (ping from row pod to column pod):');
-  console.log(`${'from \\ to'.padEnd(w)}${pods.map((p) => p.ip.padEnd(w)).join('')}`.trimEnd());
-  matrix.forEach((row, i) => console.log(`${(pods[i] as CniPod).ip.padEnd(w)}${row.map((ok) => (ok ? 'pass' : 'FAIL').padEnd(w)).join('')}`.trimEnd()));
+  console.log(`${'from \\ to'.padEnd(lw)}${pods.map((p) => p.ip.padEnd(w)).join('')}`.trimEnd());
+  matrix.forEach((row, i) => console.log(`${rowLabel(pods[i] as CniPod).padEnd(lw)}${row.map((ok) => (ok ? 'pass' : 'FAIL').padEnd(w)).join('')}`.trimEnd()));
   const failures = matrix.flat().filter((ok) => !ok).length;
   console.log(failures === 0 ? `\nAll ${pods.length * pods.length} pairs connected.` : `\n${failures} pair(s) FAILED.`);
-  if (failures > 0) for (const d of cluster.daemons.values()) console.log(`--- flanneld on ${d.node.name} ---\n${d.proc.output()}`);
+  if (failures > 0) for (const d of cluster.daemons.values()) console.log(`--- ${d.kind === 'flannel' ? 'the real flanneld' : 'flanneld'} on ${d.node.name} ---\n${d.proc.output()}`);
   return failures === 0;
 }
 
