@@ -21,7 +21,7 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 const BENCH = ['--import=tsx', join(ROOT, 'bench/bench-main.ts')];
 const TAG_PREFIXES = ['br', 'bk', 'bh', 'bt', 'bu', 'bv', 'bx', 'bw', 'bl', 'bd', 'fh', 'fu', 'fv', 'bc', 'ua', 'ub'];
 // A quick bench of every data path (thirteen, with the three WireGuard rows and the real flannel's three), an
-// underlay run and two interrupted runs: 290-330 s on the 2-core test VM under load from other tests, more than
+// underlay run and two interrupted runs: 285-330 s on the 2-core test VM under load from other tests, more than
 // the suite's 300 s default allows for.
 t.setTimeout(600_000);
 
