@@ -1,9 +1,13 @@
 // The narrow contract between flanneld and a backend. A backend never sees etcd: flanneld hands it
 // the network config, the chosen interface, and lease events; it returns what our lease advertises.
 import type { Logger } from 'pino';
-import type { Ip4 } from '../subnet/ip.js';
+import type { Ip4 } from '../lib/ip.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease.js';
 import type { BackendType, NetworkConfig } from '../subnet/network-config.js';
+
+// The one door from backends/ to subnet/: what a backend may know of leases and the network config.
+export type { Lease, LeaseAttrs, LeaseEvent, BackendType, NetworkConfig };
+export { sameAttrs } from '../subnet/lease.js';
 
 export interface ExternalInterface {
   readonly name: string;

@@ -1,6 +1,6 @@
 // The explicit map from Backend.Type to a backend. No import side effects, no global registration.
-import { FlannelError } from '../subnet/errors.js';
-import type { BackendType } from '../subnet/network-config.js';
+import { FlannelError } from '../lib/errors.js';
+import type { BackendType } from './backend.js';
 import type { Backend, BackendContext } from './backend.js';
 import { HostGwBackend } from './host-gw/host-gw-backend.js';
 import { UdpBackend } from './udp/udp-backend.js';

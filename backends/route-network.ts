@@ -2,8 +2,8 @@
 // desired routes, programs changes in one batch, and reconciles against the kernel: routes deleted
 // by hand come back, and routes we own that no lease wants any more are removed.
 import type { Logger } from 'pino';
-import { type Cidr4, cidrContains, parseCidr4 } from '../subnet/ip.js';
-import type { Lease, LeaseEvent } from '../subnet/lease.js';
+import { type Cidr4, cidrContains, parseCidr4 } from '../lib/ip.js';
+import type { Lease, LeaseEvent } from './backend.js';
 import type { Network, ReconcileResult } from './backend.js';
 import { type BatchResult, type Route, ipBatch, listOwnRoutes, routeSpec, sameRoute } from './kernel/kernel-routes.js';
 import { LinkWatch } from './kernel/link-watch.js';

@@ -2,7 +2,7 @@
 // VXLAN, plus control-plane timings; prints a table and writes JSON, SVG and text results.
 // Everything it creates is torn down at the end, on failure and on Ctrl-C.
 import { cpus, loadavg } from 'node:os';
-import { runCommand } from '../backends/kernel/run-command.js';
+import { runCommand } from '../lib/run-command.js';
 import { type BenchOptions, parseOptions, repoRoot, USAGE, UsageError } from './cli/options.js';
 import { Progress } from './cli/progress.js';
 import { installCrashHandlers, installSignalHandlers, teardownAll } from './cli/teardown.js';

@@ -1,6 +1,6 @@
 // Exit codes, in one place: systemd's RestartPreventExitStatus=64 69 78 stops crash loops on errors
 // that a restart cannot fix.
-import type { ErrorCode } from '../subnet/errors.js';
+import type { ErrorCode } from '../lib/errors.js';
 
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 64, UNAVAILABLE: 69, CONFIG: 78 } as const;
 

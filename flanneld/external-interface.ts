@@ -2,9 +2,9 @@
 // order), then --iface-regex (IPs first, then names), then --iface-can-reach, else the interface of
 // the default route. The address is the interface's first global IPv4 address.
 import type { ExternalInterface } from '../backends/backend.js';
-import { runChecked } from '../backends/kernel/run-command.js';
-import { FlannelError } from '../subnet/errors.js';
-import { type Ip4, parseIp4 } from '../subnet/ip.js';
+import { runChecked } from '../lib/run-command.js';
+import { FlannelError } from '../lib/errors.js';
+import { type Ip4, parseIp4 } from '../lib/ip.js';
 
 export interface InterfaceFlags {
   readonly iface: readonly string[];

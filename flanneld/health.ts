@@ -4,7 +4,7 @@
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
-import { FlannelError, errorMessage } from '../subnet/errors.js';
+import { FlannelError, errorMessage } from '../lib/errors.js';
 
 export interface HealthState {
   ready: boolean;

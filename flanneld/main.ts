@@ -2,7 +2,7 @@
 // flanneld's entry point: parse flags, run the daemon until SIGTERM/SIGINT, map errors to exit codes.
 // The only place in the program that calls process.exit.
 import { readFileSync } from 'node:fs';
-import { FlannelError, errorMessage, isAbortError } from '../subnet/errors.js';
+import { FlannelError, errorMessage, isAbortError } from '../lib/errors.js';
 import { runDaemon } from './daemon.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { createLogger } from './logger.js';

@@ -1,8 +1,8 @@
 // flanneld's command line, compatible with flannel's: `--flag=value`, `--flag value`, `-flag`, bool
 // flags without a value, and every flag also settable as FLANNELD_<FLAG_WITH_UNDERSCORES> (the
 // command line wins). A bad flag or value is a FLN_ERR_USAGE error; main maps it to exit code 64.
-import { FlannelError } from '../subnet/errors.js';
-import { parseIp4 } from '../subnet/ip.js';
+import { FlannelError } from '../lib/errors.js';
+import { parseIp4 } from '../lib/ip.js';
 
 type Kind = 'string' | 'list' | 'bool' | 'int';
 

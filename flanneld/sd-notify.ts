@@ -1,7 +1,7 @@
 // sd_notify(3) for flanneld: sends "READY=1", "STATUS=…" to systemd's NOTIFY_SOCKET through our
 // own N-API addon (build/Release/flanneld_native.node, from flanneld/native/sd-notify.c).
 
-import { loadAddon } from '../backends/datapath/native/load-addon.js';
+import { loadAddon } from '../lib/load-addon.js';
 
 interface NativeAddon {
   notify(socketPath: string, message: string): undefined;

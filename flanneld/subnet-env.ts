@@ -3,8 +3,8 @@
 // the subnet it had before.
 import { chmodSync, closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { FlannelError } from '../subnet/errors.js';
-import { type Cidr4, formatCidr4, formatIp4, parseCidr4 } from '../subnet/ip.js';
+import { FlannelError } from '../lib/errors.js';
+import { type Cidr4, formatCidr4, formatIp4, parseCidr4 } from '../lib/ip.js';
 
 export interface SubnetEnv {
   readonly network: Cidr4;

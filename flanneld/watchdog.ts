@@ -2,7 +2,7 @@
 // process), WATCHDOG=1 goes to NOTIFY_SOCKET every WATCHDOG_USEC/2 from an event-loop timer. It is
 // deliberately not tied to etcd: an etcd outage must not restart the data path; a stuck event loop must.
 import type { Logger } from 'pino';
-import { errorMessage } from '../subnet/errors.js';
+import { errorMessage } from '../lib/errors.js';
 import { sdNotify } from './sd-notify.js';
 
 type Env = Readonly<Record<string, string | undefined>>;

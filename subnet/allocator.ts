@@ -1,6 +1,6 @@
 // Pure subnet choice, as flannel's LocalManager does it: walk [SubnetMin, SubnetMax] in subnet-size
 // steps, skip anything overlapping a lease, stop at 100 free candidates and pick one at random.
-import { type Cidr4, cidrOverlaps, makeCidr4, sizeOf } from './ip.js';
+import { type Cidr4, cidrOverlaps, makeCidr4, sizeOf } from '../lib/ip.js';
 import type { NetworkConfig } from './network-config.js';
 
 export const MAX_CANDIDATES = 100;

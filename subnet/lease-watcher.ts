@@ -1,7 +1,7 @@
 // The cache of other nodes' leases. Turns registry changes and full re-lists into added/removed
 // events, so a delete (which carries no value) still tells the backend what to tear down, and a
 // re-list after compaction or an outage yields exactly the difference. Pure: no I/O.
-import { type Cidr4, cidrEquals, formatCidr4, formatIp4 } from './ip.js';
+import { type Cidr4, cidrEquals, formatCidr4, formatIp4 } from '../lib/ip.js';
 import { type Lease, type LeaseEvent, sameAttrs, subnetToKeyPart } from './lease.js';
 
 /**

@@ -1,7 +1,7 @@
 // Leases as flannel stores them: the key <prefix>/subnets/10.244.3.0-24 and the LeaseAttrs JSON value.
 // Backends import these types (type-only); encoding is byte-for-byte what flannel's Go code writes.
-import { type Cidr4, type Ip4, formatIp4, makeCidr4, parseIp4 } from './ip.js';
-import { parseJsonObject, pickFields } from './json-fields.js';
+import { type Cidr4, type Ip4, formatIp4, makeCidr4, parseIp4 } from '../lib/ip.js';
+import { parseJsonObject, pickFields } from '../lib/json-fields.js';
 
 export interface LeaseAttrs {
   readonly publicIp: Ip4;

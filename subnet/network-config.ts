@@ -1,10 +1,10 @@
 // Parses and validates the network config stored at <prefix>/config, with flannel's defaults and
 // rules (pkg/subnet/config.go): keys match case-insensitively, every problem is reported at once.
-import { ConfigError, type ConfigIssue } from './errors.js';
-import { isPlainObject, pickFields } from './json-fields.js';
+import { ConfigError, type ConfigIssue } from '../lib/errors.js';
+import { isPlainObject, pickFields } from '../lib/json-fields.js';
 import {
   type Cidr4, type Ip4, cidrContains, formatCidr4, formatIp4, lastIp, maskOf, parseCidr4, parseIp4, sizeOf,
-} from './ip.js';
+} from '../lib/ip.js';
 
 export const BACKEND_TYPES = ['udp', 'vxlan', 'host-gw', 'wireguard'] as const;
 export type BackendType = (typeof BACKEND_TYPES)[number];

@@ -1,9 +1,9 @@
 // Keeps a userspace-engine device (flannel0, flannel.1) configured: address, MTU, up, and an
 // optional route through it. ensure() checks the kernel and fixes only what is missing, in one batch.
 import { readFile, writeFile } from 'node:fs/promises';
-import { FlannelError } from '../../subnet/errors.js';
+import { FlannelError } from '../../lib/errors.js';
 import { ipBatch } from '../kernel/kernel-routes.js';
-import { runCommand } from '../kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 
 export interface DeviceSpec {
   readonly name: string;

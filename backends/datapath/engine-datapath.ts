@@ -5,7 +5,7 @@
 // so peers and counters carry over, as a deleted kernel VXLAN device is re-created.
 import type { Logger } from 'pino';
 import type { DatapathStats, DatapathThreading } from '../backend.js';
-import { runCommand } from '../kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { DeviceState, type DeviceSpec } from './device-state.js';
 import { datapathAddon } from './native/datapath-addon.js';
 import { type OpenEngineDeviceOptions, openEngineDevice } from './open-device.js';

@@ -1,6 +1,6 @@
 // Lease events handed over in one go (a watch delivers a transaction's keys one by one) are applied
 // as one batch: the peer-table backends then swap their table once. Calls resolve in order.
-import type { LeaseEvent } from '../../subnet/lease.js';
+import type { LeaseEvent } from '../backend.js';
 
 export class EventBatcher {
   private readonly pending: LeaseEvent[] = [];

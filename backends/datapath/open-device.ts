@@ -5,7 +5,7 @@
 // and TSO, and USO where the kernel has it; a kernel or device that refuses TSO gets the per-packet
 // path, one without USO the offload path without UDP coalescing, and the log says so.
 import type { Logger } from 'pino';
-import type { Ip4 } from '../../subnet/ip.js';
+import type { Ip4 } from '../../lib/ip.js';
 import type { EngineQueue } from './packet-engine.js';
 import { TUN_FLAGS, TUN_OFFLOADS, datapathAddon } from './native/datapath-addon.js';
 

@@ -5,7 +5,7 @@
 // completes them on its per-packet path. The outer UDP checksum, which our sockets always send,
 // still covers every byte. flannel and kernel VXLAN nodes never set the field, so they always get
 // complete inner checksums; flannel ignores fields it does not know.
-import { parseJsonObject, pickFields } from '../../subnet/json-fields.js';
+import { parseJsonObject, pickFields } from '../../lib/json-fields.js';
 
 export const PARTIAL_CHECKSUMS_FIELD = 'AcceptsPartialChecksums';
 

@@ -1,7 +1,7 @@
 // What a userspace backend needs before it leases: /dev/net/tun and our packet-engine addon. One check
 // for every backend on the engine, with the same fix-it messages.
 import { existsSync } from 'node:fs';
-import { FlannelError, errorMessage } from '../../subnet/errors.js';
+import { FlannelError, errorMessage } from '../../lib/errors.js';
 import { datapathAddon } from './native/datapath-addon.js';
 
 export function requireUserspaceDatapath(backend: string): void {

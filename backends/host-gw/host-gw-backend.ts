@@ -6,9 +6,9 @@
 // a link flap, which flushes them. Pods get the full interface MTU. Leases of other backend types
 // are ignored, as flannel does.
 import type { Logger } from 'pino';
-import { FlannelError } from '../../subnet/errors.js';
-import { formatCidr4, formatIp4 } from '../../subnet/ip.js';
-import type { Lease, LeaseAttrs } from '../../subnet/lease.js';
+import { FlannelError } from '../../lib/errors.js';
+import { formatCidr4, formatIp4 } from '../../lib/ip.js';
+import type { Lease, LeaseAttrs } from '../backend.js';
 import type { Backend, BackendContext, Network } from '../backend.js';
 import type { Route } from '../kernel/kernel-routes.js';
 import { RouteNetwork } from '../route-network.js';

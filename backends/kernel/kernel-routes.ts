@@ -1,8 +1,8 @@
 // Kernel IPv4 routes through iproute2: many changes go through one `ip -batch` process, never one
 // process per route. Routes we install carry our own protocol number, so that we can list exactly
 // the routes we own and remove the stale ones (flannel cannot: its issue #2554).
-import { FlannelError } from '../../subnet/errors.js';
-import { runCommand } from './run-command.js';
+import { FlannelError } from '../../lib/errors.js';
+import { runCommand } from '../../lib/run-command.js';
 
 /** rtnetlink protocol number marking flannel-ts routes (unassigned in /etc/iproute2/rt_protos). */
 export const ROUTE_PROTOCOL = 241;

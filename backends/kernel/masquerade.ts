@@ -1,9 +1,9 @@
 // flannel's iptables rules: ip-masq (nat FLANNEL-POSTRTG) and forward accepts (filter FLANNEL-FWD).
 // Installed with iptables-restore, one jump each from POSTROUTING/FORWARD, re-checked by resync(),
 // and removed again on clean shutdown (unlike flannel, which leaves them behind).
-import { runChecked, runCommand } from './run-command.js';
-import { FlannelError } from '../../subnet/errors.js';
-import { formatCidr4, parseCidr4 } from '../../subnet/ip.js';
+import { runChecked, runCommand } from '../../lib/run-command.js';
+import { FlannelError } from '../../lib/errors.js';
+import { formatCidr4, parseCidr4 } from '../../lib/ip.js';
 
 export interface MasqueradeSpec {
   /** The overlay Network CIDR (C), e.g. "10.244.0.0/16". */

@@ -1,9 +1,9 @@
 // The L2 state a VXLAN VTEP needs per peer in the kernel: a permanent neighbour (peer subnet's
 // network address → peer VtepMAC) and, for a kernel VXLAN device, an FDB entry (VtepMAC → PublicIP).
 // sync() diffs the kernel against the desired set and fixes both ways, batched.
-import { FlannelError } from '../../subnet/errors.js';
+import { FlannelError } from '../../lib/errors.js';
 import { ipBatch } from './kernel-routes.js';
-import { runCommand } from './run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 
 export interface L2Peer {
   /** The peer subnet's network address, the gateway of its route. */

@@ -7,10 +7,10 @@
 // kernel state per peer, so 1000 peers cost one table swap. Like flannel, leases of any backend
 // type are used (flannel's udp publishes no BackendType and filters none).
 import type { Logger } from 'pino';
-import { ConfigError } from '../../subnet/errors.js';
-import { formatCidr4, formatIp4, maskOf } from '../../subnet/ip.js';
-import { pickFields } from '../../subnet/json-fields.js';
-import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
+import { ConfigError } from '../../lib/errors.js';
+import { formatCidr4, formatIp4, maskOf } from '../../lib/ip.js';
+import { pickFields } from '../../lib/json-fields.js';
+import type { Lease, LeaseAttrs, LeaseEvent } from '../backend.js';
 import type { Backend, BackendContext, DatapathStats, Network, ReconcileResult } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
 import { EventBatcher } from '../datapath/event-batch.js';

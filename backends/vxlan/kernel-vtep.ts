@@ -3,12 +3,12 @@
 // A compatible existing device is reused, so its MAC survives a restart; a deleted one is re-created
 // by the next reconcile, and the per-peer state is then replayed by the same pass.
 import type { Logger } from 'pino';
-import { FlannelError } from '../../subnet/errors.js';
-import { formatIp4 } from '../../subnet/ip.js';
-import type { Lease } from '../../subnet/lease.js';
+import { FlannelError } from '../../lib/errors.js';
+import { formatIp4 } from '../../lib/ip.js';
+import type { Lease } from '../backend.js';
 import type { ExternalInterface } from '../backend.js';
 import { DeviceState } from '../datapath/device-state.js';
-import { runChecked, runCommand } from '../kernel/run-command.js';
+import { runChecked, runCommand } from '../../lib/run-command.js';
 import type { Vtep } from './vtep.js';
 
 export interface KernelVtepOptions {

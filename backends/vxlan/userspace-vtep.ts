@@ -5,9 +5,9 @@
 // the daemon) is removed first, as TUNSETIFF refuses a name held by another kind of device; this is
 // what migrating a node from flannel's vxlan to the userspace VTEP runs into.
 import type { Logger } from 'pino';
-import { runChecked, runCommand } from '../kernel/run-command.js';
-import { formatIp4, maskOf } from '../../subnet/ip.js';
-import type { Lease } from '../../subnet/lease.js';
+import { runChecked, runCommand } from '../../lib/run-command.js';
+import { formatIp4, maskOf } from '../../lib/ip.js';
+import type { Lease } from '../backend.js';
 import type { DatapathStats, DatapathThreading, ExternalInterface } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
 import { ENGINE_MODE } from '../datapath/native/datapath-addon.js';

@@ -2,7 +2,7 @@
 // or a reboot and peers never hold a stale one (flannel issues #1795, #1788). Locally administered,
 // unicast.
 import { createHash } from 'node:crypto';
-import { type Ip4, formatIp4 } from '../../subnet/ip.js';
+import { type Ip4, formatIp4 } from '../../lib/ip.js';
 
 export function stableVtepMac(publicIp: Ip4, vni: number): string {
   const d = createHash('sha256').update(`flannel-ts vtep ${formatIp4(publicIp)} ${vni}`).digest();

@@ -1,5 +1,5 @@
 // What the vxlan network needs from a VTEP, whichever data path carries the frames.
-import type { Cidr4, Ip4 } from '../../subnet/ip.js';
+import type { Cidr4, Ip4 } from '../../lib/ip.js';
 import type { DatapathStats } from '../backend.js';
 
 export interface VxlanPeer {

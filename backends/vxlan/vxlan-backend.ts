@@ -9,13 +9,13 @@
 // With DirectRouting, peers on our L2 segment get a host-gw route instead. State scales as one
 // neighbour, one FDB entry and one route per peer; all of it goes when the lease goes.
 import type { Logger } from 'pino';
-import { FlannelError, errorMessage } from '../../subnet/errors.js';
-import { formatCidr4, formatIp4 } from '../../subnet/ip.js';
-import { type Lease, type LeaseAttrs, type LeaseEvent, sameAttrs } from '../../subnet/lease.js';
+import { FlannelError, errorMessage } from '../../lib/errors.js';
+import { formatCidr4, formatIp4 } from '../../lib/ip.js';
+import { type Lease, type LeaseAttrs, type LeaseEvent, sameAttrs } from '../backend.js';
 import type { Backend, BackendContext, DatapathStats, Network, ReconcileResult } from '../backend.js';
 import { datapathAddon } from '../datapath/native/datapath-addon.js';
 import type { Route } from '../kernel/kernel-routes.js';
-import { runCommand } from '../kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { syncVxlanL2 } from '../kernel/vxlan-l2.js';
 import { RouteNetwork } from '../route-network.js';
 import { KernelVtep } from './kernel-vtep.js';

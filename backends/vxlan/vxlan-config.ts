@@ -1,7 +1,7 @@
 // The vxlan slice of the network config, with flannel's keys and defaults (VNI 1, Port 0 = 8472,
 // MTU = the underlay MTU before the 50-byte overhead) plus our Datapath choice.
-import { ConfigError, type ConfigIssue } from '../../subnet/errors.js';
-import { parseJsonObject, pickFields } from '../../subnet/json-fields.js';
+import { ConfigError, type ConfigIssue } from '../../lib/errors.js';
+import { parseJsonObject, pickFields } from '../../lib/json-fields.js';
 import { PARTIAL_CHECKSUMS_FIELD } from '../datapath/partial-checksums.js';
 
 export const VXLAN_OVERHEAD = 50;

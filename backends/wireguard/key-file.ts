@@ -4,7 +4,7 @@
 // node by the public key in its lease.
 import { chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { FlannelError } from '../../subnet/errors.js';
+import { FlannelError } from '../../lib/errors.js';
 import { type KeyPair, generateKeyPair, keyFromBase64, keyPairFromPrivate, keyToBase64 } from './protocol/keys.js';
 
 export const DEFAULT_KEY_FILE = '/run/flannel/wgkey';

@@ -1,6 +1,6 @@
 // The BackendData of a wireguard lease, exactly flannel's: {"PublicKey":"<base64>","Port":51820}. A lease
 // without Port, or with 0 (flannel before v0.26.6), means the peer listens on our own ListenPort.
-import { parseJsonObject, pickFields } from '../../subnet/json-fields.js';
+import { parseJsonObject, pickFields } from '../../lib/json-fields.js';
 import { keyFromBase64, keyToBase64 } from './protocol/keys.js';
 
 export interface WireGuardPeerData {

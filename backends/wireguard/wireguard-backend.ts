@@ -9,8 +9,8 @@
 // the keypairs published in shared memory; the handshake, cookies and timers run here on the main thread
 // (session/); handshake messages reach us through a pipe from the engine's RX workers.
 import type { Logger } from 'pino';
-import { formatCidr4, formatIp4, maskOf } from '../../subnet/ip.js';
-import type { Lease, LeaseAttrs } from '../../subnet/lease.js';
+import { formatCidr4, formatIp4, maskOf } from '../../lib/ip.js';
+import type { Lease, LeaseAttrs } from '../backend.js';
 import type { Backend, BackendContext, Network } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
 import { requireUserspaceDatapath } from '../datapath/require-datapath.js';

@@ -2,8 +2,8 @@
 // ListenPort 51820, ListenPortV6 51821, MTU = the interface MTU before the 80-byte overhead, PSK (base64,
 // the same on every node), PersistentKeepaliveInterval (integer seconds), Mode. Every problem is
 // reported at once, naming the field, the value and what is allowed.
-import { ConfigError, type ConfigIssue } from '../../subnet/errors.js';
-import { pickFields } from '../../subnet/json-fields.js';
+import { ConfigError, type ConfigIssue } from '../../lib/errors.js';
+import { pickFields } from '../../lib/json-fields.js';
 import { keyFromBase64 } from './protocol/keys.js';
 
 /** IPv6 worst case: 40 IP + 8 UDP + 16 WireGuard header + 16 tag, as flannel reserves for both families. */

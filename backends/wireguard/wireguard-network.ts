@@ -4,8 +4,8 @@
 // a 100 ms timer tick, keepalives. reconcile() re-creates a deleted device and puts roamed endpoints
 // back to the leases' (flannel #1770).
 import type { Logger } from 'pino';
-import { formatCidr4 } from '../../subnet/ip.js';
-import type { Lease, LeaseEvent } from '../../subnet/lease.js';
+import { formatCidr4 } from '../../lib/ip.js';
+import type { Lease, LeaseEvent } from '../backend.js';
 import type { DatapathStats, Network, ReconcileResult } from '../backend.js';
 import type { EngineDataPath } from '../datapath/engine-datapath.js';
 import { EventBatcher } from '../datapath/event-batch.js';

@@ -2,7 +2,7 @@
 // on failure, and on SIGINT/SIGTERM/SIGHUP; a final sweep deletes any namespace carrying one of our
 // run tags, in case Ctrl-C arrived halfway through building a topology.
 import { deleteNetns, runTag } from '../../deploy/local/netns.js';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { errorText, withTimeout } from '../lib/exec.js';
 
 interface Cleanup { readonly what: string; readonly fn: () => Promise<unknown> }

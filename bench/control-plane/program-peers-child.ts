@@ -3,10 +3,10 @@
 // one JSON line with the times. A backend missing from this build prints status "unavailable".
 import { pino } from 'pino';
 import { createBackend } from '../../backends/registry.js';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { findExternalInterface } from '../../flanneld/external-interface.js';
-import { FlannelError } from '../../subnet/errors.js';
-import { parseIp4 } from '../../subnet/ip.js';
+import { FlannelError } from '../../lib/errors.js';
+import { parseIp4 } from '../../lib/ip.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
 import { parseNetworkConfig } from '../../subnet/network-config.js';
 import { unknownBackendType } from '../lib/daemon-log.js';

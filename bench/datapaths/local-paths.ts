@@ -11,7 +11,7 @@ import { addVtepPeer, createVtep, linkMtu, randomVtepMac, setPodMtu, VXLAN_OVERH
 import { type DataPathDef, OVERLAY_NETWORK, type ReadyPath, UnavailableError } from './catalog.js';
 import { startTunRelay } from './tun-relay.js';
 import { startWireguardGo, WIREGUARD_OVERHEAD } from './wireguard-go.js';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { buildLatestWireguardGo, debianWireguardGo } from '../../deploy/local/wireguard-go.js';
 import { buildRealFlannel } from '../../deploy/local/real-flannel.js';
 

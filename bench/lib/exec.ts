@@ -1,6 +1,6 @@
 // Running commands on a bench host: inside a network namespace of this machine (local mode), or on
 // this machine itself when `ns` is undefined (underlay mode, a real host with a given interface).
-import { type CommandResult, runChecked, runCommand } from '../../backends/kernel/run-command.js';
+import { type CommandResult, runChecked, runCommand } from '../../lib/run-command.js';
 
 /** argv for running `file args` in `ns` (or directly when ns is undefined). */
 export function inNs(ns: string | undefined, file: string, args: readonly string[]): [string, string[]] {

@@ -3,7 +3,7 @@
 // sleeping threads per round trip (the TUN relay 2) where kernel VXLAN wakes none, so this figure bounds its added RTT;
 // on some VMs a wake-up across vCPUs costs far more than one on the same vCPU.
 import { join } from 'node:path';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { buildCProgram } from '../lib/c-program.js';
 
 export interface WakeupCost {

@@ -2,7 +2,7 @@
 // git commit (and whether the tree had local changes), the load average before and after, and what a
 // thread wake-up costs (measured at the start, while the machine is quiet).
 import { cpus, hostname, loadavg, release, totalmem } from 'node:os';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import type { WakeupCost } from '../metrics/wakeup-cost.js';
 import type { Environment } from './result-types.js';
 

@@ -2,7 +2,7 @@
 // "=", networks as de-duplicated comma lists, FLANNEL_SUBNET masked to its network (10.1.17.1/24 →
 // 10.1.17.0/24), FLANNEL_MTU an unsigned integer, FLANNEL_IPMASQ true only when it reads "true".
 import { readFileSync } from 'node:fs';
-import { formatCidr4, parseCidr4 } from '../../subnet/ip.js';
+import { formatCidr4, parseCidr4 } from '../../lib/ip.js';
 import { formatCidr6, parseCidr6 } from './cidr6.js';
 import { CNI_CODES, CniError } from './cni-error.js';
 

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EXIT, exitCodeFor } from '../../flanneld/exit-codes.js';
 import { parseFlags } from '../../flanneld/options.js';
-import { FlannelError, errorMessage } from '../../subnet/errors.js';
+import { FlannelError, errorMessage } from '../../lib/errors.js';
 import { createEtcdClient } from '../../subnet/etcd/etcd-client.js';
 import { parseNetworkConfig } from '../../subnet/network-config.js';
 

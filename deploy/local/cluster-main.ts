@@ -7,7 +7,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdir
 import { basename, isAbsolute, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { BACKEND_TYPES } from '../../subnet/network-config.js';
 import { type CniPod, type DaemonKind, LocalCluster } from './local-cluster.js';
 import { buildRealFlannel } from './real-flannel.js';

@@ -2,7 +2,7 @@
 // benchmark. Everything created here is recorded so that one call tears it all down, on failure too.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { runChecked, runCommand } from '../../backends/kernel/run-command.js';
+import { runChecked, runCommand } from '../../lib/run-command.js';
 
 /** A short tag unique to this run, safe inside 15-character interface names. */
 export function runTag(prefix = 'f'): string {

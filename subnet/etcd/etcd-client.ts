@@ -4,7 +4,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
 import { Etcd3, type IOptions, isRecoverableError } from 'etcd3';
-import { FlannelError } from '../errors.js';
+import { FlannelError } from '../../lib/errors.js';
 
 export interface EtcdConnectOptions {
   readonly endpoints: readonly string[];

@@ -1,8 +1,8 @@
 // Raw storage operations on flannel's etcd v3 layout: the config key, lease keys held by etcd
 // leases, a guarded create, and a prefix watch that reports compaction. No policy lives here.
 import type { Etcd3, IWatchResponse } from 'etcd3';
-import { FlannelError, errorMessage } from '../errors.js';
-import type { Cidr4 } from '../ip.js';
+import { FlannelError, errorMessage } from '../../lib/errors.js';
+import type { Cidr4 } from '../../lib/ip.js';
 import { type Lease, type LeaseAttrs, decodeLeaseAttrs, encodeLeaseAttrs, subnetFromKey, subnetToKeyPart } from '../lease.js';
 
 export type RegistryChange =

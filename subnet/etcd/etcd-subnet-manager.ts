@@ -5,8 +5,8 @@
 import type { Logger } from 'pino';
 import { isCompatible, pickFreeSubnet, poolUsage } from '../allocator.js';
 import { Backoff, sleep } from '../backoff.js';
-import { FlannelError, isFlannelError } from '../errors.js';
-import { type Cidr4, cidrEquals, cidrOverlaps, formatCidr4, formatIp4 } from '../ip.js';
+import { FlannelError, isFlannelError } from '../../lib/errors.js';
+import { type Cidr4, cidrEquals, cidrOverlaps, formatCidr4, formatIp4 } from '../../lib/ip.js';
 import { type Lease, type LeaseAttrs, type LeaseEvent, sameAttrs } from '../lease.js';
 import { LeaseWatcher, type WatchOutput } from '../lease-watcher.js';
 import { type NetworkConfig, parseNetworkConfig } from '../network-config.js';

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { type SpawnedProcess, ipIn, spawnIn, stopProcess } from '../../deploy/local/netns.js';
 
 interface Member {

@@ -3,7 +3,7 @@
 // as parsed syscalls, telling the traced process's own threads from the programs it runs.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 
 /** True when strace is installed (`apt-get install strace`; deploy/local/install-deps.sh installs it). */
 export async function straceAvailable(): Promise<boolean> {

@@ -4,11 +4,11 @@
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { EtcdServer } from '../../deploy/local/etcd-server.js';
-import { isFlannelError } from '../../subnet/errors.js';
+import { isFlannelError } from '../../lib/errors.js';
 import { createEtcdClient } from '../../subnet/etcd/etcd-client.js';
 import { EtcdRegistry } from '../../subnet/etcd/etcd-registry.js';
 import { EtcdSubnetManager } from '../../subnet/etcd/etcd-subnet-manager.js';
-import { parseCidr4, parseIp4 } from '../../subnet/ip.js';
+import { parseCidr4, parseIp4 } from '../../lib/ip.js';
 import type { Lease } from '../../subnet/lease.js';
 import { parseNetworkConfig } from '../../subnet/network-config.js';
 import { ADMIN_IP, CLIENT_IP, stallThenCompact, whileCutOff } from '../helpers/loopback-etcd.js';

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { LocalCluster } from '../../deploy/local/local-cluster.js';
 import { deleteNetns, runTag, type SpawnedProcess, spawnIn, stopProcess } from '../../deploy/local/netns.js';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { validateResult } from '../../bench/report/result-schema.js';
 import { DATAPATH_IDS, type BenchResult } from '../../bench/report/result-types.js';
 import { buildLatestWireguardGo } from '../../deploy/local/wireguard-go.js';

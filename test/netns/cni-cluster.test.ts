@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { ping } from '../../deploy/local/local-cluster.js';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 
 const MAIN = new URL('../../dist/deploy/local/cluster-main.js', import.meta.url).pathname;
 const RUN_ROOT = '/run/flannel-ts-cluster';

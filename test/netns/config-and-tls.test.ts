@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { EtcdServer } from '../../deploy/local/etcd-server.js';
 import { LocalCluster, daemonPath, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { type SpawnedProcess, execIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';

@@ -4,7 +4,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { IptablesRules, iptablesHasRandomFully } from '../../backends/kernel/masquerade.js';
 import type { IptablesRulesOptions } from '../../backends/kernel/masquerade.js';
 

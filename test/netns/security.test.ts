@@ -9,7 +9,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, s
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { EtcdServer } from '../../deploy/local/etcd-server.js';
 import { type DaemonHandle, LocalCluster, daemonPath, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { type SpawnedProcess, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import { generateKeyPair, keyToBase64, type KeyPair } from '../../backends/wireguard/protocol/index.js';
 import { createNetns, deleteNetns, execIn, ipIn, runTag, spawnIn, stopProcess, type SpawnedProcess } from '../../deploy/local/netns.js';
 

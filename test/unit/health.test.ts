@@ -4,7 +4,7 @@
 import t from 'tap';
 import { HealthServer } from '../../flanneld/health.js';
 import type { HealthState } from '../../flanneld/health.js';
-import { isFlannelError } from '../../subnet/errors.js';
+import { isFlannelError } from '../../lib/errors.js';
 
 let state: HealthState = { ready: false, reason: 'waiting for network config: key /coreos.com/network/config not found' };
 const server = new HealthServer({ ip: '127.0.0.1', port: 0 }, () => state);

@@ -7,10 +7,10 @@
 import t, { type Test } from 'tap';
 import { type Logger, pino } from 'pino';
 import { createMetrics } from '../../flanneld/metrics.js';
-import { FlannelError, isFlannelError } from '../../subnet/errors.js';
+import { FlannelError, isFlannelError } from '../../lib/errors.js';
 import type { CallObserver, EtcdOp, EtcdRegistry, WatchHandlers } from '../../subnet/etcd/etcd-registry.js';
 import { ADOPTED_MESSAGE, EtcdSubnetManager, type SubnetEvent } from '../../subnet/etcd/etcd-subnet-manager.js';
-import { type Cidr4, formatCidr4, parseCidr4, parseIp4 } from '../../subnet/ip.js';
+import { type Cidr4, formatCidr4, parseCidr4, parseIp4 } from '../../lib/ip.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../../subnet/lease.js';
 import { parseNetworkConfig } from '../../subnet/network-config.js';
 

@@ -4,7 +4,7 @@
 // (boringtun/src/noise/handshake.rs: INITIAL_CHAIN_KEY and INITIAL_CHAIN_HASH). Interop with a real
 // WireGuard implementation is test/netns/wireguard-handshake.test.ts.
 import t from 'tap';
-import { runCommand } from '../../backends/kernel/run-command.js';
+import { runCommand } from '../../lib/run-command.js';
 import * as wg from '../../backends/wireguard/protocol/index.js';
 
 type Code = wg.WireGuardErrorCode;

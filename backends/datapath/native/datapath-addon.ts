@@ -1,6 +1,6 @@
 // The typed surface of our packet-engine addon (backends/datapath/native/src). Calls are synchronous;
 // failures throw an Error whose `code` is the errno name (ENOENT, EBUSY, …) and `syscall` says where.
-import { loadAddon } from './load-addon.js';
+import { loadAddon } from '../../../lib/load-addon.js';
 
 export const TUN_FLAGS = { TAP: 1, VNET_HDR: 2, MULTI_QUEUE: 4 } as const;
 /** TUNSETOFFLOAD bits from <linux/if_tun.h>. */

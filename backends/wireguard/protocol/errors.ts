@@ -1,6 +1,6 @@
 // Stable error codes of the WireGuard protocol core. Every rejection the core makes is one of these, so
 // a caller (later: a drop counter in /metrics) branches on the code, never on the message text.
-import { ERROR_CODES, FlannelError, type ErrorCode } from '../../../subnet/errors.js';
+import { ERROR_CODES, FlannelError, type ErrorCode } from '../../../lib/errors.js';
 
 /** The WireGuard codes of the shared registry (subnet/errors.ts ERROR_CODES). */
 export type WireGuardErrorCode = Extract<ErrorCode, `FLN_ERR_WG_${string}`>;

@@ -7,7 +7,7 @@ import {
   MAX_CANDIDATES, freeSubnets, isCompatible, pickFreeSubnet, poolUsage,
 } from '../../../subnet/allocator.js';
 import { type NetworkConfig, parseNetworkConfig } from '../../../subnet/network-config.js';
-import { type Cidr4, cidrContains, cidrOverlaps, formatCidr4, maskOf, parseCidr4 } from '../../../subnet/ip.js';
+import { type Cidr4, cidrContains, cidrOverlaps, formatCidr4, maskOf, parseCidr4 } from '../../../lib/ip.js';
 
 const cidr = (text: string): Cidr4 => {
   const c = parseCidr4(text);

@@ -4,7 +4,7 @@ import t from 'tap';
 import {
   cidrContains, cidrEquals, cidrOverlaps, formatCidr4, formatIp4, lastIp, makeCidr4, maskOf, nextCidr,
   parseCidr4, parseIp4, sizeOf,
-} from '../../../subnet/ip.js';
+} from '../../../lib/ip.js';
 
 const ip = (text: string): number => {
   const v = parseIp4(text);

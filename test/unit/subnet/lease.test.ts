@@ -4,7 +4,7 @@ import t from 'tap';
 import {
   type LeaseAttrs, decodeLeaseAttrs, encodeLeaseAttrs, sameAttrs, subnetFromKey, subnetToKeyPart,
 } from '../../../subnet/lease.js';
-import { formatCidr4, parseCidr4, parseIp4 } from '../../../subnet/ip.js';
+import { formatCidr4, parseCidr4, parseIp4 } from '../../../lib/ip.js';
 
 const ip = (text: string): number => {
   const v = parseIp4(text);

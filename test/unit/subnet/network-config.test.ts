@@ -2,8 +2,8 @@
 // (shared/reference/flannel-compat.md §1.2; pkg/subnet/config.go CheckNetworkConfig, parseBackendType).
 import t from 'tap';
 import { BACKEND_TYPES, type NetworkConfig, parseNetworkConfig } from '../../../subnet/network-config.js';
-import { ConfigError, isFlannelError } from '../../../subnet/errors.js';
-import { formatCidr4, formatIp4 } from '../../../subnet/ip.js';
+import { ConfigError, isFlannelError } from '../../../lib/errors.js';
+import { formatCidr4, formatIp4 } from '../../../lib/ip.js';
 
 const SRC = '/coreos.com/network/config';
 

@@ -1,7 +1,7 @@
 // Runs one external program (ip, iptables-restore, …) without a shell, optionally feeding stdin.
 // Never throws for a non-zero exit: callers decide what a failure means from code and stderr.
 import { spawn } from 'node:child_process';
-import { FlannelError } from '../../subnet/errors.js';
+import { FlannelError } from './errors.js';
 
 export interface CommandResult {
   readonly code: number;
