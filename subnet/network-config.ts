@@ -1,22 +1,62 @@
 // Parses and validates the network config stored at <prefix>/config, with flannel's defaults and
 // rules (pkg/subnet/config.go): keys match case-insensitively, every problem is reported at once.
+//
+// Two entry points over one parser:
+//  - parseNetworkConfigAllFamilies: the complete parser, flannel's CheckNetworkConfig for both families
+//    (EnableIPv4 default true, EnableIPv6 default false, IPv6Network / IPv6SubnetLen / IPv6SubnetMin /
+//    IPv6SubnetMax with flannel's defaults and checks; the checks of a disabled family are skipped).
+//  - parseNetworkConfig: what the daemon uses today. It refuses EnableIPv6 true and EnableIPv4 false
+//    (refuseUnsupportedFamilies) until the IPv6 data paths exist, and otherwise reports exactly what it
+//    always did: the IPv4 checks only, the refusal first.
 import { ConfigError, type ConfigIssue } from '../lib/errors.js';
 import { isPlainObject, pickFields } from '../lib/json-fields.js';
 import {
   type Cidr4, type Ip4, cidrContains, formatCidr4, formatIp4, lastIp, maskOf, parseCidr4, parseIp4, sizeOf,
 } from '../lib/ip.js';
+import {
+  type Cidr6, type Ip6, cidr6Contains, formatCidr6, formatIp6, isOnBoundary6, lastIp6, parseCidr6, parseIp6, sizeOf6,
+} from '../lib/ip6.js';
 
 export const BACKEND_TYPES = ['udp', 'vxlan', 'host-gw', 'wireguard'] as const;
 export type BackendType = (typeof BACKEND_TYPES)[number];
 
-export interface NetworkConfig {
+/** The IPv4 pool: Network, SubnetLen, SubnetMin, SubnetMax after flannel's defaults. */
+export interface Ipv4Pool {
   readonly network: Cidr4;
   readonly subnetLen: number;
   readonly subnetMin: Ip4;
   readonly subnetMax: Ip4;
+}
+
+/** The IPv6 pool: IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax after flannel's defaults. */
+export interface Ipv6Pool {
+  readonly network: Cidr6;
+  readonly subnetLen: number;
+  /** The first subnet that may be leased (its network address). */
+  readonly subnetMin: Ip6;
+  /** The last subnet that may be leased (its network address). */
+  readonly subnetMax: Ip6;
+}
+
+export interface NetworkConfig extends Ipv4Pool {
   readonly enableNFTables: boolean;
   readonly backendType: BackendType;
   /** The Backend object as written, for the backend to parse its own options. */
+  readonly backend: Readonly<Record<string, unknown>>;
+  /** The IPv6 pool when EnableIPv6 is on; parseNetworkConfig never sets it until IPv6 is wired in. */
+  readonly ipv6?: Ipv6Pool;
+}
+
+/** The complete config of either or both families (parseNetworkConfigAllFamilies). */
+export interface NetworkConfigAllFamilies {
+  readonly enableIPv4: boolean;
+  readonly enableIPv6: boolean;
+  /** Present exactly when enableIPv4. */
+  readonly ipv4?: Ipv4Pool;
+  /** Present exactly when enableIPv6. */
+  readonly ipv6?: Ipv6Pool;
+  readonly enableNFTables: boolean;
+  readonly backendType: BackendType;
   readonly backend: Readonly<Record<string, unknown>>;
 }
 
@@ -24,8 +64,50 @@ const FIELDS = ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 
   'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax', 'EnableNFTables', 'Backend'] as const;
 type Field = (typeof FIELDS)[number];
 
-/** Parses the config text from etcd. Throws ConfigError listing every problem. */
+/**
+ * Parses the config text from etcd for the daemon as it is today: EnableIPv6 true and EnableIPv4 false
+ * are refused (see refuseUnsupportedFamilies). Throws ConfigError listing every problem.
+ */
 export function parseNetworkConfig(text: string, source: string): NetworkConfig {
+  const f = readDocument(text, source);
+  const issues: ConfigIssue[] = [];
+  const { v4, v6 } = readFamilies(f, issues);
+  refuseUnsupportedFamilies(v4, v6, issues);
+  const enableNFTables = readBool(f, 'EnableNFTables', false, issues);
+  const backend = readBackend(f.Backend, issues);
+  const net = readNetwork(f, issues);
+  if (issues.length > 0 || !net || !backend) throw new ConfigError(source, issues);
+  return { ...net, enableNFTables, backendType: backend.type, backend: backend.raw };
+}
+
+/**
+ * The complete parser: flannel's ParseConfig + CheckNetworkConfig for IPv4 and IPv6, every problem
+ * collected. Not used by the daemon yet (IPv6 has no data path). Throws ConfigError.
+ */
+export function parseNetworkConfigAllFamilies(text: string, source: string): NetworkConfigAllFamilies {
+  const f = readDocument(text, source);
+  const issues: ConfigIssue[] = [];
+  const { v4, v6 } = readFamilies(f, issues);
+  const enableNFTables = readBool(f, 'EnableNFTables', false, issues);
+  const backend = readBackend(f.Backend, issues);
+  const ipv4 = v4 ? readNetwork(f, issues) : undefined;
+  const ipv6 = v6 ? readNetwork6(f, issues) : undefined;
+  if (!v4 && !v6) issues.push({ field: 'EnableIPv4', value: false, expected: 'leaves no address family: set EnableIPv4 or EnableIPv6 to true' });
+  if (issues.length > 0 || !backend || (v4 && !ipv4) || (v6 && !ipv6)) throw new ConfigError(source, issues);
+  return {
+    enableIPv4: v4,
+    enableIPv6: v6,
+    ...(ipv4 ? { ipv4 } : {}),
+    ...(ipv6 ? { ipv6 } : {}),
+    enableNFTables,
+    backendType: backend.type,
+    backend: backend.raw,
+  };
+}
+
+type Fields = Partial<Record<Field, unknown>>;
+
+function readDocument(text: string, source: string): Fields {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -35,24 +117,21 @@ export function parseNetworkConfig(text: string, source: string): NetworkConfig 
   if (!isPlainObject(raw)) {
     throw new ConfigError(source, [{ field: '(document)', value: raw, expected: 'must be a JSON object, e.g. {"Network":"10.244.0.0/16"}' }]);
   }
-  const issues: ConfigIssue[] = [];
-  const f = pickFields<Field>(raw, FIELDS);
-  checkUnsupportedFamilies(f, issues);
-  const enableNFTables = readBool(f, 'EnableNFTables', false, issues);
-  const backend = readBackend(f.Backend, issues);
-  const net = readNetwork(f, issues);
-  if (issues.length > 0 || !net || !backend) throw new ConfigError(source, issues);
-  return { ...net, enableNFTables, backendType: backend.type, backend: backend.raw };
+  return pickFields<Field>(raw, FIELDS);
 }
 
-function checkUnsupportedFamilies(f: Partial<Record<Field, unknown>>, issues: ConfigIssue[]): void {
-  const v4 = readBool(f, 'EnableIPv4', true, issues);
-  const v6 = readBool(f, 'EnableIPv6', false, issues);
+/** EnableIPv4 (flannel sets it true before decoding) and EnableIPv6 (default false). */
+function readFamilies(f: Fields, issues: ConfigIssue[]): { v4: boolean; v6: boolean } {
+  return { v4: readBool(f, 'EnableIPv4', true, issues), v6: readBool(f, 'EnableIPv6', false, issues) };
+}
+
+/** The daemon's refusal until IPv6 has data paths (issue #18): IPv6 and IPv6-only are not supported yet. */
+export function refuseUnsupportedFamilies(v4: boolean, v6: boolean, issues: ConfigIssue[]): void {
   if (!v4) issues.push({ field: 'EnableIPv4', value: false, expected: 'is not supported: flannel-ts needs an IPv4 network; remove it or set it to true' });
   if (v6) issues.push({ field: 'EnableIPv6', value: true, expected: 'is not supported yet by flannel-ts; remove it or set it to false' });
 }
 
-function readBool(f: Partial<Record<Field, unknown>>, field: Field, dflt: boolean, issues: ConfigIssue[]): boolean {
+function readBool(f: Fields, field: Field, dflt: boolean, issues: ConfigIssue[]): boolean {
   const v = f[field];
   if (v === undefined || v === null) return dflt;
   if (typeof v === 'boolean') return v;
@@ -81,10 +160,8 @@ function readBackend(raw: unknown, issues: ConfigIssue[]): { type: BackendType; 
   return { type: lower as BackendType, raw };
 }
 
-interface NetworkPart { network: Cidr4; subnetLen: number; subnetMin: Ip4; subnetMax: Ip4 }
-
 /** flannel's CheckNetworkConfig for IPv4, in its order, collecting rather than stopping. */
-function readNetwork(f: Partial<Record<Field, unknown>>, issues: ConfigIssue[]): NetworkPart | undefined {
+function readNetwork(f: Fields, issues: ConfigIssue[]): Ipv4Pool | undefined {
   const network = readCidr(f.Network, issues);
   const explicitLen = readSubnetLen(f.SubnetLen, issues);
   const min = readIp(f, 'SubnetMin', issues);
@@ -122,14 +199,14 @@ function readCidr(v: unknown, issues: ConfigIssue[]): Cidr4 | undefined {
   return c;
 }
 
-function readSubnetLen(v: unknown, issues: ConfigIssue[]): number | undefined {
+function readSubnetLen(v: unknown, issues: ConfigIssue[], field: 'SubnetLen' | 'IPv6SubnetLen' = 'SubnetLen'): number | undefined {
   if (v === undefined || v === null) return 0;
   if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
-  issues.push({ field: 'SubnetLen', value: v, expected: 'must be a whole number of prefix bits, e.g. 24' });
+  issues.push({ field, value: v, expected: `must be a whole number of prefix bits, e.g. ${field === 'SubnetLen' ? 24 : 64}` });
   return undefined;
 }
 
-function readIp(f: Partial<Record<Field, unknown>>, field: 'SubnetMin' | 'SubnetMax', issues: ConfigIssue[]): Ip4 | undefined {
+function readIp(f: Fields, field: 'SubnetMin' | 'SubnetMax', issues: ConfigIssue[]): Ip4 | undefined {
   const v = f[field];
   if (v === undefined || v === null) return undefined;
   const ip = typeof v === 'string' ? parseIp4(v) : undefined;
@@ -142,5 +219,63 @@ function checkBound(field: 'SubnetMin' | 'SubnetMax', ip: Ip4, network: Cidr4, s
     issues.push({ field, value: formatIp4(ip), expected: `is not in the range of the Network ${formatCidr4(network)}` });
   } else if (((ip & maskOf(subnetLen)) >>> 0) !== ip) {
     issues.push({ field, value: formatIp4(ip), expected: `is not on a SubnetLen boundary (/${subnetLen})` });
+  }
+}
+
+/** flannel's CheckNetworkConfig for IPv6, in its order, collecting rather than stopping. */
+function readNetwork6(f: Fields, issues: ConfigIssue[]): Ipv6Pool | undefined {
+  const before = issues.length;
+  const network = readCidr6(f.IPv6Network, issues);
+  const explicitLen = readSubnetLen(f.IPv6SubnetLen, issues, 'IPv6SubnetLen');
+  const min = readIp6(f, 'IPv6SubnetMin', issues);
+  const max = readIp6(f, 'IPv6SubnetMax', issues);
+  if (!network || explicitLen === undefined) return undefined;
+
+  let subnetLen = explicitLen;
+  if (subnetLen > 0) {
+    if (subnetLen > 126) issues.push({ field: 'IPv6SubnetLen', value: subnetLen, expected: 'is too long: IPv6SubnetLen must be less than /127' });
+    else if (subnetLen < network.prefixLen + 2) {
+      issues.push({ field: 'IPv6SubnetLen', value: subnetLen, expected: `is too short: the network must be able to accommodate at least four subnets, so IPv6SubnetLen must be at least ${network.prefixLen + 2} for ${formatCidr6(network)}` });
+    }
+  } else if (network.prefixLen > 124) {
+    issues.push({ field: 'IPv6Network', value: formatCidr6(network), expected: 'is too small: the minimum useful IPv6 network prefix is /124' });
+  } else {
+    subnetLen = network.prefixLen <= 62 ? 64 : network.prefixLen + 2;
+  }
+  if (issues.length > before) return undefined;
+
+  // flannel treats "::" like an unset bound (ip.IsEmpty).
+  const step = sizeOf6(subnetLen);
+  const subnetMin = min === undefined || min === 0n ? network.ip + step : min;
+  const subnetMax = max === undefined || max === 0n ? lastIp6(network) + 1n - step : max;
+  checkBound6('IPv6SubnetMin', subnetMin, network, subnetLen, issues);
+  checkBound6('IPv6SubnetMax', subnetMax, network, subnetLen, issues);
+  if (issues.length > before) return undefined;
+  return { network, subnetLen, subnetMin, subnetMax };
+}
+
+function readCidr6(v: unknown, issues: ConfigIssue[]): Cidr6 | undefined {
+  if (v === undefined || v === null || v === '') {
+    issues.push({ field: 'IPv6Network', value: v ?? null, expected: 'is missing: please define a correct IPv6Network parameter in the flannel config when EnableIPv6 is true, e.g. "fd00:10:244::/56"' });
+    return undefined;
+  }
+  const c = typeof v === 'string' ? parseCidr6(v) : undefined;
+  if (!c) issues.push({ field: 'IPv6Network', value: v, expected: 'is not an IPv6 CIDR (invalid IPv6 CIDR format), e.g. "fd00:10:244::/56"' });
+  return c;
+}
+
+function readIp6(f: Fields, field: 'IPv6SubnetMin' | 'IPv6SubnetMax', issues: ConfigIssue[]): Ip6 | undefined {
+  const v = f[field];
+  if (v === undefined || v === null) return undefined;
+  const ip = typeof v === 'string' ? parseIp6(v) : undefined;
+  if (ip === undefined) issues.push({ field, value: v, expected: 'is not an IPv6 address, e.g. "fd00:10:244:1::"' });
+  return ip;
+}
+
+function checkBound6(field: 'IPv6SubnetMin' | 'IPv6SubnetMax', ip: Ip6, network: Cidr6, subnetLen: number, issues: ConfigIssue[]): void {
+  if (!cidr6Contains(network, ip)) {
+    issues.push({ field, value: formatIp6(ip), expected: `is not in the range of the IPv6Network ${formatCidr6(network)}` });
+  } else if (!isOnBoundary6(ip, subnetLen)) {
+    issues.push({ field, value: formatIp6(ip), expected: `is not on an IPv6SubnetLen boundary (/${subnetLen})` });
   }
 }
