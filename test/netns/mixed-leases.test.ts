@@ -4,11 +4,11 @@
 // AcceptsPartialChecksums included), a lease deleted in etcd is unprogrammed on every node, flannel's and ours,
 // and a restarted node of either kind keeps its subnet beside the other.
 import t, { type Test } from 'tap';
-import { rmSync, statSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { execIn, ipIn, runTag } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
-import { allPairsPing, realFlannelOrSkipTest } from '../helpers/mixed-cluster.js';
+import { allPairsPing, freshSubnet, realFlannelOrSkipTest, running } from '../helpers/mixed-cluster.js';
 import { until } from '../helpers/wait.js';
 
 const SUBNETS = '/coreos.com/network/subnets';
@@ -26,21 +26,6 @@ const netOf = (flannelSubnet: string): { net: string; len: number } => {
 const keyOf = (flannelSubnet: string): string => { const { net, len } = netOf(flannelSubnet); return `${SUBNETS}/${net}-${len}`; };
 const esc = (s: string): string => s.replace(/\./g, '\\.');
 
-const running = (c: LocalCluster, node: NodeHost): boolean => {
-  const d = c.daemons.get(node.name);
-  return Boolean(d && d.proc.child.exitCode === null && d.proc.child.signalCode === null);
-};
-
-/** Waits for a subnet.env written after `since`; returns FLANNEL_SUBNET. */
-async function freshSubnet(c: LocalCluster, node: NodeHost, since: number): Promise<string> {
-  return until(`subnet.env of ${node.name}`, async () => {
-    const d = c.daemons.get(node.name);
-    if (!running(c, node)) throw new Error(`${d?.kind} on ${node.name} exited ${d?.proc.child.exitCode}:\n${d?.proc.output()}`);
-    let mtime = 0;
-    try { mtime = statSync(c.subnetFileOf(node)).mtimeMs; } catch { return undefined; }
-    return mtime >= since ? readEnvFile(c.subnetFileOf(node)).FLANNEL_SUBNET : undefined;
-  }, 30_000);
-}
 
 /** Every lease: key → raw value. */
 async function leases(c: LocalCluster): Promise<Map<string, string>> {

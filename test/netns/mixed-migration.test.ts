@@ -6,12 +6,11 @@
 // daemon, and ours adopts flannel's VXLAN device with its MAC); udp and the userspace VTEP replace the device,
 // so a short outage is reported and bounded.
 import t, { type Test } from 'tap';
-import { statSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
+import { LocalCluster } from '../../deploy/local/local-cluster.js';
 import { type SpawnedProcess, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
-import { allPairsPing, realFlannelOrSkipTest } from '../helpers/mixed-cluster.js';
+import { allPairsPing, freshSubnet, realFlannelOrSkipTest, running } from '../helpers/mixed-cluster.js';
 import { until } from '../helpers/wait.js';
 
 const SUBNETS = '/coreos.com/network/subnets';
@@ -61,21 +60,6 @@ class Pinger {
   }
 }
 
-const running = (c: LocalCluster, node: NodeHost): boolean => {
-  const d = c.daemons.get(node.name);
-  return Boolean(d && d.proc.child.exitCode === null && d.proc.child.signalCode === null);
-};
-
-/** Waits for a subnet.env written after `since`; returns FLANNEL_SUBNET. */
-async function freshSubnet(c: LocalCluster, node: NodeHost, since: number): Promise<string> {
-  return until(`subnet.env of ${node.name}`, async () => {
-    const d = c.daemons.get(node.name);
-    if (!running(c, node)) throw new Error(`${d?.kind} on ${node.name} exited ${d?.proc.child.exitCode}:\n${d?.proc.output()}`);
-    let mtime = 0;
-    try { mtime = statSync(c.subnetFileOf(node)).mtimeMs; } catch { return undefined; }
-    return mtime >= since ? readEnvFile(c.subnetFileOf(node)).FLANNEL_SUBNET : undefined;
-  }, 30_000);
-}
 
 /** The lease key held by a PublicIP, and its value. */
 async function leaseOf(c: LocalCluster, publicIp: string): Promise<{ key: string; value: Record<string, unknown> } | undefined> {
