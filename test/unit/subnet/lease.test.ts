@@ -174,7 +174,8 @@ t.test('decodeLeaseAttrs is lenient', async (t) => {
   t.same(decodeLeaseAttrs('{"PUBLICIP":"10.0.0.5","BACKENDTYPE":"vxlan","BACKENDDATA":{"VNI":1}}'),
     { publicIp: ip('10.0.0.5'), backendType: 'vxlan', backendData: '{"VNI":1}' }, 'uppercase keys');
   t.same(decodeLeaseAttrs('{"PublicIP":"10.0.0.5","PublicIPv6":"fc00::5","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}}'),
-    { publicIp: ip('10.0.0.5'), backendType: 'vxlan' }, 'PublicIPv6 string and BackendV6Data accepted');
+    { publicIp: ip('10.0.0.5'), backendType: 'vxlan', publicIpv6: 0xfc00_0000_0000_0000_0000_0000_0000_0005n, backendV6Data: '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}' },
+    'PublicIPv6 string and BackendV6Data read (lease-v6.test.ts has the dual-stack cases)');
   t.same(decodeLeaseAttrs('{"PublicIP":"10.0.0.5","HTTPPort":"8080","Extra":[1,2,3],"nested":{"a":1}}'),
     { publicIp: ip('10.0.0.5') }, 'extra fields ignored');
   t.same(decodeLeaseAttrs('{"PublicIP":"10.0.0.5","BackendType":"","BackendData":null}'),
