@@ -5,23 +5,35 @@ import { chmodSync, closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, readF
 import { basename, dirname, join } from 'node:path';
 import { FlannelError } from '../lib/errors.js';
 import { type Cidr4, formatCidr4, formatIp4, parseCidr4 } from '../lib/ip.js';
+import { type Cidr6, formatCidr6, formatIp6, parseCidr6 } from '../lib/ip6.js';
 
 export interface SubnetEnv {
   readonly network: Cidr4;
   readonly subnet: Cidr4;
+  /** IPv6Network of a dual-stack config; FLANNEL_IPV6_* are written when both this and ipv6Subnet are set. */
+  readonly ipv6Network?: Cidr6;
+  /** The lease's IPv6 subnet. */
+  readonly ipv6Subnet?: Cidr6;
   readonly mtu: number;
   readonly ipMasq: boolean;
 }
 
-/** The file's text, in flannel's order; FLANNEL_SUBNET is the subnet's first address, e.g. 10.5.72.1/24. */
+/**
+ * The file's text, in flannel's order (pkg/subnet/subnet.go WriteSubnetFile): FLANNEL_NETWORK,
+ * FLANNEL_SUBNET (the subnet's first address, e.g. 10.5.72.1/24), then with IPv6 FLANNEL_IPV6_NETWORK
+ * and FLANNEL_IPV6_SUBNET (likewise, e.g. 2001:cafe:42::1/64), FLANNEL_MTU, FLANNEL_IPMASQ.
+ */
 export function formatSubnetEnv(e: SubnetEnv): string {
-  return [
+  const lines = [
     `FLANNEL_NETWORK=${formatCidr4(e.network)}`,
     `FLANNEL_SUBNET=${formatIp4(e.subnet.ip + 1)}/${e.subnet.prefixLen}`,
-    `FLANNEL_MTU=${e.mtu}`,
-    `FLANNEL_IPMASQ=${e.ipMasq}`,
-    '',
-  ].join('\n');
+  ];
+  if (e.ipv6Network && e.ipv6Subnet) {
+    lines.push(`FLANNEL_IPV6_NETWORK=${formatCidr6(e.ipv6Network)}`,
+      `FLANNEL_IPV6_SUBNET=${formatIp6(e.ipv6Subnet.ip + 1n)}/${e.ipv6Subnet.prefixLen}`);
+  }
+  lines.push(`FLANNEL_MTU=${e.mtu}`, `FLANNEL_IPMASQ=${e.ipMasq}`, '');
+  return lines.join('\n');
 }
 
 export function writeSubnetEnv(path: string, e: SubnetEnv): void {
@@ -51,12 +63,23 @@ export function writeSubnetEnv(path: string, e: SubnetEnv): void {
 
 /** FLANNEL_SUBNET from an existing file, masked to its network (10.5.72.1/24 → 10.5.72.0/24). */
 export function readPreviousSubnet(path: string): Cidr4 | undefined {
+  const value = readVariable(path, 'FLANNEL_SUBNET');
+  return value === undefined ? undefined : parseCidr4(value);
+}
+
+/** FLANNEL_IPV6_SUBNET from an existing file, masked to its network (2001:cafe:42::1/64 → 2001:cafe:42::/64). */
+export function readPreviousIpv6Subnet(path: string): Cidr6 | undefined {
+  const value = readVariable(path, 'FLANNEL_IPV6_SUBNET');
+  return value === undefined ? undefined : parseCidr6(value);
+}
+
+function readVariable(path: string, name: string): string | undefined {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch {
     return undefined;
   }
-  const line = text.split('\n').find((l) => l.startsWith('FLANNEL_SUBNET='));
-  return line ? parseCidr4(line.slice('FLANNEL_SUBNET='.length).trim()) : undefined;
+  const line = text.split('\n').find((l) => l.startsWith(`${name}=`));
+  return line ? line.slice(name.length + 1).trim() : undefined;
 }
