@@ -1,7 +1,11 @@
 // The cache of other nodes' leases. Turns registry changes and full re-lists into added/removed
 // events, so a delete (which carries no value) still tells the backend what to tear down, and a
 // re-list after compaction or an outage yields exactly the difference. Pure: no I/O.
+// Leases are told apart by their IPv4 subnet (mandatory in every key, dual-stack or not); a lease
+// moving from 10.244.1.0-24 to 10.244.1.0-24&fd00:…-64 is a change of that lease, and the delete of
+// the key it left is not a removal.
 import { type Cidr4, cidrEquals, formatCidr4, formatIp4 } from '../lib/ip.js';
+import { type Cidr6, cidr6Equals } from '../lib/ip6.js';
 import { type Lease, type LeaseEvent, sameAttrs, subnetToKeyPart } from './lease.js';
 
 /**
@@ -21,7 +25,7 @@ export interface WatchOutput {
 export class LeaseWatcher {
   private readonly peers = new Map<string, Lease>();
 
-  constructor(private readonly own: { subnet: Cidr4; publicIp: number }) {}
+  constructor(private readonly own: { subnet: Cidr4; publicIp: number; ipv6Subnet?: Cidr6 }) {}
 
   /** Current peer leases, for reconcilers and metrics. */
   leases(): Lease[] {
@@ -63,13 +67,15 @@ export class LeaseWatcher {
     return { events };
   }
 
-  delete(subnet: Cidr4): WatchOutput {
+  /** A deleted key; `ipv6Subnet` is the IPv6 part of a dual-stack key. A key we no longer know a lease by is ignored. */
+  delete(subnet: Cidr4, ipv6Subnet?: Cidr6): WatchOutput {
     if (cidrEquals(subnet, this.own.subnet)) {
+      if (!sameV6(ipv6Subnet, this.own.ipv6Subnet)) return { events: [] };
       return { events: [], own: { kind: 'lost', cause: 'deleted', reason: 'our lease key was deleted in etcd (expired or removed by an administrator)' } };
     }
     const key = subnetToKeyPart(subnet);
     const cached = this.peers.get(key);
-    if (!cached) return { events: [] };
+    if (!cached || !sameV6(ipv6Subnet, cached.ipv6Subnet)) return { events: [] };
     this.peers.delete(key);
     return { events: [{ kind: 'removed', lease: cached }] };
   }
@@ -77,7 +83,7 @@ export class LeaseWatcher {
   private putPeer(key: string, lease: Lease, events: LeaseEvent[]): void {
     const cached = this.peers.get(key);
     this.peers.set(key, lease);
-    if (cached && sameAttrs(cached.attrs, lease.attrs)) return; // a renewal: nothing to reprogram
+    if (cached && sameAttrs(cached.attrs, lease.attrs) && sameV6(cached.ipv6Subnet, lease.ipv6Subnet)) return; // a renewal: nothing to reprogram
     if (cached) events.push({ kind: 'removed', lease: cached });
     events.push({ kind: 'added', lease });
   }
@@ -88,4 +94,8 @@ export class LeaseWatcher {
     }
     return { kind: 'renewed', lease };
   }
+}
+
+function sameV6(a: Cidr6 | undefined, b: Cidr6 | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : cidr6Equals(a, b);
 }

@@ -1,13 +1,31 @@
 // Raw storage operations on flannel's etcd v3 layout: the config key, lease keys held by etcd
 // leases, a guarded create, and a prefix watch that reports compaction. No policy lives here.
+// Dual-stack leases live under flannel's key 10.244.1.0-24&fd00:10:244:1::-64; a lease read from etcd
+// is renewed and deleted under the key it was read from, whatever its spelling.
 import type { Etcd3, IWatchResponse } from 'etcd3';
 import { FlannelError, errorMessage } from '../../lib/errors.js';
 import type { Cidr4 } from '../../lib/ip.js';
-import { type Lease, type LeaseAttrs, decodeLeaseAttrs, encodeLeaseAttrs, subnetFromKey, subnetToKeyPart } from '../lease.js';
+import type { Cidr6 } from '../../lib/ip6.js';
+import { type Lease, type LeaseAttrs, decodeLeaseAttrs, encodeLeaseAttrs, subnetToKeyPart, subnetsFromKey } from '../lease.js';
+
+/**
+ * Where a lease lives: its IPv4 subnet, its IPv6 subnet when dual-stack, and the exact etcd key when
+ * it is not the one subnetToKeyPart spells (a dual-stack key written with another IPv6 spelling).
+ * A Lease read from this registry is its own location.
+ */
+export interface LeaseLocation {
+  readonly subnet: Cidr4;
+  readonly ipv6Subnet?: Cidr6;
+  readonly key?: string;
+}
+
+/** A lease as the registry returns it: `key` is set only for a dual-stack key stored in another spelling. */
+export type StoredLease = Lease & { readonly key?: string };
 
 export type RegistryChange =
-  | { readonly kind: 'put'; readonly lease: Lease }
-  | { readonly kind: 'delete'; readonly subnet: Cidr4 };
+  | { readonly kind: 'put'; readonly lease: StoredLease }
+  /** ipv6Subnet is set when the deleted key was a dual-stack one. */
+  | { readonly kind: 'delete'; readonly subnet: Cidr4; readonly ipv6Subnet?: Cidr6 };
 
 /** Why a watch stream ended: etcd compacted past our revision, cancelled it, the stream failed, or it closed. */
 export type WatchEndKind = 'compacted' | 'canceled' | 'error' | 'ended';
@@ -22,6 +40,8 @@ export interface WatchHandlers {
 
 /** The etcd operations, as metric labels. */
 export type EtcdOp = 'read_config' | 'list' | 'get' | 'grant' | 'create' | 'update' | 'delete' | 'watch';
+
+type Where = Cidr4 | LeaseLocation;
 
 /** Sees every etcd call's outcome (for metrics and availability tracking); must not throw. */
 export type CallObserver = (op: EtcdOp, error: FlannelError | undefined) => void;
@@ -40,7 +60,11 @@ export class EtcdRegistry {
 
   get configKey(): string { return joinKey(this.prefix, 'config'); }
   get subnetsPrefix(): string { return joinKey(this.prefix, 'subnets'); }
-  leaseKey(subnet: Cidr4): string { return `${this.subnetsPrefix}/${subnetToKeyPart(subnet)}`; }
+  /** The key of a lease: as stored when known, else 10.244.1.0-24 or, dual-stack, 10.244.1.0-24&fd00:10:244:1::-64. */
+  leaseKey(where: Where): string {
+    const loc = locate(where);
+    return loc.key ?? `${this.subnetsPrefix}/${subnetToKeyPart(loc.subnet, loc.ipv6Subnet)}`;
+  }
 
   /** The config text; throws FLN_ERR_CONFIG_NOT_FOUND when the key is missing. */
   async readConfig(): Promise<string> {
@@ -54,27 +78,28 @@ export class EtcdRegistry {
   }
 
   /** Every parsable lease under <prefix>/subnets and the revision the list was read at. */
-  async listLeases(): Promise<{ leases: Lease[]; revision: string }> {
+  async listLeases(): Promise<{ leases: StoredLease[]; revision: string }> {
     const res = await this.call('list', 'list leases', () => this.client.getAll().prefix(this.subnetsPrefix).exec());
-    const leases: Lease[] = [];
+    const leases: StoredLease[] = [];
     for (const kv of res.kvs) {
-      const lease = toLease(kv.key.toString(), kv.value.toString(), kv.lease);
+      const lease = this.toLease(kv.key.toString(), kv.value.toString(), kv.lease);
       if (lease) leases.push(lease);
     }
     return { leases, revision: res.header.revision };
   }
 
   /** Our key as etcd holds it now (undefined when missing or unparsable), and the revision of the read. */
-  async getLease(subnet: Cidr4): Promise<{ lease: Lease | undefined; revision: string }> {
-    const key = this.leaseKey(subnet);
+  async getLease(where: Where): Promise<{ lease: StoredLease | undefined; revision: string }> {
+    const key = this.leaseKey(where);
     const res = await this.call('get', `read lease ${key}`, () => this.client.get(key).exec());
     const kv = res.kvs[0];
-    return { lease: kv ? toLease(kv.key.toString(), kv.value.toString(), kv.lease) : undefined, revision: res.header.revision };
+    return { lease: kv ? this.toLease(kv.key.toString(), kv.value.toString(), kv.lease) : undefined, revision: res.header.revision };
   }
 
   /** Grants an etcd lease and creates the key only if it does not exist (flannel's Txn guard). */
-  async createLease(subnet: Cidr4, attrs: LeaseAttrs, ttlSec: number): Promise<Lease> {
-    const key = this.leaseKey(subnet);
+  async createLease(where: Where, attrs: LeaseAttrs, ttlSec: number): Promise<StoredLease> {
+    const loc = locate(where);
+    const key = this.leaseKey(loc);
     const id = await this.grant(ttlSec);
     const res = await this.call('create', `create lease ${key}`, () =>
       this.client.if(key, 'Version', '==', 0).then(this.client.put(key).value(encodeLeaseAttrs(attrs)).lease(id)).commit(),
@@ -83,7 +108,7 @@ export class EtcdRegistry {
       await this.revoke(id);
       throw new FlannelError('FLN_ERR_LEASE_CONFLICT', `subnet ${key} already exists (another node took it first)`);
     }
-    return { subnet, attrs, etcdLeaseId: id, expiresAtMs: Date.now() + ttlSec * 1000 };
+    return made(loc, attrs, id, Date.now() + ttlSec * 1000);
   }
 
   /**
@@ -92,8 +117,9 @@ export class EtcdRegistry {
    * `expectedId`, so a node can never overwrite a subnet that meanwhile went to another node.
    * `ttlSec` 0 keeps a reservation (a key with no etcd lease) as it is.
    */
-  async updateLease(subnet: Cidr4, attrs: LeaseAttrs, ttlSec: number, expectedId: string): Promise<Lease> {
-    const key = this.leaseKey(subnet);
+  async updateLease(where: Where, attrs: LeaseAttrs, ttlSec: number, expectedId: string): Promise<StoredLease> {
+    const loc = locate(where);
+    const key = this.leaseKey(loc);
     const id = ttlSec > 0 ? await this.grant(ttlSec) : '0';
     const put = this.client.put(key).value(encodeLeaseAttrs(attrs));
     if (id !== '0') put.lease(id);
@@ -104,11 +130,38 @@ export class EtcdRegistry {
       throw new FlannelError('FLN_ERR_LEASE_CONFLICT', `lease ${key} is no longer held by etcd lease ${expectedId}`);
     }
     if (expectedId !== '0' && expectedId !== id) await this.revoke(expectedId);
-    return { subnet, attrs, etcdLeaseId: id, expiresAtMs: id === '0' ? Infinity : Date.now() + ttlSec * 1000 };
+    return made(loc, attrs, id, id === '0' ? Infinity : Date.now() + ttlSec * 1000);
   }
 
-  async deleteLease(subnet: Cidr4): Promise<void> {
-    await this.call('delete', 'delete lease', () => this.client.delete().key(this.leaseKey(subnet)).exec());
+  /**
+   * Moves a lease to another key in one transaction (an IPv4 lease becoming dual-stack with the same
+   * IPv4 subnet, or the reverse): the new key is written and the old one deleted only while the old
+   * key is still held by `expectedId` and the new key does not exist, so no other node's lease is
+   * ever overwritten. The new key is written first, so a watcher sees the lease change, then the
+   * removal of a key it no longer holds. `ttlSec` 0 keeps a reservation.
+   */
+  async moveLease(from: LeaseLocation, to: LeaseLocation, attrs: LeaseAttrs, ttlSec: number, expectedId: string): Promise<StoredLease> {
+    const fromKey = this.leaseKey(from);
+    const toKey = this.leaseKey(to);
+    if (fromKey === toKey) return this.updateLease(from, attrs, ttlSec, expectedId);
+    const id = ttlSec > 0 ? await this.grant(ttlSec) : '0';
+    const put = this.client.put(toKey).value(encodeLeaseAttrs(attrs));
+    if (id !== '0') put.lease(id);
+    const res = await this.call('update', `move lease ${fromKey} to ${toKey}`, () =>
+      this.client.if(fromKey, 'Lease', '==', expectedId).and(toKey, 'Version', '==', 0)
+        .then(put, this.client.delete().key(fromKey)).commit(),
+    ).catch(async (err) => { await this.revoke(id); throw err; });
+    if (!res.succeeded) {
+      await this.revoke(id);
+      throw new FlannelError('FLN_ERR_LEASE_CONFLICT',
+        `cannot move lease ${fromKey} to ${toKey}: the old key is no longer held by etcd lease ${expectedId}, or the new key exists`);
+    }
+    if (expectedId !== '0' && expectedId !== id) await this.revoke(expectedId);
+    return made(to, attrs, id, id === '0' ? Infinity : Date.now() + ttlSec * 1000);
+  }
+
+  async deleteLease(where: Where): Promise<void> {
+    await this.call('delete', 'delete lease', () => this.client.delete().key(this.leaseKey(where)).exec());
   }
 
   /** Watches <prefix>/subnets from `fromRevision`; any end of the stream is reported once via onEnd. */
@@ -140,10 +193,11 @@ export class EtcdRegistry {
       const changes = (res.events ?? []).flatMap((ev): RegistryChange[] => {
         const key = ev.kv.key.toString();
         if (ev.type === 'Delete') {
-          const subnet = subnetFromKey(key);
-          return subnet ? [{ kind: 'delete', subnet }] : [];
+          const s = subnetsFromKey(key);
+          if (!s) return [];
+          return [s.ipv6Subnet ? { kind: 'delete', subnet: s.subnet, ipv6Subnet: s.ipv6Subnet } : { kind: 'delete', subnet: s.subnet }];
         }
-        const lease = toLease(key, ev.kv.value.toString(), ev.kv.lease);
+        const lease = this.toLease(key, ev.kv.value.toString(), ev.kv.lease);
         return lease ? [{ kind: 'put', lease }] : [];
       });
       if (changes.length > 0) h.onChanges(changes, res.header.revision);
@@ -187,13 +241,31 @@ export class EtcdRegistry {
       try { fn(op, error); } catch { /* an observer never breaks a call */ }
     }
   }
+
+  /** A key and value as a lease; a dual-stack key keeps its exact text when we would spell it otherwise. */
+  private toLease(key: string, value: string, leaseId: string): StoredLease | undefined {
+    const s = subnetsFromKey(key);
+    const attrs = s && decodeLeaseAttrs(value);
+    if (!s || !attrs) return undefined;
+    const expiresAtMs = leaseId === '0' ? Infinity : Number.NaN;
+    if (!s.ipv6Subnet) return { subnet: s.subnet, attrs, etcdLeaseId: leaseId, expiresAtMs };
+    const loc = { subnet: s.subnet, ipv6Subnet: s.ipv6Subnet };
+    return made(this.leaseKey(loc) === key ? loc : { ...loc, key }, attrs, leaseId, expiresAtMs);
+  }
 }
 
-function toLease(key: string, value: string, leaseId: string): Lease | undefined {
-  const subnet = subnetFromKey(key);
-  const attrs = subnet && decodeLeaseAttrs(value);
-  if (!subnet || !attrs) return undefined;
-  return { subnet, attrs, etcdLeaseId: leaseId, expiresAtMs: leaseId === '0' ? Infinity : Number.NaN };
+function locate(where: Where): LeaseLocation {
+  return 'subnet' in where ? where : { subnet: where };
+}
+
+/** A lease at `loc`: IPv4-only leases have exactly the fields they always had. */
+function made(loc: LeaseLocation, attrs: LeaseAttrs, etcdLeaseId: string, expiresAtMs: number): StoredLease {
+  return {
+    subnet: loc.subnet,
+    ...(loc.ipv6Subnet ? { ipv6Subnet: loc.ipv6Subnet } : {}),
+    ...(loc.key !== undefined ? { key: loc.key } : {}),
+    attrs, etcdLeaseId, expiresAtMs,
+  };
 }
 
 function joinKey(prefix: string, name: string): string {

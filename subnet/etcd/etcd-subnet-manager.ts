@@ -2,15 +2,19 @@
 // PublicIP, then the previous subnet, then a random free one), renew it ahead of expiry, and watch
 // the other nodes' leases, re-listing after any interruption so that nothing is missed. When etcd
 // lost its data (its revision went back), our own key is re-created on the same subnet.
+// With an IPv6 pool in the config (dual-stack) every lease carries an IPv4 and an IPv6 subnet, picked
+// together with flannel's rules; an IPv4-only lease of this PublicIP keeps its IPv4 subnet and gains an
+// IPv6 one (moved to the dual-stack key in one guarded transaction) instead of being reallocated.
 import type { Logger } from 'pino';
-import { isCompatible, pickFreeSubnet, poolUsage } from '../allocator.js';
+import { isCompatible, isCompatible6, pickFreeSubnet, pickFreeSubnet6, poolUsage, poolUsage6 } from '../allocator.js';
 import { Backoff, sleep } from '../backoff.js';
 import { FlannelError, isFlannelError } from '../../lib/errors.js';
 import { type Cidr4, cidrEquals, cidrOverlaps, formatCidr4, formatIp4 } from '../../lib/ip.js';
+import { type Cidr6, cidr6Overlaps, formatCidr6, formatIp6 } from '../../lib/ip6.js';
 import { type Lease, type LeaseAttrs, type LeaseEvent, sameAttrs } from '../lease.js';
 import { LeaseWatcher, type WatchOutput } from '../lease-watcher.js';
-import { type NetworkConfig, parseNetworkConfig } from '../network-config.js';
-import type { EtcdOp, EtcdRegistry, WatchEndKind, WatchHandle } from './etcd-registry.js';
+import { type Ipv6Pool, type NetworkConfig, parseNetworkConfig } from '../network-config.js';
+import type { EtcdOp, EtcdRegistry, LeaseLocation, StoredLease, WatchEndKind, WatchHandle } from './etcd-registry.js';
 
 export const DEFAULT_LEASE_TTL_SEC = 24 * 3600;
 /** After etcd lost its data, peers missing from it keep their routes this long while they re-register. */
@@ -136,12 +140,14 @@ export class EtcdSubnetManager {
   }
 
   /** Acquires our lease, retrying lost races at once and outages or a full pool with backoff. */
-  async acquireLease(cfg: NetworkConfig, attrs: LeaseAttrs, o: { previousSubnet?: Cidr4; signal: AbortSignal }): Promise<Lease> {
+  async acquireLease(cfg: NetworkConfig, attrs: LeaseAttrs,
+    o: { previousSubnet?: Cidr4; previousIpv6Subnet?: Cidr6; signal: AbortSignal }): Promise<Lease> {
     const backoff = new Backoff(500, 30_000, this.random);
     for (;;) {
       try {
-        const { lease, source } = await this.tryAcquire(cfg, attrs, o.previousSubnet);
-        this.log.info({ subnet: formatCidr4(lease.subnet), publicIp: formatIp4(attrs.publicIp), source }, 'acquired lease');
+        const { lease, source } = await this.tryAcquire(cfg, attrs, o.previousSubnet, o.previousIpv6Subnet);
+        this.log.info({ subnet: formatCidr4(lease.subnet), ...(lease.ipv6Subnet ? { ipv6Subnet: formatCidr6(lease.ipv6Subnet) } : {}),
+          publicIp: formatIp4(attrs.publicIp), source }, 'acquired lease');
         this.own = lease;
         this.emit({ type: 'lease-acquired', lease, source });
         return lease;
@@ -159,33 +165,60 @@ export class EtcdSubnetManager {
     }
   }
 
-  private async tryAcquire(cfg: NetworkConfig, attrs: LeaseAttrs, previous: Cidr4 | undefined): Promise<{ lease: Lease; source: AcquireSource }> {
+  private async tryAcquire(cfg: NetworkConfig, attrs: LeaseAttrs, previous: Cidr4 | undefined,
+    previous6: Cidr6 | undefined): Promise<{ lease: Lease; source: AcquireSource }> {
     const listed = await this.registry.listLeases();
     this.highestRevision = BigInt(listed.revision);
     let leases = listed.leases;
+    const v6 = cfg.ipv6;
     const mine = leases.find((l) => l.attrs.publicIp === attrs.publicIp);
     if (mine && isCompatible(cfg, mine.subnet)) {
-      if (mine.etcdLeaseId === '0' && sameAttrs(mine.attrs, attrs)) return { lease: mine, source: 'reservation' }; // kept as is
-      this.log.info({ subnet: formatCidr4(mine.subnet) }, 'reusing the lease held by this PublicIP');
-      const lease = await this.registry.updateLease(mine.subnet, attrs, mine.etcdLeaseId === '0' ? 0 : this.leaseTtlSec, mine.etcdLeaseId);
-      return { lease, source: mine.etcdLeaseId === '0' ? 'reservation' : 'reused' };
+      const ttl = mine.etcdLeaseId === '0' ? 0 : this.leaseTtlSec;
+      const source = mine.etcdLeaseId === '0' ? 'reservation' : 'reused';
+      // flannel's isIPv6SubnetConfigCompat: a v6 subnet exactly when IPv6 is on, inside the pool.
+      const v6Fits = v6 ? mine.ipv6Subnet !== undefined && isCompatible6(v6, mine.ipv6Subnet) : mine.ipv6Subnet === undefined;
+      if (v6Fits) {
+        if (mine.etcdLeaseId === '0' && sameAttrs(mine.attrs, attrs)) return { lease: mine, source: 'reservation' }; // kept as is
+        this.log.info({ subnet: formatCidr4(mine.subnet) }, 'reusing the lease held by this PublicIP');
+        const lease = await this.registry.updateLease(locationOf(mine), attrs, ttl, mine.etcdLeaseId);
+        return { lease, source };
+      }
+      // Unlike flannel (which deletes the lease and allocates anew, moving the node's IPv4 subnet), the
+      // IPv4 subnet is kept and only the IPv6 part is added, replaced or dropped.
+      let ipv6Subnet: Cidr6 | undefined;
+      if (v6) {
+        const taken6 = leases.flatMap((l) => (l !== mine && l.ipv6Subnet ? [l.ipv6Subnet] : []));
+        ipv6Subnet = choosePrevious6(v6, previous6, taken6) ?? pickFreeSubnet6(v6, taken6, this.random);
+        if (!ipv6Subnet) throw exhausted6Error(v6, taken6);
+      }
+      this.log.info({ subnet: formatCidr4(mine.subnet), from: mine.ipv6Subnet ? formatCidr6(mine.ipv6Subnet) : null,
+        to: ipv6Subnet ? formatCidr6(ipv6Subnet) : null }, 'keeping the IPv4 subnet of the lease held by this PublicIP; changing its IPv6 subnet');
+      const lease = await this.registry.moveLease(mine, { subnet: mine.subnet, ...(ipv6Subnet ? { ipv6Subnet } : {}) }, attrs, ttl, mine.etcdLeaseId);
+      return { lease, source };
     }
     if (mine) {
       this.log.warn({ subnet: formatCidr4(mine.subnet) }, 'deleting our old lease: it does not fit the current network config');
-      await this.registry.deleteLease(mine.subnet);
+      await this.registry.deleteLease(locationOf(mine));
       leases = leases.filter((l) => l !== mine);
     }
     const taken = leases.map((l) => l.subnet);
+    const taken6 = leases.flatMap((l: StoredLease) => (l.ipv6Subnet ? [l.ipv6Subnet] : []));
+    let subnet: Cidr4 | undefined;
     if (previous) {
       if (isCompatible(cfg, previous) && !taken.some((s) => cidrOverlaps(s, previous))) {
         this.log.info({ subnet: formatCidr4(previous) }, 'reusing the previously leased subnet from the subnet file');
-        return { lease: await this.registry.createLease(previous, attrs, this.leaseTtlSec), source: 'previous' };
+        subnet = previous;
+      } else {
+        this.log.info({ subnet: formatCidr4(previous) }, 'found previously leased subnet, but it is taken or not compatible with the config');
       }
-      this.log.info({ subnet: formatCidr4(previous) }, 'found previously leased subnet, but it is taken or not compatible with the config');
     }
-    const subnet = pickFreeSubnet(cfg, taken, this.random);
+    const source = subnet ? 'previous' : 'new';
+    subnet ??= pickFreeSubnet(cfg, taken, this.random);
     if (!subnet) throw exhaustedError(cfg, taken);
-    return { lease: await this.registry.createLease(subnet, attrs, this.leaseTtlSec), source: 'new' };
+    if (!v6) return { lease: await this.registry.createLease(subnet, attrs, this.leaseTtlSec), source };
+    const ipv6Subnet = choosePrevious6(v6, previous6, taken6) ?? pickFreeSubnet6(v6, taken6, this.random);
+    if (!ipv6Subnet) throw exhausted6Error(v6, taken6);
+    return { lease: await this.registry.createLease({ subnet, ipv6Subnet }, attrs, this.leaseTtlSec), source };
   }
 
   /**
@@ -209,7 +242,7 @@ export class EtcdSubnetManager {
       if (current.expiresAtMs === Infinity) return;
       try {
         try {
-          current = await this.registry.updateLease(current.subnet, current.attrs, this.leaseTtlSec, current.etcdLeaseId);
+          current = await this.registry.updateLease(locationOf(current), current.attrs, this.leaseTtlSec, current.etcdLeaseId);
           if (this.own?.etcdLeaseId !== current.etcdLeaseId) this.own = current;
           this.emit({ type: 'lease-renewed', lease: current });
           this.log.info({ subnet: formatCidr4(current.subnet) }, 'lease renewed');
@@ -248,7 +281,7 @@ export class EtcdSubnetManager {
     const own = this.own as Lease;
     const where = formatCidr4(own.subnet);
     for (let attempt = 1; ; attempt++) {
-      const { lease, revision } = await this.registry.getLease(own.subnet);
+      const { lease, revision } = await this.registry.getLease(locationOf(own));
       const lostData = this.noteRevision(revision) || this.recoveringFromDataLoss;
       if (lease && lease.attrs.publicIp !== own.attrs.publicIp) {
         throw revokedError(`our subnet ${where} is now leased by ${formatIp4(lease.attrs.publicIp)} (${why})`);
@@ -267,7 +300,7 @@ export class EtcdSubnetManager {
       }
       if (!lostData) throw revokedError(`our lease key ${where} is missing from etcd: it expired or was deleted (${why})`);
       try {
-        const created = await this.registry.createLease(own.subnet, own.attrs, this.leaseTtlSec);
+        const created = await this.registry.createLease(locationOf(own), own.attrs, this.leaseTtlSec);
         this.own = created;
         this.log.warn({ subnet: where }, 're-created our lease on the same subnet after etcd lost its data');
         this.emit({ type: 'lease-acquired', lease: created, source: 'recreated' });
@@ -287,7 +320,7 @@ export class EtcdSubnetManager {
    */
   async runLeaseWatch(own: Lease, cb: WatchCallbacks, signal: AbortSignal): Promise<void> {
     this.adopt(own);
-    const watcher = new LeaseWatcher({ subnet: own.subnet, publicIp: own.attrs.publicIp });
+    const watcher = new LeaseWatcher({ subnet: own.subnet, publicIp: own.attrs.publicIp, ...(own.ipv6Subnet ? { ipv6Subnet: own.ipv6Subnet } : {}) });
     const backoff = new Backoff(250, 5000, this.random);
     const lost = (reason: string): void => {
       cb.onOwnLeaseLost(reason);
@@ -354,7 +387,7 @@ export class EtcdSubnetManager {
       handle = await this.registry.watch(from.toString(), {
         onChanges: (changes, revision) => {
           if (BigInt(revision) > this.highestRevision) this.highestRevision = BigInt(revision);
-          for (const c of changes) deliver(c.kind === 'put' ? watcher.put(c.lease) : watcher.delete(c.subnet));
+          for (const c of changes) deliver(c.kind === 'put' ? watcher.put(c.lease) : watcher.delete(c.subnet, c.ipv6Subnet));
         },
         onEstablished,
         onEnd: (reason, kind) => finish({ kind, reason }),
@@ -379,7 +412,29 @@ function revokedError(detail: string): FlannelError {
 function exhaustedError(cfg: NetworkConfig, taken: readonly Cidr4[]): FlannelError {
   const usage = poolUsage(cfg, taken);
   return new FlannelError('FLN_ERR_SUBNETS_EXHAUSTED',
-    `out of subnets: network ${formatCidr4(cfg.network)} has ${usage.total} subnets of /${cfg.subnetLen} ` +
+    `out of ${cfg.ipv6 ? 'IPv4 ' : ''}subnets: network ${formatCidr4(cfg.network)} has ${usage.total} subnets of /${cfg.subnetLen} ` +
     `(${formatIp4(cfg.subnetMin)} to ${formatIp4(cfg.subnetMax)}) and ${usage.taken} of them are taken; ` +
-    'delete stale leases or use a larger Network', { details: { network: formatCidr4(cfg.network), ...usage } });
+    'delete stale leases or use a larger Network',
+    { details: { ...(cfg.ipv6 ? { family: 'ipv4' } : {}), network: formatCidr4(cfg.network), ...usage } });
+}
+
+/** The subnet.env IPv6 subnet when it still fits the pool and no other lease holds it. */
+function choosePrevious6(pool: Ipv6Pool, previous6: Cidr6 | undefined, taken6: readonly Cidr6[]): Cidr6 | undefined {
+  if (!previous6 || !isCompatible6(pool, previous6) || taken6.some((s) => cidr6Overlaps(s, previous6))) return undefined;
+  return previous6;
+}
+
+function exhausted6Error(pool: Ipv6Pool, taken6: readonly Cidr6[]): FlannelError {
+  const usage = poolUsage6(pool, taken6);
+  return new FlannelError('FLN_ERR_SUBNETS_EXHAUSTED',
+    `out of IPv6 subnets: IPv6Network ${formatCidr6(pool.network)} has ${usage.total} subnets of /${pool.subnetLen} ` +
+    `(${formatIp6(pool.subnetMin)} to ${formatIp6(pool.subnetMax)}) and ${usage.taken} of them are taken; ` +
+    'delete stale leases or use a larger IPv6Network or a longer IPv6SubnetLen',
+    { details: { family: 'ipv6', network: formatCidr6(pool.network), total: usage.total.toString(), taken: usage.taken.toString() } });
+}
+
+/** Where a lease lives, as the registry takes it: an IPv4-only lease by its subnet (as always), else its location. */
+function locationOf(l: StoredLease): Cidr4 | LeaseLocation {
+  if (!l.ipv6Subnet && l.key === undefined) return l.subnet;
+  return { subnet: l.subnet, ...(l.ipv6Subnet ? { ipv6Subnet: l.ipv6Subnet } : {}), ...(l.key !== undefined ? { key: l.key } : {}) };
 }
