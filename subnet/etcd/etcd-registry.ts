@@ -2,7 +2,7 @@
 // leases, a guarded create, and a prefix watch that reports compaction. No policy lives here.
 // Dual-stack leases live under flannel's key 10.244.1.0-24&fd00:10:244:1::-64; a lease read from etcd
 // is renewed and deleted under the key it was read from, whatever its spelling.
-import type { Etcd3, IWatchResponse } from 'etcd3';
+import type { Etcd3, ICompare, IRequestOp, ITxnResponse, IWatchResponse } from 'etcd3';
 import { FlannelError, errorMessage } from '../../lib/errors.js';
 import type { Cidr4 } from '../../lib/ip.js';
 import type { Cidr6 } from '../../lib/ip6.js';
@@ -17,6 +17,16 @@ export interface LeaseLocation {
   readonly subnet: Cidr4;
   readonly ipv6Subnet?: Cidr6;
   readonly key?: string;
+}
+
+/**
+ * A dual-stack write's extra condition: no key under <prefix>/subnets was created after `listedAt`
+ * (the revision of the list the subnets were chosen from). Two nodes picking the same IPv6 subnet
+ * with different IPv4 subnets write different keys, which flannel's create-if-absent cannot catch;
+ * this can. Renewals (puts on existing keys) do not trip it.
+ */
+export interface ListGuard {
+  readonly listedAt: string;
 }
 
 /** A lease as the registry returns it: `key` is set only for a dual-stack key stored in another spelling. */
@@ -97,16 +107,19 @@ export class EtcdRegistry {
   }
 
   /** Grants an etcd lease and creates the key only if it does not exist (flannel's Txn guard). */
-  async createLease(where: Where, attrs: LeaseAttrs, ttlSec: number): Promise<StoredLease> {
+  async createLease(where: Where, attrs: LeaseAttrs, ttlSec: number, guard?: ListGuard): Promise<StoredLease> {
     const loc = locate(where);
     const key = this.leaseKey(loc);
     const id = await this.grant(ttlSec);
-    const res = await this.call('create', `create lease ${key}`, () =>
-      this.client.if(key, 'Version', '==', 0).then(this.client.put(key).value(encodeLeaseAttrs(attrs)).lease(id)).commit(),
+    const res = await this.call('create', `create lease ${key}`, () => (guard
+      ? this.guardedTxn(guard, [absent(key)], [putOp(key, encodeLeaseAttrs(attrs), id)])
+      : this.client.if(key, 'Version', '==', 0).then(this.client.put(key).value(encodeLeaseAttrs(attrs)).lease(id)).commit()),
     ).catch(async (err) => { await this.revoke(id); throw err; });
     if (!res.succeeded) {
       await this.revoke(id);
-      throw new FlannelError('FLN_ERR_LEASE_CONFLICT', `subnet ${key} already exists (another node took it first)`);
+      throw new FlannelError('FLN_ERR_LEASE_CONFLICT', guard
+        ? `subnet ${key} already exists, or another node leased a subnet since revision ${guard.listedAt}`
+        : `subnet ${key} already exists (another node took it first)`);
     }
     return made(loc, attrs, id, Date.now() + ttlSec * 1000);
   }
@@ -140,21 +153,21 @@ export class EtcdRegistry {
    * ever overwritten. The new key is written first, so a watcher sees the lease change, then the
    * removal of a key it no longer holds. `ttlSec` 0 keeps a reservation.
    */
-  async moveLease(from: LeaseLocation, to: LeaseLocation, attrs: LeaseAttrs, ttlSec: number, expectedId: string): Promise<StoredLease> {
+  async moveLease(from: LeaseLocation, to: LeaseLocation, attrs: LeaseAttrs, ttlSec: number, expectedId: string, guard?: ListGuard): Promise<StoredLease> {
     const fromKey = this.leaseKey(from);
     const toKey = this.leaseKey(to);
     if (fromKey === toKey) return this.updateLease(from, attrs, ttlSec, expectedId);
     const id = ttlSec > 0 ? await this.grant(ttlSec) : '0';
-    const put = this.client.put(toKey).value(encodeLeaseAttrs(attrs));
-    if (id !== '0') put.lease(id);
+    const heldBy: ICompare = { key: Buffer.from(fromKey), target: 'Lease', result: 'Equal', lease: expectedId };
     const res = await this.call('update', `move lease ${fromKey} to ${toKey}`, () =>
-      this.client.if(fromKey, 'Lease', '==', expectedId).and(toKey, 'Version', '==', 0)
-        .then(put, this.client.delete().key(fromKey)).commit(),
+      this.guardedTxn(guard, [heldBy, absent(toKey)],
+        [putOp(toKey, encodeLeaseAttrs(attrs), id), { request_delete_range: { key: Buffer.from(fromKey) } }]),
     ).catch(async (err) => { await this.revoke(id); throw err; });
     if (!res.succeeded) {
       await this.revoke(id);
       throw new FlannelError('FLN_ERR_LEASE_CONFLICT',
-        `cannot move lease ${fromKey} to ${toKey}: the old key is no longer held by etcd lease ${expectedId}, or the new key exists`);
+        `cannot move lease ${fromKey} to ${toKey}: the old key is no longer held by etcd lease ${expectedId}, or the new key exists` +
+        (guard ? `, or another node leased a subnet since revision ${guard.listedAt}` : ''));
     }
     if (expectedId !== '0' && expectedId !== id) await this.revoke(expectedId);
     return made(to, attrs, id, id === '0' ? Infinity : Date.now() + ttlSec * 1000);
@@ -213,6 +226,16 @@ export class EtcdRegistry {
     this.client.close();
   }
 
+  /** A transaction of raw compares and operations, plus the ListGuard's range compare when given. */
+  private guardedTxn(guard: ListGuard | undefined, compare: ICompare[], success: IRequestOp[]): Promise<ITxnResponse> {
+    if (guard) {
+      const key = Buffer.from(`${this.subnetsPrefix}/`);
+      // Every key in the range was created at or before listedAt (an empty range passes).
+      compare.push({ key, range_end: prefixEnd(key), target: 'Create', result: 'Less', create_revision: (BigInt(guard.listedAt) + 1n).toString() });
+    }
+    return this.client.kv.txn({ compare, success, failure: [] });
+  }
+
   private async grant(ttlSec: number): Promise<string> {
     const res = await this.call('grant', 'grant etcd lease', () => this.client.leaseClient.leaseGrant({ TTL: ttlSec, ID: 0 }));
     return res.ID;
@@ -252,6 +275,14 @@ export class EtcdRegistry {
     const loc = { subnet: s.subnet, ipv6Subnet: s.ipv6Subnet };
     return made(this.leaseKey(loc) === key ? loc : { ...loc, key }, attrs, leaseId, expiresAtMs);
   }
+}
+
+function absent(key: string): ICompare {
+  return { key: Buffer.from(key), target: 'Version', result: 'Equal', version: 0 };
+}
+
+function putOp(key: string, value: string, leaseId: string): IRequestOp {
+  return { request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(leaseId !== '0' ? { lease: leaseId } : {}) } };
 }
 
 function locate(where: Where): LeaseLocation {

@@ -193,7 +193,8 @@ export class EtcdSubnetManager {
       }
       this.log.info({ subnet: formatCidr4(mine.subnet), from: mine.ipv6Subnet ? formatCidr6(mine.ipv6Subnet) : null,
         to: ipv6Subnet ? formatCidr6(ipv6Subnet) : null }, 'keeping the IPv4 subnet of the lease held by this PublicIP; changing its IPv6 subnet');
-      const lease = await this.registry.moveLease(mine, { subnet: mine.subnet, ...(ipv6Subnet ? { ipv6Subnet } : {}) }, attrs, ttl, mine.etcdLeaseId);
+      const lease = await this.registry.moveLease(mine, { subnet: mine.subnet, ...(ipv6Subnet ? { ipv6Subnet } : {}) }, attrs, ttl, mine.etcdLeaseId,
+        ipv6Subnet ? { listedAt: listed.revision } : undefined);
       return { lease, source };
     }
     if (mine) {
@@ -218,7 +219,8 @@ export class EtcdSubnetManager {
     if (!v6) return { lease: await this.registry.createLease(subnet, attrs, this.leaseTtlSec), source };
     const ipv6Subnet = choosePrevious6(v6, previous6, taken6) ?? pickFreeSubnet6(v6, taken6, this.random);
     if (!ipv6Subnet) throw exhausted6Error(v6, taken6);
-    return { lease: await this.registry.createLease({ subnet, ipv6Subnet }, attrs, this.leaseTtlSec), source };
+    // Guarded by the list's revision: another node may have taken this IPv6 subnet under another IPv4 one.
+    return { lease: await this.registry.createLease({ subnet, ipv6Subnet }, attrs, this.leaseTtlSec, { listedAt: listed.revision }), source };
   }
 
   /**

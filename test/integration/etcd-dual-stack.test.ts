@@ -262,3 +262,40 @@ t.test('a watching node sees a peer become dual-stack as one change, not a remov
   await running.catch(() => {});
   t.same(seen, ['added 10.7.52.0/24 -', 'removed 10.7.52.0/24 -', 'added 10.7.52.0/24 fd00:7:0:1::/64']);
 });
+
+t.test('a dual-stack create is refused when another node leased a subnet since our list (not by renewals)', async (t) => {
+  const prefix = freshPrefix();
+  const n = node(t, prefix);
+  await etcd.put(`${prefix}/subnets/10.7.9.0-24`, '{"PublicIP":"192.0.2.9","PublicIPv6":null}');
+  const { revision } = await n.reg.listLeases();
+  await etcd.put(`${prefix}/subnets/10.7.9.0-24`, '{"PublicIP":"192.0.2.9","PublicIPv6":null,"BackendType":"host-gw"}');
+  const ok = await n.reg.createLease({ subnet: c4('10.7.1.0/24'), ipv6Subnet: c6('fd00:7:0:1::/64') }, attrs('192.0.2.1'), 600, { listedAt: revision });
+  t.equal(pair(ok), '10.7.1.0/24 fd00:7:0:1::/64', 'a renewal of an existing key since the list does not block');
+  const listed = await n.reg.listLeases();
+  await etcd.put(`${prefix}/subnets/10.7.200.0-24&fd00:7:0:2::-64`, '{"PublicIP":"192.0.2.66","PublicIPv6":null}');
+  const err = await n.reg.createLease({ subnet: c4('10.7.2.0/24'), ipv6Subnet: c6('fd00:7:0:2::/64') }, attrs('192.0.2.2'), 600, { listedAt: listed.revision })
+    .catch((e: unknown) => e);
+  t.ok(isFlannelError(err, 'FLN_ERR_LEASE_CONFLICT'), 'refused: a key created after the list');
+  t.same(await keys(prefix), ['10.7.1.0-24&fd00:7:0:1::-64', '10.7.200.0-24&fd00:7:0:2::-64', '10.7.9.0-24'], 'nothing written');
+});
+
+t.test('two nodes racing for the same IPv6 subnet under different IPv4 subnets: the loser picks again', async (t) => {
+  const prefix = freshPrefix();
+  const racer = `${prefix}/subnets/10.7.200.0-24&fd00:7:0:1::-64`;
+  /** Right after our first list, another node takes fd00:7:0:1:: (the subnet random 0 picks) with another IPv4 subnet. */
+  class Raced extends EtcdRegistry {
+    lists = 0;
+    override async listLeases() {
+      const res = await super.listLeases();
+      if (++this.lists === 1) await etcd.put(racer, '{"PublicIP":"192.0.2.66","PublicIPv6":null}');
+      return res;
+    }
+  }
+  const reg = new Raced(createEtcdClient({ endpoints: clientEndpoints(etcd) }), prefix);
+  const mgr = new EtcdSubnetManager(reg, { log: pino({ level: 'silent' }), leaseTtlSec: 600, random: () => 0 });
+  t.teardown(() => mgr.close());
+  const l = await mgr.acquireLease(DUAL, attrs('192.0.2.1'), { signal: AbortSignal.timeout(20_000) });
+  t.equal(reg.lists, 2, 'listed again after the refused create');
+  t.equal(pair(l), '10.7.1.0/24 fd00:7:0:2::/64', 'a distinct IPv6 subnet');
+  t.same(await keys(prefix), ['10.7.1.0-24&fd00:7:0:2::-64', '10.7.200.0-24&fd00:7:0:1::-64']);
+});
