@@ -11,7 +11,8 @@ import t, { type Test } from 'tap';
 import { type DaemonHandle, LocalCluster, ping, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
-import { allPairsPing, realFlannelOrSkipTest, sha256Transfer } from '../helpers/mixed-cluster.js';
+import { realFlannelOrSkipTest } from '../helpers/mixed-cluster.js';
+import { allPairsPing, sha256Transfer } from '../helpers/pod-traffic.js';
 import { until } from '../helpers/wait.js';
 
 const FIXTURES = new URL('./fixtures/', import.meta.url).pathname;

@@ -8,7 +8,8 @@ import { rmSync } from 'node:fs';
 import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { execIn, ipIn, runTag } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
-import { allPairsPing, freshSubnet, realFlannelOrSkipTest, running } from '../helpers/mixed-cluster.js';
+import { freshSubnet, realFlannelOrSkipTest } from '../helpers/mixed-cluster.js';
+import { allPairsPing } from '../helpers/pod-traffic.js';
 import { until } from '../helpers/wait.js';
 
 const SUBNETS = '/coreos.com/network/subnets';

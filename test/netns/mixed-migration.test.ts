@@ -10,8 +10,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { LocalCluster } from '../../deploy/local/local-cluster.js';
 import { type SpawnedProcess, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
-import { allPairsPing, freshSubnet, realFlannelOrSkipTest, running } from '../helpers/mixed-cluster.js';
-import { until } from '../helpers/wait.js';
+import { freshSubnet, realFlannelOrSkipTest, running } from '../helpers/mixed-cluster.js';
+import { allPairsPing } from '../helpers/pod-traffic.js';
 
 const SUBNETS = '/coreos.com/network/subnets';
 const PING_INTERVAL_S = 0.05;

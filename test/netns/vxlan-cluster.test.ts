@@ -4,8 +4,9 @@
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { scrapeMetric } from '../helpers/metrics.js';
+import { allPairsPing, sha256Transfer } from '../helpers/pod-traffic.js';
 import { until } from '../helpers/wait.js';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { LocalCluster } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
@@ -23,22 +24,6 @@ const wire = async (ns: string, args: string[]): Promise<Record<string, unknown>
   JSON.parse((await execCheckedIn(ns, 'python3', [join(FIXTURES, 'wire.py'), ...args])).trim()) as Record<string, unknown>;
 const macOf = async (ns: string, dev: string): Promise<string> => (JSON.parse(await ipIn(ns, ['-j', 'link', 'show', dev])) as Array<{ address: string }>)[0]!.address;
 const net0 = (pod: PodHost): string => pod.ip.replace(/\.\d+$/, '.0');
-
-async function transfer(t: Test, from: PodHost, to: PodHost, mb: number): Promise<void> {
-  const server = spawnIn(to.ns, process.execPath, [join(FIXTURES, 'tcp-transfer.mjs'), 'server', to.ip, '5202']);
-  t.teardown(() => stopProcess(server, 'SIGKILL'));
-  await until('server', async () => server.output().includes('listening'), 5000);
-  const sent = (await execCheckedIn(from.ns, process.execPath, [join(FIXTURES, 'tcp-transfer.mjs'), 'client', to.ip, '5202', String(mb * 1024 * 1024)])).trim();
-  await server.exited;
-  t.equal(server.output().trim().split('\n').at(-1), sent, `${mb} MB ${from.ip} → ${to.ip}: sha256 matches`);
-}
-
-async function allPairs(cluster: LocalCluster, pods: PodHost[]): Promise<boolean[][]> {
-  return until('all-pairs connectivity', async () => {
-    const m = await cluster.pingMatrix(pods);
-    return m.flat().every(Boolean) && m;
-  }, 20_000);
-}
 
 t.test('3 nodes, all userspace VTEPs', async (t) => {
   const cluster = await LocalCluster.create({ tag: runTag('fv'), nodes: 3 });
@@ -66,8 +51,8 @@ t.test('3 nodes, all userspace VTEPs', async (t) => {
   });
 
   await t.test('all pairs ping, and 100 MB crosses intact', async (t) => {
-    t.ok((await allPairs(cluster, pods)).flat().every(Boolean));
-    await transfer(t, pods[0]!, pods[2]!, 100);
+    t.ok((await allPairsPing(cluster, pods)).flat().every(Boolean));
+    await sha256Transfer(t, pods[0]!, pods[2]!, 100);
   });
 });
 
@@ -95,11 +80,11 @@ t.test('userspace VTEP and kernel VXLAN data path together', async (t) => {
     const dump = spawnIn(n2.ns, 'tcpdump', ['-n', '-l', '-i', 'eth0', '-c', '6', '-T', 'vxlan', 'udp', 'port', '8472']);
     t.teardown(() => stopProcess(dump, 'SIGKILL'));
     await sleep(500);
-    t.ok((await allPairs(cluster, [p1, p2])).flat().every(Boolean), 'ping both ways');
+    t.ok((await allPairsPing(cluster, [p1, p2])).flat().every(Boolean), 'ping both ways');
     await until('tcpdump', async () => dump.child.exitCode !== null, 5000).catch(() => {});
     t.match(dump.output(), /VXLAN, flags \[I\] \(0x08\), vni 1/, `tcpdump decodes VXLAN: ${dump.output().split('\n').find((l) => l.includes('VXLAN')) ?? ''}`);
-    await transfer(t, p1, p2, 50);
-    await transfer(t, p2, p1, 50);
+    await sha256Transfer(t, p1, p2, 50);
+    await sha256Transfer(t, p2, p1, 50);
   });
 
   await t.test('wire format: a hand-played peer gets a standard VXLAN reply', async (t) => {
