@@ -2,6 +2,7 @@
 // the network config, the chosen interface, and lease events; it returns what our lease advertises.
 import type { Logger } from 'pino';
 import type { Ip4 } from '../lib/ip.js';
+import type { Ip6 } from '../lib/ip6.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease.js';
 import type { BackendType, NetworkConfig } from '../subnet/network-config.js';
 
@@ -16,6 +17,10 @@ export interface ExternalInterface {
   readonly ip: Ip4;
   /** The node's identity in etcd: --public-ip, or the interface address. */
   readonly publicIp: Ip4;
+  /** Dual-stack only: the interface's own IPv6 address (flannel's IfaceV6Addr). */
+  readonly ip6?: Ip6;
+  /** Dual-stack only: PublicIPv6 in our lease, --public-ipv6 or ip6. */
+  readonly publicIp6?: Ip6;
   readonly mtu: number;
 }
 

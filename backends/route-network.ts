@@ -1,8 +1,11 @@
-// A Network made of one kernel route per peer (host-gw, and vxlan's direct routing later). Keeps the
-// desired routes, programs changes in one batch, and reconciles against the kernel: routes deleted
-// by hand come back, and routes we own that no lease wants any more are removed.
+// A Network made of one kernel route per peer and address family (host-gw, vxlan's onlink and direct
+// routes). Keeps the desired routes, programs changes in one batch, and reconciles against the kernel:
+// routes deleted by hand come back, and routes we own that no lease wants any more are removed. A lease
+// is known by its IPv4 subnet (as the lease watcher does), so a lease that drops or changes its IPv6
+// subnet has its old IPv6 route removed.
 import type { Logger } from 'pino';
-import { type Cidr4, cidrContains, parseCidr4 } from '../lib/ip.js';
+import { type Cidr4, cidrContains, formatCidr4, parseCidr4 } from '../lib/ip.js';
+import { type Cidr6, cidr6Contains, parseCidr6 } from '../lib/ip6.js';
 import type { Lease, LeaseEvent } from './backend.js';
 import type { Network, ReconcileResult } from './backend.js';
 import { type BatchResult, type Route, ipBatch, listOwnRoutes, routeSpec, sameRoute } from './kernel/kernel-routes.js';
@@ -10,8 +13,10 @@ import { LinkWatch } from './kernel/link-watch.js';
 
 export interface RouteNetworkOptions {
   readonly lease: Lease;
-  /** The overlay network; we never touch routes outside it. */
-  readonly network: Cidr4;
+  /** The overlay network of this family; we never touch routes outside it. */
+  readonly network: Cidr4 | Cidr6;
+  /** The address family of `network` and of every route: 4 (the default) or 6. */
+  readonly family?: 4 | 6;
   readonly log: Logger;
   /** The route a peer lease needs, or undefined to ignore the lease (e.g. another backend type). */
   readonly routeFor: (lease: Lease) => Route | undefined;
@@ -22,6 +27,9 @@ export interface RouteNetworkOptions {
 export class RouteNetwork implements Network {
   readonly lease: Lease;
   private readonly desired = new Map<string, Route>();
+  /** The destination of each lease's route, by the lease's IPv4 subnet. */
+  private readonly byLease = new Map<string, string>();
+  private readonly family: 4 | 6;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly pending: LeaseEvent[] = [];
   private nextBatch: Promise<void> | undefined;
@@ -29,6 +37,7 @@ export class RouteNetwork implements Network {
 
   constructor(private readonly o: RouteNetworkOptions) {
     this.lease = o.lease;
+    this.family = o.family ?? 4;
     this.linkWatch = o.link === undefined ? undefined : new LinkWatch(o.link, () => {
       o.log.info({ link: o.link }, 'link is up again: reconciling routes');
       this.reconcile().catch((err: unknown) => o.log.warn(`reconcile after link-up failed: ${String(err)}`));
@@ -49,17 +58,28 @@ export class RouteNetwork implements Network {
       const batch = this.pending.splice(0);
       const commands: string[] = [];
       for (const ev of batch) {
+        const key = formatCidr4(ev.lease.subnet);
         const route = this.o.routeFor(ev.lease);
-        if (!route) continue;
         if (ev.kind === 'removed') {
-          if (this.desired.get(route.dst) && sameRoute(this.desired.get(route.dst) as Route, route)) {
+          if (route && this.desired.get(route.dst) && sameRoute(this.desired.get(route.dst) as Route, route)) {
             this.desired.delete(route.dst);
+            if (this.byLease.get(key) === route.dst) this.byLease.delete(key);
             commands.push(`route del ${routeSpec(route)}`);
           }
-        } else {
-          this.desired.set(route.dst, route);
-          commands.push(`route replace ${routeSpec(route)}`);
+          continue;
         }
+        const before = this.byLease.get(key);
+        const old = before === undefined ? undefined : this.desired.get(before);
+        if (old && old.dst !== route?.dst) {
+          // The lease no longer wants this route (it lost or changed its subnet of this family).
+          this.desired.delete(old.dst);
+          this.byLease.delete(key);
+          commands.push(`route del ${routeSpec(old)}`);
+        }
+        if (!route) continue;
+        this.desired.set(route.dst, route);
+        this.byLease.set(key, route.dst);
+        commands.push(`route replace ${routeSpec(route)}`);
       }
       this.report(await ipBatch(commands), 'programming routes');
       if (commands.length > 0) this.o.log.info({ changes: commands.length, peers: this.desired.size }, 'routes updated');
@@ -69,7 +89,7 @@ export class RouteNetwork implements Network {
 
   reconcile(): Promise<ReconcileResult> {
     return this.serial(async () => {
-      const actual = await listOwnRoutes();
+      const actual = await listOwnRoutes(this.family);
       const commands: string[] = [];
       let fixed = 0;
       let removed = 0;
@@ -98,8 +118,14 @@ export class RouteNetwork implements Network {
   }
 
   private inNetwork(dst: string): boolean {
+    if (this.family === 6) {
+      const c = parseCidr6(dst);
+      const net = this.o.network as Cidr6;
+      return c !== undefined && c.prefixLen >= net.prefixLen && cidr6Contains(net, c.ip);
+    }
     const c = parseCidr4(dst);
-    return c !== undefined && c.prefixLen >= this.o.network.prefixLen && cidrContains(this.o.network, c.ip);
+    const net = this.o.network as Cidr4;
+    return c !== undefined && c.prefixLen >= net.prefixLen && cidrContains(net, c.ip);
   }
 
   private report(result: BatchResult, what: string): BatchResult {

@@ -11,6 +11,7 @@ import { createEtcdClient } from '../subnet/etcd/etcd-client.js';
 import { EtcdRegistry } from '../subnet/etcd/etcd-registry.js';
 import { EtcdSubnetManager } from '../subnet/etcd/etcd-subnet-manager.js';
 import { formatCidr4 } from '../lib/ip.js';
+import { formatCidr6, formatIp6 } from '../lib/ip6.js';
 import type { Lease } from '../subnet/lease.js';
 import type { NetworkConfig } from '../subnet/network-config.js';
 import { findExternalInterface } from './external-interface.js';
@@ -19,7 +20,7 @@ import { type DaemonMetrics, createMetrics } from './metrics.js';
 import type { Flags } from './options.js';
 import { checkHostSysctls } from './host-checks.js';
 import { sdNotify } from './sd-notify.js';
-import { readPreviousSubnet, writeSubnetEnv } from './subnet-env.js';
+import { readPreviousIpv6Subnet, readPreviousSubnet, writeSubnetEnv } from './subnet-env.js';
 import { type Watchdog, startWatchdog } from './watchdog.js';
 
 const ROUTE_CHECK_INTERVAL_MS = 10_000;
@@ -39,29 +40,33 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     ? new HealthServer({ ip: flags['healthz-ip'], port: flags['healthz-port'], metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }) }, () => health)
     : undefined;
   await server?.listen().catch(async (err: unknown) => { await manager.close(); throw err; });
-  let rules: IptablesRules | undefined;
+  let rules: IptablesRules[] = [];
   let watchdog: Watchdog | undefined;
   const stopFaults = installFaultInjection(log, () => network);
   try {
     health.reason = 'waiting for the network config in etcd';
     const config = withNodeOverrides(await manager.waitForNetworkConfig(signal, (err) => { health.reason = `network config: ${err.message}`; }), flags);
     await checkHostSysctls(log);
-    const ext = await findExternalInterface({ iface: flags.iface, ifaceRegex: flags['iface-regex'], ifaceCanReach: flags['iface-can-reach'], publicIp: flags['public-ip'] });
-    log.info({ iface: ext.name, mtu: ext.mtu }, 'using external interface');
+    const ext = await findExternalInterface({
+      iface: flags.iface, ifaceRegex: flags['iface-regex'], ifaceCanReach: flags['iface-can-reach'], publicIp: flags['public-ip'],
+      publicIpv6: flags['public-ipv6'], ipv6: config.ipv6 !== undefined,
+    });
+    log.info({ iface: ext.name, mtu: ext.mtu, ...(ext.publicIp6 !== undefined ? { publicIpv6: formatIp6(ext.publicIp6) } : {}) }, 'using external interface');
     const queues = flags['datapath-queues'] || Math.max(1, Math.floor(availableParallelism() / 2));
     const threading = { workers: flags['datapath-threads'] as 'shared' | 'pair', spinUs: flags['datapath-spin-us'] };
     const backend = createBackend(config.backendType, { ext, config, log, offload: flags['datapath-offload'], queues, threading });
     const attrs = await backend.prepare();
     health.reason = 'acquiring a subnet lease';
     const previousSubnet = readPreviousSubnet(flags['subnet-file']);
-    const lease = await manager.acquireLease(config, attrs, { signal, ...(previousSubnet ? { previousSubnet } : {}) });
+    const previousIpv6Subnet = config.ipv6 ? readPreviousIpv6Subnet(flags['subnet-file']) : undefined;
+    const lease = await manager.acquireLease(config, attrs, { signal, ...(previousSubnet ? { previousSubnet } : {}), ...(previousIpv6Subnet ? { previousIpv6Subnet } : {}) });
     network = await backend.start(lease);
-    rules = new IptablesRules({
-      ...(flags['ip-masq'] ? { masq: { network: formatCidr4(config.network), subnet: formatCidr4(lease.subnet), randomFully: !flags['ip-masq-fully-random-disable'] } } : {}),
-      ...(flags['iptables-forward-rules'] ? { forwardNetwork: formatCidr4(config.network) } : {}),
+    rules = iptablesRules(flags, config, lease);
+    for (const r of rules) await r.ensure();
+    writeSubnetFile(flags, log, {
+      network: config.network, subnet: lease.subnet, mtu: backend.mtu, ipMasq: flags['ip-masq'],
+      ...(config.ipv6 && lease.ipv6Subnet ? { ipv6Network: config.ipv6.network, ipv6Subnet: lease.ipv6Subnet } : {}),
     });
-    await rules.ensure();
-    writeSubnetFile(flags, log, { network: config.network, subnet: lease.subnet, mtu: backend.mtu, ipMasq: flags['ip-masq'] });
     Object.assign(health, { ready: true, reason: '' });
     notify(log, `READY=1\nSTATUS=subnet ${formatCidr4(lease.subnet)}`);
     watchdog = startWatchdog(log.child({ component: 'watchdog' }));
@@ -73,10 +78,30 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     watchdog?.stop();
     notify(log, 'STOPPING=1');
     await network?.close();
-    await rules?.remove().catch((err) => log.warn(`removing iptables rules: ${errorMessage(err)}`));
+    for (const r of rules) await r.remove().catch((err) => log.warn(`removing ${r.family === 6 ? 'ip6tables' : 'iptables'} rules: ${errorMessage(err)}`));
     await manager.close();
     await server?.close();
   }
+}
+
+/** flannel's masquerade and forward rules for each enabled family (ip6tables for the IPv6 network). */
+function iptablesRules(flags: Flags, config: NetworkConfig, lease: Lease): IptablesRules[] {
+  const masq = flags['ip-masq'];
+  const randomFully = !flags['ip-masq-fully-random-disable'];
+  const forward = flags['iptables-forward-rules'];
+  const rules = [new IptablesRules({
+    ...(masq ? { masq: { network: formatCidr4(config.network), subnet: formatCidr4(lease.subnet), randomFully } } : {}),
+    ...(forward ? { forwardNetwork: formatCidr4(config.network) } : {}),
+  })];
+  if (config.ipv6 && lease.ipv6Subnet) {
+    const network = formatCidr6(config.ipv6.network);
+    rules.push(new IptablesRules({
+      family: 6,
+      ...(masq ? { masq: { network, subnet: formatCidr6(lease.ipv6Subnet), randomFully } } : {}),
+      ...(forward ? { forwardNetwork: network } : {}),
+    }));
+  }
+  return rules;
 }
 
 /** Per-node choices that flags may override in the shared network config. */
@@ -117,7 +142,7 @@ interface Running {
   readonly log: Logger;
   readonly manager: EtcdSubnetManager;
   readonly network: Network;
-  readonly rules: IptablesRules;
+  readonly rules: readonly IptablesRules[];
   readonly lease: Lease;
   readonly metrics: DaemonMetrics;
 }
@@ -149,7 +174,9 @@ async function runLoops(r: Running, outer: AbortSignal): Promise<void> {
     watch,
     every(ROUTE_CHECK_INTERVAL_MS, () => reconcileOnce(r), inner.signal),
     every(r.flags['iptables-resync'] * 1000, async () => {
-      if (await r.rules.resync()) r.log.info('iptables rules were missing and have been restored');
+      for (const rules of r.rules) {
+        if (await rules.resync()) r.log.info(`${rules.family === 6 ? 'ip6tables' : 'iptables'} rules were missing and have been restored`);
+      }
     }, inner.signal),
     r.manager.runRenewal(r.lease, { renewMarginMs: r.flags['subnet-lease-renew-margin'] * 60_000, signal: inner.signal }),
   ].map((p) => p.catch((err: unknown) => {

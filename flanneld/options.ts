@@ -3,6 +3,7 @@
 // command line wins). A bad flag or value is a FLN_ERR_USAGE error; main maps it to exit code 64.
 import { FlannelError } from '../lib/errors.js';
 import { parseIp4 } from '../lib/ip.js';
+import { parseIp6 } from '../lib/ip6.js';
 
 type Kind = 'string' | 'list' | 'bool' | 'int';
 
@@ -24,8 +25,9 @@ const FLAGS = {
   'etcd-password': { kind: 'string', default: '', help: 'password for BasicAuth to etcd' },
   iface: { kind: 'list', default: [], help: 'interface to use (IP or name) for inter-host communication; may be repeated, tried in order' },
   'iface-regex': { kind: 'list', default: [], help: 'regex matching the IP or name of the interface to use; may be repeated, tried after --iface' },
-  'iface-can-reach': { kind: 'string', default: '', help: 'use the interface (and source address) that routes to this IP' },
+  'iface-can-reach': { kind: 'string', default: '', help: 'use the interface (and source address) that routes to this IP (IPv4, or IPv6 to choose the IPv6 address)' },
   'public-ip': { kind: 'string', default: '', help: 'IP accessible by other nodes for inter-host communication (defaults to the interface IP)' },
+  'public-ipv6': { kind: 'string', default: '', help: 'IPv6 accessible by other nodes for inter-host communication, with EnableIPv6 (defaults to the interface\'s IPv6 address)' },
   'subnet-file': { kind: 'string', default: '/run/flannel/subnet.env', help: 'filename where env variables (subnet, MTU, ...) will be written to' },
   'subnet-lease-renew-margin': { kind: 'int', default: 60, min: 1, max: 1439, help: 'subnet lease renewal margin, in minutes' },
   'subnet-lease-ttl': { kind: 'int', default: 86400, min: 2, max: 86400 * 365, help: 'flannel-ts extension: TTL of the subnet lease in seconds (flannel fixes it at 24 h)' },
@@ -53,7 +55,6 @@ export type Flags = { -readonly [K in FlagName]: ValueOf<K> };
 
 const NOT_SUPPORTED: Record<string, string> = {
   'kube-subnet-mgr': 'flannel-ts keeps leases in etcd only; drop --kube-subnet-mgr and pass --etcd-endpoints',
-  'public-ipv6': 'IPv6 is not supported yet by flannel-ts',
 };
 
 function usageError(message: string): FlannelError {
@@ -120,8 +121,15 @@ function validate(f: Flags): void {
       throw usageError(`invalid --etcd-endpoints entry ${JSON.stringify(ep)}: expected http://host:port or https://host:port`);
     }
   }
-  for (const flag of ['public-ip', 'iface-can-reach', 'healthz-ip'] as const) {
+  for (const flag of ['public-ip', 'healthz-ip'] as const) {
     if (f[flag] !== '' && parseIp4(f[flag]) === undefined) throw usageError(`invalid --${flag} ${JSON.stringify(f[flag])}: expected an IPv4 address`);
+  }
+  if (f['public-ipv6'] !== '' && (f['public-ipv6'].includes('.') || parseIp6(f['public-ipv6']) === undefined)) {
+    throw usageError(`invalid --public-ipv6 ${JSON.stringify(f['public-ipv6'])}: expected an IPv6 address`);
+  }
+  const reach = f['iface-can-reach'];
+  if (reach !== '' && parseIp4(reach) === undefined && (reach.includes('.') || parseIp6(reach) === undefined)) {
+    throw usageError(`invalid --iface-can-reach ${JSON.stringify(reach)}: expected an IPv4 or IPv6 address`);
   }
   for (const re of f['iface-regex']) {
     try { new RegExp(re); } catch (err) { throw usageError(`invalid --iface-regex ${JSON.stringify(re)}: ${(err as Error).message}`); }

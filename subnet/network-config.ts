@@ -5,9 +5,8 @@
 //  - parseNetworkConfigAllFamilies: the complete parser, flannel's CheckNetworkConfig for both families
 //    (EnableIPv4 default true, EnableIPv6 default false, IPv6Network / IPv6SubnetLen / IPv6SubnetMin /
 //    IPv6SubnetMax with flannel's defaults and checks; the checks of a disabled family are skipped).
-//  - parseNetworkConfig: what the daemon uses today. It refuses EnableIPv6 true and EnableIPv4 false
-//    (refuseUnsupportedFamilies) until the IPv6 data paths exist, and otherwise reports exactly what it
-//    always did: the IPv4 checks only, the refusal first.
+//  - parseNetworkConfig: what the daemon uses: IPv4 or dual-stack. IPv6-only (EnableIPv4 false) is
+//    refused (refuseUnsupportedFamilies) until its key format and data paths exist.
 import { ConfigError, type ConfigIssue } from '../lib/errors.js';
 import { isPlainObject, pickFields } from '../lib/json-fields.js';
 import {
@@ -43,7 +42,7 @@ export interface NetworkConfig extends Ipv4Pool {
   readonly backendType: BackendType;
   /** The Backend object as written, for the backend to parse its own options. */
   readonly backend: Readonly<Record<string, unknown>>;
-  /** The IPv6 pool when EnableIPv6 is on; parseNetworkConfig never sets it until IPv6 is wired in. */
+  /** The IPv6 pool when EnableIPv6 is on (dual-stack). */
   readonly ipv6?: Ipv6Pool;
 }
 
@@ -65,8 +64,8 @@ const FIELDS = ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 
 type Field = (typeof FIELDS)[number];
 
 /**
- * Parses the config text from etcd for the daemon as it is today: EnableIPv6 true and EnableIPv4 false
- * are refused (see refuseUnsupportedFamilies). Throws ConfigError listing every problem.
+ * Parses the config text from etcd for the daemon: IPv4, or dual-stack with EnableIPv6; IPv6-only is
+ * refused (see refuseUnsupportedFamilies). Throws ConfigError listing every problem.
  */
 export function parseNetworkConfig(text: string, source: string): NetworkConfig {
   const f = readDocument(text, source);
@@ -76,13 +75,17 @@ export function parseNetworkConfig(text: string, source: string): NetworkConfig 
   const enableNFTables = readBool(f, 'EnableNFTables', false, issues);
   const backend = readBackend(f.Backend, issues);
   const net = readNetwork(f, issues);
-  if (issues.length > 0 || !net || !backend) throw new ConfigError(source, issues);
-  return { ...net, enableNFTables, backendType: backend.type, backend: backend.raw };
+  const ipv6 = v6 ? readNetwork6(f, issues) : undefined;
+  if (v6 && backend?.type === 'udp') {
+    issues.push({ field: 'EnableIPv6', value: true, expected: 'cannot be used with the udp backend, which is IPv4-only as in flannel: use the vxlan, host-gw or wireguard backend for IPv6, or set EnableIPv6 to false' });
+  }
+  if (issues.length > 0 || !net || !backend || (v6 && !ipv6)) throw new ConfigError(source, issues);
+  return { ...net, enableNFTables, backendType: backend.type, backend: backend.raw, ...(ipv6 ? { ipv6 } : {}) };
 }
 
 /**
  * The complete parser: flannel's ParseConfig + CheckNetworkConfig for IPv4 and IPv6, every problem
- * collected. Not used by the daemon yet (IPv6 has no data path). Throws ConfigError.
+ * collected, IPv6-only included. Throws ConfigError.
  */
 export function parseNetworkConfigAllFamilies(text: string, source: string): NetworkConfigAllFamilies {
   const f = readDocument(text, source);
@@ -125,10 +128,9 @@ function readFamilies(f: Fields, issues: ConfigIssue[]): { v4: boolean; v6: bool
   return { v4: readBool(f, 'EnableIPv4', true, issues), v6: readBool(f, 'EnableIPv6', false, issues) };
 }
 
-/** The daemon's refusal until IPv6 has data paths (issue #18): IPv6 and IPv6-only are not supported yet. */
-export function refuseUnsupportedFamilies(v4: boolean, v6: boolean, issues: ConfigIssue[]): void {
-  if (!v4) issues.push({ field: 'EnableIPv4', value: false, expected: 'is not supported: flannel-ts needs an IPv4 network; remove it or set it to true' });
-  if (v6) issues.push({ field: 'EnableIPv6', value: true, expected: 'is not supported yet by flannel-ts; remove it or set it to false' });
+/** The daemon's refusal of IPv6-only until it has its key format and data paths (issue #18). */
+export function refuseUnsupportedFamilies(v4: boolean, _v6: boolean, issues: ConfigIssue[]): void {
+  if (!v4) issues.push({ field: 'EnableIPv4', value: false, expected: 'is not supported yet: flannel-ts runs IPv4 or dual-stack (EnableIPv6 true with EnableIPv4 left on); remove EnableIPv4 or set it to true' });
 }
 
 function readBool(f: Fields, field: Field, dflt: boolean, issues: ConfigIssue[]): boolean {

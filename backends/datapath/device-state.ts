@@ -4,10 +4,11 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { FlannelError } from '../../lib/errors.js';
 import { ipBatch } from '../kernel/kernel-routes.js';
 import { runCommand } from '../../lib/run-command.js';
+import { formatIp6, parseIp6 } from '../../lib/ip6.js';
 
 export interface DeviceSpec {
   readonly name: string;
-  /** e.g. "10.244.3.0/32" */
+  /** e.g. "10.244.3.0/32", or "fd00:10:244:3::/128" (added without duplicate address detection) */
   readonly address: string;
   readonly mtu: number;
   /** e.g. "10.244.0.0/16 dev flannel0"; the first word is the destination. */
@@ -31,7 +32,10 @@ export class DeviceState {
     const link = (JSON.parse(r.stdout || '[]') as LinkJson[])[0] ?? {};
     const commands: string[] = [];
     if (mac && link.address !== mac) commands.push(`link set ${name} address ${mac}`);
-    if (!(link.addr_info ?? []).some((a) => a.family === 'inet' && `${a.local}/${a.prefixlen}` === address)) commands.push(`addr replace ${address} dev ${name}`);
+    const v6 = address.includes(':');
+    if (!(link.addr_info ?? []).some((a) => a.family === (v6 ? 'inet6' : 'inet') && `${v6 ? canonical6(a.local) : a.local}/${a.prefixlen}` === canonicalAddress(address))) {
+      commands.push(`addr replace ${address} dev ${name}${v6 ? ' nodad' : ''}`);
+    }
     if (link.mtu !== mtu) commands.push(`link set ${name} mtu ${mtu}`);
     if (!(link.flags ?? []).includes('UP')) commands.push(`link set ${name} up`);
     if (route) {
@@ -54,4 +58,14 @@ export class DeviceState {
     }
     return commands.length;
   }
+}
+
+function canonical6(text: string): string {
+  const ip = parseIp6(text);
+  return ip === undefined ? text : formatIp6(ip);
+}
+
+function canonicalAddress(cidr: string): string {
+  const [addr, len] = cidr.split('/') as [string, string];
+  return addr.includes(':') ? `${canonical6(addr)}/${len}` : cidr;
 }

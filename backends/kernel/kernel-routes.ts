@@ -1,8 +1,9 @@
-// Kernel IPv4 routes through iproute2: many changes go through one `ip -batch` process, never one
+// Kernel IPv4 and IPv6 routes through iproute2: many changes go through one `ip -batch` process, never one
 // process per route. Routes we install carry our own protocol number, so that we can list exactly
 // the routes we own and remove the stale ones (flannel cannot: its issue #2554).
 import { FlannelError } from '../../lib/errors.js';
 import { runCommand } from '../../lib/run-command.js';
+import { formatIp6, parseIp6 } from '../../lib/ip6.js';
 
 /** rtnetlink protocol number marking flannel-ts routes (unassigned in /etc/iproute2/rt_protos). */
 export const ROUTE_PROTOCOL = 241;
@@ -56,14 +57,24 @@ export async function ipBatch(commands: readonly string[], tool: 'ip' | 'bridge'
 
 interface IpRouteJson { dst?: string; gateway?: string; dev?: string; flags?: string[] }
 
-/** Lists the main-table routes carrying our protocol number. */
-export async function listOwnRoutes(): Promise<Route[]> {
-  const r = await runCommand('ip', ['-j', 'route', 'show', 'table', 'main', 'proto', String(ROUTE_PROTOCOL)]);
-  if (r.code !== 0) throw new FlannelError('FLN_ERR_KERNEL_OP', `listing routes failed: ${r.stderr.trim()}`);
+/**
+ * Lists the main-table routes of a family carrying our protocol number. IPv6 addresses come back in
+ * lib/ip6.ts's canonical text, so that they compare equal to routes built with formatCidr6/formatIp6.
+ */
+export async function listOwnRoutes(family: 4 | 6 = 4): Promise<Route[]> {
+  const r = await runCommand('ip', [`-${family}`, '-j', 'route', 'show', 'table', 'main', 'proto', String(ROUTE_PROTOCOL)]);
+  if (r.code !== 0) throw new FlannelError('FLN_ERR_KERNEL_OP', `listing IPv${family} routes failed: ${r.stderr.trim()}`);
   const rows = JSON.parse(r.stdout || '[]') as IpRouteJson[];
   return rows.flatMap((row) => {
     if (!row.dst || !row.gateway || !row.dev) return [];
-    const dst = row.dst.includes('/') ? row.dst : `${row.dst}/32`;
-    return [{ dst, via: row.gateway, dev: row.dev, onlink: row.flags?.includes('onlink') ?? false }];
+    const [addr, len] = row.dst.split('/') as [string, string | undefined];
+    const dst = family === 6 ? `${canonical6(addr)}/${len ?? 128}` : `${addr}/${len ?? 32}`;
+    const via = family === 6 ? canonical6(row.gateway) : row.gateway;
+    return [{ dst, via, dev: row.dev, onlink: row.flags?.includes('onlink') ?? false }];
   });
+}
+
+function canonical6(text: string): string {
+  const ip = parseIp6(text);
+  return ip === undefined ? text : formatIp6(ip);
 }

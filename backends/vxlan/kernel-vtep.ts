@@ -1,10 +1,13 @@
 // The kernel data path, as flannel programs it: a kernel VXLAN device flannel.<VNI> (nolearning,
-// local = PublicIP, dev = external interface, dstport), with neighbour, FDB and route per peer.
+// local = the interface's IPv4 address, dev = external interface, dstport), with neighbour, FDB and
+// route per peer; in dual-stack also flannel-v6.<VNI> (local = the interface's IPv6 address, address
+// <IPv6 subnet>/128, accept_ra 0) for IPv6 over an IPv6 underlay.
 // A compatible existing device is reused, so its MAC survives a restart; a deleted one is re-created
 // by the next reconcile, and the per-peer state is then replayed by the same pass.
 import type { Logger } from 'pino';
 import { FlannelError } from '../../lib/errors.js';
 import { formatIp4 } from '../../lib/ip.js';
+import { formatIp6, parseIp6 } from '../../lib/ip6.js';
 import type { Lease } from '../backend.js';
 import type { ExternalInterface } from '../backend.js';
 import { DeviceState } from '../datapath/device-state.js';
@@ -13,6 +16,10 @@ import type { Vtep } from './vtep.js';
 
 export interface KernelVtepOptions {
   readonly name: string;
+  /** 4: flannel.<VNI>, IPv4 inside and outside; 6: flannel-v6.<VNI>, IPv6 inside and outside. */
+  readonly family: 4 | 6;
+  /** The local underlay address (the external interface's address of this family). */
+  readonly local: string;
   readonly vni: number;
   readonly port: number;
   readonly mac: string;
@@ -25,7 +32,7 @@ export interface KernelVtepOptions {
 
 interface VxlanLinkJson {
   address?: string;
-  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean; gbp?: boolean; link?: string } };
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; local6?: string; port?: number; learning?: boolean; gbp?: boolean; link?: string } };
 }
 
 export class KernelVtep implements Vtep {
@@ -51,7 +58,7 @@ export class KernelVtep implements Vtep {
     }
     if (!existing || !this.compatible(existing)) {
       const args = ['link', 'add', this.o.name, 'address', this.o.mac, 'type', 'vxlan', 'id', String(this.o.vni),
-        'local', formatIp4(this.o.ext.publicIp), 'dev', this.o.ext.name, 'dstport', String(this.o.port),
+        'local', this.o.local, 'dev', this.o.ext.name, 'dstport', String(this.o.port),
         this.o.learning ? 'learning' : 'nolearning', ...(this.o.gbp ? ['gbp'] : [])];
       await runChecked('ip', args, `create VXLAN device ${this.o.name}`);
       fixed++;
@@ -60,7 +67,10 @@ export class KernelVtep implements Vtep {
       this.mac = existing.address ?? this.o.mac;
     }
     if (!this.lease) return fixed;
-    const state = new DeviceState({ name: this.o.name, address: `${formatIp4(this.lease.subnet.ip)}/32`, mtu: this.o.mtu });
+    const v6 = this.o.family === 6 ? this.lease.ipv6Subnet : undefined;
+    if (this.o.family === 6 && !v6) throw new FlannelError('FLN_ERR_KERNEL_OP', `${this.o.name} needs our lease's IPv6 subnet, and the lease has none`);
+    const address = v6 ? `${formatIp6(v6.ip)}/128` : `${formatIp4(this.lease.subnet.ip)}/32`;
+    const state = new DeviceState({ name: this.o.name, address, mtu: this.o.mtu, ...(v6 ? { sysctls: { 'ipv6/accept_ra': '0' } } : {}) });
     return fixed + (await state.ensure());
   }
 
@@ -76,8 +86,13 @@ export class KernelVtep implements Vtep {
 
   private compatible(l: VxlanLinkJson): boolean {
     const d = l.linkinfo?.info_data;
-    return l.linkinfo?.info_kind === 'vxlan' && d?.id === this.o.vni && d.local === formatIp4(this.o.ext.publicIp)
+    return l.linkinfo?.info_kind === 'vxlan' && d?.id === this.o.vni && sameAddress(d.local ?? d.local6, this.o.local)
       && d.port === this.o.port && Boolean(d.learning) === this.o.learning && Boolean(d.gbp) === this.o.gbp
       && d.link === this.o.ext.name;
   }
+}
+
+function sameAddress(kernel: string | undefined, want: string): boolean {
+  if (kernel === undefined || !want.includes(':')) return kernel === want;
+  return parseIp6(kernel) === parseIp6(want);
 }

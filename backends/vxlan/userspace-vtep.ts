@@ -6,7 +6,7 @@
 // what migrating a node from flannel's vxlan to the userspace VTEP runs into.
 import type { Logger } from 'pino';
 import { runChecked, runCommand } from '../../lib/run-command.js';
-import { formatIp4, maskOf } from '../../lib/ip.js';
+import { type Cidr4, type Ip4, formatIp4, maskOf } from '../../lib/ip.js';
 import type { Lease } from '../backend.js';
 import type { DatapathStats, DatapathThreading, ExternalInterface } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
@@ -55,7 +55,7 @@ export class UserspaceVtep implements Vtep {
 
   async setPeers(peers: readonly VxlanPeer[]): Promise<void> {
     this.dataPath.replacePeers(peers.map((p) => ({
-      key: p.key, subnet: p.subnet.ip, prefixLen: p.subnet.prefixLen, publicIp: p.publicIp, port: this.port, mac: macToBytes(p.mac),
+      key: p.key, subnet: (p.subnet as Cidr4).ip, prefixLen: p.subnet.prefixLen, publicIp: p.publicIp as Ip4, port: this.port, mac: macToBytes(p.mac),
       partialChecksums: p.partialChecksums,
     })));
   }

@@ -3,9 +3,12 @@
 // unicast.
 import { createHash } from 'node:crypto';
 import { type Ip4, formatIp4 } from '../../lib/ip.js';
+import { type Ip6, formatIp6 } from '../../lib/ip6.js';
 
-export function stableVtepMac(publicIp: Ip4, vni: number): string {
-  const d = createHash('sha256').update(`flannel-ts vtep ${formatIp4(publicIp)} ${vni}`).digest();
+/** From the PublicIP for flannel.<VNI>, from the PublicIPv6 for flannel-v6.<VNI> (k3s #9957: flannel's changed at every reboot). */
+export function stableVtepMac(publicIp: Ip4 | Ip6, vni: number): string {
+  const text = typeof publicIp === 'bigint' ? `vtep6 ${formatIp6(publicIp)}` : `vtep ${formatIp4(publicIp)}`;
+  const d = createHash('sha256').update(`flannel-ts ${text} ${vni}`).digest();
   const bytes = [...d.subarray(0, 6)];
   bytes[0] = ((bytes[0] as number) & 0xfe) | 0x02;
   return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');

@@ -1,11 +1,14 @@
 // What the vxlan network needs from a VTEP, whichever data path carries the frames.
 import type { Cidr4, Ip4 } from '../../lib/ip.js';
+import type { Cidr6, Ip6 } from '../../lib/ip6.js';
 import type { DatapathStats } from '../backend.js';
 
+/** A peer of one VTEP: IPv4 addresses for flannel.<VNI>, IPv6 ones for flannel-v6.<VNI>. */
 export interface VxlanPeer {
+  /** The lease's IPv4 subnet, naming the peer in either family. */
   readonly key: string;
-  readonly subnet: Cidr4;
-  readonly publicIp: Ip4;
+  readonly subnet: Cidr4 | Cidr6;
+  readonly publicIp: Ip4 | Ip6;
   readonly mac: string;
   /** The peer's lease advertises AcceptsPartialChecksums (a flannel-ts userspace engine). */
   readonly partialChecksums: boolean;

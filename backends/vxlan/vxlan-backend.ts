@@ -1,29 +1,29 @@
 // vxlan: flannel's default backend. Each node has a VTEP flannel.<VNI> (address = subnet.0/32,
-// MTU = (Backend.MTU or ext) − 50) and publishes {"VNI":…,"VtepMAC":…} in its lease. Per peer, in
-// flannel's order: a permanent neighbour <peer .0> → VtepMAC, the FDB entry VtepMAC → PublicIP
-// (in the userspace engine's table, or the kernel's FDB), then <peer subnet> via <peer .0> dev
-// flannel.<VNI> onlink. Nothing ever ARPs across the overlay. Two data paths:
+// MTU = (Backend.MTU or ext) − 50) and publishes {"VNI":…,"VtepMAC":…} in its lease; the per-peer
+// neighbours, FDB entries and routes are VxlanNetwork's (vxlan-network.ts). Two data paths:
 //  - userspace (default): a TAP VTEP whose frames our packet engine carries, wire-compatible with
 //    the kernel's VXLAN;
 //  - kernel ("Datapath": "kernel"): a kernel VXLAN device exactly as flannel creates it.
-// With DirectRouting, peers on our L2 segment get a host-gw route instead. State scales as one
-// neighbour, one FDB entry and one route per peer; all of it goes when the lease goes.
+// Dual-stack (EnableIPv6), as flannel: a second VTEP flannel-v6.<VNI> carries IPv6 over the IPv6
+// underlay, advertised as PublicIPv6 and BackendV6Data {"VNI":…,"VtepMAC":…}. Its MTU is 70 bytes
+// under the underlay's (an IPv6 outer header is 20 bytes longer; flannel takes 50 there too, so its
+// full-size IPv6 packets do not fit), and pods get that smaller MTU (FLANNEL_MTU). For now IPv6 runs on
+// the kernel data path only.
 import type { Logger } from 'pino';
 import { FlannelError, errorMessage } from '../../lib/errors.js';
-import { formatCidr4, formatIp4 } from '../../lib/ip.js';
-import { type Lease, type LeaseAttrs, type LeaseEvent, sameAttrs } from '../backend.js';
-import type { Backend, BackendContext, DatapathStats, Network, ReconcileResult } from '../backend.js';
+import { formatIp4 } from '../../lib/ip.js';
+import { formatIp6 } from '../../lib/ip6.js';
+import type { LeaseAttrs } from '../backend.js';
+import type { Backend, BackendContext, Lease, Network } from '../backend.js';
+import { combineNetworks } from '../composite-network.js';
 import { datapathAddon } from '../datapath/native/datapath-addon.js';
-import type { Route } from '../kernel/kernel-routes.js';
-import { runCommand } from '../../lib/run-command.js';
-import { syncVxlanL2 } from '../kernel/vxlan-l2.js';
-import { RouteNetwork } from '../route-network.js';
 import { KernelVtep } from './kernel-vtep.js';
 import { UserspaceVtep } from './userspace-vtep.js';
-import type { Vtep, VxlanPeer } from './vtep.js';
-import { VXLAN_OVERHEAD, type VxlanConfig, encodeVxlanBackendData, parseVtepMac, parseVxlanConfig } from './vxlan-config.js';
+import type { Vtep } from './vtep.js';
+import { VXLAN_OVERHEAD, VXLAN_OVERHEAD_V6, type VxlanConfig, encodeVxlanBackendData, parseVxlanConfig } from './vxlan-config.js';
+import { DEVICE_PREFIX } from './vxlan-family.js';
+import { VxlanNetwork } from './vxlan-network.js';
 import { stableVtepMac } from './vtep-mac.js';
-import { acceptsPartialChecksums } from '../datapath/partial-checksums.js';
 
 export class VxlanBackend implements Backend {
   readonly type = 'vxlan' as const;
@@ -31,23 +31,31 @@ export class VxlanBackend implements Backend {
   private readonly cfg: VxlanConfig;
   private readonly log: Logger;
   private readonly device: string;
+  private readonly underlayMtu: number;
   private kernelVtep: KernelVtep | undefined;
+  private kernelVtep6: KernelVtep | undefined;
 
   constructor(private readonly ctx: BackendContext) {
     this.cfg = parseVxlanConfig(ctx.config.backend);
-    this.mtu = (this.cfg.mtu || ctx.ext.mtu) - VXLAN_OVERHEAD;
+    this.underlayMtu = this.cfg.mtu || ctx.ext.mtu;
+    const dualStack = ctx.config.ipv6 !== undefined;
+    this.mtu = this.underlayMtu - (dualStack ? VXLAN_OVERHEAD_V6 : VXLAN_OVERHEAD);
     this.log = ctx.log.child({ component: 'backend/vxlan', datapath: this.cfg.datapath });
-    this.device = `flannel.${this.cfg.vni}`;
+    this.device = `${DEVICE_PREFIX[4]}${this.cfg.vni}`;
+    if (dualStack && this.cfg.datapath !== 'kernel') {
+      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED',
+        'IPv6 (EnableIPv6) on the vxlan backend needs the kernel data path for now: set "Datapath": "kernel" in Backend ' +
+        '(or start flanneld with --vxlan-datapath=kernel), or set EnableIPv6 to false');
+    }
   }
 
-  /** The kernel device is created (or reused) first, so that the lease publishes the MAC it has. */
+  /** The kernel devices are created (or reused) first, so that the lease publishes the MACs they have. */
   async prepare(): Promise<LeaseAttrs> {
-    const mac = stableVtepMac(this.ctx.ext.publicIp, this.cfg.vni);
+    const { ext } = this.ctx;
+    const mac = stableVtepMac(ext.publicIp, this.cfg.vni);
+    const common = { vni: this.cfg.vni, port: this.cfg.port, gbp: this.cfg.gbp, learning: this.cfg.learning, ext, log: this.log };
     if (this.cfg.datapath === 'kernel') {
-      this.kernelVtep = new KernelVtep({
-        name: this.device, mac, mtu: this.mtu, ext: this.ctx.ext, log: this.log,
-        vni: this.cfg.vni, port: this.cfg.port, gbp: this.cfg.gbp, learning: this.cfg.learning,
-      });
+      this.kernelVtep = new KernelVtep({ ...common, name: this.device, family: 4, local: formatIp4(ext.ip), mac, mtu: this.underlayMtu - VXLAN_OVERHEAD });
       await this.kernelVtep.ensureDevice();
     } else {
       try {
@@ -56,161 +64,45 @@ export class VxlanBackend implements Backend {
         throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', `the userspace vxlan data path needs the packet-engine addon: ${errorMessage(err)}`, { cause: err });
       }
     }
-    return { publicIp: this.ctx.ext.publicIp, backendType: this.type, backendData: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep?.mac ?? mac, !this.kernelVtep) };
+    const attrs = { publicIp: ext.publicIp, backendType: this.type, backendData: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep?.mac ?? mac, !this.kernelVtep) };
+    if (!this.ctx.config.ipv6) return attrs;
+    if (ext.ip6 === undefined || ext.publicIp6 === undefined) {
+      throw new FlannelError('FLN_ERR_IFACE_NOT_FOUND', `IPv6 is enabled but ${ext.name} has no IPv6 address for ${DEVICE_PREFIX[6]}${this.cfg.vni}: add one, or pass --iface`);
+    }
+    this.kernelVtep6 = new KernelVtep({
+      ...common, name: `${DEVICE_PREFIX[6]}${this.cfg.vni}`, family: 6, local: formatIp6(ext.ip6),
+      mac: stableVtepMac(ext.publicIp6, this.cfg.vni), mtu: this.underlayMtu - VXLAN_OVERHEAD_V6,
+    });
+    await this.kernelVtep6.ensureDevice();
+    return { ...attrs, publicIpv6: ext.publicIp6, backendV6Data: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep6.mac) };
   }
 
   async start(lease: Lease): Promise<Network> {
-    let vtep: Vtep;
+    const v4 = this.startFamily(lease, await this.vtep4(lease), 4);
+    if (!this.kernelVtep6 || !this.ctx.config.ipv6) return v4;
+    this.kernelVtep6.lease = lease;
+    await this.kernelVtep6.ensureDevice();
+    const v6 = this.startFamily(lease, this.kernelVtep6, 6);
+    return combineNetworks(lease, [v4, v6]);
+  }
+
+  private async vtep4(lease: Lease): Promise<Vtep> {
     if (this.kernelVtep) {
       this.kernelVtep.lease = lease;
       await this.kernelVtep.ensureDevice();
-      vtep = this.kernelVtep;
-    } else {
-      const capacity = Math.min(65_536, 2 ** (this.ctx.config.subnetLen - this.ctx.config.network.prefixLen));
-      vtep = await UserspaceVtep.create({
-        name: this.device, mac: stableVtepMac(this.ctx.ext.publicIp, this.cfg.vni), mtu: this.mtu, ext: this.ctx.ext, lease,
-        log: this.log, vni: this.cfg.vni, port: this.cfg.port, capacity, offload: this.ctx.offload ?? true, queues: this.ctx.queues ?? 1,
-        ...(this.ctx.threading ? { threading: this.ctx.threading } : {}),
-      });
+      return this.kernelVtep;
     }
-    this.log.info({ device: this.device, mtu: this.mtu, port: this.cfg.port, vni: this.cfg.vni }, 'vxlan backend running');
-    return new VxlanNetwork({ lease, vtep, cfg: this.cfg, ctx: this.ctx, log: this.log });
-  }
-}
-
-interface VxlanNetworkOptions {
-  readonly lease: Lease;
-  readonly vtep: Vtep;
-  readonly cfg: VxlanConfig;
-  readonly ctx: BackendContext;
-  readonly log: Logger;
-}
-
-export class VxlanNetwork implements Network {
-  readonly lease: Lease;
-  private readonly peers = new Map<string, VxlanPeer>();
-  /** The usable peer leases programmed, by subnet. */
-  private readonly applied = new Map<string, Lease>();
-  /** Direct-routing decisions by PublicIP, made once per peer as flannel does. */
-  private readonly direct = new Map<number, boolean>();
-  private readonly routes: RouteNetwork;
-  private queue: Promise<unknown> = Promise.resolve();
-  private readonly pending: LeaseEvent[] = [];
-  private nextBatch: Promise<void> | undefined;
-
-  constructor(private readonly o: VxlanNetworkOptions) {
-    this.lease = o.lease;
-    // The link: DirectRouting routes go through the external interface, which a link flap flushes.
-    this.routes = new RouteNetwork({ lease: o.lease, network: o.ctx.config.network, log: o.log, routeFor: (l) => this.routeFor(l), link: o.ctx.ext.name });
-  }
-
-  /**
-   * One batch at a time, in call order, with reconcile(): two interleaved L2 syncs could each undo the
-   * other's work. Events that arrive while a batch runs (a watch delivers a transaction's keys one by
-   * one) are applied together in the next batch.
-   */
-  apply(events: readonly LeaseEvent[]): Promise<void> {
-    this.pending.push(...events);
-    this.nextBatch ??= this.serial(async () => {
-      this.nextBatch = undefined;
-      await this.applyBatch(this.pending.splice(0));
-    });
-    return this.nextBatch;
-  }
-
-  reconcile(): Promise<ReconcileResult> {
-    return this.serial(async () => {
-      const device = await this.o.vtep.ensureDevice();
-      const l2 = await this.syncL2();
-      const r = await this.routes.reconcile();
-      return { fixed: device + l2.added + r.fixed, removed: l2.removed + r.removed, failed: l2.failed + r.failed };
+    const capacity = Math.min(65_536, 2 ** (this.ctx.config.subnetLen - this.ctx.config.network.prefixLen));
+    return UserspaceVtep.create({
+      name: this.device, mac: stableVtepMac(this.ctx.ext.publicIp, this.cfg.vni), mtu: this.mtu, ext: this.ctx.ext, lease,
+      log: this.log, vni: this.cfg.vni, port: this.cfg.port, capacity, offload: this.ctx.offload ?? true, queues: this.ctx.queues ?? 1,
+      ...(this.ctx.threading ? { threading: this.ctx.threading } : {}),
     });
   }
 
-  private async applyBatch(events: readonly LeaseEvent[]): Promise<void> {
-    // The net change per subnet against what is programmed: a batch can hold several events for one
-    // subnet ("added, removed" under churn, "removed, added" when a lease changes), and the removals
-    // below run before the additions.
-    const finals = new Map<string, Lease | undefined>();
-    for (const ev of events) finals.set(formatCidr4(ev.lease.subnet), ev.kind === 'added' ? ev.lease : undefined);
-    const removed: LeaseEvent[] = [];
-    const added: LeaseEvent[] = [];
-    for (const [key, lease] of finals) {
-      const target = lease && this.usable(lease) ? lease : undefined;
-      const current = this.applied.get(key);
-      if (current && !target) removed.push({ kind: 'removed', lease: current });
-      if (target && !(current && sameAttrs(current.attrs, target.attrs))) added.push({ kind: 'added', lease: target });
-      if (target) this.applied.set(key, target);
-      else this.applied.delete(key);
-    }
-    if (this.o.cfg.directRouting) for (const ev of added) await this.decideDirect(ev.lease.attrs.publicIp);
-    // Removal: route first, then L2; addition: L2 first (neighbour, FDB), then the route (a changed
-    // lease is an addition: its route is replaced in place, its L2 entries by the sync).
-    await this.routes.apply(removed);
-    for (const ev of removed) this.peers.delete(formatCidr4(ev.lease.subnet));
-    for (const { lease } of added) {
-      const key = formatCidr4(lease.subnet);
-      if (this.direct.get(lease.attrs.publicIp)) this.peers.delete(key);
-      else {
-        const data = lease.attrs.backendData;
-        this.peers.set(key, { key, subnet: lease.subnet, publicIp: lease.attrs.publicIp, mac: parseVtepMac(data) as string, partialChecksums: acceptsPartialChecksums(data) });
-      }
-    }
-    await this.syncL2();
-    await this.routes.apply(added);
-  }
-
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => {});
-    return run;
-  }
-
-  datapathStats(): DatapathStats {
-    return this.o.vtep.stats?.([...this.peers.keys()]) ?? { counters: {}, peers: [], workerRestarts: 0 };
-  }
-
-  crashWorker(direction: 'tx' | 'rx'): void {
-    this.o.vtep.crashWorker?.(direction);
-  }
-
-  async close(): Promise<void> {
-    await this.queue.catch(() => {});
-    await this.routes.close();
-    await this.o.vtep.close();
-  }
-
-  private usable(l: Lease): boolean {
-    if (l.attrs.backendType !== 'vxlan') {
-      this.o.log.warn({ subnet: formatCidr4(l.subnet), backendType: l.attrs.backendType ?? 'udp' }, 'Ignoring non-vxlan subnet');
-      return false;
-    }
-    if (!parseVtepMac(l.attrs.backendData)) {
-      this.o.log.warn({ subnet: formatCidr4(l.subnet), backendData: l.attrs.backendData }, 'Ignoring vxlan subnet without a valid VtepMAC');
-      return false;
-    }
-    return true;
-  }
-
-  private async syncL2(): Promise<{ added: number; removed: number; failed: number }> {
-    const peers = [...this.peers.values()];
-    await this.o.vtep.setPeers(peers);
-    const l2 = peers.map((p) => ({ gateway: formatIp4(p.subnet.ip), mac: p.mac, publicIp: formatIp4(p.publicIp) }));
-    return syncVxlanL2(this.o.vtep.device, l2, this.o.vtep.withFdb);
-  }
-
-  private routeFor(l: Lease): Route | undefined {
-    if (l.attrs.backendType !== 'vxlan') return undefined;
-    const dst = formatCidr4(l.subnet);
-    if (this.direct.get(l.attrs.publicIp)) return { dst, via: formatIp4(l.attrs.publicIp), dev: this.o.ctx.ext.name };
-    return { dst, via: formatIp4(l.subnet.ip), dev: this.o.vtep.device, onlink: true };
-  }
-
-  /** flannel's DirectRouting test: exactly one route to the PublicIP, with no gateway. */
-  private async decideDirect(publicIp: number): Promise<void> {
-    if (this.direct.has(publicIp)) return;
-    const r = await runCommand('ip', ['-j', 'route', 'get', formatIp4(publicIp)]);
-    const rows = JSON.parse(r.code === 0 ? r.stdout : '[]') as Array<{ gateway?: string }>;
-    this.direct.set(publicIp, rows.length === 1 && !rows[0]?.gateway);
+  private startFamily(lease: Lease, vtep: Vtep, family: 4 | 6): VxlanNetwork {
+    const network = family === 6 && this.ctx.config.ipv6 ? this.ctx.config.ipv6.network : this.ctx.config.network;
+    this.log.info({ device: vtep.device, port: this.cfg.port, vni: this.cfg.vni }, 'vxlan backend running');
+    return new VxlanNetwork({ lease, family, network, vtep, directRouting: this.cfg.directRouting, ext: this.ctx.ext, log: this.log });
   }
 }

@@ -4,7 +4,10 @@ import { ConfigError, type ConfigIssue } from '../../lib/errors.js';
 import { parseJsonObject, pickFields } from '../../lib/json-fields.js';
 import { PARTIAL_CHECKSUMS_FIELD } from '../datapath/partial-checksums.js';
 
+/** The inner Ethernet header 14 + VXLAN 8 + UDP 8 + the outer IPv4 header 20. */
 export const VXLAN_OVERHEAD = 50;
+/** Over an IPv6 underlay: the outer IPv6 header is 40 bytes, not 20. */
+export const VXLAN_OVERHEAD_V6 = 70;
 export const VXLAN_DEFAULT_PORT = 8472;
 
 export interface VxlanConfig {

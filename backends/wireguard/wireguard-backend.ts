@@ -9,6 +9,7 @@
 // the keypairs published in shared memory; the handshake, cookies and timers run here on the main thread
 // (session/); handshake messages reach us through a pipe from the engine's RX workers.
 import type { Logger } from 'pino';
+import { FlannelError } from '../../lib/errors.js';
 import { formatCidr4, formatIp4, maskOf } from '../../lib/ip.js';
 import type { Lease, LeaseAttrs } from '../backend.js';
 import type { Backend, BackendContext, Network } from '../backend.js';
@@ -36,6 +37,11 @@ export class WireGuardBackend implements Backend {
     this.cfg = parseWireGuardConfig(ctx.config.backend);
     this.mtu = (this.cfg.mtu || ctx.ext.mtu) - WIREGUARD_OVERHEAD;
     this.log = ctx.log.child({ component: 'backend/wireguard' });
+    if (ctx.config.ipv6) {
+      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED',
+        'IPv6 (EnableIPv6) on the wireguard backend is not supported by flannel-ts yet: use the host-gw or the vxlan backend ' +
+        '(with "Datapath": "kernel") for dual-stack, or set EnableIPv6 to false');
+    }
   }
 
   async prepare(): Promise<LeaseAttrs> {

@@ -11,6 +11,7 @@ import { EtcdServer } from './etcd-server.js';
 import { realFlannelArgs } from './real-flannel.js';
 import { type SpawnedProcess, execIn, spawnIn, stopProcess } from './netns.js';
 import { type NodeHost, type PodHost, Topology, UNDERLAY_GATEWAY } from './topology.js';
+import { formatIp6, parseCidr6 } from '../../lib/ip6.js';
 
 export const DEFAULT_PREFIX = '/coreos.com/network';
 
@@ -48,8 +49,8 @@ export class LocalCluster {
   private constructor(readonly topo: Topology, readonly etcd: EtcdServer, readonly prefix: string) {}
 
   /** Builds the hosts and starts etcd on the switch (192.0.2.254, and 127.0.0.1 inside its namespace). */
-  static async create(o: { tag: string; nodes: number; prefix?: string }): Promise<LocalCluster> {
-    const topo = await Topology.create(o.tag, o.nodes);
+  static async create(o: { tag: string; nodes: number; prefix?: string; ipv6?: boolean }): Promise<LocalCluster> {
+    const topo = await Topology.create(o.tag, o.nodes, { ipv6: o.ipv6 ?? false });
     const etcd = new EtcdServer({ ns: topo.underlayNs, listenIps: [UNDERLAY_GATEWAY, '127.0.0.1'] });
     const cluster = new LocalCluster(topo, etcd, o.prefix ?? DEFAULT_PREFIX);
     try {
@@ -112,11 +113,17 @@ export class LocalCluster {
     throw new Error(`${d?.kind ?? 'flanneld'} on ${node.name} wrote no subnet file in ${timeoutMs} ms:\n${d?.proc.output() ?? ''}`);
   }
 
-  /** Adds a pod at the subnet's .2 address (or `host`) behind the node's cni0 bridge. */
-  async addPod(node: NodeHost, flannelSubnet: string, host = 2): Promise<PodHost> {
+  /**
+   * Adds a pod at the subnet's .2 address (or `host`) behind the node's cni0 bridge; with the node's
+   * FLANNEL_IPV6_SUBNET (e.g. "fd00:10:244:1::1/64") also at <IPv6 subnet>::2 (or `host`).
+   */
+  async addPod(node: NodeHost, flannelSubnet: string, host = 2, flannelIpv6Subnet?: string): Promise<PodHost> {
     const [gw, len] = flannelSubnet.split('/') as [string, string];
     const base = gw.split('.').slice(0, 3).join('.');
-    return this.topo.addPod(node, `${gw}/${len}`, `${base}.${host}`);
+    const v6 = flannelIpv6Subnet === undefined ? undefined : parseCidr6(flannelIpv6Subnet);
+    if (flannelIpv6Subnet !== undefined && !v6) throw new Error(`not an IPv6 subnet: ${flannelIpv6Subnet}`);
+    return this.topo.addPod(node, `${gw}/${len}`, `${base}.${host}`,
+      v6 && flannelIpv6Subnet ? { gatewayCidr: flannelIpv6Subnet, ip: formatIp6(v6.ip + BigInt(host)) } : undefined);
   }
 
   /** The CNI network of a node: its subnet.env, and the plugin's and host-local's data dirs in our state dir. */

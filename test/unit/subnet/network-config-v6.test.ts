@@ -197,21 +197,40 @@ t.test('IPv4-only configs parse as before through the complete parser', async (t
   });
 });
 
-// ---- the daemon's parser is unchanged: IPv6 is refused until its data paths exist ---------------
+// ---- the daemon's parser: IPv4 or dual-stack; IPv6-only refused until it has a key format -------
 
-t.test('parseNetworkConfig still refuses EnableIPv6 true with the same single issue', async (t) => {
-  for (const cfg of [
-    { ...DUAL, IPv6Network: 'fd00::/48' },
-    { ...DUAL },
-    { ...DUAL, IPv6Network: 'garbage', IPv6SubnetLen: 500 },
-  ]) {
+t.test('parseNetworkConfig accepts dual-stack and carries the IPv6 pool', async (t) => {
+  const c = parseNetworkConfig(JSON.stringify({ ...DUAL, IPv6Network: 'fd00:10:244::/56', Backend: { Type: 'host-gw' } }), SRC);
+  t.equal(formatCidr4(c.network), '10.244.0.0/16');
+  t.equal(c.ipv6 && formatCidr6(c.ipv6.network), 'fd00:10:244::/56');
+  t.equal(c.ipv6?.subnetLen, 64);
+  t.equal(c.backendType, 'host-gw');
+});
+
+t.test('parseNetworkConfig checks the IPv6 pool with the IPv4 one, every problem at once', async (t) => {
+  for (const [cfg, fields] of [
+    [{ ...DUAL, Backend: { Type: 'vxlan' } }, ['IPv6Network']],
+    [{ ...DUAL, Backend: { Type: 'vxlan' }, IPv6Network: 'garbage', IPv6SubnetLen: 500 }, ['IPv6Network']],
+    [{ ...DUAL, Backend: { Type: 'vxlan' }, Network: 'nope', IPv6Network: 'fd00::/48', IPv6SubnetLen: 47 }, ['Network', 'IPv6SubnetLen']],
+  ] as const) {
     try {
       parseNetworkConfig(JSON.stringify(cfg), SRC);
       t.fail('expected a ConfigError');
     } catch (err) {
       t.type(err, ConfigError);
-      t.equal((err as Error).message,
-        `invalid config in ${SRC} (1 problem):\n  - EnableIPv6: true is not supported yet by flannel-ts; remove it or set it to false`, JSON.stringify(cfg));
+      t.same((err as ConfigError).issues.map((i) => i.field), fields, JSON.stringify(cfg));
+    }
+  }
+});
+
+t.test('parseNetworkConfig refuses EnableIPv6 with the udp backend (IPv4-only, as in flannel)', async (t) => {
+  for (const backend of [undefined, { Type: 'udp' }]) {
+    try {
+      parseNetworkConfig(JSON.stringify({ ...DUAL, IPv6Network: 'fd00::/48', ...(backend ? { Backend: backend } : {}) }), SRC);
+      t.fail('expected a ConfigError');
+    } catch (err) {
+      t.equal((err as ConfigError).issues.length, 1);
+      t.match((err as Error).message, /EnableIPv6: true cannot be used with the udp backend, which is IPv4-only as in flannel/);
     }
   }
 });
@@ -222,7 +241,8 @@ t.test('parseNetworkConfig still refuses EnableIPv4 false and still checks the I
     t.fail('expected a ConfigError');
   } catch (err) {
     t.type(err, ConfigError);
-    t.same((err as ConfigError).issues.map((i) => i.field), ['EnableIPv4', 'EnableIPv6', 'Network']);
+    t.same((err as ConfigError).issues.map((i) => i.field), ['EnableIPv4', 'Network', 'EnableIPv6'], 'no Backend means udp, which is IPv4-only');
+    t.match((err as Error).message, /EnableIPv4: false is not supported yet: flannel-ts runs IPv4 or dual-stack/);
   }
 });
 

@@ -315,10 +315,9 @@ t.test('boolean fields must be booleans', async (t) => {
   t.equal(err.issues[0]?.field, 'EnableNFTables');
 });
 
-t.test('IPv6 / v6-only configs are rejected as unsupported (flannel-ts limitation)', async (t) => {
-  let err = parseFails(t, { Network: '10.3.0.0/16', EnableIPv6: true, IPv6Network: 'fc00::/48' });
-  t.ok(err.issues.some((i) => i.field === 'EnableIPv6'));
-  err = parseFails(t, { EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fc00::/48' });
+t.test('IPv6-only configs are rejected as unsupported (flannel-ts limitation); dual-stack parses', async (t) => {
+  t.equal(parse({ Network: '10.3.0.0/16', EnableIPv6: true, IPv6Network: 'fc00::/48', Backend: { Type: 'vxlan' } }).ipv6?.subnetLen, 64);
+  const err = parseFails(t, { EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fc00::/48' });
   t.ok(err.issues.some((i) => i.field === 'EnableIPv4'));
 });
 

@@ -1,0 +1,38 @@
+// One Network made of per-family parts (dual-stack: an IPv4 part and an IPv6 part, each with its own
+// devices and routes). Lease events go to every part, each taking the family it serves; reconcile
+// results add up; the data-path hooks come from the parts that have them.
+import type { DatapathStats, Lease, LeaseEvent, Network, ReconcileResult } from './backend.js';
+
+export class CompositeNetwork implements Network {
+  constructor(readonly lease: Lease, private readonly parts: readonly Network[]) {}
+
+  async apply(events: readonly LeaseEvent[]): Promise<void> {
+    const results = await Promise.allSettled(this.parts.map((p) => p.apply(events)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  async reconcile(): Promise<ReconcileResult> {
+    const results = await Promise.all(this.parts.map((p) => p.reconcile()));
+    return results.reduce((a, r) => ({ fixed: a.fixed + r.fixed, removed: a.removed + r.removed, failed: a.failed + r.failed }), { fixed: 0, removed: 0, failed: 0 });
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.parts.map((p) => p.close()));
+  }
+
+  get datapathStats(): (() => DatapathStats) | undefined {
+    const part = this.parts.find((p) => p.datapathStats);
+    return part?.datapathStats ? () => (part.datapathStats as () => DatapathStats).call(part) : undefined;
+  }
+
+  get crashWorker(): ((direction: 'tx' | 'rx') => void) | undefined {
+    const part = this.parts.find((p) => p.crashWorker);
+    return part?.crashWorker ? (d) => part.crashWorker?.(d) : undefined;
+  }
+}
+
+/** The network itself when there is one part, else a composite of them. */
+export function combineNetworks(lease: Lease, parts: readonly Network[]): Network {
+  return parts.length === 1 ? (parts[0] as Network) : new CompositeNetwork(lease, parts);
+}
