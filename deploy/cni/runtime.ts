@@ -79,10 +79,16 @@ export async function callPluginChecked(c: CniCall): Promise<Record<string, unkn
   return r.json ?? {};
 }
 
-/** The first address of an ADD result, without its prefix length ("10.244.3.2"). */
+/** The IPv6 address of a dual-stack CNI result, without its prefix length; undefined when it has none. */
+export function resultIp6(result: Record<string, unknown>): string | undefined {
+  const ips = result.ips as Array<{ address?: string }> | undefined;
+  return ips?.map((ip) => ip.address).find((a) => a?.includes(':'))?.split('/')[0];
+}
+
+/** The IPv4 address of a CNI result (of an IPv6-only one, its first address), without its prefix length. */
 export function resultIp(result: Record<string, unknown>): string {
   const ips = result.ips as Array<{ address?: string }> | undefined;
-  const address = ips?.[0]?.address;
+  const address = ips?.map((ip) => ip.address).find((a) => a && !a.includes(':')) ?? ips?.[0]?.address;
   if (!address) throw new Error(`the CNI result has no address: ${JSON.stringify(result)}`);
   return address.split('/')[0] as string;
 }

@@ -2,6 +2,8 @@
 // etcd, pods added through our CNI plugin (dist/cni/flannel → bridge + host-local), a node/subnet table
 // and an all-pairs ping matrix, then teardown (Ctrl-C too). --keep leaves it running; --destroy ends it.
 // --mixed (make cluster MIXED=1) runs the real flannel (deploy/local/real-flannel.ts) on every second node.
+// --ipv6 dual (make cluster IPV6=dual) makes the network dual-stack: pods get an address of each family and
+// the matrix is pinged on both.
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { basename, isAbsolute, join } from 'node:path';
@@ -9,19 +11,24 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { runCommand } from '../../lib/run-command.js';
 import { BACKEND_TYPES } from '../../subnet/network-config.js';
-import { type CniPod, type DaemonKind, LocalCluster } from './local-cluster.js';
+import { type CniPod, type DaemonKind, LocalCluster, readEnvFile } from './local-cluster.js';
 import { buildRealFlannel } from './real-flannel.js';
 import { deleteNetns, runTag } from './netns.js';
 import type { NodeHost } from './topology.js';
 
 /** The backends both our flanneld and the real flannel run here (flannel's wireguard needs the kernel module). */
 const MIXED_BACKENDS = ['host-gw', 'udp', 'vxlan'] as const;
-const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--keep]
+/** The backends that carry IPv6 here: flannel's IPv6 backends, vxlan on the kernel data path for now. */
+const IPV6_BACKENDS = ['host-gw', 'vxlan'] as const;
+const NETWORK6 = 'fd00:10:244::/56';
+const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--ipv6 dual] [--keep]
        node dist/deploy/local/cluster-main.js --destroy TAG
   --backend  the flannel backend (default: $CLUSTER_BACKEND or host-gw)
   --nodes    nodes, 1-20 (default 3);  --pods  pods per node, 1-10 (default 2)
   --mixed    the real flannel (flannel-io/flannel, built with Go) on every second node, ours on the others
              (make cluster MIXED=1); backends ${MIXED_BACKENDS.join(', ')}, at least 2 nodes
+  --ipv6     dual: a dual-stack network (make cluster IPV6=dual), IPv6Network ${NETWORK6}, underlay 2001:db8::/64;
+             backends ${IPV6_BACKENDS.join(', ')} (vxlan on the kernel data path). "only" (IPv6-only) is not supported yet
   --keep     leave the cluster running and print how to use it and tear it down
   --destroy  tear down a cluster left running by --keep`;
 const RUN_ROOT = '/run/flannel-ts-cluster';
@@ -32,10 +39,10 @@ class ExitError extends Error {
   constructor(readonly exitCode: number, message: string) { super(message); }
 }
 
-interface Options { backend: string; nodes: number; pods: number; mixed: boolean; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
+interface Options { backend: string; nodes: number; pods: number; mixed: boolean; ipv6: boolean; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, mixed: false, keep: false, keeper: false };
+  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, mixed: false, ipv6: false, keep: false, keeper: false };
   const int = (name: string, v: string, max: number): number => {
     if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) throw new ExitError(EXIT.USAGE, `--${name} must be 1-${max}, got ${JSON.stringify(v)}\n${USAGE}`);
     return Number(v);
@@ -49,6 +56,7 @@ function parseArgs(argv: readonly string[]): Options {
       case '--pods': o.pods = int('pods', value(), 10); break;
       case '--keep': o.keep = true; break;
       case '--mixed': o.mixed = true; break;
+      case '--ipv6': o.ipv6 = ipv6Mode(value()); break;
       case '--keeper': o.keeper = true; break;
       case '--tag': o.tag = value(); break;
       case '--destroy': o.destroy = value(); break;
@@ -63,8 +71,20 @@ function parseArgs(argv: readonly string[]): Options {
     throw new ExitError(EXIT.USAGE, `--mixed (MIXED=1) runs the real flannel beside ours, which share the backends ${MIXED_BACKENDS.join(', ')}; `
       + `not ${o.backend}: flannel's ${o.backend} backend needs the kernel WireGuard module, which this machine's nodes lack (ours is userspace)`);
   }
+  if (o.ipv6 && !(IPV6_BACKENDS as readonly string[]).includes(o.backend)) {
+    throw new ExitError(EXIT.USAGE, `--ipv6 dual (IPV6=dual) needs a backend that carries IPv6 here: ${IPV6_BACKENDS.join(' or ')}, not ${o.backend}`
+      + (o.backend === 'udp' ? ' (udp is IPv4-only, as in flannel)' : ' (IPv6 on wireguard is not supported by flannel-ts yet)'));
+  }
   if (o.mixed && o.nodes < 2) throw new ExitError(EXIT.USAGE, '--mixed (MIXED=1) needs at least 2 nodes: ours on node1, the real flannel on node2');
   return o;
+}
+
+/** --ipv6 dual | off; "only" is refused with the reason. */
+function ipv6Mode(v: string): boolean {
+  if (v === 'dual') return true;
+  if (v === '' || v === 'off' || v === 'no' || v === '0') return false;
+  if (v === 'only') throw new ExitError(EXIT.USAGE, '--ipv6 only (IPV6=only): IPv6-only networks (EnableIPv4 false) are not supported by flannel-ts yet; use IPV6=dual');
+  throw new ExitError(EXIT.USAGE, `--ipv6 must be dual or off, got ${JSON.stringify(v)}\n${USAGE}`);
 }
 
 const runDir = (tag: string): string => join(RUN_ROOT, tag);
@@ -78,7 +98,7 @@ function removeRunDir(tag: string): void {
 async function runCluster(o: Options): Promise<number> {
   const flannelBin = o.mixed ? await realFlannel() : undefined;
   const tag = o.tag ?? runTag('fc');
-  console.log(`Building a ${o.nodes}-node cluster (tag ${tag}) with etcd and the ${o.backend} backend${flannelBin ? `, mixed: the real flannel ${flannelBin.version} on the even nodes, flannel-ts on the odd ones` : ''}...`);
+  console.log(`Building a ${o.nodes}-node ${o.ipv6 ? 'dual-stack ' : ''}cluster (tag ${tag}) with etcd and the ${o.backend} backend${flannelBin ? `, mixed: the real flannel ${flannelBin.version} on the even nodes, flannel-ts on the odd ones` : ''}...`);
   let cluster: LocalCluster | undefined;
   let stopping: Promise<void> | undefined;
   let interrupted = false;
@@ -99,11 +119,11 @@ async function runCluster(o: Options): Promise<number> {
   };
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
   try {
-    cluster = await LocalCluster.create({ tag, nodes: o.nodes });
+    cluster = await LocalCluster.create({ tag, nodes: o.nodes, ipv6: o.ipv6 });
     if (o.keeper) writeFileSync(join(runDir(tag), 'paths.json'), JSON.stringify([cluster.stateDir, cluster.etcd.dataDir]));
     if (interrupted) return EXIT.INTERRUPTED;
     const rows = await bringUp(cluster, o, flannelBin);
-    const ok = await report(cluster, rows, () => interrupted, o.mixed);
+    const ok = await report(cluster, rows, () => interrupted, o.mixed, o.ipv6);
     if (!o.keeper || !ok) return ok ? EXIT.OK : EXIT.FAILED;
     printKeepInstructions(tag, rows);
     console.log(READY_MARK);
@@ -142,10 +162,11 @@ function daemonKindOf(index: number, mixed: boolean): DaemonKind {
 }
 
 /** A node's daemon in the node table and the matrix: flannel-ts, or the real flannel with its release. */
-interface Row { node: NodeHost; subnet: string; pods: CniPod[]; daemon: string }
+interface Row { node: NodeHost; subnet: string; subnet6?: string; pods: CniPod[]; daemon: string }
 
 async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string; version: string } | undefined): Promise<Row[]> {
-  await cluster.putConfig({ Network: '10.244.0.0/16', Backend: { Type: o.backend } });
+  const backend = o.ipv6 && o.backend === 'vxlan' ? { Type: 'vxlan', Datapath: 'kernel' } : { Type: o.backend };
+  await cluster.putConfig({ Network: '10.244.0.0/16', ...(o.ipv6 ? { EnableIPv6: true, IPv6Network: NETWORK6 } : {}), Backend: backend });
   for (const node of cluster.nodes) {
     if (flannel && daemonKindOf(node.index, true) === 'flannel') cluster.startFlannel(node, flannel.bin, ['--ip-masq']);
     else cluster.startDaemon(node, ['--ip-masq']);
@@ -155,7 +176,8 @@ async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string
     const subnet = await waitForSubnet(cluster, node, o.backend);
     const pods: CniPod[] = [];
     for (let i = 0; i < o.pods; i++) pods.push(await cluster.addCniPod(node));
-    rows.push({ node, subnet, pods, daemon: cluster.daemons.get(node.name)?.kind === 'flannel' ? `flannel ${flannel?.version ?? ''}`.trim() : 'flannel-ts' });
+    const subnet6 = readEnvFile(cluster.subnetFileOf(node)).FLANNEL_IPV6_SUBNET;
+    rows.push({ node, subnet, ...(subnet6 ? { subnet6 } : {}), pods, daemon: cluster.daemons.get(node.name)?.kind === 'flannel' ? `flannel ${flannel?.version ?? ''}`.trim() : 'flannel-ts' });
   }
   return rows;
 }
@@ -173,26 +195,40 @@ async function waitForSubnet(cluster: LocalCluster, node: NodeHost, backend: str
   }
 }
 
-async function report(cluster: LocalCluster, rows: readonly Row[], interrupted: () => boolean, mixed: boolean): Promise<boolean> {
+async function report(cluster: LocalCluster, rows: readonly Row[], interrupted: () => boolean, mixed: boolean, ipv6: boolean): Promise<boolean> {
   // Mixed: a daemon column after the node, and each matrix row names its pod's node and daemon.
   const daemonCol = (s: string): string => (mixed ? s.padEnd(Math.max(...rows.map((r) => r.daemon.length)) + 2) : '');
   console.log(`\n${'node'.padEnd(8)}${daemonCol('daemon')}${'underlay IP'.padEnd(15)}${'subnet (FLANNEL_SUBNET)'.padEnd(26)}pods (added by the flannel CNI plugin)`);
-  for (const r of rows) console.log(`${r.node.name.padEnd(8)}${daemonCol(r.daemon)}${r.node.underlayIp.padEnd(15)}${r.subnet.padEnd(26)}${r.pods.map((p) => p.ip).join(', ')}`);
-  const pods = rows.flatMap((r) => r.pods);
+  for (const r of rows) {
+    console.log(`${r.node.name.padEnd(8)}${daemonCol(r.daemon)}${r.node.underlayIp.padEnd(15)}${r.subnet.padEnd(26)}${r.pods.map((p) => p.ip).join(', ')}`);
+    if (ipv6) console.log(`${''.padEnd(8)}${daemonCol('')}${(r.node.underlayIp6 ?? '').padEnd(15)}${(r.subnet6 ?? '').padEnd(26)}${r.pods.map((p) => p.ip6 ?? '-').join(', ')}`);
+  }
+  const pods4 = rows.flatMap((r) => r.pods);
+  let ok = await matrixReport(cluster, pods4, rows, interrupted, mixed, ipv6 ? 'IPv4' : '');
+  if (ipv6 && !interrupted()) {
+    const pods6 = pods4.map((p) => ({ ...p, ip: p.ip6 ?? 'no IPv6 address' }));
+    ok = (await matrixReport(cluster, pods6, rows, interrupted, mixed, 'IPv6')) && ok;
+  }
+  if (!ok && !interrupted()) for (const d of cluster.daemons.values()) console.log(`--- ${d.kind === 'flannel' ? 'the real flanneld' : 'flanneld'} on ${d.node.name} ---\n${d.proc.output()}`);
+  return ok;
+}
+
+/** Pings every pod from every other pod (by `ip`) and prints the matrix (titled with the family in dual-stack); true when all pairs connect. */
+async function matrixReport(cluster: LocalCluster, pods: readonly CniPod[], rows: readonly Row[], interrupted: () => boolean, mixed: boolean, family: string): Promise<boolean> {
   const daemonOf = new Map(rows.map((r) => [r.node.name, r.daemon]));
   const rowLabel = (p: CniPod): string => (mixed ? `${p.ip} (${p.node.name}, ${daemonOf.get(p.node.name)})` : p.ip);
   const lw = Math.max(16, ...pods.map((p) => rowLabel(p).length + 2));
+  const w = Math.max(16, ...pods.map((p) => p.ip.length + 2));
   const deadline = Date.now() + 15_000; // the daemons need a moment to see each other's leases
   while (Date.now() < deadline && !(await cluster.pingMatrix(pods, 1)).flat().every(Boolean)) await sleep(200);
   const matrix = await cluster.pingMatrix(pods, 2);
   if (interrupted()) return false; // the pings were cut short by Ctrl-C: no matrix to report
-  const w = 16;
-  console.log('\nConnectivity (ping from row pod to column pod):');
+  console.log(`\n${family ? `${family} connectivity` : 'Connectivity'} (ping from row pod to column pod):`);
   console.log(`${'from \\ to'.padEnd(lw)}${pods.map((p) => p.ip.padEnd(w)).join('')}`.trimEnd());
   matrix.forEach((row, i) => console.log(`${rowLabel(pods[i] as CniPod).padEnd(lw)}${row.map((ok) => (ok ? 'pass' : 'FAIL').padEnd(w)).join('')}`.trimEnd()));
   const failures = matrix.flat().filter((ok) => !ok).length;
-  console.log(failures === 0 ? `\nAll ${pods.length * pods.length} pairs connected.` : `\n${failures} pair(s) FAILED.`);
-  if (failures > 0) for (const d of cluster.daemons.values()) console.log(`--- ${d.kind === 'flannel' ? 'the real flanneld' : 'flanneld'} on ${d.node.name} ---\n${d.proc.output()}`);
+  const label = family ? `${family}: ` : '';
+  console.log(failures === 0 ? `\n${label}${family ? 'all' : 'All'} ${pods.length * pods.length} pairs connected.` : `\n${label}${failures} pair(s) FAILED.`);
   return failures === 0;
 }
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { type FlannelNetwork, callPlugin, callPluginChecked, flannelNetConf, resultIp } from '../cni/runtime.js';
+import { type FlannelNetwork, callPlugin, callPluginChecked, flannelNetConf, resultIp, resultIp6 } from '../cni/runtime.js';
 import { EtcdServer } from './etcd-server.js';
 import { realFlannelArgs } from './real-flannel.js';
 import { type SpawnedProcess, execIn, spawnIn, stopProcess } from './netns.js';
@@ -138,7 +138,8 @@ export class LocalCluster {
     const attachment = { node, containerId: ns, ns };
     this.cniAttachments.push(attachment);
     const result = await callPluginChecked({ nodeNs: node.ns, command: 'ADD', containerId: ns, netns: `/run/netns/${ns}`, config: flannelNetConf(this.cniNetworkOf(node)) });
-    return { ns, ip: resultIp(result), node, containerId: ns, result };
+    const ip6 = resultIp6(result);
+    return { ns, ip: resultIp(result), ...(ip6 ? { ip6 } : {}), node, containerId: ns, result };
   }
 
   /** CNI DEL of every pod added with addCniPod; returns the failures (DEL is idempotent, so a repeat is harmless). */

@@ -63,6 +63,30 @@ t.test('make cluster\'s run: 2 nodes, 2 CNI pods each, every pair connects, noth
   t.same(processesOf([tagOf(out)]), [], 'no process is left');
 });
 
+t.test('make cluster IPV6=dual: pods get an address of each family, every pair connects on both, nothing is left', async (t) => {
+  const run = start(['--nodes', '2', '--pods', '1', '--ipv6', 'dual']);
+  t.teardown(() => { run.child.kill('SIGKILL'); });
+  const code = await run.done;
+  const out = run.out();
+  t.equal(code, 0, out);
+  t.match(out, /2-node dual-stack cluster/);
+  const rows6 = [...out.matchAll(/^\s+(2001:db8::\d+)\s+(fd00:10:244:([0-9a-f]+)::1\/64)\s+(\S+)$/gm)];
+  t.equal(rows6.length, 2, 'an IPv6 row per node: underlay address, FLANNEL_IPV6_SUBNET, pod');
+  for (const r of rows6) t.ok(String(r[4]).startsWith(`fd00:10:244:${r[3]}::`), `the pod ${r[4]} is in ${r[2]}`);
+  t.match(out, /IPv4: all 4 pairs connected\./);
+  t.match(out, /IPv6: all 4 pairs connected\.\nTearing down\.\.\.\nDone: no namespace, device, process or file of this cluster is left\./);
+  t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
+});
+
+t.test('make cluster IPV6=only and IPV6=dual with udp are refused, saying why', async (t) => {
+  const only = start(['--ipv6', 'only']);
+  t.equal(await only.done, 64);
+  t.match(only.out(), /IPv6-only networks \(EnableIPv4 false\) are not supported by flannel-ts yet/);
+  const udp = start(['--ipv6', 'dual', '--backend', 'udp']);
+  t.equal(await udp.done, 64);
+  t.match(udp.out(), /udp is IPv4-only, as in flannel/);
+});
+
 t.test('Ctrl-C in the middle tears everything down', async (t) => {
   const run = start(['--nodes', '2']);
   t.teardown(() => { run.child.kill('SIGKILL'); });
