@@ -2,8 +2,9 @@
 // order), then --iface-regex (addresses first, then names), then --iface-can-reach, else the interface
 // of the default route. The IPv4 address is the interface's first global IPv4 address.
 // With IPv6 (dual-stack) the same interface must also have an IPv6 address, ranked as flannel's #2293
-// asks: global before link-local, permanent before dynamic, non-temporary before temporary, and no
-// deprecated, tentative-failed or host-scope address. Unlike flannel (its open #2081), --iface,
+// asks: permanent before dynamic, non-temporary before temporary, and no deprecated or DAD-failed
+// address. Link-local addresses are never chosen (flannel ranks them last, but a link-local PublicIPv6
+// cannot be routed to and a VXLAN local address needs a global one). Unlike flannel (its open #2081), --iface,
 // --iface-regex and --iface-can-reach may name or reach the IPv6 address itself.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { ExternalInterface } from '../backends/backend.js';
@@ -103,9 +104,9 @@ function v4(l: Link): string[] {
 
 /** The link's usable IPv6 addresses, best first (a stable sort keeps the kernel's order among equals). */
 function v6Ranked(l: Link): string[] {
-  const rank = (a: AddrJson): number => (a.scope === 'global' ? 0 : 4) + (a.dynamic ? 2 : 0) + (a.temporary ? 1 : 0);
+  const rank = (a: AddrJson): number => (a.dynamic ? 2 : 0) + (a.temporary ? 1 : 0);
   return (l.addr_info ?? [])
-    .filter((a) => a.family === 'inet6' && a.scope !== 'host' && !a.deprecated && !a.dadfailed)
+    .filter((a) => a.family === 'inet6' && a.scope !== 'host' && a.scope !== 'link' && !a.deprecated && !a.dadfailed)
     .sort((a, b) => rank(a) - rank(b))
     .map((a) => a.local);
 }
