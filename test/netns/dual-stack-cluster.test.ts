@@ -137,6 +137,18 @@ t.test('dual-stack host-gw: IPv6 turned on in a running cluster keeps every IPv4
     t.pass(`${dst} restored by the reconcile`);
   });
 
+  await t.test('ip6tables rules removed by hand are restored by the resync', async (t) => {
+    const { node } = nodes[1]!;
+    await execIn(node.ns, 'ip6tables', ['-w', '-t', 'nat', '-F', 'FLANNEL-POSTRTG']);
+    await execIn(node.ns, 'ip6tables', ['-w', '-D', 'FORWARD', '-m', 'comment', '--comment', 'flanneld forward', '-j', 'FLANNEL-FWD']);
+    await until('the ip6tables rules to come back', async () => {
+      const nat = (await execIn(node.ns, 'ip6tables-save', ['-t', 'nat'])).stdout;
+      const filter = (await execIn(node.ns, 'ip6tables-save', ['-t', 'filter'])).stdout;
+      return nat.includes('-A FLANNEL-POSTRTG -s fd00:10:244::/56 ! -d ff00::/8') && filter.includes('-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD');
+    }, 15_000);
+    await checkIp6tables(t, node);
+  });
+
   await t.test('a deleted lease takes its IPv6 route with it; a clean stop removes the ip6tables rules', async (t) => {
     const [a, , c] = nodes as [Node6, Node6, Node6];
     await cluster.etcd.ctlChecked(['del', leaseKey(c.subnet, c.subnet6)]);
@@ -205,4 +217,16 @@ t.test('dual-stack vxlan, kernel data path: flannel.1 and flannel-v6.1', async (
     t.equal((await ipIn(a.node.ns, ['-6', 'route', 'show', c.subnet6.replace(/::1\//, '::/')])).trim(), '', 'its IPv6 route is gone');
     t.notMatch((await execIn(a.node.ns, 'bridge', ['fdb', 'show', 'dev', 'flannel-v6.1'])).stdout, `dst ${c.node.underlayIp6} `, 'its FDB entry is gone');
   });
+});
+
+t.test('dual-stack vxlan with DirectRouting: peers on the same link get direct routes in both families', async (t) => {
+  const cluster = await LocalCluster.create({ tag: runTag('d6d'), nodes: 2, ipv6: true });
+  t.teardown(() => cluster.destroy());
+  await cluster.putConfig(dualConfig({ Type: 'vxlan', Datapath: 'kernel', DirectRouting: true }));
+  const nodes = await startDualStack(cluster, []);
+  const [a, b] = nodes as [Node6, Node6];
+  t.match(await ipIn(a.node.ns, ['-6', 'route', 'show', b.subnet6.replace(/::1\//, '::/')]), `via ${b.node.underlayIp6} dev eth0`, 'IPv6: a direct route via the peer\'s PublicIPv6');
+  t.match(await ipIn(a.node.ns, ['-4', 'route', 'show', b.subnet.replace(/\.1\//, '.0/')]), `via ${b.node.underlayIp} dev eth0`, 'IPv4: a direct route via the peer\'s PublicIP');
+  t.ok((await allPairsPing(cluster, nodes.map((n) => n.pod6))).flat().every(Boolean), 'IPv6 pods talk');
+  t.ok((await allPairsPing(cluster, nodes.map((n) => n.pod))).flat().every(Boolean), 'IPv4 pods talk');
 });
