@@ -3,6 +3,7 @@
 // both families (all pairs, 100 MB with sha256 over IPv6, DF pings at the exact MTU and Packet Too Big
 // one byte above), the kernel state per family, ip6tables rules with their lifecycle, reconcile, and a
 // deleted lease unprogrammed. host-gw starts IPv4-only and turns IPv6 on: no node's IPv4 subnet moves.
+import { statSync } from 'node:fs';
 import t from 'tap';
 import type { Test } from 'tap';
 import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
@@ -200,6 +201,24 @@ t.test('dual-stack vxlan, kernel data path: flannel.1 and flannel-v6.1', async (
 
   await t.test('ip6tables rules for the IPv6 network, beside the IPv4 ones', async (t) => {
     for (const n of nodes) await checkIp6tables(t, n.node);
+  });
+
+  await t.test('a restarted node keeps both subnets and both VTEP MACs; traffic resumes on both families', async (t) => {
+    const b = nodes[1]!;
+    const macs = async (): Promise<string[]> => Promise.all(['flannel.1', 'flannel-v6.1'].map(async (d) => JSON.parse(await ipIn(b.node.ns, ['-j', 'link', 'show', d]))[0].address as string));
+    const before = await macs();
+    t.equal(await cluster.stopDaemon(b.node), 0, 'clean stop');
+    const since = Date.now();
+    cluster.startDaemon(b.node, ['--ip-masq']);
+    const env = await until('a fresh subnet.env', async () => {
+      const e = readEnvFile(cluster.subnetFileOf(b.node));
+      return statSync(cluster.subnetFileOf(b.node)).mtimeMs >= since && e.FLANNEL_IPV6_SUBNET ? e : undefined;
+    }, 30_000);
+    t.equal(env.FLANNEL_SUBNET, b.subnet, 'the IPv4 subnet is kept');
+    t.equal(env.FLANNEL_IPV6_SUBNET, b.subnet6, 'the IPv6 subnet is kept');
+    t.same(await macs(), before, 'flannel.1 and flannel-v6.1 keep their MACs');
+    t.ok((await allPairsPing(cluster, nodes.map((n) => n.pod6))).flat().every(Boolean), 'IPv6: all pairs again');
+    t.ok((await allPairsPing(cluster, nodes.map((n) => n.pod))).flat().every(Boolean), 'IPv4: all pairs again');
   });
 
   await t.test('a deleted flannel-v6.1 is re-created with its peers; a deleted lease is unprogrammed', async (t) => {
