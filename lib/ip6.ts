@@ -86,6 +86,13 @@ export function isIp4Mapped(ip: Ip6): boolean {
   return ip >> 32n === 0xffffn;
 }
 
+/** An address as text in formatIp6's spelling (e.g. iproute2's output, to compare with ours); text that is no
+ *  IPv6 address (an IPv4 address, say) comes back unchanged. */
+export function canonicalIp6Text(text: string): string {
+  const ip = text.includes(':') ? parseIp6(text) : undefined;
+  return ip === undefined ? text : formatIp6(ip);
+}
+
 /** Prints as Go's net.IP.String() does: lowercase, no leading zeros, the longest run of two or more
  *  zero groups (the first of equal runs) as "::"; IPv4-mapped addresses as a.b.c.d. */
 export function formatIp6(ip: Ip6): string {

@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { FlannelError } from '../../lib/errors.js';
 import { ipBatch } from '../kernel/kernel-routes.js';
 import { runCommand } from '../../lib/run-command.js';
-import { formatIp6, parseIp6 } from '../../lib/ip6.js';
+import { canonicalIp6Text } from '../../lib/ip6.js';
 
 export interface DeviceSpec {
   readonly name: string;
@@ -33,7 +33,7 @@ export class DeviceState {
     const commands: string[] = [];
     if (mac && link.address !== mac) commands.push(`link set ${name} address ${mac}`);
     const v6 = address.includes(':');
-    if (!(link.addr_info ?? []).some((a) => a.family === (v6 ? 'inet6' : 'inet') && `${v6 ? canonical6(a.local) : a.local}/${a.prefixlen}` === canonicalAddress(address))) {
+    if (!(link.addr_info ?? []).some((a) => a.family === (v6 ? 'inet6' : 'inet') && `${canonicalIp6Text(a.local)}/${a.prefixlen}` === canonicalAddress(address))) {
       commands.push(`addr replace ${address} dev ${name}${v6 ? ' nodad' : ''}`);
     }
     if (link.mtu !== mtu) commands.push(`link set ${name} mtu ${mtu}`);
@@ -60,12 +60,7 @@ export class DeviceState {
   }
 }
 
-function canonical6(text: string): string {
-  const ip = parseIp6(text);
-  return ip === undefined ? text : formatIp6(ip);
-}
-
 function canonicalAddress(cidr: string): string {
   const [addr, len] = cidr.split('/') as [string, string];
-  return addr.includes(':') ? `${canonical6(addr)}/${len}` : cidr;
+  return addr.includes(':') ? `${canonicalIp6Text(addr)}/${len}` : cidr;
 }

@@ -3,7 +3,7 @@
 // the routes we own and remove the stale ones (flannel cannot: its issue #2554).
 import { FlannelError } from '../../lib/errors.js';
 import { runCommand } from '../../lib/run-command.js';
-import { formatIp6, parseIp6 } from '../../lib/ip6.js';
+import { canonicalIp6Text } from '../../lib/ip6.js';
 
 /** rtnetlink protocol number marking flannel-ts routes (unassigned in /etc/iproute2/rt_protos). */
 export const ROUTE_PROTOCOL = 241;
@@ -68,13 +68,9 @@ export async function listOwnRoutes(family: 4 | 6 = 4): Promise<Route[]> {
   return rows.flatMap((row) => {
     if (!row.dst || !row.gateway || !row.dev) return [];
     const [addr, len] = row.dst.split('/') as [string, string | undefined];
-    const dst = family === 6 ? `${canonical6(addr)}/${len ?? 128}` : `${addr}/${len ?? 32}`;
-    const via = family === 6 ? canonical6(row.gateway) : row.gateway;
+    const dst = family === 6 ? `${canonicalIp6Text(addr)}/${len ?? 128}` : `${addr}/${len ?? 32}`;
+    const via = family === 6 ? canonicalIp6Text(row.gateway) : row.gateway;
     return [{ dst, via, dev: row.dev, onlink: row.flags?.includes('onlink') ?? false }];
   });
 }
 
-function canonical6(text: string): string {
-  const ip = parseIp6(text);
-  return ip === undefined ? text : formatIp6(ip);
-}

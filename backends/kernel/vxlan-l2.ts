@@ -4,7 +4,7 @@
 import { FlannelError } from '../../lib/errors.js';
 import { ipBatch } from './kernel-routes.js';
 import { runCommand } from '../../lib/run-command.js';
-import { formatIp6, parseIp6 } from '../../lib/ip6.js';
+import { canonicalIp6Text } from '../../lib/ip6.js';
 
 export interface L2Peer {
   /** The peer subnet's network address, the gateway of its route. */
@@ -21,17 +21,11 @@ async function listJson<T>(tool: 'ip' | 'bridge', args: string[]): Promise<T[]> 
   return JSON.parse(r.stdout || '[]') as T[];
 }
 
-/** An address as lib/ip.ts / lib/ip6.ts print it, so kernel and desired entries compare as text. */
-function canonical(text: string | undefined): string | undefined {
-  if (text === undefined || !text.includes(':')) return text;
-  const ip = parseIp6(text);
-  return ip === undefined ? text : formatIp6(ip);
-}
 
 /** Makes the neighbours (and with `withFdb`, the FDB entries) on `dev` exactly the desired ones. */
 export async function syncVxlanL2(dev: string, peers: readonly L2Peer[], withFdb: boolean): Promise<L2SyncResult> {
   const neigh = (await listJson<{ dst: string; lladdr?: string; state?: string[] }>('ip', ['neigh', 'show', 'dev', dev]))
-    .map((n) => ({ ...n, dst: canonical(n.dst) as string }));
+    .map((n) => ({ ...n, dst: canonicalIp6Text(n.dst) }));
   const want = new Map(peers.map((p) => [p.gateway, p]));
   const ipCmds: string[] = [];
   let added = 0;
@@ -48,7 +42,7 @@ export async function syncVxlanL2(dev: string, peers: readonly L2Peer[], withFdb
   let failed = (await ipBatch(ipCmds)).failed.length;
   if (withFdb) {
     const fdb = (await listJson<{ mac: string; dst?: string; state?: string }>('bridge', ['fdb', 'show', 'dev', dev]))
-      .filter((e) => e.dst).map((e) => ({ ...e, dst: canonical(e.dst) }));
+      .filter((e) => e.dst).map((e) => ({ ...e, dst: canonicalIp6Text(e.dst as string) }));
     const wantMac = new Map(peers.map((p) => [p.mac, p]));
     const brCmds: string[] = [];
     for (const e of fdb) {

@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import { FlannelError } from '../../lib/errors.js';
 import { formatIp4 } from '../../lib/ip.js';
-import { formatIp6, parseIp6 } from '../../lib/ip6.js';
+import { canonicalIp6Text, formatIp6 } from '../../lib/ip6.js';
 import type { Lease } from '../backend.js';
 import type { ExternalInterface } from '../backend.js';
 import { DeviceState } from '../datapath/device-state.js';
@@ -93,6 +93,5 @@ export class KernelVtep implements Vtep {
 }
 
 function sameAddress(kernel: string | undefined, want: string): boolean {
-  if (kernel === undefined || !want.includes(':')) return kernel === want;
-  return parseIp6(kernel) === parseIp6(want);
+  return kernel !== undefined && canonicalIp6Text(kernel) === canonicalIp6Text(want);
 }

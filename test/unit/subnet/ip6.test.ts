@@ -2,7 +2,7 @@
 // as net.ParseCIDR masks them, and the subnet arithmetic flannel's config and allocator need.
 import t from 'tap';
 import {
-  type Cidr6, cidr6Contains, cidr6Equals, cidr6Overlaps, formatCidr6, formatIp6, isIp4Mapped, isOnBoundary6, lastIp6,
+  type Cidr6, cidr6Contains, cidr6Equals, cidr6Overlaps, formatCidr6, canonicalIp6Text, formatIp6, isIp4Mapped, isOnBoundary6, lastIp6,
   makeCidr6, maskOf6, nextCidr6, nthSubnet6, parseCidr6, parseIp6, sizeOf6, subnetCount6,
 } from '../../../lib/ip6.js';
 
@@ -181,4 +181,11 @@ t.test('subnetCount6 / nthSubnet6', async (t) => {
   t.equal(formatCidr6(nthSubnet6(small, 126, 3n) as Cidr6), 'fd00::c/126');
   t.equal(nthSubnet6(small, 126, 4n), undefined);
   t.equal(nthSubnet6(small, 120, 0n), undefined, 'subnet shorter than the network');
+});
+
+t.test('canonicalIp6Text: any IPv6 spelling in formatIp6\'s, other text unchanged', async (t) => {
+  t.equal(canonicalIp6Text('2001:DB8:0:0::0:1'), '2001:db8::1');
+  t.equal(canonicalIp6Text('fd00:10:244:3e:0:0:0:0'), 'fd00:10:244:3e::');
+  t.equal(canonicalIp6Text('192.0.2.1'), '192.0.2.1');
+  t.equal(canonicalIp6Text('not:an:address:at:all'), 'not:an:address:at:all');
 });
