@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   ALL_DATAPATH_IDS, CONTROL_METRICS, type ControlMetric, DATAPATH_IDS, DATAPATH_METRICS, type DataPathId, type DataPathMetric,
+  IPV6_DATAPATH_IDS,
 } from '../report/result-types.js';
 
 export interface UnderlayOptions {
@@ -32,10 +33,13 @@ export const USAGE = `usage: npm run bench -- [flags]
 
   --datapaths=LIST   any of ${DATAPATH_IDS.slice(0, 6).join(',')},
                      ${DATAPATH_IDS.slice(6, 10).join(',')},
-                     ${DATAPATH_IDS.slice(10).join(',')}, measured in the order given
-                     (default: all of them, also named "default" or "all"; flannel-* run the real flannel);
+                     ${DATAPATH_IDS.slice(10, 13).join(',')},
+                     ${IPV6_DATAPATH_IDS.join(',')}, measured in the order given
+                     (default: all of them, also named "default" or "all"; flannel-* run the real flannel;
+                     the *6 rows are measured over IPv6, their ratios against kernel-vxlan6);
                      e.g. --datapaths=kernel-vxlan,wireguard,wireguard-go-latest,wireguard-go-debian
                      or   --datapaths=kernel-vxlan,host-gw,flannel-host-gw,udp,flannel-udp,vxlan,flannel-vxlan
+                     or   --datapaths=kernel-vxlan6,host-gw6,flannel-host-gw6,vxlan-kernel6,flannel-vxlan6
   --metrics=LIST     ${[...DATAPATH_METRICS, ...CONTROL_METRICS].join(',')} (default: all)
   --duration=SEC     seconds per iperf3 run (default 5; --quick 1)
   --repeats=N        repeats of every measurement, reported as median [min-max] (default 3; --quick 2,

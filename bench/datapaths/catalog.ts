@@ -20,9 +20,16 @@ export interface DataPathDef {
   readonly noFakePeerReason?: string;
   /** Why the path cannot be built between two real hosts (--underlay); undefined: it can. */
   readonly localOnly?: string;
+  /** Measured over the pods' IPv6 addresses: dual-stack nodes with an IPv6 underlay (2001:db8::<i>), and for a
+   * daemon the dual-stack config (EnableIPv6, IPv6Network); its ratios are against kernel-vxlan6. */
+  readonly ipv6?: boolean;
+  /** Why program-peers does not measure this row of ours (undefined: it does, if it has a Backend). */
+  readonly noProgramPeersReason?: string;
 }
 
 export const OVERLAY_NETWORK = '10.244.0.0/16';
+/** IPv6Network of the dual-stack rows' config, as in `make cluster IPV6=dual` and the dual-stack tests. */
+export const OVERLAY_NETWORK6 = 'fd00:10:244::/56';
 
 /** The real flannel's release pinned in deploy/local/flannel/go.mod (e.g. v0.28.10), for the rows' labels. */
 export const REAL_FLANNEL_VERSION = ((): string => {
@@ -33,6 +40,10 @@ export const REAL_FLANNEL_VERSION = ((): string => {
   }
 })();
 const REAL_FLANNEL_LOCAL_ONLY = 'the harness runs the real flannel in node namespaces of this machine only (it installs nothing on a second host)';
+const IPV6_LOCAL_ONLY = 'the IPv6 rows need an IPv6 underlay, which --underlay/--peer (IPv4) does not set up';
+/** Lease→first packet and program-peers stay IPv4: their fake peers and lease events carry no IPv6 subnet. */
+const IPV6_NO_FAKE_PEER = 'IPv6 row: the fake peer announces an IPv4-only lease, so lease→first packet is measured on the IPv4 row of this backend';
+const IPV6_NO_PROGRAM_PEERS = 'IPv6 row: the lease events handed to the backend are IPv4-only, so program-peers is measured on the IPv4 row of this backend';
 
 /** True for the rows whose daemon is the real flannel: our backend code (program-peers) does not apply to them. */
 export const isRealFlannel = (def: DataPathDef): boolean => def.daemon === 'flannel';
@@ -79,6 +90,29 @@ export const DATAPATHS: readonly DataPathDef[] = [
   {
     id: 'wireguard-go-debian', label: 'wireguard-go (Debian)', noFakePeerReason: 'no flanneld',
     localOnly: 'built by hand in two node namespaces of one machine',
+  },
+  // IPv6, measured between the pods' IPv6 addresses of dual-stack nodes; ratios against kernel-vxlan6 (the reference
+  // of this family, in the same run). The userspace vxlan data path has no row: it does not carry IPv6 yet (flanneld
+  // refuses EnableIPv6 with it), nor udp (IPv4-only, as flannel's) or wireguard (refused with EnableIPv6 for now).
+  {
+    id: 'kernel-vxlan6', label: 'kernel VXLAN IPv6 by hand (ref)', noFakePeerReason: 'no daemon', ipv6: true,
+    localOnly: IPV6_LOCAL_ONLY,
+  },
+  {
+    id: 'host-gw6', label: 'flanneld host-gw IPv6', backend: { Type: 'host-gw' }, ipv6: true,
+    noFakePeerReason: IPV6_NO_FAKE_PEER, noProgramPeersReason: IPV6_NO_PROGRAM_PEERS, localOnly: IPV6_LOCAL_ONLY,
+  },
+  {
+    id: 'flannel-host-gw6', label: `flannel ${REAL_FLANNEL_VERSION} host-gw IPv6`, backend: { Type: 'host-gw' }, daemon: 'flannel', ipv6: true,
+    noFakePeerReason: IPV6_NO_FAKE_PEER, localOnly: REAL_FLANNEL_LOCAL_ONLY,
+  },
+  {
+    id: 'vxlan-kernel6', label: 'flanneld vxlan (kernel) IPv6', backend: { Type: 'vxlan', Datapath: 'kernel' }, ipv6: true,
+    noFakePeerReason: IPV6_NO_FAKE_PEER, noProgramPeersReason: IPV6_NO_PROGRAM_PEERS, localOnly: IPV6_LOCAL_ONLY,
+  },
+  {
+    id: 'flannel-vxlan6', label: `flannel ${REAL_FLANNEL_VERSION} vxlan IPv6`, backend: { Type: 'vxlan' }, daemon: 'flannel', ipv6: true,
+    noFakePeerReason: IPV6_NO_FAKE_PEER, localOnly: REAL_FLANNEL_LOCAL_ONLY,
   },
 ];
 

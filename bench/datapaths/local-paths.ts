@@ -1,14 +1,16 @@
 // Builds each data path on this machine: two node namespaces joined by veth through the underlay
 // bridge (deploy/local Topology), pods behind cni0, and for flanneld paths a LocalCluster (real etcd,
 // one real flanneld per node). Each path gets its own namespaces, so all of them can stay up at once.
+// The IPv6 rows (def.ipv6) get dual-stack nodes (2001:db8::<i> beside 192.0.2.<i>) and pods with an address of
+// each family, and are measured between the pods' IPv6 addresses.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LocalCluster, ping, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { sysctlIn } from '../../deploy/local/netns.js';
 import { type NodeHost, type PodHost, Topology } from '../../deploy/local/topology.js';
 import { benchTag, onTeardown } from '../cli/teardown.js';
 import { lastDaemonMessage, unknownBackendType } from '../lib/daemon-log.js';
-import { addVtepPeer, createVtep, linkMtu, randomVtepMac, setPodMtu, VXLAN_OVERHEAD } from './kernel-vxlan.js';
-import { type DataPathDef, OVERLAY_NETWORK, type ReadyPath, UnavailableError } from './catalog.js';
+import { addVtepPeer, createVtep, linkMtu, randomVtepMac, setPodMtu, VXLAN6_OVERHEAD, VXLAN_OVERHEAD } from './kernel-vxlan.js';
+import { type DataPathDef, OVERLAY_NETWORK, OVERLAY_NETWORK6, type ReadyPath, UnavailableError } from './catalog.js';
 import { startTunRelay } from './tun-relay.js';
 import { startWireguardGo, WIREGUARD_OVERHEAD } from './wireguard-go.js';
 import { runCommand } from '../../lib/run-command.js';
@@ -29,6 +31,8 @@ const TAG_PREFIX: Record<string, string> = {
   raw: 'br', 'kernel-vxlan': 'bk', 'host-gw': 'bh', udp: 'bu', vxlan: 'bv', 'vxlan-kernel': 'bx', 'tun-relay': 'bt',
   wireguard: 'bw', 'wireguard-go-debian': 'bd', 'wireguard-go-latest': 'bl',
   'flannel-host-gw': 'fh', 'flannel-udp': 'fu', 'flannel-vxlan': 'fv',
+  // Three characters: no other run tag of the tests starts with b6 or f6 (the smoke test's leftover check relies on it).
+  'kernel-vxlan6': 'b6k', 'host-gw6': 'b6h', 'vxlan-kernel6': 'b6x', 'flannel-host-gw6': 'f6h', 'flannel-vxlan6': 'f6v',
 };
 
 export async function setupLocalPath(def: DataPathDef): Promise<LocalPath> {
@@ -36,10 +40,11 @@ export async function setupLocalPath(def: DataPathDef): Promise<LocalPath> {
   if (def.backend) return setupFlanneldPath(def, tag);
   // A wireguard-go row without its binary is unavailable, found before any namespace is made.
   const wgBin = def.id.startsWith('wireguard-go-') ? await wireguardGoBinary(def) : undefined;
-  const topo = await Topology.create(tag, 2);
+  const topo = await Topology.create(tag, 2, { ipv6: def.ipv6 === true });
   const destroy = onTeardown(`${def.id} namespaces`, () => topo.destroy());
   try {
     if (def.id === 'raw') return rawPath(topo, destroy);
+    if (def.id === 'kernel-vxlan6') return await kernelVxlan6Path(topo, destroy);
     if (wgBin) return await wireguardGoPath(topo, wgBin, tag, destroy);
     return def.id === 'tun-relay' ? await tunRelayPath(topo, destroy) : await kernelVxlanPath(topo, destroy);
   } catch (err) {
@@ -71,6 +76,36 @@ async function kernelVxlanPath(topo: Topology, destroy: () => Promise<void>): Pr
   const pods = await addPods(topo, extMtu - VXLAN_OVERHEAD);
   return { ready: podsReady(pods, () => []), topo, pods, destroy };
 }
+
+/** Dual-stack nodes as flannel's vxlan backend sets them up with EnableIPv6, by hand: flannel.1 as for kernel-vxlan,
+ * and flannel-v6.1 (local = eth0's IPv6 address, fd00:10:244:<i>::/128, MTU ext−70, accept_ra 0) with per peer the
+ * neighbour fd00:10:244:<j>:: → its MAC, the FDB entry to its IPv6 underlay address and the onlink route; pods
+ * 10.244.<i>.2 and fd00:10:244:<i>::2 behind cni0 with MTU ext−70 (our FLANNEL_MTU in dual-stack), measured over IPv6. */
+async function kernelVxlan6Path(topo: Topology, destroy: () => Promise<void>): Promise<LocalPath> {
+  const extMtu = await linkMtu(topo.nodes[0]?.ns, 'eth0');
+  const macs = topo.nodes.map(() => randomVtepMac());
+  const macs6 = topo.nodes.map(() => randomVtepMac());
+  const v6 = (node: NodeHost): string => {
+    if (!node.underlayIp6) throw new Error(`${node.name} has no IPv6 underlay address`);
+    return node.underlayIp6;
+  };
+  for (const [i, node] of topo.nodes.entries()) {
+    await createVtep({ ns: node.ns, localIp: node.underlayIp, extIface: 'eth0', extMtu, mac: macs[i] as string, address: `10.244.${node.index}.0` });
+    await createVtep({ ns: node.ns, localIp: v6(node), extIface: 'eth0', extMtu, mac: macs6[i] as string, address: `${subnet6Of(node)}::` });
+  }
+  for (const node of topo.nodes) {
+    for (const [j, peer] of topo.nodes.entries()) {
+      if (peer === node) continue;
+      await addVtepPeer(node.ns, { subnet: `10.244.${peer.index}.0/24`, mac: macs[j] as string, publicIp: peer.underlayIp });
+      await addVtepPeer(node.ns, { subnet: `${subnet6Of(peer)}::/64`, mac: macs6[j] as string, publicIp: v6(peer) });
+    }
+  }
+  const pods = await addPods(topo, extMtu - VXLAN6_OVERHEAD, true);
+  return { ready: podsReady(pods, () => [], true), topo, pods, destroy };
+}
+
+/** The first four groups of a node's IPv6 pod subnet in the hand-built IPv6 rows: fd00:10:244:<i> (a /64 of OVERLAY_NETWORK6). */
+const subnet6Of = (node: NodeHost): string => `fd00:10:244:${node.index.toString(16)}`;
 
 /** tun-relay.c between the nodes (see tun-relay.ts), pods as for kernel VXLAN, the same MTU. */
 async function tunRelayPath(topo: Topology, destroyTopo: () => Promise<void>): Promise<LocalPath> {
@@ -112,16 +147,18 @@ async function wireguardGoPath(topo: Topology, bin: string, tag: string, destroy
   return { ready: podsReady(pods, wg.pids), topo, pods, destroy };
 }
 
-/** Pod 10.244.<i>.2 behind cni0 (10.244.<i>.1) on each node, forwarding on, the given pod MTU. */
-async function addPods(topo: Topology, mtu: number): Promise<PodHost[]> {
+/** Pod 10.244.<i>.2 behind cni0 (10.244.<i>.1) on each node, forwarding on, the given pod MTU; with `ipv6` also
+ * fd00:10:244:<i>::2 behind fd00:10:244:<i>::1/64 (the nodes of a dual-stack topology forward IPv6 already). */
+async function addPods(topo: Topology, mtu: number, ipv6 = false): Promise<PodHost[]> {
   const pods: PodHost[] = [];
   for (const node of topo.nodes) {
     await sysctlIn(node.ns, 'net.ipv4.ip_forward', '1');
-    const pod = await topo.addPod(node, `10.244.${node.index}.1/24`, `10.244.${node.index}.2`);
+    const v6 = ipv6 ? { gatewayCidr: `${subnet6Of(node)}::1/64`, ip: `${subnet6Of(node)}::2` } : undefined;
+    const pod = await topo.addPod(node, `10.244.${node.index}.1/24`, `10.244.${node.index}.2`, v6);
     await setPodMtu(node.ns, pod.ns, mtu);
     pods.push(pod);
   }
-  await waitForPing(pods);
+  await waitForPing(pods, ipv6);
   return pods;
 }
 
@@ -134,10 +171,11 @@ async function setupFlanneldPath(def: DataPathDef, tag: string): Promise<LocalPa
     if (!b.ok) throw new UnavailableError(b.reason);
     realFlannel = b.bin;
   }
-  const cluster = await LocalCluster.create({ tag, nodes: 2 });
+  const ipv6 = def.ipv6 === true;
+  const cluster = await LocalCluster.create({ tag, nodes: 2, ipv6 });
   const destroy = onTeardown(`${def.id} cluster`, () => cluster.destroy());
   try {
-    await cluster.putConfig({ Network: OVERLAY_NETWORK, Backend: def.backend });
+    await cluster.putConfig({ Network: OVERLAY_NETWORK, ...(ipv6 ? { EnableIPv6: true, IPv6Network: OVERLAY_NETWORK6 } : {}), Backend: def.backend });
     for (const node of cluster.nodes) {
       if (realFlannel) cluster.startFlannel(node, realFlannel);
       else cluster.startDaemon(node, ['--log-level=warn']);
@@ -145,35 +183,55 @@ async function setupFlanneldPath(def: DataPathDef, tag: string): Promise<LocalPa
     const pods: PodHost[] = [];
     for (const node of cluster.nodes) {
       const subnet = await waitForLease(cluster, node, def).catch((err: unknown) => { throw unavailableOr(cluster, node.name, err); });
+      const subnet6 = ipv6 ? await waitForIpv6Subnet(cluster, node) : undefined;
       await sysctlIn(node.ns, 'net.ipv4.ip_forward', '1');
-      const pod = await cluster.addPod(node, subnet);
+      const pod = await cluster.addPod(node, subnet, 2, subnet6);
       const mtu = Number(readEnvFile(cluster.subnetFileOf(node)).FLANNEL_MTU);
       if (mtu > 0) await setPodMtu(node.ns, pod.ns, mtu);
       pods.push(pod);
     }
-    await waitForPing(pods);
+    await waitForPing(pods, ipv6);
     const pids = (): number[] => [...cluster.daemons.values()].flatMap((d) => (d.proc.child.pid && d.proc.child.exitCode === null ? [d.proc.child.pid] : []));
-    return { ready: podsReady(pods, pids), topo: cluster.topo, pods, cluster, destroy };
+    return { ready: podsReady(pods, pids, ipv6), topo: cluster.topo, pods, cluster, destroy };
   } catch (err) {
     await destroy();
     throw err;
   }
 }
 
-function podsReady(pods: readonly PodHost[], daemonPids: () => number[]): ReadyPath {
+/** Client pod 1, server pod 2, by their IPv6 addresses for the IPv6 rows. */
+function podsReady(pods: readonly PodHost[], daemonPids: () => number[], ipv6 = false): ReadyPath {
   const [a, b] = pods;
   if (!a || !b) throw new Error('a data path needs two pods');
-  return { client: { ns: a.ns, ip: a.ip }, server: { ns: b.ns, ip: b.ip }, daemonPids };
+  return { client: { ns: a.ns, ip: podIp(a, ipv6) }, server: { ns: b.ns, ip: podIp(b, ipv6) }, daemonPids };
 }
 
-/** Pod 1 must reach pod 2 (and back) before anything is measured. */
-async function waitForPing(pods: readonly PodHost[], timeoutMs = 30_000): Promise<void> {
+function podIp(pod: PodHost, ipv6: boolean): string {
+  if (!ipv6) return pod.ip;
+  if (!pod.ip6) throw new Error(`pod ${pod.ns} has no IPv6 address`);
+  return pod.ip6;
+}
+
+/** Pod 1 must reach pod 2 (and back) before anything is measured, over IPv6 for the IPv6 rows. */
+async function waitForPing(pods: readonly PodHost[], ipv6 = false, timeoutMs = 30_000): Promise<void> {
   const [a, b] = pods as [PodHost, PodHost];
+  const [from, to] = [podIp(a, ipv6), podIp(b, ipv6)];
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (await ping(a.ns, b.ip, 1, 1)) return;
+    if (await ping(a.ns, to, 1, 1)) return;
   }
-  throw new Error(`pod ${a.ip} cannot reach pod ${b.ip} after ${timeoutMs / 1000} s`);
+  throw new Error(`pod ${from} cannot reach pod ${to} after ${timeoutMs / 1000} s`);
+}
+
+/** FLANNEL_IPV6_SUBNET of a dual-stack node (e.g. fd00:10:244:2f::1/64), written with FLANNEL_SUBNET. */
+async function waitForIpv6Subnet(cluster: LocalCluster, node: NodeHost, timeoutMs = 10_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const subnet6 = readEnvFile(cluster.subnetFileOf(node)).FLANNEL_IPV6_SUBNET;
+    if (subnet6) return subnet6;
+    if (Date.now() > deadline) throw new Error(`the daemon on ${node.name} wrote FLANNEL_SUBNET but no FLANNEL_IPV6_SUBNET (EnableIPv6 is set)`);
+    await sleep(100);
+  }
 }
 
 /** The node's subnet once flanneld has written subnet.env; an UnavailableError as soon as flanneld says that it

@@ -4,19 +4,29 @@ import type { Stat } from '../lib/stats.js';
 
 export const SCHEMA_ID = 'flannel-ts-bench/1';
 
+/** The rows measured over the pods' IPv6 addresses (dual-stack nodes, an IPv6 underlay), last in the table:
+ * the hand-built reference first, then ours and the real flannel's of each backend. */
+export const IPV6_DATAPATH_IDS = ['kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan-kernel6', 'flannel-vxlan6'] as const;
 /** The data paths a run measures by default (also named "default" in --datapaths): every row the harness
- * knows, in table order; the real flannel's rows (flannel-*) each right after ours of the same backend. In local
- * mode each must measure (test/netns/bench-smoke.test.ts), with one exception: the rows built with Go
- * (`flannel-*`, `wireguard-go-latest`) may be unavailable where the machine has neither Go nor an earlier build. */
+ * knows, in table order; the real flannel's rows (flannel-*) each right after ours of the same backend, and the
+ * IPv6 rows last. In local mode each must measure (test/netns/bench-smoke.test.ts), with one exception: the rows
+ * built with Go (`flannel-*`, `wireguard-go-latest`) may be unavailable where the machine has neither Go nor an
+ * earlier build. */
 export const DATAPATH_IDS = [
   'raw', 'kernel-vxlan', 'host-gw', 'flannel-host-gw', 'tun-relay', 'udp', 'flannel-udp', 'vxlan', 'vxlan-kernel',
-  'flannel-vxlan', 'wireguard', 'wireguard-go-latest', 'wireguard-go-debian',
+  'flannel-vxlan', 'wireguard', 'wireguard-go-latest', 'wireguard-go-debian', ...IPV6_DATAPATH_IDS,
 ] as const;
 /** The rows run by the real flannel (deploy/local/real-flannel.ts), built from its Go module. */
-export const REAL_FLANNEL_IDS = ['flannel-host-gw', 'flannel-udp', 'flannel-vxlan'] as const;
+export const REAL_FLANNEL_IDS = ['flannel-host-gw', 'flannel-udp', 'flannel-vxlan', 'flannel-host-gw6', 'flannel-vxlan6'] as const;
 /** Every data path the harness knows ("all" in --datapaths; today the same rows as the default set). */
 export const ALL_DATAPATH_IDS = DATAPATH_IDS;
 export type DataPathId = (typeof ALL_DATAPATH_IDS)[number];
+
+/** True for the rows measured over IPv6. */
+export const isIpv6Row = (id: DataPathId): boolean => (IPV6_DATAPATH_IDS as readonly string[]).includes(id);
+/** The row a data path's ratios (×ref) are taken against, measured in the same run: kernel VXLAN by hand over
+ * the same family (kernel-vxlan for the IPv4 rows, kernel-vxlan6 for the IPv6 rows). */
+export const referenceOf = (id: DataPathId): DataPathId => (isIpv6Row(id) ? 'kernel-vxlan6' : 'kernel-vxlan');
 
 /** Data-path metrics, measured for every data path in every repeat. */
 export const DATAPATH_METRICS = ['tcp1', 'tcp4', 'udp64', 'latency'] as const;

@@ -26,7 +26,8 @@ const PANELS: readonly Panel[] = [
   },
 ];
 
-const W = 960;
+/** Chart width: 960, or wider with many rows (the IPv6 rows), about 66 px per row. */
+const widthFor = (rows: number): number => Math.max(960, LEFT + 20 + rows * 66);
 const PANEL_H = 270;
 const LEFT = 60;
 const TOP = 70;
@@ -59,6 +60,7 @@ function axis(p: Panel, values: readonly number[], y0: number, plotH: number): {
 }
 
 function panel(p: Panel, dps: readonly DataPathResult[], y0: number): string {
+  const W = widthFor(dps.length);
   const plotH = PANEL_H - 100;
   const plotW = W - LEFT - 20;
   const groupW = plotW / Math.max(1, dps.length);
@@ -93,9 +95,13 @@ function panel(p: Panel, dps: readonly DataPathResult[], y0: number): string {
       }
       out.push(text(x + barW / 2, y(hi) - 4, med.toFixed(p.digits), 'font-size="10" text-anchor="middle"'));
     });
-    // The real flannel's rows ("flannel v0.28.10 vxlan") on three lines: flannel, the backend, the release.
-    const real = /^flannel (\S+) (.+)$/.exec(d.label);
-    const lines = real ? ['flannel', real[2] as string, real[1] as string] : d.label.replace(/^flanneld /, '').split(/ (?=\()/);
+    // The real flannel's rows ("flannel v0.28.10 vxlan") on three lines: flannel, the backend, the release. The
+    // IPv6 rows ("flanneld host-gw IPv6") as their IPv4 row, with a last line "IPv6".
+    const ipv6 = / IPv6\b/.test(d.label);
+    const label = d.label.replace(/ IPv6\b/, '');
+    const real = /^flannel (\S+) (.+)$/.exec(label);
+    const lines = real ? ['flannel', real[2] as string, real[1] as string] : label.replace(/^flanneld /, '').split(/ (?=\()/);
+    if (ipv6) lines.push('IPv6');
     if (d.status !== 'measured') lines.push(d.status);
     lines.forEach((line, k) => out.push(text(LEFT + g * groupW + groupW / 2, y0 + plotH + 15 + k * 13, line, `font-size="11" text-anchor="middle"${k > 0 ? ' fill="#555"' : ''}`)));
   });
@@ -104,6 +110,7 @@ function panel(p: Panel, dps: readonly DataPathResult[], y0: number): string {
 }
 
 export function renderSvg(r: BenchResult): string {
+  const W = widthFor(r.datapaths.length);
   const H = TOP + PANELS.length * PANEL_H + 10;
   const env = r.environment;
   const subtitle = `${r.startedAt.slice(0, 10)} · ${env.cpuModel}, ${env.cores} cores · Linux ${env.kernel} · ${r.options.repeats} repeat(s) × ${r.options.durationSec} s · bars: median, whiskers: min–max`;

@@ -1,7 +1,10 @@
 // The terminal table (also saved as .txt): per data path the median of each figure and its ratio to
-// the hand-configured kernel VXLAN, with [min–max] underneath; then the control-plane figures.
+// the hand-configured kernel VXLAN of its address family (kernel-vxlan, or kernel-vxlan6 for the IPv6 rows),
+// with [min–max] underneath; then the control-plane figures.
 import type { Stat } from '../lib/stats.js';
-import { type BenchResult, DATAPATH_METRICS, type DataPathResult, type DataPathSummary } from './result-types.js';
+import {
+  type BenchResult, DATAPATH_METRICS, type DataPathResult, type DataPathSummary, isIpv6Row, referenceOf,
+} from './result-types.js';
 
 interface Column { readonly key: keyof DataPathSummary; readonly title: string; readonly unit: string; readonly fmt: (v: number) => string; readonly ratio: boolean; readonly daemon?: boolean }
 
@@ -17,7 +20,8 @@ const COLUMNS: readonly Column[] = [
   { key: 'peakRssMB', title: 'daemon RSS', unit: 'MiB', fmt: fixed(0), ratio: false, daemon: true },
   { key: 'machineCpuSecPerGB', title: 'machine CPU', unit: 's per GB', fmt: fixed(2), ratio: true },
 ];
-const LABEL_W = 28;
+/** Width of the label column: 28, or wider when a label (the IPv6 rows' are longer) needs it. */
+const labelWidth = (dps: readonly DataPathResult[]): number => Math.max(28, ...dps.map((d) => d.label.length + 2));
 const COL_W = 15;
 
 function cell(stat: Stat | null, col: Column, ref: Stat | null, hasDaemon: boolean): [string, string] {
@@ -28,19 +32,23 @@ function cell(stat: Stat | null, col: Column, ref: Stat | null, hasDaemon: boole
 }
 
 function dataPathRows(dps: readonly DataPathResult[]): string[] {
-  const ref = dps.find((d) => d.id === 'kernel-vxlan' && d.status === 'measured');
+  const labelW = labelWidth(dps);
+  // Each row's reference, measured in this run: kernel VXLAN by hand of the row's address family.
+  const refOf = (dp: DataPathResult): DataPathResult | undefined => dps.find((d) => d.id === referenceOf(dp.id) && d.status === 'measured');
+  const anyRef = dps.some((d) => refOf(d) !== undefined);
   const lines = [
-    `${'data path'.padEnd(LABEL_W)}${COLUMNS.map((c) => c.title.padEnd(COL_W)).join('')}`,
-    `${''.padEnd(LABEL_W)}${COLUMNS.map((c) => `${c.unit}${c.ratio && ref ? ', ×ref' : ''}`.padEnd(COL_W)).join('')}`,
+    `${'data path'.padEnd(labelW)}${COLUMNS.map((c) => c.title.padEnd(COL_W)).join('')}`,
+    `${''.padEnd(labelW)}${COLUMNS.map((c) => `${c.unit}${c.ratio && anyRef ? ', ×ref' : ''}`.padEnd(COL_W)).join('')}`,
   ];
   for (const dp of dps) {
+    const ref = refOf(dp);
     if (dp.status !== 'measured') {
-      lines.push(`${dp.label.padEnd(LABEL_W)}${dp.status}: ${dp.reason ?? ''}`);
+      lines.push(`${dp.label.padEnd(labelW)}${dp.status}: ${dp.reason ?? ''}`);
       continue;
     }
     const cells = COLUMNS.map((c) => cell(dp.summary[c.key] ?? null, c, ref ? ref.summary[c.key] ?? null : null, dp.hasDaemon));
-    lines.push(`${dp.label.padEnd(LABEL_W)}${cells.map(([a]) => a.padEnd(COL_W)).join('')}`);
-    if (cells.some(([, b]) => b)) lines.push(`${''.padEnd(LABEL_W)}${cells.map(([, b]) => b.padEnd(COL_W)).join('')}`);
+    lines.push(`${dp.label.padEnd(labelW)}${cells.map(([a]) => a.padEnd(COL_W)).join('')}`);
+    if (cells.some(([, b]) => b)) lines.push(`${''.padEnd(labelW)}${cells.map(([, b]) => b.padEnd(COL_W)).join('')}`);
   }
   return lines;
 }
@@ -67,7 +75,8 @@ function controlRows(r: BenchResult): string[] {
   const lp = r.controlPlane.leaseToPacket;
   if (lp.length > 0) {
     lines.push('', 'Control plane: lease created in etcd → first packet forwarded to the new peer (pod pings every 1 ms), ms');
-    for (const e of lp) lines.push(`${e.datapath.padEnd(16)}${e.status === 'measured' ? ms(e.summary) : `${e.status}: ${e.reason ?? ''}`}`);
+    const w = Math.max(16, ...lp.map((e) => e.datapath.length + 2));
+    for (const e of lp) lines.push(`${e.datapath.padEnd(w)}${e.status === 'measured' ? ms(e.summary) : `${e.status}: ${e.reason ?? ''}`}`);
   }
   return lines;
 }
@@ -79,6 +88,7 @@ export function renderTable(r: BenchResult): string {
     `${env.cpuModel}, ${env.cores} cores, Linux ${env.kernel}, Node ${env.nodeVersion}, commit ${env.gitCommit.slice(0, 12)}${env.gitDirty ? ' (dirty)' : ''}`,
     ...(env.threadWakeupUs ? [`Thread wake-up (eventfd, median): ${env.threadWakeupUs.sameCpu} µs on one CPU, ${env.threadWakeupUs.crossCpu} µs across CPUs; udp and userspace vxlan take 2-4 per round trip, the TUN relay 2, kernel paths none.`] : []),
     'Figures: median, [min–max] over repeats; ×ref = ratio to kernel VXLAN configured by hand (for RTT, above 1 is slower).',
+    ...(r.datapaths.some((d) => isIpv6Row(d.id)) ? ['IPv6 rows (… IPv6): measured between the pods\' IPv6 addresses over an IPv6 underlay; their ×ref is to kernel VXLAN IPv6 by hand (kernel-vxlan6).'] : []),
     '',
   ];
   const notes = r.notes.length > 0 ? ['', 'Notes:', ...r.notes.map((n) => `- ${n}`)] : [];

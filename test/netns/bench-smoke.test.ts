@@ -2,8 +2,8 @@
 // JSON matches the schema, with every data path measured (the rows built with Go, the real flannel's and the
 // latest wireguard-go, may be unavailable where deploy/local/go-tool.ts can neither find nor build them) and
 // each figure present and > 0 (no
-// thresholds on them); the two-host underlay mode works between two node
-// namespaces; Ctrl-C tears everything down. Runs the harness from source under tsx.
+// thresholds on them), the IPv6 rows between the pods' IPv6 addresses; the two-host underlay mode works between
+// two node namespaces; Ctrl-C tears everything down. Runs the harness from source under tsx.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,10 +19,11 @@ import { buildRealFlannel } from '../../deploy/local/real-flannel.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const BENCH = ['--import=tsx', join(ROOT, 'bench/bench-main.ts')];
-const TAG_PREFIXES = ['br', 'bk', 'bh', 'bt', 'bu', 'bv', 'bx', 'bw', 'bl', 'bd', 'fh', 'fu', 'fv', 'bc', 'ua', 'ub'];
-// A quick bench of every data path (thirteen, with the three WireGuard rows and the real flannel's three), an
-// underlay run and two interrupted runs: 285-330 s on the 2-core test VM under load from other tests, more than
-// the suite's 300 s default allows for.
+const TAG_PREFIXES = ['br', 'bk', 'bh', 'bt', 'bu', 'bv', 'bx', 'bw', 'bl', 'bd', 'fh', 'fu', 'fv', 'b6k', 'b6h', 'b6x', 'f6h', 'f6v', 'bc', 'ua', 'ub'];
+const IPV6_ROWS = ['kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan-kernel6', 'flannel-vxlan6'];
+// A quick bench of every data path (eighteen: the three WireGuard rows, the real flannel's three and the five IPv6
+// rows included), an underlay run and two interrupted runs: 285-330 s on the 2-core test VM under load from other
+// tests before the IPv6 rows, more than the suite's 300 s default allows for.
 t.setTimeout(600_000);
 
 /** Starts the harness (in a namespace, or on this machine); output is captured, never shown. */
@@ -48,7 +49,7 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   if (!latestWg.ok) t.comment(`wireguard-go-latest is expected to be unavailable: ${latestWg.reason}`);
   // The same for the real flannel's rows (flannel-*): a cached build, or built now (about 80 s), or the reason.
   const realFlannel = await buildRealFlannel();
-  if (!realFlannel.ok) t.comment(`flannel-host-gw, flannel-udp and flannel-vxlan are expected to be unavailable: ${realFlannel.reason}`);
+  if (!realFlannel.ok) t.comment(`flannel-host-gw, flannel-udp, flannel-vxlan, flannel-host-gw6 and flannel-vxlan6 are expected to be unavailable: ${realFlannel.reason}`);
   const unavailableHere = (id: string): boolean => (id === 'wireguard-go-latest' && !latestWg.ok) || (id.startsWith('flannel-') && !realFlannel.ok);
   const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
   const out = join(dir, 'quick');
@@ -80,10 +81,15 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
     // A daemon that moves the packets uses CPU in every TCP sample. With a kernel data path (host-gw,
     // vxlan-kernel, the real flannel's host-gw and vxlan) the daemon is idle during traffic: over one 1 s sample
     // it may use 0 or 1 clock tick (10 ms), so there the figure must be there, and may be 0.
-    const idleDaemon = ['host-gw', 'vxlan-kernel', 'flannel-host-gw', 'flannel-vxlan'].includes(d.id);
+    const idleDaemon = ['host-gw', 'vxlan-kernel', 'flannel-host-gw', 'flannel-vxlan', 'host-gw6', 'vxlan-kernel6', 'flannel-host-gw6', 'flannel-vxlan6'].includes(d.id);
     if (d.hasDaemon && idleDaemon) t.ok(typeof s.cpuSecPerGB?.median === 'number' && s.cpuSecPerGB.median >= 0, `${d.id}: the daemon's CPU per GB is measured (${s.cpuSecPerGB?.median}; kernel data path, may be 0)`);
     else if (d.hasDaemon) t.ok((s.cpuSecPerGB?.median ?? 0) > 0, `${d.id}: the daemon's CPU per GB is measured (${s.cpuSecPerGB?.median})`);
   }
+  // The IPv6 rows carry their traffic between the pods' IPv6 addresses (fd00:10:244::/56), with ratios to kernel-vxlan6.
+  for (const d of result.datapaths.filter((x) => IPV6_ROWS.includes(x.id) && x.status === 'measured')) {
+    t.match(proc.output(), new RegExp(`set up ${d.label.replace(/[.()]/g, '\\$&')}: client fd00:10:244:[0-9a-f:]+ → server fd00:10:244:[0-9a-f:]+\n`), `${d.id}: measured over IPv6`);
+  }
+  t.match(readFileSync(`${out}.txt`, 'utf8'), /^kernel VXLAN IPv6 by hand \(ref\)\s+[\d.]+ 1\.00×/m, 'kernel-vxlan6 is the IPv6 rows\' reference');
   const relay = result.datapaths.find((d) => d.id === 'tun-relay');
   t.ok((relay?.summary?.tcp1Gbps?.median ?? 0) > 0, 'the TUN relay carried TCP');
   t.ok((relay?.summary?.cpuSecPerGB?.median ?? 0) > 0, 'and its process CPU is reported in the daemon column');
@@ -93,10 +99,14 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   const measured = result.datapaths.filter((d) => d.status === 'measured' && d.summary.tcp1Gbps);
   t.ok(measured.length > 0 && measured.every((d) => (d.summary.machineCpuSecPerGB?.median ?? 0) > 0), 'machine CPU per GB for every path that moved TCP');
   t.match(readFileSync(`${out}.txt`, 'utf8'), /machine CPU/, 'in its own column');
-  // program-peers: every row of our flanneld (a Backend JSON), the wireguard backend too; not the rows built by
-  // hand, nor the real flannel's (it measures our backend code).
-  t.same(result.controlPlane.programPeers.map((p) => p.datapath), ['host-gw', 'udp', 'vxlan', 'vxlan-kernel', 'wireguard']);
-  for (const p of result.controlPlane.programPeers) {
+  // program-peers: every IPv4 row of our flanneld (a Backend JSON), the wireguard backend too; not the rows built by
+  // hand, nor the real flannel's (it measures our backend code); our IPv6 rows are listed as skipped (its lease
+  // events are IPv4-only).
+  t.same(result.controlPlane.programPeers.map((p) => [p.datapath, p.status]), [
+    ['host-gw', 'measured'], ['udp', 'measured'], ['vxlan', 'measured'], ['vxlan-kernel', 'measured'], ['wireguard', 'measured'],
+    ['host-gw6', 'skipped'], ['vxlan-kernel6', 'skipped'],
+  ]);
+  for (const p of result.controlPlane.programPeers.filter((x) => !IPV6_ROWS.includes(x.datapath))) {
     const perPeer = p.summary.find((x) => x.peers === 10)?.perPeerUs?.median ?? 0;
     t.ok(p.status === 'measured' && perPeer > 0, `program-peers ${p.datapath}: measured, ${perPeer} µs per peer (${p.status}${p.reason ? `: ${p.reason}` : ''})`);
   }
@@ -108,7 +118,11 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   t.same(result.controlPlane.leaseToPacket.map((l) => [l.datapath, l.status]), [
     ['host-gw', 'measured'], ['flannel-host-gw', real], ['udp', 'skipped'], ['flannel-udp', 'skipped'], ['vxlan', 'measured'],
     ['vxlan-kernel', 'measured'], ['flannel-vxlan', real], ['wireguard', 'skipped'],
+    ['host-gw6', 'skipped'], ['flannel-host-gw6', 'skipped'], ['vxlan-kernel6', 'skipped'], ['flannel-vxlan6', 'skipped'],
   ]);
+  for (const l of result.controlPlane.leaseToPacket.filter((x) => IPV6_ROWS.includes(x.datapath))) {
+    t.match(l.reason, /IPv6 row: the fake peer announces an IPv4-only lease/, `${l.datapath}: skipped, with the reason`);
+  }
   t.match(result.controlPlane.leaseToPacket.find((l) => l.datapath === 'wireguard')?.reason, /handshake/, 'wireguard: skipped for its handshake');
   for (const l of result.controlPlane.leaseToPacket.filter((x) => x.status === 'measured')) {
     t.ok((l.summary?.median ?? 0) > 0, `lease-to-packet ${l.datapath}: ${l.summary?.median} ms`);

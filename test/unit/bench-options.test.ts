@@ -1,6 +1,6 @@
 // Unit test of bench/cli/options.ts: the default result prefix never overwrites an earlier run of the
 // same day, an explicit --out is taken as given, bad flags are usage errors, and the default data paths
-// (the real flannel's and the wireguard rows included) are the ones the help text lists.
+// (the real flannel's, the wireguard and the IPv6 rows included) are the ones the help text lists.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,10 +29,11 @@ t.test('parseOptions: --out is taken as given; the default is a fresh prefix of 
   t.throws(() => parseOptions(['--warp=9']), UsageError);
 });
 
-t.test('parseOptions: every row by default, the real flannel\'s after ours, the wireguard rows last; --help names each of them', async (t) => {
+t.test('parseOptions: every row by default, the real flannel\'s after ours, then the wireguard rows, the IPv6 rows last; --help names each of them', async (t) => {
   t.same(parseOptions([])?.datapaths, [
     'raw', 'kernel-vxlan', 'host-gw', 'flannel-host-gw', 'tun-relay', 'udp', 'flannel-udp', 'vxlan', 'vxlan-kernel', 'flannel-vxlan',
     'wireguard', 'wireguard-go-latest', 'wireguard-go-debian',
+    'kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan-kernel6', 'flannel-vxlan6',
   ]);
   t.same(parseOptions(['--quick'])?.datapaths, [...DATAPATH_IDS], '--quick measures the same rows');
   for (const id of DATAPATH_IDS) t.match(USAGE, new RegExp(`[ ,]${id}[,\\s]`), `--help names ${id}`);

@@ -2,7 +2,8 @@
 // part of the default set, each right after our row of the same backend with the same Backend JSON, run by the
 // real flanneld (daemon: 'flannel'), local mode only, labelled with the pinned release; program-peers (our backend
 // code) leaves them out, lease→first packet fakes their peers as ours; the chart names them on three lines; and
-// the build is never a failure without Go.
+// the build is never a failure without Go. The IPv6 rows flannel-host-gw6 and flannel-vxlan6 follow ours of the
+// same backend over IPv6 (host-gw6, vxlan-kernel6), dual-stack.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
@@ -16,6 +17,8 @@ import { goToolDir, pinnedVersionOf } from '../../deploy/local/go-tool.js';
 import { buildRealFlannel, FLANNEL_MODULE } from '../../deploy/local/real-flannel.js';
 
 const PAIRS: Array<[DataPathId, DataPathId]> = [['flannel-host-gw', 'host-gw'], ['flannel-udp', 'udp'], ['flannel-vxlan', 'vxlan']];
+/** The IPv6 rows: the real flannel's right after ours of the same backend (vxlan: our kernel data path, as flannel's). */
+const PAIRS6: Array<[DataPathId, DataPathId, string]> = [['flannel-host-gw6', 'host-gw6', 'host-gw'], ['flannel-vxlan6', 'vxlan-kernel6', 'vxlan']];
 
 t.test('the real flannel\'s rows: default, right after ours, the same Backend JSON, run by the real flanneld', async (t) => {
   t.same(DATAPATHS.filter(isRealFlannel).map((d) => d.id), [...REAL_FLANNEL_IDS]);
@@ -38,9 +41,22 @@ t.test('the real flannel\'s rows: default, right after ours, the same Backend JS
   t.same(parseDataPaths('kernel-vxlan,flannel-vxlan,vxlan-kernel'), ['kernel-vxlan', 'flannel-vxlan', 'vxlan-kernel'], 'named in any order');
 });
 
+t.test('the real flannel\'s IPv6 rows: right after ours of the same backend, dual-stack, the IPv4 row\'s Backend JSON', async (t) => {
+  for (const [real, ours, v4] of PAIRS6) {
+    const def = dataPathDef(real);
+    t.ok(DATAPATH_IDS.includes(real), `${real} is in the default set`);
+    t.equal(DATAPATH_IDS.indexOf(real), DATAPATH_IDS.indexOf(ours) + 1, `${real} right after ${ours}`);
+    t.equal(def.daemon, 'flannel', `${real} runs the real flanneld`);
+    t.ok(def.ipv6 && dataPathDef(ours).ipv6, `${real} and ${ours} are measured over IPv6`);
+    t.same(def.backend, dataPathDef(`flannel-${v4}` as DataPathId).backend, `${real} has flannel-${v4}'s Backend JSON`);
+    t.ok(def.localOnly, `${real}: local mode only`);
+    t.equal(def.label, `flannel ${REAL_FLANNEL_VERSION} ${v4} IPv6`);
+  }
+});
+
 t.test('control plane: program-peers measures our backend code only; lease→packet fakes host-gw and vxlan peers', async (t) => {
-  const ours = DATAPATHS.filter((d) => d.backend && !isRealFlannel(d));
-  t.equal(programPeersSteps(DATAPATHS, 1, [10]), ours.length, 'one step per row of ours, none for flannel-*');
+  const ours = DATAPATHS.filter((d) => d.backend && !isRealFlannel(d) && !d.ipv6);
+  t.equal(programPeersSteps(DATAPATHS, 1, [10]), ours.length, 'one step per IPv4 row of ours, none for flannel-* (nor the IPv6 rows)');
   t.equal(dataPathDef('flannel-host-gw').fakePeer, 'host-gw');
   t.equal(dataPathDef('flannel-vxlan').fakePeer, 'vxlan');
   t.notOk(dataPathDef('flannel-udp').fakePeer, 'a udp peer cannot be faked by a lease, as for ours');
