@@ -6,9 +6,9 @@
 //  - kernel ("Datapath": "kernel"): a kernel VXLAN device exactly as flannel creates it.
 // Dual-stack (EnableIPv6), as flannel: a second VTEP flannel-v6.<VNI> carries IPv6 over the IPv6
 // underlay, advertised as PublicIPv6 and BackendV6Data {"VNI":…,"VtepMAC":…}. Its MTU is 70 bytes
-// under the underlay's (an IPv6 outer header is 20 bytes longer; flannel takes 50 there too, so its
-// full-size IPv6 packets do not fit), and pods get that smaller MTU (FLANNEL_MTU). For now IPv6 runs on
-// the kernel data path only.
+// under the underlay's (an IPv6 outer header is 20 bytes longer), and pods get that smaller MTU
+// (FLANNEL_MTU; flannel leaves it 50 under, so its pods' full-size IPv6 packets do not fit its device).
+// For now IPv6 runs on the kernel data path only.
 import type { Logger } from 'pino';
 import { FlannelError, errorMessage } from '../../lib/errors.js';
 import { formatIp4 } from '../../lib/ip.js';
