@@ -196,7 +196,7 @@ static void write_super(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t 
   if (fl_deliver(e, peer, &vh, pkt, len)) STAT(e, ST_SEGMENTED_SUPER_FRAMES)++;
 }
 
-static void rx_datagram(fl_engine *e, const struct sockaddr_in *from, uint8_t *d, size_t dlen, size_t inner_mss) {
+static void rx_datagram(fl_engine *e, const fl_sockaddr *from, uint8_t *d, size_t dlen, size_t inner_mss) {
   uint8_t *pkt = d;
   int partial = 0;
   const fl_peer *peer = NULL;
@@ -217,7 +217,7 @@ static int single_datagram(const fl_engine *e, const uint8_t *d, size_t len) {
 }
 
 /* One received message: a single datagram, a tunnel super-frame, or a GRO train of datagrams. */
-static void rx_message(fl_engine *e, const struct sockaddr_in *from, uint8_t *buf, size_t len, size_t gso) {
+static void rx_message(fl_engine *e, const fl_sockaddr *from, uint8_t *buf, size_t len, size_t gso) {
   if (!gso || gso >= len || (e->ops->peer_super_frames && single_datagram(e, buf, len))) { rx_datagram(e, from, buf, len, gso); return; }
   for (size_t off = 0; off < len; off += gso) rx_datagram(e, from, buf + off, len - off < gso ? len - off : gso, 0);
 }

@@ -50,7 +50,7 @@ static void start_message(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd
   memset(h, 0, sizeof *h);
   h->msg_iov = e->tx_iov + b->iovs;
   h->msg_name = &e->addrs[m];
-  h->msg_namelen = sizeof e->addrs[m];
+  h->msg_namelen = fl_addr_len(e);
   b->fd_of[m] = fd;
   b->peer = peer;
   b->fd = fd;
