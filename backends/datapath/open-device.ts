@@ -45,8 +45,7 @@ export function openEngineDevice(o: OpenEngineDeviceOptions): EngineDevice {
   const addon = datapathAddon();
   const fds: number[] = [];
   try {
-    // The IPv6 engine has no offload loops yet: its device is opened for the per-packet path.
-    const first = openQueue(o, o.offload && o.bindIp6 === undefined, true);
+    const first = openQueue(o, o.offload, true);
     fds.push(first.fd);
     const devFds = [first.fd];
     for (let q = 1; q < o.queues; q++) {

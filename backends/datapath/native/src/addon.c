@@ -358,7 +358,7 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   e->mtu = (uint32_t)mtu;
   e->vni = (uint32_t)vni;
   e->spin_us = (int)spin;
-  e->vnet = offload && family == 4; /* the IPv6 engine has no offload loops yet */
+  e->vnet = offload;
   e->uso = offload && uso;
   e->peer_table = table;
   e->stats = stats;
