@@ -34,7 +34,7 @@ int fl_l4_checksum6(uint8_t *pkt, size_t len, int keep_partial) {
   if (l4len < off + 2) return FL_CSUM_BAD;
   uint8_t *l4 = pkt + FL_IP6_HLEN;
   uint16_t field = fl_rd16(l4 + off);
-  if (proto == 17 && field == 0) return FL_CSUM_BAD;
+  if (proto == 17 && field == 0) return FL_CSUM_OK; /* no checksum: the receiving socket's policy (RFC 6936) */
   uint64_t pseudo = fl_pseudo6_sum(pkt, proto, l4len);
   if (field == fl_sum_fold(pseudo)) {
     if (keep_partial) return FL_CSUM_PARTIAL;

@@ -18,8 +18,9 @@ size_t fl_ipv6_len(const uint8_t *pkt, size_t len);
 int fl_ipv6_transport_ok(const uint8_t *pkt);
 
 /* Checks the TCP/UDP checksum of an IPv6 packet as fl_l4_checksum does for IPv4 (FL_CSUM_*, ipv4.h):
- * a partial one is kept (keep_partial) or completed. A UDP checksum of 0 is bad (RFC 8200 §8.1). Other
- * next headers: FL_CSUM_OK. */
+ * a partial one is kept (keep_partial) or completed. A UDP checksum of 0 passes as FL_CSUM_OK: RFC 8200
+ * forbids it but RFC 6936 lets a socket accept it (UDP_NO_CHECK6_RX), so the receiving kernel decides, as
+ * for any datagram of a socket that never sees it. Other next headers: FL_CSUM_OK. */
 int fl_l4_checksum6(uint8_t *pkt, size_t len, int keep_partial);
 
 /* Builds an ICMPv6 Packet Too Big (type 2, code 0) from `src` to the sender of `orig`, carrying `mtu` and

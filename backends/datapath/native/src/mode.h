@@ -40,8 +40,6 @@ typedef struct fl_mode {
   size_t (*wire_len)(const struct fl_engine_s *e, size_t n);
   /* TX: where datagrams to `peer` go (NULL: the lease's PublicIP and port). */
   void (*endpoint)(struct fl_engine_s *e, const struct fl_peer_s *peer, struct sockaddr_in *to);
-  /* The address family of the mode's inner packets and outer datagrams (0: 4). */
-  uint8_t family;
   /* RX: one datagram from `from` (a struct sockaddr_in, or a struct sockaddr_in6 for a family-6 mode): sets its sender and inner packet (*pkt, returns its length), or
    * returns 0 (a counted drop, or a message handed to the control plane). With `partial` non-NULL a
    * partial inner checksum is kept and flagged there (the offload loops); with NULL it is completed. */

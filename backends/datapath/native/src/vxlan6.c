@@ -5,7 +5,8 @@
  * multicast MACs (router solicitations, MLD, neighbour solicitations) are dropped as broadcast. RX takes
  * a datagram only from a peer's PublicIPv6, with the right VNI and flags, our MAC as destination, the
  * peer's VTEP MAC as source, an IPv6 packet whose source lies in the peer's IPv6 subnet and whose
- * destination lies in ours, and (TCP/UDP right after the fixed header) a sound header and checksum.
+ * destination lies in ours, and (TCP/UDP right after the fixed header) a sound header and checksum (a UDP
+ * checksum of 0 is carried: the receiving kernel applies RFC 6936 per socket, UDP_NO_CHECK6_RX).
  * Extension-header chains are not parsed: such packets are carried as they are, for the kernel to judge.
  * Hop limits are the kernels' business, as the IPv4 vxlan mode leaves TTLs to them. */
 #include "engine.h"
@@ -125,6 +126,6 @@ void fl_write_segmented6(fl_engine *e, const fl_peer *peer, const uint8_t *frame
 }
 
 const fl_mode fl_mode_vxlan6 = {
-  .name = "vxlan6", .l2 = ETH_HLEN, .prefix = 8, .suffix = 0, .peer_super_frames = 1, .gso_to_device = 1, .family = 6,
+  .name = "vxlan6", .l2 = ETH_HLEN, .prefix = 8, .suffix = 0, .peer_super_frames = 1, .gso_to_device = 1,
   .route = vxlan6_route, .write_prefix = vxlan6_header, .wire_len = vxlan6_wire_len, .decap = vxlan6_decap,
 };
