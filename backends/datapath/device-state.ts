@@ -8,7 +8,8 @@ import { canonicalIp6Text } from '../../lib/ip6.js';
 
 export interface DeviceSpec {
   readonly name: string;
-  /** e.g. "10.244.3.0/32", or "fd00:10:244:3::/128" (added without duplicate address detection) */
+  /** e.g. "10.244.3.0/32", or an IPv6 one, e.g. "2001:db8:1::/128" (added with nodad: no DAD delay on an overlay
+   * whose peers never answer neighbour solicitations), printed as `ip` prints it (RFC 5952). */
   readonly address: string;
   readonly mtu: number;
   /** e.g. "10.244.0.0/16 dev flannel0"; the first word is the destination. */
@@ -31,6 +32,17 @@ export class DeviceState {
     if (r.code !== 0) throw new FlannelError('FLN_ERR_KERNEL_OP', `device ${name} is gone: ${r.stderr.trim()}`);
     const link = (JSON.parse(r.stdout || '[]') as LinkJson[])[0] ?? {};
     const commands: string[] = [];
+    const sysctls: string[] = [];
+    // Sysctls first: an IPv6 device needs disable_ipv6 0 before its address, and accept_ra 0 before it goes up.
+    for (const [key, value] of Object.entries(this.spec.sysctls ?? {})) {
+      const [family, setting] = key.split('/') as [string, string];
+      const path = `/proc/sys/net/${family}/conf/${name}/${setting}`;
+      const current = await readFile(path, 'utf8').catch(() => undefined); // e.g. IPv6 disabled in the kernel
+      if (current !== undefined && current.trim() !== value) {
+        await writeFile(path, value);
+        sysctls.push(`sysctl ${key}=${value}`);
+      }
+    }
     if (mac && link.address !== mac) commands.push(`link set ${name} address ${mac}`);
     const v6 = address.includes(':');
     if (!(link.addr_info ?? []).some((a) => a.family === (v6 ? 'inet6' : 'inet') && `${canonicalIp6Text(a.local)}/${a.prefixlen}` === canonicalAddress(address))) {
@@ -44,19 +56,10 @@ export class DeviceState {
       if (have.stdout.trim() === '') commands.push(`route replace ${route}`);
     }
     const { failed } = await ipBatch(commands);
-    for (const [key, value] of Object.entries(this.spec.sysctls ?? {})) {
-      const [family, setting] = key.split('/') as [string, string];
-      const path = `/proc/sys/net/${family}/conf/${name}/${setting}`;
-      const current = await readFile(path, 'utf8').catch(() => undefined); // e.g. IPv6 disabled in the kernel
-      if (current !== undefined && current.trim() !== value) {
-        await writeFile(path, value);
-        commands.push(`sysctl ${key}=${value}`);
-      }
-    }
     if (failed.length > 0) {
       throw new FlannelError('FLN_ERR_KERNEL_OP', `configuring ${name} failed: ${failed.map((f) => `${f.command}: ${f.error}`).join('; ')}`);
     }
-    return commands.length;
+    return commands.length + sysctls.length;
   }
 }
 

@@ -11,7 +11,7 @@ import { datapathAddon } from './native/datapath-addon.js';
 import { type OpenEngineDeviceOptions, openEngineDevice } from './open-device.js';
 import { GLOBAL_STAT_SLOTS, PEER_STATS, type PeerStat } from './layout.js';
 import { DEFAULT_THREADING, type EngineQueue, PacketEngine, type PacketEngineOptions, workersPerQueue } from './packet-engine.js';
-import { type EnginePeer, PeerTable } from './peer-table.js';
+import { type EnginePeer, type EnginePeer6, PeerTable } from './peer-table.js';
 
 export interface EngineDataPathOptions {
   readonly device: Omit<OpenEngineDeviceOptions, 'log'>;
@@ -25,7 +25,9 @@ export interface EngineDataPathOptions {
 
 interface Opened { readonly name: string; readonly state: DeviceState; readonly engine: PacketEngine; readonly fds: number[]; readonly queues: readonly EngineQueue[] }
 
-async function openOnce(o: EngineDataPathOptions, table: PeerTable): Promise<Opened> {
+type AnyPeerTable = PeerTable<EnginePeer | EnginePeer6>;
+
+async function openOnce(o: EngineDataPathOptions, table: AnyPeerTable): Promise<Opened> {
   const dev = openEngineDevice({ ...o.device, log: o.log });
   try {
     const state = new DeviceState({ ...o.settings, name: dev.name });
@@ -44,17 +46,19 @@ export class EngineDataPath {
   /** Worker restarts of engines replaced since start. */
   private restartsBefore = 0;
 
-  private constructor(private readonly o: EngineDataPathOptions, private readonly table: PeerTable, private current: Opened) {}
+  private constructor(private readonly o: EngineDataPathOptions, private readonly table: AnyPeerTable, private current: Opened) {}
 
+  /** An IPv6 engine (spec.family 6, device.bindIp6) gets a peer table of IPv6 entries: replacePeers then takes EnginePeer6. */
   static async open(o: EngineDataPathOptions): Promise<EngineDataPath> {
-    const table = new PeerTable(o.capacity, o.device.queues * workersPerQueue(o.threading ?? DEFAULT_THREADING));
+    const table: AnyPeerTable = new PeerTable<EnginePeer | EnginePeer6>(o.capacity, o.device.queues * workersPerQueue(o.threading ?? DEFAULT_THREADING), o.spec.family === 6 ? 6 : 4);
     return new EngineDataPath(o, table, await openOnce(o, table));
   }
 
   get name(): string { return this.current.name; }
   get queues(): number { return this.o.device.queues; }
 
-  replacePeers(peers: readonly EnginePeer[]): void {
+  /** EnginePeer for an IPv4 engine, EnginePeer6 for an IPv6 one (a TypeError otherwise, table unchanged). */
+  replacePeers(peers: readonly EnginePeer[] | readonly EnginePeer6[]): void {
     this.table.replace(peers);
   }
 

@@ -1,8 +1,14 @@
 // Shared-memory layouts of the packet engine, mirrored from native/src/layout.h: the peer table the
 // control plane writes and the counters the packet loops write. Change both files together.
 
-export const PEER_TABLE = { SEQ: 0, COUNT: 1, CAPACITY: 2, HEADER_WORDS: 8 } as const;
+/** FAMILY: the entry format, set once at creation: 0 (or 4) = IPv4 entries (PEER_ENTRY), 6 = IPv6 entries (PEER_ENTRY6). */
+export const PEER_TABLE = { SEQ: 0, COUNT: 1, CAPACITY: 2, FAMILY: 3, HEADER_WORDS: 8 } as const;
 export const PEER_ENTRY = { SUBNET: 0, PREFIX: 1, PUBLIC_IP: 2, PORT: 3, SLOT: 4, MAC_HI: 5, MAC_LO: 6, FLAGS: 7, WORDS: 8 } as const;
+/** An IPv6 table's entry (the IPv6 VTEP's engine): SUBNET and PUBLIC_IP are four words each, word k holding
+ * bytes 4k..4k+3 of the address as a big-endian number. */
+export const PEER_ENTRY6 = { SUBNET: 0, PREFIX: 4, PUBLIC_IP: 5, PORT: 9, SLOT: 10, MAC_HI: 11, MAC_LO: 12, FLAGS: 13, WORDS: 16 } as const;
+/** An engine's (and its peer table's) address family: of the inner packets and of the underlay. */
+export type EngineFamily = 4 | 6;
 /** Bits of PEER_ENTRY.FLAGS (FL_PEER_* in peers.h). */
 export const PEER_FLAGS = { PARTIAL_CHECKSUMS: 1 } as const;
 
@@ -32,8 +38,8 @@ export function statsWords(peerCapacity: number): number {
   return GLOBAL_STAT_SLOTS + peerCapacity * PEER_STATS.length;
 }
 
-export function peerTableWords(capacity: number): number {
-  return PEER_TABLE.HEADER_WORDS + capacity * PEER_ENTRY.WORDS;
+export function peerTableWords(capacity: number, family: EngineFamily = 4): number {
+  return PEER_TABLE.HEADER_WORDS + capacity * (family === 6 ? PEER_ENTRY6.WORDS : PEER_ENTRY.WORDS);
 }
 
 /** wireguard mode's shared state (layout.h, "wireguard mode"): byte offsets into one SharedArrayBuffer. */

@@ -6,6 +6,8 @@
 // path, one without USO the offload path without UDP coalescing, and the log says so.
 import type { Logger } from 'pino';
 import type { Ip4 } from '../../lib/ip.js';
+import type { Ip6 } from '../../lib/ip6.js';
+import { ip6Bytes } from './peer-table.js';
 import type { EngineQueue } from './packet-engine.js';
 import { TUN_FLAGS, TUN_OFFLOADS, datapathAddon } from './native/datapath-addon.js';
 
@@ -29,6 +31,9 @@ export interface OpenEngineDeviceOptions {
   readonly offload: boolean;
   readonly queues: number;
   readonly bindIp: Ip4;
+  /** An IPv6 engine (the IPv6 VTEP): its sockets are AF_INET6, bound to this address (bindIp is then
+   * unused), and the device is asked for TSO6 instead of TSO4. */
+  readonly bindIp6?: Ip6;
   readonly port: number;
   /** Sending sockets on other source ports, picked per flow (default 8); 0: every datagram leaves from
    * the queue's listening socket (wireguard: a peer learns our endpoint from the source of our packets). */
@@ -48,13 +53,16 @@ export function openEngineDevice(o: OpenEngineDeviceOptions): EngineDevice {
       fds.push(more.fd);
       devFds.push(more.fd);
     }
+    const udpOpen = (port: number, reuse: boolean): number => o.bindIp6 !== undefined
+      ? addon.udpOpen6(ip6Bytes(o.bindIp6), port, reuse, SOCKET_BUFFER_BYTES)
+      : addon.udpOpen(o.bindIp, port, reuse, SOCKET_BUFFER_BYTES);
     const txFds = Int32Array.from({ length: o.sourcePortSockets ?? SOURCE_PORT_SOCKETS }, () => {
-      const fd = addon.udpOpen(o.bindIp, 0, false, SOCKET_BUFFER_BYTES);
+      const fd = udpOpen(0, false);
       fds.push(fd);
       return fd;
     });
     const queues = devFds.map((devFd) => {
-      const udpFd = addon.udpOpen(o.bindIp, o.port, o.queues > 1, SOCKET_BUFFER_BYTES);
+      const udpFd = udpOpen(o.port, o.queues > 1);
       fds.push(udpFd);
       return { devFd, udpFd, txFds };
     });
@@ -80,7 +88,7 @@ function openQueue(o: OpenEngineDeviceOptions, offload: boolean, uso: boolean): 
     o.log.warn({ device: o.name, err: (err as Error).message }, 'IFF_VNET_HDR is not available: falling back to the per-packet path');
     return { ...addon.tunOpen(o.name, base), offload: false, uso: false };
   }
-  const tso = TUN_OFFLOADS.CSUM | TUN_OFFLOADS.TSO4;
+  const tso = TUN_OFFLOADS.CSUM | (o.bindIp6 !== undefined ? TUN_OFFLOADS.TSO6 : TUN_OFFLOADS.TSO4);
   if (uso) {
     try {
       addon.tunSetOffload(dev.fd, tso | TUN_OFFLOADS.USO4 | TUN_OFFLOADS.USO6);
@@ -93,7 +101,7 @@ function openQueue(o: OpenEngineDeviceOptions, offload: boolean, uso: boolean): 
     addon.tunSetOffload(dev.fd, tso);
     return { ...dev, offload: true, uso: false };
   } catch (err) {
-    o.log.warn({ device: o.name, err: (err as Error).message }, 'TUNSETOFFLOAD (checksum, TSO4) was refused: falling back to the per-packet path');
+    o.log.warn({ device: o.name, err: (err as Error).message }, `TUNSETOFFLOAD (checksum, ${o.bindIp6 !== undefined ? 'TSO6' : 'TSO4'}) was refused: falling back to the per-packet path`);
     addon.closeFd(dev.fd);
     return { ...addon.tunOpen(o.name, base), offload: false, uso: false };
   }

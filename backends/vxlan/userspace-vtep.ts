@@ -1,21 +1,40 @@
 // The userspace VTEP: a TAP device flannel.<VNI> whose frames our packet engine carries in VXLAN.
-// The FDB (VtepMAC → PublicIP) lives in the engine's peer table. A TAP device deleted by hand is
+// The FDB (VtepMAC → PublicIP) lives in the engine's peer table.
+//
+// IPv6 (dual-stack, issue #18): a second VTEP flannel-v6.<VNI>, carried by a second engine of family 6,
+// wire-compatible with flannel's kernel device of that name (VXLAN over IPv6, same VNI and port):
+//
+//   const v6 = await UserspaceVtep.create({
+//     family: 6, name: `flannel-v6.${vni}`, mac: <IPv6 VtepMAC>, mtu: <underlay MTU − 70>, vni, port: 8472,
+//     bindIp6: <the node's external IPv6 address>, subnet6: <the lease's IPv6Subnet (Cidr6)>,
+//     capacity, offload, queues, threading?, log });          // → UserspaceVtep<VxlanPeer6>
+//   await v6.setPeers([{ key, subnet: <peer IPv6Subnet>, publicIp: <peer PublicIPv6>, mac: <peer IPv6 VtepMAC>, partialChecksums }]);
+//
+// The device gets <own IPv6 subnet IP>/128 (nodad), accept_ra 0 and IPv6 enabled; its sockets are
+// AF_INET6 (IPV6_V6ONLY) bound to bindIp6 and the port. The backend programs the kernel side as flannel
+// does for its kernel device, minus the FDB (withFdb is false; the engine holds it): a permanent
+// neighbour <peer IPv6 subnet IP> lladdr <peer IPv6 VtepMAC> and a route <peer IPv6 subnet> via <peer IPv6
+// subnet IP> dev flannel-v6.<VNI> onlink. The IPv6 MTU must be at least 1280 (IPv6's minimum). A TAP device deleted by hand is
 // re-created by the next reconcile (EngineDataPath), which then replays neighbours and routes.
 // A kernel VXLAN device of the same name (flannel's, or ours with the kernel data path: both outlive
 // the daemon) is removed first, as TUNSETIFF refuses a name held by another kind of device; this is
 // what migrating a node from flannel's vxlan to the userspace VTEP runs into.
 import type { Logger } from 'pino';
 import { runChecked, runCommand } from '../../lib/run-command.js';
-import { type Cidr4, type Ip4, formatIp4, maskOf } from '../../lib/ip.js';
+import { formatIp4, maskOf } from '../../lib/ip.js';
+import { type Cidr6, type Ip6, formatIp6 } from '../../lib/ip6.js';
+import { FlannelError } from '../../lib/errors.js';
 import type { Lease } from '../backend.js';
 import type { DatapathStats, DatapathThreading, ExternalInterface } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
 import { ENGINE_MODE } from '../datapath/native/datapath-addon.js';
-import type { VxlanPeer, Vtep } from './vtep.js';
+import { ip6Bytes } from '../datapath/peer-table.js';
+import type { VxlanPeer, VxlanPeer6, Vtep } from './vtep.js';
 import { macToBytes } from './vtep-mac.js';
 
 
 export interface UserspaceVtepOptions {
+  readonly family?: 4;
   readonly name: string;
   readonly mac: string;
   readonly mtu: number;
@@ -30,11 +49,39 @@ export interface UserspaceVtepOptions {
   readonly log: Logger;
 }
 
-export class UserspaceVtep implements Vtep {
-  readonly withFdb = false;
-  private constructor(readonly device: string, private readonly dataPath: EngineDataPath, private readonly port: number) {}
+/** The IPv6 VTEP (flannel-v6.<VNI>): see the file header. */
+export interface UserspaceVtep6Options {
+  readonly family: 6;
+  /** flannel-v6.<VNI> */
+  readonly name: string;
+  /** The IPv6 VtepMAC (locally administered, unicast). */
+  readonly mac: string;
+  /** At least 1280; flannel: the underlay MTU − 70 (IPv6 40 + UDP 8 + VXLAN 8 + Ethernet 14). */
+  readonly mtu: number;
+  readonly vni: number;
+  readonly port: number;
+  /** The node's external IPv6 address: the sockets' bind address (the kernel device's `local`). */
+  readonly bindIp6: Ip6;
+  /** The lease's IPv6 subnet: the device gets its first address (the subnet IP)/128; received inner
+   * destinations must lie in it. */
+  readonly subnet6: Cidr6;
+  readonly capacity: number;
+  readonly offload: boolean;
+  readonly queues: number;
+  readonly threading?: DatapathThreading;
+  readonly log: Logger;
+}
 
-  static async create(o: UserspaceVtepOptions): Promise<UserspaceVtep> {
+const IPV6_MIN_MTU = 1280;
+
+export class UserspaceVtep<P extends VxlanPeer | VxlanPeer6 = VxlanPeer> implements Vtep<P> {
+  readonly withFdb = false;
+  private constructor(readonly device: string, private readonly dataPath: EngineDataPath, private readonly port: number, readonly family: 4 | 6) {}
+
+  static create(o: UserspaceVtepOptions): Promise<UserspaceVtep<VxlanPeer>>;
+  static create(o: UserspaceVtep6Options): Promise<UserspaceVtep<VxlanPeer6>>;
+  static async create(o: UserspaceVtepOptions | UserspaceVtep6Options): Promise<UserspaceVtep<VxlanPeer> | UserspaceVtep<VxlanPeer6>> {
+    if (o.family === 6) return UserspaceVtep.create6(o);
     await removeNonTapDevice(o.name, o.log);
     const dataPath = await EngineDataPath.open({
       device: { name: o.name, tap: true, offload: o.offload, queues: o.queues, bindIp: o.ext.ip, port: o.port },
@@ -50,12 +97,40 @@ export class UserspaceVtep implements Vtep {
       ...(o.threading ? { threading: o.threading } : {}),
       log: o.log,
     });
-    return new UserspaceVtep(dataPath.name, dataPath, o.port);
+    return new UserspaceVtep<VxlanPeer>(dataPath.name, dataPath, o.port, 4);
   }
 
-  async setPeers(peers: readonly VxlanPeer[]): Promise<void> {
-    this.dataPath.replacePeers(peers.map((p) => ({
-      key: p.key, subnet: (p.subnet as Cidr4).ip, prefixLen: p.subnet.prefixLen, publicIp: p.publicIp as Ip4, port: this.port, mac: macToBytes(p.mac),
+  private static async create6(o: UserspaceVtep6Options): Promise<UserspaceVtep<VxlanPeer6>> {
+    if (o.mtu < IPV6_MIN_MTU) throw new FlannelError('FLN_ERR_CONFIG_INVALID', `the IPv6 VTEP ${o.name} needs an MTU of at least ${IPV6_MIN_MTU}, not ${o.mtu}: raise the underlay MTU`);
+    await removeNonTapDevice(o.name, o.log);
+    const dataPath = await EngineDataPath.open({
+      device: { name: o.name, tap: true, offload: o.offload, queues: o.queues, bindIp: 0, bindIp6: o.bindIp6, port: o.port },
+      settings: {
+        mac: o.mac, address: `${formatIp6(o.subnet6.ip)}/128`, mtu: o.mtu,
+        sysctls: { 'ipv6/disable_ipv6': '0', 'ipv6/accept_ra': '0' },
+      },
+      spec: {
+        mode: ENGINE_MODE.VXLAN, family: 6, devIp: 0, ownSubnet: 0, ownMask: 0,
+        devIp6: ip6Bytes(o.subnet6.ip), ownSubnet6: ip6Bytes(o.subnet6.ip), ownPrefix6: o.subnet6.prefixLen,
+        mtu: o.mtu, vni: o.vni, devMac: macToBytes(o.mac),
+      },
+      capacity: o.capacity,
+      ...(o.threading ? { threading: o.threading } : {}),
+      log: o.log,
+    });
+    return new UserspaceVtep<VxlanPeer6>(dataPath.name, dataPath, o.port, 6);
+  }
+
+  async setPeers(peers: readonly P[]): Promise<void> {
+    if (this.family === 6) {
+      this.dataPath.replacePeers((peers as readonly VxlanPeer6[]).map((p) => ({
+        key: p.key, subnet: p.subnet.ip, prefixLen: p.subnet.prefixLen, publicIp: p.publicIp, port: this.port, mac: macToBytes(p.mac),
+        partialChecksums: p.partialChecksums,
+      })));
+      return;
+    }
+    this.dataPath.replacePeers((peers as readonly VxlanPeer[]).map((p) => ({
+      key: p.key, subnet: p.subnet.ip, prefixLen: p.subnet.prefixLen, publicIp: p.publicIp, port: this.port, mac: macToBytes(p.mac),
       partialChecksums: p.partialChecksums,
     })));
   }

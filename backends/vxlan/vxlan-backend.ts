@@ -8,7 +8,8 @@
 // underlay, advertised as PublicIPv6 and BackendV6Data {"VNI":…,"VtepMAC":…}. Its MTU is 70 bytes
 // under the underlay's (an IPv6 outer header is 20 bytes longer), and pods get that smaller MTU
 // (FLANNEL_MTU; flannel leaves it 50 under, so its pods' full-size IPv6 packets do not fit its device).
-// For now IPv6 runs on the kernel data path only.
+// On the userspace data path flannel-v6.<VNI> is a second TAP VTEP carried by an engine of family 6
+// (IPv6 inside and outside), wire-compatible with flannel's kernel device.
 import type { Logger } from 'pino';
 import { FlannelError, errorMessage } from '../../lib/errors.js';
 import { formatIp4 } from '../../lib/ip.js';
@@ -19,7 +20,7 @@ import { combineNetworks } from '../composite-network.js';
 import { datapathAddon } from '../datapath/native/datapath-addon.js';
 import { KernelVtep } from './kernel-vtep.js';
 import { UserspaceVtep } from './userspace-vtep.js';
-import type { Vtep } from './vtep.js';
+import type { Vtep, VxlanPeer, VxlanPeer6 } from './vtep.js';
 import { VXLAN_OVERHEAD, VXLAN_OVERHEAD_V6, type VxlanConfig, encodeVxlanBackendData, parseVxlanConfig } from './vxlan-config.js';
 import { DEVICE_PREFIX } from './vxlan-family.js';
 import { VxlanNetwork } from './vxlan-network.js';
@@ -42,11 +43,6 @@ export class VxlanBackend implements Backend {
     this.mtu = this.underlayMtu - (dualStack ? VXLAN_OVERHEAD_V6 : VXLAN_OVERHEAD);
     this.log = ctx.log.child({ component: 'backend/vxlan', datapath: this.cfg.datapath });
     this.device = `${DEVICE_PREFIX[4]}${this.cfg.vni}`;
-    if (dualStack && this.cfg.datapath !== 'kernel') {
-      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED',
-        'IPv6 (EnableIPv6) on the vxlan backend needs the kernel data path for now: set "Datapath": "kernel" in Backend ' +
-        '(or start flanneld with --vxlan-datapath=kernel), or set EnableIPv6 to false');
-    }
   }
 
   /** The kernel devices are created (or reused) first, so that the lease publishes the MACs they have. */
@@ -64,26 +60,51 @@ export class VxlanBackend implements Backend {
         throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', `the userspace vxlan data path needs the packet-engine addon: ${errorMessage(err)}`, { cause: err });
       }
     }
-    const attrs = { publicIp: ext.publicIp, backendType: this.type, backendData: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep?.mac ?? mac, !this.kernelVtep) };
+    const userspace = !this.kernelVtep;
+    const attrs = { publicIp: ext.publicIp, backendType: this.type, backendData: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep?.mac ?? mac, userspace) };
     if (!this.ctx.config.ipv6) return attrs;
     if (ext.ip6 === undefined || ext.publicIp6 === undefined) {
       throw new FlannelError('FLN_ERR_IFACE_NOT_FOUND', `IPv6 is enabled but ${ext.name} has no IPv6 address for ${DEVICE_PREFIX[6]}${this.cfg.vni}: add one, or pass --iface`);
     }
-    this.kernelVtep6 = new KernelVtep({
-      ...common, name: `${DEVICE_PREFIX[6]}${this.cfg.vni}`, family: 6, local: formatIp6(ext.ip6),
-      mac: stableVtepMac(ext.publicIp6, this.cfg.vni), mtu: this.underlayMtu - VXLAN_OVERHEAD_V6,
-    });
-    await this.kernelVtep6.ensureDevice();
-    return { ...attrs, publicIpv6: ext.publicIp6, backendV6Data: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep6.mac) };
+    const mac6 = stableVtepMac(ext.publicIp6, this.cfg.vni);
+    if (this.cfg.datapath === 'kernel') {
+      this.kernelVtep6 = new KernelVtep({ ...common, name: this.device6, family: 6, local: formatIp6(ext.ip6), mac: mac6, mtu: this.underlayMtu - VXLAN_OVERHEAD_V6 });
+      await this.kernelVtep6.ensureDevice();
+    }
+    return { ...attrs, publicIpv6: ext.publicIp6, backendV6Data: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep6?.mac ?? mac6, userspace) };
   }
 
   async start(lease: Lease): Promise<Network> {
     const v4 = this.startFamily(lease, await this.vtep4(lease), 4);
-    if (!this.kernelVtep6 || !this.ctx.config.ipv6) return v4;
-    this.kernelVtep6.lease = lease;
-    await this.kernelVtep6.ensureDevice();
-    const v6 = this.startFamily(lease, this.kernelVtep6, 6);
-    return combineNetworks(lease, [v4, v6]);
+    if (!this.ctx.config.ipv6) return v4;
+    try {
+      const v6 = this.startFamily(lease, await this.vtep6(lease), 6);
+      return combineNetworks(lease, [v4, v6]);
+    } catch (err) {
+      await v4.close();
+      throw err;
+    }
+  }
+
+  private get device6(): string { return `${DEVICE_PREFIX[6]}${this.cfg.vni}`; }
+
+  /** flannel-v6.<VNI>: the kernel device made in prepare(), or the userspace engine's TAP of family 6. */
+  private async vtep6(lease: Lease): Promise<Vtep<VxlanPeer6>> {
+    if (this.kernelVtep6) {
+      this.kernelVtep6.lease = lease;
+      await this.kernelVtep6.ensureDevice();
+      return this.kernelVtep6 as Vtep<VxlanPeer | VxlanPeer6>;
+    }
+    const { ext, config } = this.ctx;
+    if (!lease.ipv6Subnet || ext.ip6 === undefined || ext.publicIp6 === undefined || !config.ipv6) {
+      throw new FlannelError('FLN_ERR_KERNEL_OP', `${this.device6} needs our lease's IPv6 subnet and an IPv6 address on ${ext.name}`);
+    }
+    const capacity = 2 ** Math.min(16, config.ipv6.subnetLen - config.ipv6.network.prefixLen); // peers the pool can hold, at most 65536
+    return UserspaceVtep.create({
+      family: 6, name: this.device6, mac: stableVtepMac(ext.publicIp6, this.cfg.vni), mtu: this.underlayMtu - VXLAN_OVERHEAD_V6,
+      vni: this.cfg.vni, port: this.cfg.port, bindIp6: ext.ip6, subnet6: lease.ipv6Subnet, capacity,
+      offload: this.ctx.offload ?? true, queues: this.ctx.queues ?? 1, ...(this.ctx.threading ? { threading: this.ctx.threading } : {}), log: this.log,
+    });
   }
 
   private async vtep4(lease: Lease): Promise<Vtep> {
@@ -94,15 +115,15 @@ export class VxlanBackend implements Backend {
     }
     const capacity = Math.min(65_536, 2 ** (this.ctx.config.subnetLen - this.ctx.config.network.prefixLen));
     return UserspaceVtep.create({
-      name: this.device, mac: stableVtepMac(this.ctx.ext.publicIp, this.cfg.vni), mtu: this.mtu, ext: this.ctx.ext, lease,
+      name: this.device, mac: stableVtepMac(this.ctx.ext.publicIp, this.cfg.vni), mtu: this.underlayMtu - VXLAN_OVERHEAD, ext: this.ctx.ext, lease,
       log: this.log, vni: this.cfg.vni, port: this.cfg.port, capacity, offload: this.ctx.offload ?? true, queues: this.ctx.queues ?? 1,
       ...(this.ctx.threading ? { threading: this.ctx.threading } : {}),
     });
   }
 
-  private startFamily(lease: Lease, vtep: Vtep, family: 4 | 6): VxlanNetwork {
+  private startFamily(lease: Lease, vtep: Vtep<VxlanPeer> | Vtep<VxlanPeer6>, family: 4 | 6): VxlanNetwork {
     const network = family === 6 && this.ctx.config.ipv6 ? this.ctx.config.ipv6.network : this.ctx.config.network;
     this.log.info({ device: vtep.device, port: this.cfg.port, vni: this.cfg.vni }, 'vxlan backend running');
-    return new VxlanNetwork({ lease, family, network, vtep, directRouting: this.cfg.directRouting, ext: this.ctx.ext, log: this.log });
+    return new VxlanNetwork({ lease, family, network, vtep: vtep as Vtep<VxlanPeer | VxlanPeer6>, directRouting: this.cfg.directRouting, ext: this.ctx.ext, log: this.log });
   }
 }

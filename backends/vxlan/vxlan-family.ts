@@ -5,7 +5,7 @@
 import { formatCidr4, formatIp4 } from '../../lib/ip.js';
 import { formatCidr6, formatIp6 } from '../../lib/ip6.js';
 import type { Lease } from '../backend.js';
-import type { VxlanPeer } from './vtep.js';
+import type { VxlanPeer, VxlanPeer6 } from './vtep.js';
 import { parseVtepMac } from './vxlan-config.js';
 import { acceptsPartialChecksums } from '../datapath/partial-checksums.js';
 
@@ -20,7 +20,8 @@ export interface FamilyPart {
   /** PublicIP or PublicIPv6: the FDB destination, and the next hop of a direct route. */
   readonly publicIp: string;
   readonly mac: string;
-  readonly peer: VxlanPeer;
+  /** What the VTEP's data path takes: a VxlanPeer in IPv4, a VxlanPeer6 in IPv6. */
+  readonly peer: VxlanPeer | VxlanPeer6;
 }
 
 export const DEVICE_PREFIX: Record<Family, string> = { 4: 'flannel.', 6: 'flannel-v6.' };

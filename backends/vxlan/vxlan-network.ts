@@ -15,7 +15,7 @@ import type { Route } from '../kernel/kernel-routes.js';
 import { runCommand } from '../../lib/run-command.js';
 import { syncVxlanL2 } from '../kernel/vxlan-l2.js';
 import { RouteNetwork } from '../route-network.js';
-import type { Vtep } from './vtep.js';
+import type { Vtep, VxlanPeer, VxlanPeer6 } from './vtep.js';
 import { type Family, type FamilyPart, familyPart } from './vxlan-family.js';
 
 export interface VxlanNetworkOptions {
@@ -23,7 +23,8 @@ export interface VxlanNetworkOptions {
   readonly family: Family;
   /** The overlay network of this family: routes outside it are never touched. */
   readonly network: Cidr4 | Cidr6;
-  readonly vtep: Vtep;
+  /** The family's VTEP: it is handed only peers of its family. */
+  readonly vtep: Vtep<VxlanPeer | VxlanPeer6>;
   readonly directRouting: boolean;
   readonly ext: ExternalInterface;
   readonly log: Logger;

@@ -40,7 +40,7 @@ export class WireGuardBackend implements Backend {
     if (ctx.config.ipv6) {
       throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED',
         'IPv6 (EnableIPv6) on the wireguard backend is not supported by flannel-ts yet: use the host-gw or the vxlan backend ' +
-        '(with "Datapath": "kernel") for dual-stack, or set EnableIPv6 to false');
+        'for dual-stack, or set EnableIPv6 to false');
     }
   }
 

@@ -18,7 +18,7 @@ import type { NodeHost } from './topology.js';
 
 /** The backends both our flanneld and the real flannel run here (flannel's wireguard needs the kernel module). */
 const MIXED_BACKENDS = ['host-gw', 'udp', 'vxlan'] as const;
-/** The backends that carry IPv6 here: flannel's IPv6 backends, vxlan on the kernel data path for now. */
+/** The backends that carry IPv6 here (flannel's wireguard does too; ours not yet). */
 const IPV6_BACKENDS = ['host-gw', 'vxlan'] as const;
 const NETWORK6 = 'fd00:10:244::/56';
 const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--ipv6 dual] [--keep]
@@ -28,7 +28,7 @@ const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEN
   --mixed    the real flannel (flannel-io/flannel, built with Go) on every second node, ours on the others
              (make cluster MIXED=1); backends ${MIXED_BACKENDS.join(', ')}, at least 2 nodes
   --ipv6     dual: a dual-stack network (make cluster IPV6=dual), IPv6Network ${NETWORK6}, underlay 2001:db8::/64;
-             backends ${IPV6_BACKENDS.join(', ')} (vxlan on the kernel data path). "only" (IPv6-only) is not supported yet
+             backends ${IPV6_BACKENDS.join(', ')}. "only" (IPv6-only) is not supported yet
   --keep     leave the cluster running and print how to use it and tear it down
   --destroy  tear down a cluster left running by --keep`;
 const RUN_ROOT = '/run/flannel-ts-cluster';
@@ -165,8 +165,7 @@ function daemonKindOf(index: number, mixed: boolean): DaemonKind {
 interface Row { node: NodeHost; subnet: string; subnet6?: string; pods: CniPod[]; daemon: string }
 
 async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string; version: string } | undefined): Promise<Row[]> {
-  const backend = o.ipv6 && o.backend === 'vxlan' ? { Type: 'vxlan', Datapath: 'kernel' } : { Type: o.backend };
-  await cluster.putConfig({ Network: '10.244.0.0/16', ...(o.ipv6 ? { EnableIPv6: true, IPv6Network: NETWORK6 } : {}), Backend: backend });
+  await cluster.putConfig({ Network: '10.244.0.0/16', ...(o.ipv6 ? { EnableIPv6: true, IPv6Network: NETWORK6 } : {}), Backend: { Type: o.backend } });
   for (const node of cluster.nodes) {
     if (flannel && daemonKindOf(node.index, true) === 'flannel') cluster.startFlannel(node, flannel.bin, ['--ip-masq']);
     else cluster.startDaemon(node, ['--ip-masq']);

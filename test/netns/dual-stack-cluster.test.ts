@@ -63,7 +63,7 @@ async function checkMtu(t: Test, from: Node6, to: Node6, mtu: number, tooBig: Re
   t.match(`${over.stdout}${over.stderr}`, tooBig, `IPv6: ${mtu + 1} bytes get Packet Too Big naming the MTU`);
 }
 
-async function checkLeases(t: Test, cluster: LocalCluster, nodes: readonly Node6[], vxlan: boolean): Promise<void> {
+async function checkLeases(t: Test, cluster: LocalCluster, nodes: readonly Node6[], vxlan: boolean, userspace = false): Promise<void> {
   t.equal(new Set(nodes.map((n) => n.subnet6)).size, nodes.length, 'every node leased its own IPv6 subnet');
   for (const n of nodes) {
     const env = readEnvFile(cluster.subnetFileOf(n.node));
@@ -75,7 +75,7 @@ async function checkLeases(t: Test, cluster: LocalCluster, nodes: readonly Node6
     t.equal(attrs.PublicIPv6, n.node.underlayIp6, `${n.node.name}: PublicIPv6 is the interface's IPv6 address`);
     if (vxlan) {
       const mac = JSON.parse(await ipIn(n.node.ns, ['-j', 'link', 'show', 'flannel-v6.1']))[0].address as string;
-      t.same(attrs.BackendV6Data, { VNI: 1, VtepMAC: mac }, `${n.node.name}: BackendV6Data has flannel-v6.1's MAC`);
+      t.same(attrs.BackendV6Data, { VNI: 1, VtepMAC: mac, ...(userspace ? { AcceptsPartialChecksums: true } : {}) }, `${n.node.name}: BackendV6Data has flannel-v6.1's MAC`);
     } else {
       t.notOk('BackendV6Data' in attrs, `${n.node.name}: host-gw writes no BackendV6Data`);
     }
@@ -164,27 +164,34 @@ t.test('dual-stack host-gw: IPv6 turned on in a running cluster keeps every IPv4
   });
 });
 
-t.test('dual-stack vxlan, kernel data path: flannel.1 and flannel-v6.1', async (t) => {
-  const cluster = await LocalCluster.create({ tag: runTag('d6v'), nodes: 3, ipv6: true });
+for (const datapath of ['kernel', 'userspace'] as const) t.test(`dual-stack vxlan, ${datapath} data path: flannel.1 and flannel-v6.1`, async (t) => {
+  const userspace = datapath === 'userspace';
+  const cluster = await LocalCluster.create({ tag: runTag(userspace ? 'd6u' : 'd6v'), nodes: 3, ipv6: true });
   t.teardown(() => cluster.destroy());
-  await cluster.putConfig(dualConfig({ Type: 'vxlan', Datapath: 'kernel' }));
+  await cluster.putConfig(dualConfig({ Type: 'vxlan', Datapath: datapath }));
   const nodes = await startDualStack(cluster, ['--ip-masq']);
-  await checkLeases(t, cluster, nodes, true);
+  await checkLeases(t, cluster, nodes, true, userspace);
   t.equal(readEnvFile(cluster.subnetFileOf(nodes[0]!.node)).FLANNEL_MTU, '1430', 'FLANNEL_MTU: 1500 - 70, so that IPv6 over the IPv6 underlay fits');
 
   await t.test('the VTEPs and their per-peer state', async (t) => {
     const [a, b, c] = nodes as [Node6, Node6, Node6];
     const link6 = JSON.parse(await ipIn(a.node.ns, ['-d', '-j', 'link', 'show', 'flannel-v6.1']))[0];
-    t.equal(link6.linkinfo.info_data.local6, a.node.underlayIp6, 'flannel-v6.1: local is the IPv6 address of eth0');
-    t.equal(link6.linkinfo.info_data.port, 8472, 'flannel-v6.1: port 8472');
+    if (userspace) {
+      t.equal(link6.linkinfo.info_kind, 'tun', 'flannel-v6.1 is our engine\'s TAP device');
+      const sockets = (await execIn(a.node.ns, 'ss', ['-u', '-l', '-n', '-6'])).stdout;
+      t.match(sockets, `[${a.node.underlayIp6}]:8472`, 'the engine listens on the IPv6 address of eth0, port 8472');
+    } else {
+      t.equal(link6.linkinfo.info_data.local6, a.node.underlayIp6, 'flannel-v6.1: local is the IPv6 address of eth0');
+      t.equal(link6.linkinfo.info_data.port, 8472, 'flannel-v6.1: port 8472');
+    }
     t.equal(link6.mtu, 1430, 'flannel-v6.1: MTU 1500 - 70');
     const link4 = JSON.parse(await ipIn(a.node.ns, ['-d', '-j', 'link', 'show', 'flannel.1']))[0];
     t.equal(link4.mtu, 1450, 'flannel.1: MTU 1500 - 50');
     t.match(await ipIn(a.node.ns, ['-6', 'addr', 'show', 'dev', 'flannel-v6.1']), `${a.subnet6.replace(/::1\/64/, '::')}/128`, 'flannel-v6.1 holds its subnet address /128');
-    const fdb6 = await execIn(a.node.ns, 'bridge', ['fdb', 'show', 'dev', 'flannel-v6.1']);
+    const fdb6 = userspace ? { stdout: '' } : await execIn(a.node.ns, 'bridge', ['fdb', 'show', 'dev', 'flannel-v6.1']);
     for (const peer of [b, c]) {
       const mac = JSON.parse(await ipIn(peer.node.ns, ['-j', 'link', 'show', 'flannel-v6.1']))[0].address as string;
-      t.match(fdb6.stdout, `${mac} dst ${peer.node.underlayIp6} self permanent`, `FDB: ${peer.node.name}'s v6 VtepMAC → its PublicIPv6`);
+      if (!userspace) t.match(fdb6.stdout, `${mac} dst ${peer.node.underlayIp6} self permanent`, `FDB: ${peer.node.name}'s v6 VtepMAC → its PublicIPv6`);
       const gw = peer.subnet6.replace(/::1\/64/, '::');
       t.match(await ipIn(a.node.ns, ['-6', 'neigh', 'show', 'dev', 'flannel-v6.1']), `${gw} lladdr ${mac} PERMANENT`, `neighbour: ${gw} → ${peer.node.name}'s v6 VtepMAC`);
       t.match(await ipIn(a.node.ns, ['-6', 'route', 'show', peer.subnet6.replace(/::1\//, '::/')]), `via ${gw} dev flannel-v6.1`, `route to ${peer.node.name}'s IPv6 subnet through flannel-v6.1, onlink`);
@@ -234,7 +241,7 @@ t.test('dual-stack vxlan, kernel data path: flannel.1 and flannel-v6.1', async (
     const gw = c.subnet6.replace(/::1\/64/, '::');
     await until('the IPv6 neighbour of the deleted lease to go', async () => !(await ipIn(a.node.ns, ['-6', 'neigh', 'show', 'dev', 'flannel-v6.1'])).includes(gw), 15_000);
     t.equal((await ipIn(a.node.ns, ['-6', 'route', 'show', c.subnet6.replace(/::1\//, '::/')])).trim(), '', 'its IPv6 route is gone');
-    t.notMatch((await execIn(a.node.ns, 'bridge', ['fdb', 'show', 'dev', 'flannel-v6.1'])).stdout, `dst ${c.node.underlayIp6} `, 'its FDB entry is gone');
+    if (!userspace) t.notMatch((await execIn(a.node.ns, 'bridge', ['fdb', 'show', 'dev', 'flannel-v6.1'])).stdout, `dst ${c.node.underlayIp6} `, 'its FDB entry is gone');
   });
 });
 

@@ -38,6 +38,15 @@ export interface EngineSpec {
   readonly wgTable?: Uint8Array;
   /** wireguard mode: the write end of the pipe that carries handshake messages to the control plane. */
   readonly ctrlFd?: number;
+  /** 4 (default) or 6: an IPv6 engine (vxlan mode only: the IPv6 VTEP) carries IPv6 frames over IPv6
+   * sockets (udpOpen6) with a peer table of IPv6 entries, and needs devIp6, ownSubnet6 and ownPrefix6;
+   * devIp, ownSubnet and ownMask are then unused (pass 0). */
+  readonly family?: 4 | 6;
+  /** family 6: our device's IPv6 address (the source of ICMPv6 Packet Too Big), 16 bytes. */
+  readonly devIp6?: Uint8Array;
+  /** family 6: our IPv6 subnet (16 bytes) and its prefix length: received inner destinations must lie in it. */
+  readonly ownSubnet6?: Uint8Array;
+  readonly ownPrefix6?: number;
 }
 
 export interface EngineFeatures {
@@ -51,6 +60,8 @@ export interface DatapathAddon {
   tunOpen(name: string, flags: number): { fd: number; name: string };
   tunSetOffload(fd: number, offloads: number): void;
   udpOpen(ip: number, port: number, reusePort: boolean, bufBytes: number): number;
+  /** An AF_INET6 (IPV6_V6ONLY) socket bound to ip (16 bytes, network order):port; also accepts datagrams without a UDP checksum. */
+  udpOpen6(ip: Uint8Array, port: number, reusePort: boolean, bufBytes: number): number;
   /** A non-blocking pipe: [readFd, writeFd]. */
   pipeOpen(): [number, number];
   /** One datagram out of the bound UDP socket `fd` to ip:port (host order), not waiting; throws with the errno (EAGAIN: buffer full). */

@@ -150,6 +150,27 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   return fd < 0 ? throw_errno(env, fd, "bind") : num(env, fd);
 }
 
+/* Typed-array contents (defined below). */
+static int typed_data(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length);
+
+/* udpOpen6(ip: Uint8Array(16), port, reusePort, bufBytes) → fd: AF_INET6, IPV6_V6ONLY */
+static napi_value udp_open6(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  bool reuse = false;
+  double port, buf;
+  void *ip = NULL;
+  size_t n = 0;
+  if (!typed_data(env, argv[0], napi_uint8_array, &ip, &n) || n != 16) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "udpOpen6: ip must be a Uint8Array of 16 bytes");
+    return NULL;
+  }
+  if (!get_int(env, argv[1], "port", 0, 65535, &port) || !get_int(env, argv[3], "bufBytes", 0, FD_MAX, &buf)) return NULL;
+  CHECK(napi_get_value_bool(env, argv[2], &reuse));
+  int fd = fl_udp6_open(ip, (uint16_t)port, reuse, (int)buf);
+  return fd < 0 ? throw_errno(env, fd, "bind") : num(env, fd);
+}
+
 /* Typed-array contents; returns 0 if `v` is not a typed array of type `want`. An empty array is valid. */
 static int typed_data(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
   napi_typedarray_type type;
@@ -246,13 +267,15 @@ static void finalize_box(napi_env env, void *data, void *hint) {
 
 /* engineCreate({ mode, devFd, udpFd, stopFd, peerTable: Uint32Array, stats: BigUint64Array,
  *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array, offload, uso?, spinUs?,
- *   wgTable?: Uint8Array, ctrlFd? }) → external. wireguard mode needs wgTable (the shared state of
+ *   wgTable?: Uint8Array, ctrlFd?, family? (4 or 6), devIp6?, ownSubnet6?: Uint8Array(16), ownPrefix6? }) → external.
+ *   family 6 (vxlan mode only: the IPv6 VTEP) needs devIp6, ownSubnet6 and ownPrefix6, sockets of AF_INET6
+ *   (udpOpen6) and a peer table of IPv6 entries (PT_FAMILY 6); devIp, ownSubnet and ownMask are then unused. wireguard mode needs wgTable (the shared state of
  *   layout.h) and ctrlFd (the write end of the control plane's handshake pipe). */
 static napi_value engine_create(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
   napi_value o = argv[0];
-  double mode, dev_fd, udp_fd, stop_fd, dev_ip, own_subnet, own_mask, mtu, vni, spin, ctrl_fd;
+  double mode, dev_fd, udp_fd, stop_fd, dev_ip, own_subnet, own_mask, mtu, vni, spin, ctrl_fd, family, own_prefix6;
   bool offload, uso;
   if (!int_prop(env, o, "mode", FL_MODE_UDP, FL_MODE_WIREGUARD, 0, 0, &mode) ||
       !int_prop(env, o, "ctrlFd", 0, FD_MAX, 1, -1, &ctrl_fd) ||
@@ -260,7 +283,8 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
       !int_prop(env, o, "stopFd", 0, FD_MAX, 0, 0, &stop_fd) || !int_prop(env, o, "devIp", 0, U32_MAX, 0, 0, &dev_ip) ||
       !int_prop(env, o, "ownSubnet", 0, U32_MAX, 0, 0, &own_subnet) || !int_prop(env, o, "ownMask", 0, U32_MAX, 0, 0, &own_mask) ||
       !int_prop(env, o, "mtu", 68, 65535, 0, 0, &mtu) || !int_prop(env, o, "vni", 0, 16777215, 0, 0, &vni) ||
-      !int_prop(env, o, "spinUs", 0, 1000000, 1, 0, &spin) || !bool_prop(env, o, "offload", &offload) || !bool_prop(env, o, "uso", &uso))
+      !int_prop(env, o, "spinUs", 0, 1000000, 1, 0, &spin) || !int_prop(env, o, "family", 4, 6, 1, 4, &family) ||
+      !int_prop(env, o, "ownPrefix6", 0, 128, 1, 0, &own_prefix6) || !bool_prop(env, o, "offload", &offload) || !bool_prop(env, o, "uso", &uso))
     return NULL;
   napi_value arrays[5] = {prop(env, o, "peerTable"), prop(env, o, "stats"), prop(env, o, "txFds"), prop(env, o, "devMac"), prop(env, o, "wgTable")};
   for (int i = 0; i < 5; i++) if (!arrays[i]) return NULL;
@@ -271,6 +295,21 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   if (wg_type != napi_undefined && !typed_data(env, arrays[4], napi_uint8_array, &wg, &n_wg)) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "engineCreate: wgTable must be a Uint8Array");
     return NULL;
+  }
+  void *v6[2] = {NULL, NULL};
+  if (family != 4 && family != 6) { napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: family must be 4 or 6"); return NULL; }
+  if (family == 6) {
+    if (mode != FL_MODE_VXLAN) { napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: family 6 is the vxlan mode's only"); return NULL; }
+    const char *names[2] = {"devIp6", "ownSubnet6"};
+    for (int i = 0; i < 2; i++) {
+      napi_value a = prop(env, o, names[i]);
+      size_t n = 0;
+      if (!a) return NULL;
+      if (!typed_data(env, a, napi_uint8_array, &v6[i], &n) || n != 16) {
+        napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "engineCreate: family 6 needs devIp6 and ownSubnet6 (Uint8Array of 16 bytes)");
+        return NULL;
+      }
+    }
   }
   if (mode == FL_MODE_WIREGUARD && (!wg || ctrl_fd < 0)) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "engineCreate: wireguard mode needs wgTable and ctrlFd");
@@ -287,7 +326,12 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
     return NULL;
   }
   /* The C side trusts PT_CAPACITY: it must fit the array it was given. */
-  if (((const uint32_t *)table)[PT_CAPACITY] > (n_words - PT_HEADER_WORDS) / PE_WORDS) {
+  uint32_t table_family = ((const uint32_t *)table)[PT_FAMILY] == 6 ? 6 : 4;
+  if (table_family != (uint32_t)family) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: the peer table's family (PT_FAMILY) is not the engine's");
+    return NULL;
+  }
+  if (((const uint32_t *)table)[PT_CAPACITY] > (n_words - PT_HEADER_WORDS) / (family == 6 ? PE6_WORDS : PE_WORDS)) {
     napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: the peer table's capacity exceeds its array");
     return NULL;
   }
@@ -299,6 +343,12 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   if (!box) return throw_errno(env, -ENOMEM, "engineCreate");
   fl_engine *e = &box->engine;
   e->mode = (int)mode;
+  e->family = (int)family;
+  if (family == 6) {
+    memcpy(e->dev_ip6, v6[0], 16);
+    memcpy(e->own_subnet6, v6[1], 16);
+    e->own_prefix6 = (uint32_t)own_prefix6;
+  }
   e->dev_fd = (int)dev_fd;
   e->udp_fd = (int)udp_fd;
   e->stop_fd = (int)stop_fd;
@@ -392,6 +442,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"tunOpen", NULL, tun_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"tunSetOffload", NULL, tun_set_offload, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpOpen6", NULL, udp_open6, NULL, NULL, NULL, napi_enumerable, NULL},
     {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"pipeOpen", NULL, pipe_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSendTo", NULL, udp_send_to, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -28,7 +28,9 @@ static const fl_mode *const MODES[] = {[FL_MODE_UDP] = &fl_mode_udp, [FL_MODE_VX
 int fl_engine_init(fl_engine *e) {
   memset(&e->peers, 0, sizeof e->peers);
   if (e->mode < 0 || e->mode > FL_MODE_WIREGUARD) return -EINVAL;
-  e->ops = MODES[e->mode];
+  if (e->family == 0) e->family = 4;
+  if (e->family != 4 && !(e->family == 6 && e->mode == FL_MODE_VXLAN)) return -EINVAL; /* IPv6: the vxlan VTEP only */
+  e->ops = e->family == 6 ? &fl_mode_vxlan6 : MODES[e->mode];
   e->slot_size = e->mtu + 64 < 2048 ? 2048 : ((e->mtu + 64 + 1023) & ~1023u);
   /* offload TX: a header slot, or for a sealing mode a whole datagram (prefix, inner packet, suffix) */
   e->tx_slot = e->ops->seal ? ((e->ops->prefix + e->mtu + e->ops->suffix + 63) & ~(size_t)63) : FL_TX_HDR;
@@ -201,15 +203,26 @@ static void enqueue(fl_engine *e, int n, const fl_peer *peer, uint8_t *d, size_t
   e->msgs[n].msg_hdr.msg_iov = e->iov[n];
   e->msgs[n].msg_hdr.msg_iovlen = 1;
   e->msgs[n].msg_hdr.msg_name = &e->addrs[n];
-  e->msgs[n].msg_hdr.msg_namelen = sizeof e->addrs[n];
+  e->msgs[n].msg_hdr.msg_namelen = fl_addr_len(e);
   fl_count_tx(e, peer, 1, inner);
 }
 
-void fl_peer_address(fl_engine *e, const fl_peer *peer, struct sockaddr_in *to) {
-  to->sin_family = AF_INET;
-  if (e->ops->endpoint) { e->ops->endpoint(e, peer, to); return; }
-  to->sin_port = htons((uint16_t)peer->port);
-  to->sin_addr.s_addr = htonl(peer->public_ip);
+void fl_peer_address(fl_engine *e, const fl_peer *peer, fl_sockaddr *to) {
+  if (e->family == 6) {
+    memset(&to->v6, 0, sizeof to->v6);
+    to->v6.sin6_family = AF_INET6;
+    to->v6.sin6_port = htons((uint16_t)peer->port);
+    memcpy(&to->v6.sin6_addr, peer->public6, 16);
+    return;
+  }
+  to->v4.sin_family = AF_INET;
+  if (e->ops->endpoint) { e->ops->endpoint(e, peer, &to->v4); return; }
+  to->v4.sin_port = htons((uint16_t)peer->port);
+  to->v4.sin_addr.s_addr = htonl(peer->public_ip);
+}
+
+socklen_t fl_addr_len(const fl_engine *e) {
+  return e->family == 6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 }
 
 void fl_send_runs(fl_engine *e, int n, const int *fd_of) {
@@ -287,6 +300,7 @@ static void prepare_recv(fl_engine *e) {
 /* A frame larger than the device MTU: a peer's TSO super-frame that reached us whole (veth and
  * virtio underlays keep GSO packets intact). TCP is segmented here at the MTU; anything else drops. */
 void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len) {
+  if (e->family == 6) { fl_write_segmented6(e, peer, frame, len); return; }
   size_t l2 = e->ops->l2;
   const uint8_t *ip = frame + l2;
   size_t ihl = fl_ipv4_header_len(ip, len - l2);

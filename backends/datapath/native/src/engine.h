@@ -38,6 +38,12 @@ typedef struct {
   size_t total;    /* IP total length of the merged packet */
 } fl_gro_flow;
 
+/* A datagram's peer address: IPv4 for a family-4 engine, IPv6 for a family-6 one (the IPv6 VTEP). */
+typedef union {
+  struct sockaddr_in v4;
+  struct sockaddr_in6 v6;
+} fl_sockaddr;
+
 #define FL_PUMP_IDLE 0
 #define FL_PUMP_STOPPED 1
 #define FL_DIR_TX 1 /* device → UDP */
@@ -45,6 +51,7 @@ typedef struct {
 
 typedef struct fl_engine_s {
   int mode;          /* FL_MODE_*: picks `ops` in fl_engine_init */
+  int family;        /* 4 (0 reads as 4) or 6: the inner and outer IP version; 6 only in vxlan mode (flannel-v6.<VNI>) */
   const fl_mode *ops;
   int dev_fd;        /* TUN (udp mode) or TAP (vxlan mode) */
   int udp_fd;        /* the bound UDP socket: receives, and sends in udp mode */
@@ -54,6 +61,9 @@ typedef struct fl_engine_s {
   uint32_t stat_slots;
   uint32_t dev_ip;   /* our device address: source of ICMP errors */
   uint32_t own_subnet, own_mask;
+  uint8_t dev_ip6[16];     /* family 6: our device address (source of Packet Too Big) */
+  uint8_t own_subnet6[16]; /* family 6: our subnet and its prefix length: inner destinations must lie in it */
+  uint32_t own_prefix6;
   uint32_t mtu;      /* device MTU: larger inner packets are dropped as oversize */
   uint32_t vni;
   uint8_t dev_mac[6];
@@ -78,7 +88,7 @@ typedef struct fl_engine_s {
   uint8_t *seg;      /* one slot_size scratch frame for software segmentation */
   struct mmsghdr msgs[FL_BATCH];
   struct iovec iov[FL_BATCH][2];
-  struct sockaddr_in addrs[FL_BATCH];
+  fl_sockaddr addrs[FL_BATCH];
   uint8_t icmp[1600];
   size_t tx_slot;    /* offload TX: bytes per tx_hdrs slot (FL_TX_HDR, or a whole datagram when the mode seals) */
   /* wireguard mode (wireguard.c) */

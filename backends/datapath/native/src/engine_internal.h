@@ -31,8 +31,17 @@ int fl_accept_inner(fl_engine *e, const fl_peer *peer, const uint8_t *ip, size_t
 size_t fl_accept_ipv4(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, int *partial);
 uint32_t fl_flow_hash(const uint8_t *ip, size_t len);
 /* Where datagrams to `peer` go: the mode's endpoint (wireguard: where the peer last spoke from), or the lease's. */
-void fl_peer_address(fl_engine *e, const fl_peer *peer, struct sockaddr_in *to);
+void fl_peer_address(fl_engine *e, const fl_peer *peer, fl_sockaddr *to);
+/* msg_namelen of a datagram to a peer: sizeof struct sockaddr_in, or sockaddr_in6 for a family-6 engine. */
+socklen_t fl_addr_len(const fl_engine *e);
 void fl_write_segmented(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len);
+/* family 6 (vxlan6.c): fl_write_segmented of an IPv6 frame. */
+void fl_write_segmented6(fl_engine *e, const fl_peer *peer, const uint8_t *frame, size_t len);
+/* family 6 (vxlan6.c): answers an IPv6 frame read from the device that is larger than the engine's MTU
+ * with an ICMPv6 Packet Too Big (as kernel VXLAN does) and counts the drop. */
+void fl_packet_too_big6(fl_engine *e, const uint8_t *frame, size_t len);
+/* family 6 (vxlan6.c): the RX check of an inner IPv6 packet's TCP/UDP checksum, with its counters (as fl_check_l4). */
+int fl_check_l4_6(fl_engine *e, uint8_t *ip, size_t len, int *partial);
 /* TCP segmentation (segment.c). The headers of the segment carrying payload bytes [off, off+n) of the
  * super-packet `frame` (l2 bytes before its IPv4 header), written at `out` with the TCP checksum left
  * partial (pseudo-header sum); returns their length. */

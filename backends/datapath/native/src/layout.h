@@ -9,6 +9,7 @@ enum {
   PT_SEQ = 0,
   PT_COUNT = 1,
   PT_CAPACITY = 2,
+  PT_FAMILY = 3,   /* entry format: 0 or 4 = IPv4 entries (PE_*), 6 = IPv6 entries (PE6_*); set once at creation */
   PT_HEADER_WORDS = 8,
   PE_SUBNET = 0,   /* peer subnet network address, host order */
   PE_PREFIX = 1,   /* its prefix length */
@@ -19,6 +20,21 @@ enum {
   PE_MAC_LO = 6,   /* vxlan: VtepMAC bytes 2-5 */
   PE_FLAGS = 7,    /* FL_PEER_* bits (peers.h) */
   PE_WORDS = 8
+};
+
+/* IPv6 entries (a table whose PT_FAMILY is 6, read by an IPv6 engine: the flannel-v6.<VNI> VTEP). An
+ * address is four words, word k = bytes 4k..4k+3 of the address as a big-endian number (host order u32),
+ * so the IPv4 entries above keep their size and their loops never see these. */
+enum {
+  PE6_SUBNET = 0,    /* 4 words: the peer's IPv6 subnet */
+  PE6_PREFIX = 4,    /* its prefix length (0-128) */
+  PE6_PUBLIC_IP = 5, /* 4 words: the peer's PublicIPv6 (VXLAN underlay) */
+  PE6_PORT = 9,
+  PE6_SLOT = 10,
+  PE6_MAC_HI = 11,   /* its IPv6 VtepMAC bytes 0-1 */
+  PE6_MAC_LO = 12,   /* bytes 2-5 */
+  PE6_FLAGS = 13,
+  PE6_WORDS = 16
 };
 
 /* Counters: u64 slots in a SharedArrayBuffer. Every worker thread (the TX or RX worker of a queue, or

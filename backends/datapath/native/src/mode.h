@@ -40,11 +40,11 @@ typedef struct fl_mode {
   size_t (*wire_len)(const struct fl_engine_s *e, size_t n);
   /* TX: where datagrams to `peer` go (NULL: the lease's PublicIP and port). */
   void (*endpoint)(struct fl_engine_s *e, const struct fl_peer_s *peer, struct sockaddr_in *to);
-  /* RX: one datagram from `from`: sets its sender and inner packet (*pkt, returns its length), or
+  /* RX: one datagram from `from` (a struct sockaddr_in, or a struct sockaddr_in6 for a family-6 mode): sets its sender and inner packet (*pkt, returns its length), or
    * returns 0 (a counted drop, or a message handed to the control plane). With `partial` non-NULL a
    * partial inner checksum is kept and flagged there (the offload loops); with NULL it is completed. */
-  size_t (*decap)(struct fl_engine_s *e, const struct sockaddr_in *from, uint8_t **pkt, size_t len, const struct fl_peer_s **peer, int *partial);
+  size_t (*decap)(struct fl_engine_s *e, const void *from, uint8_t **pkt, size_t len, const struct fl_peer_s **peer, int *partial);
 } fl_mode;
 
-extern const fl_mode fl_mode_udp, fl_mode_vxlan, fl_mode_wireguard;
+extern const fl_mode fl_mode_udp, fl_mode_vxlan, fl_mode_wireguard, fl_mode_vxlan6;
 #endif

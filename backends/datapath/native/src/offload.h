@@ -15,6 +15,7 @@
 #define VNET_F_NEEDS_CSUM 1
 #define VNET_GSO_NONE 0
 #define VNET_GSO_TCPV4 1
+#define VNET_GSO_TCPV6 4
 #define VNET_GSO_UDP_L4 5 /* USO: UDP datagrams of gso_size payload each (Linux ≥ 6.2) */
 #define VNET_GSO_ECN 0x80
 #define MAX_UDP_PAYLOAD 65507 /* 65535 − IPv4 − UDP headers: the most one UDP GSO send may carry */

@@ -8,6 +8,7 @@
 #include "csum.h"
 #include "engine_internal.h"
 #include "ipv4.h"
+#include "ipv6.h"
 #include "offload.h"
 #include <errno.h>
 #include <netinet/in.h>
@@ -29,8 +30,9 @@ static size_t payload_of(const uint8_t *ip) {
  * NEEDS_CSUM, so the device completes it, or trusts it for local delivery, as it does for its own
  * stack's packets. */
 static void write_one(fl_engine *e, const fl_peer *peer, const uint8_t *pkt, size_t len, int partial) {
-  size_t l2 = fl_l2_len(e), ihl = (size_t)(pkt[l2] & 0x0f) * 4;
-  vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_NONE, 0, 0, (uint16_t)(l2 + ihl), pkt[l2 + 9] == 6 ? 16 : 6};
+  size_t l2 = fl_l2_len(e), ihl = e->family == 6 ? FL_IP6_HLEN : (size_t)(pkt[l2] & 0x0f) * 4;
+  uint8_t proto = e->family == 6 ? pkt[l2 + 6] : pkt[l2 + 9];
+  vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_NONE, 0, 0, (uint16_t)(l2 + ihl), proto == 6 ? 16 : 6};
   fl_deliver(e, peer, partial ? &vh : NULL, pkt, len);
 }
 
@@ -38,9 +40,12 @@ static void write_one(fl_engine *e, const fl_peer *peer, const uint8_t *pkt, siz
  * datagrams, which the kernel splits back into the same datagrams with the same IP IDs). The
  * super-packet is gathered, not copied: the first packet with its headers rewritten in place, then
  * the payload of each following one, all in one writev. */
+static void flush_flow6(fl_engine *e, fl_gro_flow *f);
+
 static void flush_flow(fl_engine *e, fl_gro_flow *f) {
   const fl_peer *peer = f->peer;
   size_t l2 = fl_l2_len(e);
+  if (f->n > 1 && e->family == 6) { flush_flow6(e, f); return; }
   if (f->n == 1) {
     write_one(e, peer, f->frame[0], f->len[0], f->partial);
     f->n = 0;
@@ -135,9 +140,12 @@ static void flush_related(fl_engine *e, const uint8_t *pkt) {
 
 /* Holds a validated TCP segment or UDP datagram for coalescing, or writes anything else at once
  * (after flushing what may be its own flow, so that a flow is never reordered). */
+static void gro_add6(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, int partial);
+
 static void gro_add(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, int partial) {
   size_t l2 = fl_l2_len(e);
   const uint8_t *ip = pkt + l2;
+  if (e->family == 6) { gro_add6(e, peer, pkt, len, partial); return; }
   if (!candidate(e, pkt, len)) {
     if (len >= l2 + 20) flush_related(e, pkt);
     write_one(e, peer, pkt, len, partial);
@@ -170,9 +178,12 @@ static void gro_add(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len,
 /* A super-frame from a peer's TSO or USO that reached us whole (a kernel VXLAN peer over veth or
  * virtio): hand it to the device as GSO. Datagrams need the peer's gso_size (their boundaries) and
  * USO on the device. */
+static void write_super6(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, size_t inner_mss);
+
 static void write_super(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, size_t inner_mss) {
   size_t l2 = fl_l2_len(e);
   uint8_t *ip = pkt + l2;
+  if (e->family == 6) { write_super6(e, peer, pkt, len, inner_mss); return; }
   size_t ihl = fl_ipv4_header_len(ip, len - l2);
   /* Whole, unfragmented segments or datagrams only, with a sound transport header (as fl_write_segmented) */
   int whole = ihl && (fl_rd16(ip + 6) & 0x3fff) == 0 && fl_ipv4_transport_ok(ip);
@@ -196,7 +207,134 @@ static void write_super(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t 
   if (fl_deliver(e, peer, &vh, pkt, len)) STAT(e, ST_SEGMENTED_SUPER_FRAMES)++;
 }
 
-static void rx_datagram(fl_engine *e, const struct sockaddr_in *from, uint8_t *d, size_t dlen, size_t inner_mss) {
+/* ---- IPv6 (the IPv6 VTEP): TCP segments coalesced as GSO_TCPV6; super-frames handed on as GSO ---- */
+
+static size_t tcp6_header_len(const uint8_t *ip) { return (size_t)(ip[FL_IP6_HLEN + 12] >> 4) * 4; }
+static size_t payload6_of(const uint8_t *ip) { return fl_rd16(ip + 4) - tcp6_header_len(ip); }
+
+/* A TCP segment right after the fixed header, with data and no flag but ACK and PSH. */
+static int candidate6(const fl_engine *e, const uint8_t *pkt, size_t len) {
+  size_t l2 = fl_l2_len(e);
+  const uint8_t *ip = pkt + l2;
+  if (len < l2 + FL_IP6_HLEN + 20 || ip[6] != 6 || FL_IP6_HLEN + (size_t)fl_rd16(ip + 4) + l2 != len) return 0;
+  uint8_t flags = ip[FL_IP6_HLEN + 13];
+  size_t thl = tcp6_header_len(ip);
+  return (flags & 0x10) && !(flags & ~0x18) && thl >= 20 && len > l2 + FL_IP6_HLEN + thl;
+}
+
+/* Same flow: L2 header, next header, addresses and ports. */
+static int same_flow6(const fl_engine *e, const uint8_t *a, const uint8_t *b) {
+  size_t l2 = fl_l2_len(e);
+  return memcmp(a, b, l2) == 0 && a[l2 + 6] == b[l2 + 6] && memcmp(a + l2 + 8, b + l2 + 8, 32) == 0 && memcmp(a + l2 + 40, b + l2 + 40, 4) == 0;
+}
+
+static int can_append6(const fl_engine *e, const fl_gro_flow *f, const uint8_t *pkt, size_t len) {
+  size_t l2 = fl_l2_len(e);
+  const uint8_t *ip = pkt + l2, *fip = f->frame[0] + l2, *lip = f->frame[f->n - 1] + l2;
+  if (f->closed || f->n >= FL_GRO_SEGS) return 0;
+  if (memcmp(ip, fip, 4) != 0 || ip[7] != fip[7]) return 0; /* traffic class, flow label, hop limit */
+  size_t p = payload6_of(ip), mss = payload6_of(fip);
+  if (p > mss || f->total + p > 65535 || l2 + f->total + p > FL_SUPER - FL_VNET_HDR_LEN) return 0;
+  const uint8_t *tcp = ip + FL_IP6_HLEN, *ftcp = fip + FL_IP6_HLEN, *ltcp = lip + FL_IP6_HLEN;
+  size_t thl = tcp6_header_len(ip);
+  if (thl != tcp6_header_len(fip) || memcmp(tcp + 20, ftcp + 20, thl - 20) != 0) return 0;
+  if (memcmp(tcp + 8, ltcp + 8, 4) != 0) return 0; /* ACK */
+  return fl_rd32(tcp + 4) == fl_rd32(ltcp + 4) + (uint32_t)payload6_of(lip) && len == l2 + FL_IP6_HLEN + thl + p;
+}
+
+/* Several held segments as one GSO_TCPV6 super-packet: the first one's headers rewritten, the others'
+ * payloads gathered behind it, one writev. */
+static void flush_flow6(fl_engine *e, fl_gro_flow *f) {
+  size_t l2 = fl_l2_len(e);
+  uint8_t *first = f->frame[0];
+  size_t hdr = l2 + FL_IP6_HLEN + tcp6_header_len(first + l2);
+  size_t mss = payload6_of(first + l2), at = f->len[0];
+  struct iovec iov[FL_GRO_SEGS + 1];
+  vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_TCPV6, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + FL_IP6_HLEN), 16};
+  iov[0].iov_base = &vh;
+  iov[0].iov_len = FL_VNET_HDR_LEN;
+  iov[1].iov_base = first;
+  iov[1].iov_len = f->len[0];
+  for (int i = 1; i < f->n; i++) {
+    size_t p = payload6_of(f->frame[i] + l2);
+    iov[i + 1].iov_base = f->frame[i] + hdr;
+    iov[i + 1].iov_len = p;
+    at += p;
+  }
+  uint8_t *ip = first + l2, *tcp = ip + FL_IP6_HLEN;
+  size_t l4len = at - l2 - FL_IP6_HLEN;
+  fl_wr16(ip + 4, (uint16_t)l4len);
+  tcp[13] |= f->frame[f->n - 1][l2 + FL_IP6_HLEN + 13] & 0x08; /* PSH of the last segment */
+  fl_wr16(tcp + 16, fl_sum_fold(fl_pseudo6_sum(ip, 6, l4len)));
+  if (fl_dev_writev(e, iov, f->n + 1) == (ssize_t)at) {
+    fl_count_rx(e, f->peer, (uint64_t)f->n, at + (size_t)(f->n - 1) * hdr);
+    STAT(e, ST_COALESCED_SUPER_PACKETS)++;
+  } else {
+    STAT(e, ST_RX_WRITE_ERRORS)++;
+  }
+  f->n = 0;
+}
+
+/* Flushes held flows between the same addresses with the same next header (a packet of theirs that cannot be held). */
+static void flush_related6(fl_engine *e, const uint8_t *pkt) {
+  size_t l2 = fl_l2_len(e);
+  for (int i = 0; i < e->n_flows; i++) {
+    const uint8_t *a = e->flows[i].frame[0];
+    if (e->flows[i].n && a[l2 + 6] == pkt[l2 + 6] && memcmp(a + l2 + 8, pkt + l2 + 8, 32) == 0) flush_flow(e, &e->flows[i]);
+  }
+}
+
+static void gro_add6(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, int partial) {
+  size_t l2 = fl_l2_len(e);
+  const uint8_t *ip = pkt + l2;
+  if (!candidate6(e, pkt, len)) {
+    if (len >= l2 + FL_IP6_HLEN) flush_related6(e, pkt);
+    write_one(e, peer, pkt, len, partial);
+    return;
+  }
+  fl_gro_flow *f = NULL;
+  for (int i = 0; i < e->n_flows; i++) if (e->flows[i].n && same_flow6(e, e->flows[i].frame[0], pkt)) { f = &e->flows[i]; break; }
+  int push = (ip[FL_IP6_HLEN + 13] & 0x08) != 0;
+  if (f && can_append6(e, f, pkt, len)) {
+    f->frame[f->n] = pkt;
+    f->len[f->n++] = (uint16_t)len;
+    f->total += payload6_of(ip);
+    if (push || payload6_of(ip) < payload6_of(f->frame[0] + l2)) f->closed = 1;
+    return;
+  }
+  if (f) flush_flow(e, f);
+  else {
+    if (e->n_flows == FL_GRO_FLOWS) flush_all(e);
+    f = &e->flows[e->n_flows++];
+  }
+  f->frame[0] = pkt;
+  f->len[0] = (uint16_t)len;
+  f->n = 1;
+  f->peer = peer;
+  f->total = FL_IP6_HLEN + fl_rd16(ip + 4);
+  f->closed = push;
+  f->partial = partial;
+}
+
+/* A kernel VXLAN peer's TSO (or, with USO on the device, UDP GSO) super-frame over IPv6: handed on as GSO. */
+static void write_super6(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len, size_t inner_mss) {
+  size_t l2 = fl_l2_len(e);
+  uint8_t *ip = pkt + l2;
+  size_t total = fl_ipv6_len(ip, len - l2); /* accepted: sound transport header */
+  size_t l4len = total ? total - FL_IP6_HLEN : 0;
+  size_t thl = total && ip[6] == 6 && l4len >= 20 ? tcp6_header_len(ip) : 0;
+  int tcp = thl >= 20 && thl < l4len && FL_IP6_HLEN + thl < e->mtu;
+  int udp = total && ip[6] == 17 && e->uso && inner_mss && l4len > 8 && fl_rd16(ip + FL_IP6_HLEN + 4) == l4len && FL_IP6_HLEN + 8 + inner_mss <= e->mtu;
+  if (!tcp && !udp) { STAT(e, ST_DROP_OVERSIZE)++; return; }
+  size_t l4 = tcp ? thl : 8, hdr = l2 + FL_IP6_HLEN + l4;
+  size_t mss = udp || (inner_mss && FL_IP6_HLEN + l4 + inner_mss <= e->mtu) ? inner_mss : e->mtu - FL_IP6_HLEN - l4;
+  fl_wr16(ip + FL_IP6_HLEN + (udp ? 6 : 16), fl_sum_fold(fl_pseudo6_sum(ip, udp ? 17 : 6, l4len)));
+  vnet_hdr vh = {VNET_F_NEEDS_CSUM, udp ? VNET_GSO_UDP_L4 : VNET_GSO_TCPV6, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + FL_IP6_HLEN), udp ? 6 : 16};
+  flush_all(e);
+  if (fl_deliver(e, peer, &vh, pkt, len)) STAT(e, ST_SEGMENTED_SUPER_FRAMES)++;
+}
+
+static void rx_datagram(fl_engine *e, const fl_sockaddr *from, uint8_t *d, size_t dlen, size_t inner_mss) {
   uint8_t *pkt = d;
   int partial = 0;
   const fl_peer *peer = NULL;
@@ -213,11 +351,12 @@ static void rx_datagram(fl_engine *e, const struct sockaddr_in *from, uint8_t *d
 /* True when the message is one datagram (a tunnel GSO super-frame), not a train of datagrams. */
 static int single_datagram(const fl_engine *e, const uint8_t *d, size_t len) {
   size_t at = fl_prefix_len(e) + fl_l2_len(e);
+  if (e->family == 6) return len >= at + FL_IP6_HLEN && FL_IP6_HLEN + (size_t)fl_rd16(d + at + 4) + at == len;
   return len >= at + 20 && (size_t)fl_rd16(d + at + 2) + at == len;
 }
 
 /* One received message: a single datagram, a tunnel super-frame, or a GRO train of datagrams. */
-static void rx_message(fl_engine *e, const struct sockaddr_in *from, uint8_t *buf, size_t len, size_t gso) {
+static void rx_message(fl_engine *e, const fl_sockaddr *from, uint8_t *buf, size_t len, size_t gso) {
   if (!gso || gso >= len || (e->ops->peer_super_frames && single_datagram(e, buf, len))) { rx_datagram(e, from, buf, len, gso); return; }
   for (size_t off = 0; off < len; off += gso) rx_datagram(e, from, buf + off, len - off < gso ? len - off : gso, 0);
 }

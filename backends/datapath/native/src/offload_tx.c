@@ -12,6 +12,7 @@
 #include "csum.h"
 #include "engine_internal.h"
 #include "ipv4.h"
+#include "ipv6.h"
 #include "offload.h"
 #include <errno.h>
 #include <netinet/in.h>
@@ -50,7 +51,7 @@ static void start_message(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd
   memset(h, 0, sizeof *h);
   h->msg_iov = e->tx_iov + b->iovs;
   h->msg_name = &e->addrs[m];
-  h->msg_namelen = sizeof e->addrs[m];
+  h->msg_namelen = fl_addr_len(e);
   b->fd_of[m] = fd;
   b->peer = peer;
   b->fd = fd;
@@ -127,6 +128,7 @@ static int complete_csum(const fl_engine *e, uint8_t *pkt, size_t len, const vne
 
 /* A packet the kernel did not segment: one datagram, its checksum finished if it was left to us. */
 static int add_plain(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+  if (e->family == 6 && len > fl_l2_len(e) + e->mtu) { fl_packet_too_big6(e, pkt, len); return 0; } /* device MTU raised by hand */
   if ((vh->flags & VNET_F_NEEDS_CSUM) && !complete_csum(e, pkt, len, vh)) { STAT(e, ST_DROP_TX_MALFORMED)++; return 0; }
   uint8_t *h = next_header(e, b);
   if (e->ops->write_prefix) e->ops->write_prefix(e, h);
@@ -182,16 +184,10 @@ static int add_uso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const
   return 1;
 }
 
-/* A TSO super-packet: one datagram per segment of at most `mss` payload bytes. */
-static int add_tso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+/* The segments of a TSO super-packet whose IP header (ihl bytes) and TCP header (thl) were checked:
+ * one datagram per segment of at most the super-packet's gso_size, cut to our MTU. */
+static int split_tcp(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *pkt, size_t len, const vnet_hdr *vh, size_t ihl, size_t thl) {
   size_t l2 = fl_l2_len(e), pre = fl_prefix_len(e);
-  const uint8_t *ip = pkt + l2;
-  size_t ihl = fl_ipv4_header_len(ip, len - l2);
-  size_t thl = ihl && len >= l2 + ihl + 20 ? (size_t)(ip[ihl + 12] >> 4) * 4 : 0;
-  if (!ihl || ip[9] != 6 || thl < 20 || len < l2 + ihl + thl || vh->gso_size == 0 || len == l2 + ihl + thl || ihl + thl >= e->mtu || (size_t)fl_rd16(ip + 2) + l2 != len) {
-    STAT(e, ST_DROP_TX_MALFORMED)++;
-    return 0;
-  }
   size_t payload = len - l2 - ihl - thl, mss = vh->gso_size;
   if (ihl + thl + mss > e->mtu) mss = e->mtu - ihl - thl;
   size_t hl = l2 + ihl + thl, nseg = (payload + mss - 1) / mss;
@@ -211,6 +207,32 @@ static int add_tso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const
   return 1;
 }
 
+/* A TSO super-packet (IPv4): one datagram per segment of at most `mss` payload bytes. */
+static int add_tso(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+  size_t l2 = fl_l2_len(e);
+  const uint8_t *ip = pkt + l2;
+  size_t ihl = fl_ipv4_header_len(ip, len - l2);
+  size_t thl = ihl && len >= l2 + ihl + 20 ? (size_t)(ip[ihl + 12] >> 4) * 4 : 0;
+  if (!ihl || ip[9] != 6 || thl < 20 || len < l2 + ihl + thl || vh->gso_size == 0 || len == l2 + ihl + thl || ihl + thl >= e->mtu || (size_t)fl_rd16(ip + 2) + l2 != len) {
+    STAT(e, ST_DROP_TX_MALFORMED)++;
+    return 0;
+  }
+  return split_tcp(e, b, peer, fd, pkt, len, vh, ihl, thl);
+}
+
+/* A TSO6 super-packet (GSO_TCPV6; the IPv6 VTEP): TCP right after the fixed header, else dropped. */
+static int add_tso6(fl_engine *e, tx_batch *b, const fl_peer *peer, int fd, const uint8_t *pkt, size_t len, const vnet_hdr *vh) {
+  size_t l2 = fl_l2_len(e);
+  const uint8_t *ip = pkt + l2;
+  size_t total = e->family == 6 && len >= l2 ? fl_ipv6_len(ip, len - l2) : 0;
+  size_t thl = total >= FL_IP6_HLEN + 20 && ip[6] == 6 ? (size_t)(ip[FL_IP6_HLEN + 12] >> 4) * 4 : 0;
+  if (thl < 20 || total != len - l2 || FL_IP6_HLEN + thl >= total || vh->gso_size == 0 || FL_IP6_HLEN + thl >= e->mtu) {
+    STAT(e, ST_DROP_TX_MALFORMED)++;
+    return 0;
+  }
+  return split_tcp(e, b, peer, fd, pkt, len, vh, FL_IP6_HLEN, thl);
+}
+
 /* Adds one device read to the batch; returns 1 if it is to be sent (its buffer is then in use), 0 if
  * it was dropped or answered. */
 static int tx_one(fl_engine *e, tx_batch *b, uint8_t *buf, size_t r) {
@@ -226,6 +248,7 @@ static int tx_one(fl_engine *e, tx_batch *b, uint8_t *buf, size_t r) {
   switch (vh.gso_type & (uint8_t)~VNET_GSO_ECN) {
     case VNET_GSO_NONE: return add_plain(e, b, peer, fd, pkt, len, &vh);
     case VNET_GSO_TCPV4: return add_tso(e, b, peer, fd, pkt, len, &vh);
+    case VNET_GSO_TCPV6: return add_tso6(e, b, peer, fd, pkt, len, &vh);
     case VNET_GSO_UDP_L4: return add_uso(e, b, peer, fd, pkt, len, &vh);
     default: STAT(e, ST_DROP_TX_MALFORMED)++; return 0;
   }

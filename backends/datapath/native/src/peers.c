@@ -21,6 +21,30 @@ static uint32_t mac_key(const uint8_t *m) {
 
 static uint32_t mask_of(uint32_t len) { return len == 0 ? 0 : 0xffffffffu << (32 - len); }
 
+/* The first `len` bits of a (16 bytes) into out, the rest zero. */
+static void mask6(uint8_t *out, const uint8_t *a, uint32_t len) {
+  for (uint32_t i = 0; i < 16; i++) {
+    uint32_t bits = len >= 8 * (i + 1) ? 8 : len > 8 * i ? len - 8 * i : 0;
+    out[i] = bits ? (uint8_t)(a[i] & (uint8_t)(0xff << (8 - bits))) : 0;
+  }
+}
+
+static uint32_t key6(const uint8_t *a, uint32_t len) {
+  uint32_t h = len * 0x9e3779b1u;
+  for (int i = 0; i < 16; i += 4) h = hash32(h ^ ((uint32_t)a[i] << 24 | (uint32_t)a[i + 1] << 16 | (uint32_t)a[i + 2] << 8 | a[i + 3]));
+  return h;
+}
+
+int fl_in_subnet6(const uint8_t *ip, const uint8_t *subnet, uint32_t prefix) {
+  uint8_t m[16];
+  mask6(m, ip, prefix);
+  return memcmp(m, subnet, 16) == 0;
+}
+
+static void words_to_bytes(uint8_t *out, const uint32_t *w) {
+  for (int k = 0; k < 4; k++) { out[4 * k] = (uint8_t)(w[k] >> 24); out[4 * k + 1] = (uint8_t)(w[k] >> 16); out[4 * k + 2] = (uint8_t)(w[k] >> 8); out[4 * k + 3] = (uint8_t)w[k]; }
+}
+
 static void insert(uint32_t *table, uint32_t buckets, uint32_t key, uint32_t idx) {
   for (uint32_t h = hash32(key) & (buckets - 1);; h = (h + 1) & (buckets - 1)) {
     if (table[h] == 0) { table[h] = idx + 1; return; }
@@ -30,11 +54,32 @@ static void insert(uint32_t *table, uint32_t buckets, uint32_t key, uint32_t idx
 /* Copies the shared table into out[0..cap); returns 0 when the copy is torn (writer active), 1 when
  * consistent. The entries are read with relaxed atomic loads (the writer may be storing them), ordered
  * before the second read of the sequence by the acquire fence: the reader half of the seqlock. */
-static int copy_once(fl_peer *out, uint32_t cap, uint32_t *count, const uint32_t *shared, uint32_t *seq_out) {
+static int copy_once(fl_peer *out, uint32_t cap, uint32_t *count, const uint32_t *shared, uint32_t *seq_out, uint32_t family) {
   uint32_t s1 = load_acquire(&shared[PT_SEQ]);
   if (s1 & 1) return 0;
   uint32_t n = load_acquire(&shared[PT_COUNT]);
   if (n > cap) return 0;
+  if (family == 6) {
+    for (uint32_t i = 0; i < n; i++) {
+      const uint32_t *e = shared + PT_HEADER_WORDS + i * PE6_WORDS;
+      uint32_t w[PE6_WORDS];
+      for (int k = 0; k < PE6_WORDS; k++) w[k] = __atomic_load_n(&e[k], __ATOMIC_RELAXED);
+      fl_peer *p = &out[i];
+      memset(p, 0, sizeof *p);
+      uint8_t sub[16];
+      words_to_bytes(sub, w + PE6_SUBNET);
+      p->prefix6 = (uint8_t)(w[PE6_PREFIX] > 128 ? 128 : w[PE6_PREFIX]);
+      mask6(p->subnet6, sub, p->prefix6);
+      words_to_bytes(p->public6, w + PE6_PUBLIC_IP);
+      p->port = w[PE6_PORT];
+      p->slot = w[PE6_SLOT];
+      p->flags = w[PE6_FLAGS];
+      p->mac[0] = (uint8_t)(w[PE6_MAC_HI] >> 8); p->mac[1] = (uint8_t)w[PE6_MAC_HI];
+      p->mac[2] = (uint8_t)(w[PE6_MAC_LO] >> 24); p->mac[3] = (uint8_t)(w[PE6_MAC_LO] >> 16);
+      p->mac[4] = (uint8_t)(w[PE6_MAC_LO] >> 8); p->mac[5] = (uint8_t)w[PE6_MAC_LO];
+    }
+    goto done;
+  }
   for (uint32_t i = 0; i < n; i++) {
     const uint32_t *e = shared + PT_HEADER_WORDS + i * PE_WORDS;
     uint32_t w[PE_WORDS];
@@ -51,6 +96,7 @@ static int copy_once(fl_peer *out, uint32_t cap, uint32_t *count, const uint32_t
     p->mac[2] = (uint8_t)(w[PE_MAC_LO] >> 24); p->mac[3] = (uint8_t)(w[PE_MAC_LO] >> 16);
     p->mac[4] = (uint8_t)(w[PE_MAC_LO] >> 8); p->mac[5] = (uint8_t)w[PE_MAC_LO];
   }
+done:
   __atomic_thread_fence(__ATOMIC_ACQUIRE);
   if (load_acquire(&shared[PT_SEQ]) != s1) return 0;
   *count = n;
@@ -63,11 +109,12 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
   if (p->peers && seq == p->seq) return 0;
   /* Read once: the allocation and the copy's bound must be the same number. */
   uint32_t cap = __atomic_load_n(&shared[PT_CAPACITY], __ATOMIC_RELAXED);
+  uint32_t family = __atomic_load_n(&shared[PT_FAMILY], __ATOMIC_RELAXED) == 6 ? 6 : 4; /* set before any engine reads it */
   fl_peer *peers = calloc(cap ? cap : 1, sizeof *peers);
   if (!peers) return -ENOMEM;
   uint32_t n = 0;
   int ok = 0;
-  for (int tries = 0; tries < 100000 && !ok; tries++) ok = copy_once(peers, cap, &n, shared, &seq);
+  for (int tries = 0; tries < 100000 && !ok; tries++) ok = copy_once(peers, cap, &n, shared, &seq, family);
   if (!ok) { free(peers); return 0; } /* the writer is busy: keep the old snapshot, try next batch */
   uint32_t buckets = 16;
   while (buckets < n * 2) buckets <<= 1;
@@ -75,9 +122,16 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
   uint32_t *by_public = calloc(buckets, sizeof *by_public);
   uint32_t *by_mac = calloc(buckets, sizeof *by_mac);
   if (!by_subnet || !by_public || !by_mac) { free(peers); free(by_subnet); free(by_public); free(by_mac); return -ENOMEM; }
-  uint8_t seen[33] = {0};
-  uint32_t nlens = 0, lens[33];
-  for (uint32_t i = 0; i < n; i++) {
+  uint8_t seen[129] = {0};
+  uint32_t nlens = 0, lens[129];
+  for (uint32_t i = 0; i < n && family == 6; i++) {
+    insert(by_subnet, buckets, key6(peers[i].subnet6, peers[i].prefix6), i);
+    insert(by_public, buckets, key6(peers[i].public6, 128), i);
+    insert(by_mac, buckets, mac_key(peers[i].mac), i);
+    uint32_t len = peers[i].prefix6;
+    if (!seen[len]) { seen[len] = 1; lens[nlens++] = len; }
+  }
+  for (uint32_t i = 0; i < n && family == 4; i++) {
     insert(by_subnet, buckets, peers[i].subnet ^ peers[i].mask, i);
     insert(by_public, buckets, peers[i].public_ip, i);
     insert(by_mac, buckets, mac_key(peers[i].mac), i);
@@ -92,6 +146,7 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
   memcpy(p->prefix_lens, lens, sizeof(uint32_t) * nlens);
   p->n_prefix_lens = nlens;
   p->seq = seq;
+  p->family = family;
   return 1;
 }
 
@@ -131,4 +186,29 @@ const fl_peer *fl_peers_by_mac(const fl_peers *p, const uint8_t *mac) {
 void fl_peers_free(fl_peers *p) {
   free(p->peers); free(p->by_subnet); free(p->by_public); free(p->by_mac);
   p->peers = NULL; p->by_subnet = NULL; p->by_public = NULL; p->by_mac = NULL; p->count = 0;
+}
+
+const fl_peer *fl_peers_by_dst6(const fl_peers *p, const uint8_t *ip) {
+  if (!p->count) return NULL;
+  for (uint32_t k = 0; k < p->n_prefix_lens; k++) {
+    uint32_t len = p->prefix_lens[k];
+    uint8_t m[16];
+    mask6(m, ip, len);
+    for (uint32_t h = hash32(key6(m, len)) & (p->buckets - 1);; h = (h + 1) & (p->buckets - 1)) {
+      uint32_t v = p->by_subnet[h];
+      if (v == 0) break;
+      const fl_peer *e = &p->peers[v - 1];
+      if (e->prefix6 == len && memcmp(e->subnet6, m, 16) == 0) return e;
+    }
+  }
+  return NULL;
+}
+
+const fl_peer *fl_peers_by_public6(const fl_peers *p, const uint8_t *ip) {
+  if (!p->count) return NULL;
+  for (uint32_t h = hash32(key6(ip, 128)) & (p->buckets - 1);; h = (h + 1) & (p->buckets - 1)) {
+    uint32_t v = p->by_public[h];
+    if (v == 0) return NULL;
+    if (memcmp(p->peers[v - 1].public6, ip, 16) == 0) return &p->peers[v - 1];
+  }
 }

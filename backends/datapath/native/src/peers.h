@@ -9,6 +9,9 @@
 typedef struct fl_peer_s {
   uint32_t subnet, mask, public_ip, port, slot, flags;
   uint8_t mac[6];
+  /* IPv6 tables only (PT_FAMILY 6): subnet (host bits zero), its prefix length, the PublicIPv6; network order */
+  uint8_t prefix6;
+  uint8_t subnet6[16], public6[16];
 } fl_peer;
 
 typedef struct {
@@ -18,9 +21,10 @@ typedef struct {
   uint32_t *by_public;
   uint32_t *by_mac;
   uint32_t buckets;      /* power of two */
-  uint32_t prefix_lens[33];
+  uint32_t prefix_lens[129];
   uint32_t n_prefix_lens;
   uint32_t seq;          /* table seq this snapshot was taken at */
+  uint32_t family;       /* 4 or 6: the entry format of the table (PT_FAMILY) */
 } fl_peers;
 
 /* Refreshes `p` from the shared table if its seq changed. Returns 1 if reloaded, 0 if unchanged, -errno. */
@@ -29,4 +33,9 @@ const fl_peer *fl_peers_by_dst(const fl_peers *p, uint32_t ip);
 const fl_peer *fl_peers_by_public(const fl_peers *p, uint32_t ip);
 const fl_peer *fl_peers_by_mac(const fl_peers *p, const uint8_t *mac);
 void fl_peers_free(fl_peers *p);
+/* IPv6 tables: the peer with the longest prefix holding `ip` (16 bytes, network order); by PublicIPv6. */
+const fl_peer *fl_peers_by_dst6(const fl_peers *p, const uint8_t *ip);
+const fl_peer *fl_peers_by_public6(const fl_peers *p, const uint8_t *ip);
+/* `ip` (16 bytes) lies in subnet6/prefix of `peer`. */
+int fl_in_subnet6(const uint8_t *ip, const uint8_t *subnet, uint32_t prefix);
 #endif

@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define FL_UDP_NO_CHECK6_RX 102 /* UDP_NO_CHECK6_RX, <linux/udp.h> */
+
 int fl_tun_open(const char *name, unsigned flags, char *name_out) {
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return -errno;
@@ -82,4 +84,30 @@ int fl_udp_send(int fd, const void *buf, size_t len, uint32_t ip, uint16_t port)
   struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(ip)};
   ssize_t r = sendto(fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to);
   return r < 0 ? -errno : (int)r;
+}
+
+int fl_udp6_open(const uint8_t ip[16], uint16_t port, int reuse_port, int buf_bytes) {
+  int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int one = 1;
+  if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) goto fail;
+  if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) goto fail;
+  /* Accept datagrams without a UDP checksum too (a peer with udp6zerocsumtx); ours always carry one. */
+  setsockopt(fd, IPPROTO_UDP, FL_UDP_NO_CHECK6_RX, &one, sizeof one);
+  if (buf_bytes > 0) {
+    set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, buf_bytes);
+    set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, buf_bytes);
+  }
+  struct sockaddr_in6 sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin6_family = AF_INET6;
+  sa.sin6_port = htons(port);
+  memcpy(&sa.sin6_addr, ip, 16);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) goto fail;
+  return fd;
+fail : {
+  int err = errno;
+  close(fd);
+  return -err;
+}
 }

@@ -15,6 +15,9 @@ int fl_tun_open(const char *name, unsigned flags, char *name_out);
 int fl_tun_set_offload(int fd, unsigned offloads);
 /* Non-blocking UDP socket bound to ip:port (host order), SO_REUSEPORT optional, big buffers. */
 int fl_udp_open(uint32_t ip, uint16_t port, int reuse_port, int buf_bytes);
+/* The same over IPv6 (AF_INET6, IPV6_V6ONLY) bound to ip (16 bytes, network order):port; it also
+ * accepts datagrams without a UDP checksum. */
+int fl_udp6_open(const uint8_t ip[16], uint16_t port, int reuse_port, int buf_bytes);
 /* A non-blocking pipe (O_CLOEXEC): fds[0] reads, fds[1] writes. */
 int fl_pipe_open(int fds[2]);
 /* One datagram out of a bound UDP socket to ip:port (host order), not waiting; returns bytes sent or -errno. */

@@ -19,7 +19,8 @@ static size_t udp_wire_len(const fl_engine *e, size_t n) {
   return n;
 }
 
-static size_t udp_decap(fl_engine *e, const struct sockaddr_in *from, uint8_t **pkt, size_t len, const fl_peer **peer, int *partial) {
+static size_t udp_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t len, const fl_peer **peer, int *partial) {
+  const struct sockaddr_in *from = from_;
   const fl_peer *p = fl_peers_by_public(&e->peers, ntohl(from->sin_addr.s_addr));
   if (!p) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; return 0; }
   *peer = p;

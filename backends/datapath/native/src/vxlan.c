@@ -70,7 +70,8 @@ static size_t vxlan_wire_len(const fl_engine *e, size_t n) {
 }
 
 /* A sender is known by its source address (the lease's PublicIP). */
-static size_t vxlan_decap(fl_engine *e, const struct sockaddr_in *from, uint8_t **pkt, size_t len, const fl_peer **peer, int *partial) {
+static size_t vxlan_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t len, const fl_peer **peer, int *partial) {
+  const struct sockaddr_in *from = from_;
   const fl_peer *p = fl_peers_by_public(&e->peers, ntohl(from->sin_addr.s_addr));
   if (!p) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; return 0; }
   *peer = p;

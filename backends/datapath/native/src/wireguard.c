@@ -240,7 +240,8 @@ static void authenticated(fl_engine *e, const fl_peer *peer, uint8_t *kp, uint32
   }
 }
 
-static size_t wg_decap(fl_engine *e, const struct sockaddr_in *from, uint8_t **pkt, size_t len, const fl_peer **peerp, int *partial) {
+static size_t wg_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t len, const fl_peer **peerp, int *partial) {
+  const struct sockaddr_in *from = from_;
   uint8_t *d = *pkt;
   if (len < 4 || d[1] || d[2] || d[3] || d[0] < MSG_INITIATION || d[0] > MSG_TRANSPORT) { STAT(e, ST_DROP_BAD_WG_MESSAGE)++; return 0; }
   if (d[0] != MSG_TRANSPORT) { to_control_plane(e, from, d, len); return 0; }
