@@ -14,8 +14,12 @@
 // AF_INET6 (IPV6_V6ONLY) bound to bindIp6 and the port. The backend programs the kernel side as flannel
 // does for its kernel device, minus the FDB (withFdb is false; the engine holds it): a permanent
 // neighbour <peer IPv6 subnet IP> lladdr <peer IPv6 VtepMAC> and a route <peer IPv6 subnet> via <peer IPv6
-// subnet IP> dev flannel-v6.<VNI> onlink. The IPv6 MTU must be at least 1280 (IPv6's minimum). A TAP device deleted by hand is
-// re-created by the next reconcile (EngineDataPath), which then replays neighbours and routes.
+// subnet IP> dev flannel-v6.<VNI> onlink. The MTU must be at least 1280 (IPv6's minimum; else
+// FLN_ERR_CONFIG_INVALID). setPeers of the IPv6 VTEP takes VxlanPeer6 (vtep.ts); stats(), ensureDevice(),
+// crashWorker() and close() are as for the IPv4 VTEP, and the two engines' counters are separate.
+//
+// Both: a TAP device deleted by hand is re-created by the next reconcile (EngineDataPath), which then
+// replays neighbours and routes.
 // A kernel VXLAN device of the same name (flannel's, or ours with the kernel data path: both outlive
 // the daemon) is removed first, as TUNSETIFF refuses a name held by another kind of device; this is
 // what migrating a node from flannel's vxlan to the userspace VTEP runs into.

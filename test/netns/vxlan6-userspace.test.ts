@@ -224,7 +224,7 @@ t.test('IPv6 userspace VTEP: real traffic, interop with kernel VXLAN over IPv6, 
     t.equal(s.drop_bad_checksum + s.drop_rx_malformed + s.drop_oversize + s.tx_send_errors, 0, 'n1: no drops or send errors on the way');
   });
 
-  await t.test('UDP GSO sends over IPv6: split into their datagrams (USO), a kernel peer\'s UDP GSO super-frames handed on; every datagram arrives as sent', async (t) => {
+  await t.test('UDP GSO sends over IPv6: split into their datagrams (USO), trains coalesced, a kernel peer\'s UDP GSO super-frames handed on; every datagram arrives as sent', async (t) => {
     interface UdpGsoStats { received: number; wrong_size: number; corrupt: number; out_of_order: number; duplicates: number }
     const count = 10_000;
     const udpGso = async (from: Node, to: Node, port: number): Promise<void> => {
@@ -239,9 +239,12 @@ t.test('IPv6 userspace VTEP: real traffic, interop with kernel VXLAN over IPv6, 
       t.ok(got.received >= count * 0.99, `${what}: ${got.received}/${count} datagrams arrived`);
     };
     const before = await stats(e1);
+    const before2 = await stats(n2.engine6 as SpawnedProcess);
     await udpGso(n1, n2, 7101);
     const split = (await stats(e1)).split_uso_packets - before.split_uso_packets;
     t.ok(split >= (count / 20) * 0.9, `n1 read the pod's UDP GSO sends whole and split them: ${split} for ${count / 20} sends`);
+    const coalesced = (await stats(n2.engine6 as SpawnedProcess)).coalesced_udp_packets - before2.coalesced_udp_packets;
+    t.ok(coalesced > 100, `n2 wrote datagram trains as one USO packet: ${coalesced}`);
     await udpGso(n1, n3, 7102);
     const fromKernel = await stats(e1);
     await udpGso(n3, n1, 7103);

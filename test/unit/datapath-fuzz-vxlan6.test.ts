@@ -14,7 +14,8 @@ const FUZZ = join(NATIVE, 'fuzz');
 
 /** What each seed must reach: counters printed by FUZZ_VERBOSE=1. */
 const SEEDS: Record<string, RegExp> = {
-  'rx-coalesce': /rx 5 .*coalesced 1 /,
+  'rx-coalesce': /rx 5 .*coalesced 1 udp 0 /,
+  'rx-coalesce-udp': /rx 4 .*coalesced 1 udp 1 /,
   'rx-plain': /rx 3 .*coalesced 0 /,
   'rx-super': /super 1 /,
   'rx-super-plain': /rx 4 .*super 1 /,

@@ -259,9 +259,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_sent(peer_a, 0, e.mtu);
   check_sent(peer_b, 1, e.mtu);
   if (getenv("FUZZ_VERBOSE"))
-    fprintf(stderr, "rx %lu tx %lu coalesced %lu super %lu ptb %lu partial %lu malformed %lu spoofed %lu bad_csum %lu oversize %lu\n",
+    fprintf(stderr, "rx %lu tx %lu coalesced %lu udp %lu super %lu ptb %lu partial %lu malformed %lu spoofed %lu bad_csum %lu oversize %lu\n",
             (unsigned long)stats[ST_RX_PACKETS], (unsigned long)stats[ST_TX_PACKETS], (unsigned long)stats[ST_COALESCED_SUPER_PACKETS],
-            (unsigned long)stats[ST_SEGMENTED_SUPER_FRAMES], (unsigned long)stats[ST_ICMP_UNREACHABLE_SENT], (unsigned long)stats[ST_RX_PARTIAL_CHECKSUMS],
+            (unsigned long)stats[ST_COALESCED_UDP_PACKETS], (unsigned long)stats[ST_SEGMENTED_SUPER_FRAMES], (unsigned long)stats[ST_ICMP_UNREACHABLE_SENT], (unsigned long)stats[ST_RX_PARTIAL_CHECKSUMS],
             (unsigned long)stats[ST_DROP_RX_MALFORMED], (unsigned long)stats[ST_DROP_SPOOFED_SOURCE], (unsigned long)stats[ST_DROP_BAD_CHECKSUM], (unsigned long)stats[ST_DROP_OVERSIZE]);
   /* drain whatever is left anywhere (a read the pump budget did not reach) */
   while (recv(dev[0], buf, sizeof buf, MSG_DONTWAIT) > 0) {}

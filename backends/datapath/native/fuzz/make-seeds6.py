@@ -15,6 +15,8 @@ def main() -> None:
     seeds = {
         # RX, offload, GRO: five contiguous TCP segments from A (fixed checksums), pumped at the end: coalesced
         "rx-coalesce": bytes([0x05]) + b"".join(rec(0x02, 1000, 0, 0, 0, 0x10, 0, bytes(range(256)) * 4) for _ in range(5)),
+        # RX, offload, GRO, USO: four UDP datagrams of one flow: coalesced into one GSO_UDP_L4 write
+        "rx-coalesce-udp": bytes([0x0d]) + b"".join(rec(0x02, 800, 1, 0, 0, 0, 0, bytes(range(200)) * 4) for _ in range(4)),
         # the same per-packet (no virtio headers)
         "rx-plain": bytes([0x00]) + b"".join(rec(0x02, 600, 0, 0, 0, 0x10, 0) for _ in range(3)),
         # TX, offload: a TSO6 read of 6000 bytes, gso_size 1200, to A; and to B (partial checksums)

@@ -207,16 +207,22 @@ static void write_super(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t 
   if (fl_deliver(e, peer, &vh, pkt, len)) STAT(e, ST_SEGMENTED_SUPER_FRAMES)++;
 }
 
-/* ---- IPv6 (the IPv6 VTEP): TCP segments coalesced as GSO_TCPV6; super-frames handed on as GSO ---- */
+/* ---- IPv6 (the IPv6 VTEP): TCP segments coalesced as GSO_TCPV6, UDP datagrams (with USO on the device) as
+ * GSO_UDP_L4; super-frames handed on as GSO ---- */
 
 static size_t tcp6_header_len(const uint8_t *ip) { return (size_t)(ip[FL_IP6_HLEN + 12] >> 4) * 4; }
-static size_t payload6_of(const uint8_t *ip) { return fl_rd16(ip + 4) - tcp6_header_len(ip); }
+/* The transport header length of a coalescing candidate: the TCP data offset, or 8 for UDP. */
+static size_t l4_6_header_len(const uint8_t *ip) { return ip[6] == 6 ? tcp6_header_len(ip) : 8; }
+static size_t payload6_of(const uint8_t *ip) { return fl_rd16(ip + 4) - l4_6_header_len(ip); }
 
-/* A TCP segment right after the fixed header, with data and no flag but ACK and PSH. */
+/* Right after the fixed header: a TCP segment with data and no flag but ACK and PSH, or (with USO on the
+ * device) a UDP datagram with data whose UDP length is its whole payload. */
 static int candidate6(const fl_engine *e, const uint8_t *pkt, size_t len) {
   size_t l2 = fl_l2_len(e);
   const uint8_t *ip = pkt + l2;
-  if (len < l2 + FL_IP6_HLEN + 20 || ip[6] != 6 || FL_IP6_HLEN + (size_t)fl_rd16(ip + 4) + l2 != len) return 0;
+  if (len < l2 + FL_IP6_HLEN + 8 || FL_IP6_HLEN + (size_t)fl_rd16(ip + 4) + l2 != len) return 0;
+  if (ip[6] == 17) return e->uso && fl_rd16(ip + FL_IP6_HLEN + 4) == fl_rd16(ip + 4) && len > l2 + FL_IP6_HLEN + 8;
+  if (ip[6] != 6 || len < l2 + FL_IP6_HLEN + 20) return 0;
   uint8_t flags = ip[FL_IP6_HLEN + 13];
   size_t thl = tcp6_header_len(ip);
   return (flags & 0x10) && !(flags & ~0x18) && thl >= 20 && len > l2 + FL_IP6_HLEN + thl;
@@ -235,6 +241,7 @@ static int can_append6(const fl_engine *e, const fl_gro_flow *f, const uint8_t *
   if (memcmp(ip, fip, 4) != 0 || ip[7] != fip[7]) return 0; /* traffic class, flow label, hop limit */
   size_t p = payload6_of(ip), mss = payload6_of(fip);
   if (p > mss || f->total + p > 65535 || l2 + f->total + p > FL_SUPER - FL_VNET_HDR_LEN) return 0;
+  if (ip[6] == 17) return 1; /* no IP ID to restore: the split gives back the datagrams in arrival order */
   const uint8_t *tcp = ip + FL_IP6_HLEN, *ftcp = fip + FL_IP6_HLEN, *ltcp = lip + FL_IP6_HLEN;
   size_t thl = tcp6_header_len(ip);
   if (thl != tcp6_header_len(fip) || memcmp(tcp + 20, ftcp + 20, thl - 20) != 0) return 0;
@@ -242,15 +249,16 @@ static int can_append6(const fl_engine *e, const fl_gro_flow *f, const uint8_t *
   return fl_rd32(tcp + 4) == fl_rd32(ltcp + 4) + (uint32_t)payload6_of(lip) && len == l2 + FL_IP6_HLEN + thl + p;
 }
 
-/* Several held segments as one GSO_TCPV6 super-packet: the first one's headers rewritten, the others'
- * payloads gathered behind it, one writev. */
+/* Several held packets as one GSO_TCPV6 (or GSO_UDP_L4) super-packet: the first one's headers rewritten,
+ * the others' payloads gathered behind it, one writev. */
 static void flush_flow6(fl_engine *e, fl_gro_flow *f) {
   size_t l2 = fl_l2_len(e);
   uint8_t *first = f->frame[0];
-  size_t hdr = l2 + FL_IP6_HLEN + tcp6_header_len(first + l2);
+  int udp = first[l2 + 6] == 17;
+  size_t hdr = l2 + FL_IP6_HLEN + l4_6_header_len(first + l2);
   size_t mss = payload6_of(first + l2), at = f->len[0];
   struct iovec iov[FL_GRO_SEGS + 1];
-  vnet_hdr vh = {VNET_F_NEEDS_CSUM, VNET_GSO_TCPV6, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + FL_IP6_HLEN), 16};
+  vnet_hdr vh = {VNET_F_NEEDS_CSUM, udp ? VNET_GSO_UDP_L4 : VNET_GSO_TCPV6, (uint16_t)hdr, (uint16_t)mss, (uint16_t)(l2 + FL_IP6_HLEN), udp ? 6 : 16};
   iov[0].iov_base = &vh;
   iov[0].iov_len = FL_VNET_HDR_LEN;
   iov[1].iov_base = first;
@@ -261,14 +269,20 @@ static void flush_flow6(fl_engine *e, fl_gro_flow *f) {
     iov[i + 1].iov_len = p;
     at += p;
   }
-  uint8_t *ip = first + l2, *tcp = ip + FL_IP6_HLEN;
+  uint8_t *ip = first + l2, *l4 = ip + FL_IP6_HLEN;
   size_t l4len = at - l2 - FL_IP6_HLEN;
   fl_wr16(ip + 4, (uint16_t)l4len);
-  tcp[13] |= f->frame[f->n - 1][l2 + FL_IP6_HLEN + 13] & 0x08; /* PSH of the last segment */
-  fl_wr16(tcp + 16, fl_sum_fold(fl_pseudo6_sum(ip, 6, l4len)));
+  if (udp) {
+    fl_wr16(l4 + 4, (uint16_t)l4len);
+    fl_wr16(l4 + 6, fl_sum_fold(fl_pseudo6_sum(ip, 17, l4len)));
+  } else {
+    l4[13] |= f->frame[f->n - 1][l2 + FL_IP6_HLEN + 13] & 0x08; /* PSH of the last segment */
+    fl_wr16(l4 + 16, fl_sum_fold(fl_pseudo6_sum(ip, 6, l4len)));
+  }
   if (fl_dev_writev(e, iov, f->n + 1) == (ssize_t)at) {
     fl_count_rx(e, f->peer, (uint64_t)f->n, at + (size_t)(f->n - 1) * hdr);
     STAT(e, ST_COALESCED_SUPER_PACKETS)++;
+    if (udp) STAT(e, ST_COALESCED_UDP_PACKETS)++;
   } else {
     STAT(e, ST_RX_WRITE_ERRORS)++;
   }
@@ -294,7 +308,7 @@ static void gro_add6(fl_engine *e, const fl_peer *peer, uint8_t *pkt, size_t len
   }
   fl_gro_flow *f = NULL;
   for (int i = 0; i < e->n_flows; i++) if (e->flows[i].n && same_flow6(e, e->flows[i].frame[0], pkt)) { f = &e->flows[i]; break; }
-  int push = (ip[FL_IP6_HLEN + 13] & 0x08) != 0;
+  int push = ip[6] == 6 && (ip[FL_IP6_HLEN + 13] & 0x08);
   if (f && can_append6(e, f, pkt, len)) {
     f->frame[f->n] = pkt;
     f->len[f->n++] = (uint16_t)len;
