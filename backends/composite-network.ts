@@ -21,9 +21,11 @@ export class CompositeNetwork implements Network {
     await Promise.allSettled(this.parts.map((p) => p.close()));
   }
 
+  /** The parts' data-path counters together: global counters added up, each part's peers (named apart by the parts). */
   get datapathStats(): (() => DatapathStats) | undefined {
-    const part = this.parts.find((p) => p.datapathStats);
-    return part?.datapathStats ? () => (part.datapathStats as () => DatapathStats).call(part) : undefined;
+    const parts = this.parts.filter((p) => p.datapathStats);
+    if (parts.length === 0) return undefined;
+    return () => mergeStats(parts.map((p) => (p.datapathStats as () => DatapathStats).call(p)));
   }
 
   get crashWorker(): ((direction: 'tx' | 'rx') => void) | undefined {
@@ -35,4 +37,17 @@ export class CompositeNetwork implements Network {
 /** The network itself when there is one part, else a composite of them. */
 export function combineNetworks(lease: Lease, parts: readonly Network[]): Network {
   return parts.length === 1 ? (parts[0] as Network) : new CompositeNetwork(lease, parts);
+}
+
+function mergeStats(all: readonly DatapathStats[]): DatapathStats {
+  if (all.length === 1) return all[0] as DatapathStats;
+  const counters: Record<string, bigint> = {};
+  for (const s of all) for (const [name, v] of Object.entries(s.counters)) counters[name] = (counters[name] ?? 0n) + v;
+  const handshake = all.find((s) => s.handshake)?.handshake;
+  return {
+    counters,
+    peers: all.flatMap((s) => s.peers),
+    workerRestarts: all.reduce((n, s) => n + s.workerRestarts, 0),
+    ...(handshake ? { handshake } : {}),
+  };
 }

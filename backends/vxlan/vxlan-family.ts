@@ -28,7 +28,7 @@ export const DEVICE_PREFIX: Record<Family, string> = { 4: 'flannel.', 6: 'flanne
 
 /**
  * The family's part of a vxlan lease; undefined when the lease is not vxlan, lacks this family, or has
- * no valid VtepMAC for it. `key` names the lease (its IPv4 subnet) in either family.
+ * no valid VtepMAC for it. The engine's peer is named by the family's subnet (its counters' label).
  */
 export function familyPart(family: Family, lease: Lease): FamilyPart | undefined {
   if (lease.attrs.backendType !== 'vxlan') return undefined;
@@ -47,8 +47,10 @@ export function familyPart(family: Family, lease: Lease): FamilyPart | undefined
   const publicIp = lease.attrs.publicIpv6;
   const mac = parseVtepMac(lease.attrs.backendV6Data);
   if (subnet === undefined || publicIp === undefined || !mac) return undefined;
+  const dst = formatCidr6(subnet);
+  // The engine names the peer by its IPv6 subnet: its counters are told apart from the IPv4 engine's.
   return {
-    dst: formatCidr6(subnet), gateway: formatIp6(subnet.ip), publicIp: formatIp6(publicIp), mac,
-    peer: { key, subnet, publicIp, mac, partialChecksums: acceptsPartialChecksums(lease.attrs.backendV6Data) },
+    dst, gateway: formatIp6(subnet.ip), publicIp: formatIp6(publicIp), mac,
+    peer: { key: dst, subnet, publicIp, mac, partialChecksums: acceptsPartialChecksums(lease.attrs.backendV6Data) },
   };
 }

@@ -95,8 +95,9 @@ export class VxlanNetwork implements Network {
     for (const ev of removed) this.peers.delete(formatCidr4(ev.lease.subnet));
     for (const { lease } of added) {
       const part = familyPart(this.o.family, lease) as FamilyPart;
-      if (this.direct.get(part.publicIp)) this.peers.delete(part.peer.key);
-      else this.peers.set(part.peer.key, part);
+      const key = formatCidr4(lease.subnet);
+      if (this.direct.get(part.publicIp)) this.peers.delete(key);
+      else this.peers.set(key, part);
     }
     await this.syncL2();
     await this.routes.apply(added);
@@ -109,7 +110,7 @@ export class VxlanNetwork implements Network {
   }
 
   datapathStats(): DatapathStats {
-    return this.o.vtep.stats?.([...this.peers.keys()]) ?? { counters: {}, peers: [], workerRestarts: 0 };
+    return this.o.vtep.stats?.([...this.peers.values()].map((p) => p.peer.key)) ?? { counters: {}, peers: [], workerRestarts: 0 };
   }
 
   crashWorker(direction: 'tx' | 'rx'): void {

@@ -11,9 +11,11 @@ import { execIn, ipIn, runTag } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
 import { allPairsPing, sha256Transfer } from '../helpers/pod-traffic.js';
 import { until } from '../helpers/wait.js';
+import { scrapeMetric } from '../helpers/metrics.js';
 
 const NETWORK = '10.244.0.0/16';
 const NETWORK6 = 'fd00:10:244::/56';
+const METRICS_PORT = 9472;
 const dualConfig = (backend: object): object => ({ Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6, Backend: backend });
 
 interface Node6 {
@@ -169,7 +171,7 @@ for (const datapath of ['kernel', 'userspace'] as const) t.test(`dual-stack vxla
   const cluster = await LocalCluster.create({ tag: runTag(userspace ? 'd6u' : 'd6v'), nodes: 3, ipv6: true });
   t.teardown(() => cluster.destroy());
   await cluster.putConfig(dualConfig({ Type: 'vxlan', Datapath: datapath }));
-  const nodes = await startDualStack(cluster, ['--ip-masq']);
+  const nodes = await startDualStack(cluster, ['--ip-masq', ...(userspace ? [`--healthz-port=${METRICS_PORT}`] : [])]);
   await checkLeases(t, cluster, nodes, true, userspace);
   t.equal(readEnvFile(cluster.subnetFileOf(nodes[0]!.node)).FLANNEL_MTU, '1430', 'FLANNEL_MTU: 1500 - 70, so that IPv6 over the IPv6 underlay fits');
 
@@ -203,6 +205,13 @@ for (const datapath of ['kernel', 'userspace'] as const) t.test(`dual-stack vxla
     t.ok((await allPairsPing(cluster, nodes.map((n) => n.pod6))).flat().every(Boolean), 'IPv6: all pairs');
     await sha256Transfer(t, nodes[0]!.pod6, nodes[2]!.pod6, 100);
     await sha256Transfer(t, nodes[2]!.pod, nodes[1]!.pod, 20, 5203);
+    if (userspace) {
+      const [a, b, c] = nodes as [Node6, Node6, Node6];
+      const sent6 = await scrapeMetric(a.node.ns, METRICS_PORT, 'flanneld_peer_bytes_total', `peer="${c.subnet6.replace(/::1\//, '::/')}",direction="tx"`);
+      t.ok(sent6 > 100e6, `/metrics: ${sent6} bytes sent to ${c.node.name}'s IPv6 subnet by the IPv6 engine`);
+      const received4 = await scrapeMetric(b.node.ns, METRICS_PORT, 'flanneld_peer_bytes_total', `peer="${c.subnet.replace(/\.1\//, '.0/')}",direction="rx"`);
+      t.ok(received4 > 20e6, `/metrics: ${received4} bytes received from ${c.node.name}'s IPv4 subnet by the IPv4 engine, beside it`);
+    }
     await checkMtu(t, nodes[0]!, nodes[1]!, 1430, /mtu[=:] ?1430/i);
   });
 
