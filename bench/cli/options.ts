@@ -39,7 +39,7 @@ export const USAGE = `usage: npm run bench -- [flags]
                      the *6 rows are measured over IPv6, their ratios against kernel-vxlan6);
                      e.g. --datapaths=kernel-vxlan,wireguard,wireguard-go-latest,wireguard-go-debian
                      or   --datapaths=kernel-vxlan,host-gw,flannel-host-gw,udp,flannel-udp,vxlan,flannel-vxlan
-                     or   --datapaths=kernel-vxlan6,host-gw6,flannel-host-gw6,vxlan-kernel6,flannel-vxlan6
+                     or   --datapaths=kernel-vxlan6,host-gw6,flannel-host-gw6,vxlan6,vxlan-kernel6,flannel-vxlan6
   --metrics=LIST     ${[...DATAPATH_METRICS, ...CONTROL_METRICS].join(',')} (default: all)
   --duration=SEC     seconds per iperf3 run (default 5; --quick 1)
   --repeats=N        repeats of every measurement, reported as median [min-max] (default 3; --quick 2,

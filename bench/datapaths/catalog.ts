@@ -92,8 +92,7 @@ export const DATAPATHS: readonly DataPathDef[] = [
     localOnly: 'built by hand in two node namespaces of one machine',
   },
   // IPv6, measured between the pods' IPv6 addresses of dual-stack nodes; ratios against kernel-vxlan6 (the reference
-  // of this family, in the same run). The userspace vxlan data path has no row: it does not carry IPv6 yet (flanneld
-  // refuses EnableIPv6 with it), nor udp (IPv4-only, as flannel's) or wireguard (refused with EnableIPv6 for now).
+  // of this family, in the same run). No udp row (IPv4-only, as flannel's) nor wireguard (refused with EnableIPv6 for now).
   {
     id: 'kernel-vxlan6', label: 'kernel VXLAN IPv6 by hand (ref)', noFakePeerReason: 'no daemon', ipv6: true,
     localOnly: IPV6_LOCAL_ONLY,
@@ -105,6 +104,10 @@ export const DATAPATHS: readonly DataPathDef[] = [
   {
     id: 'flannel-host-gw6', label: `flannel ${REAL_FLANNEL_VERSION} host-gw IPv6`, backend: { Type: 'host-gw' }, daemon: 'flannel', ipv6: true,
     noFakePeerReason: IPV6_NO_FAKE_PEER, localOnly: REAL_FLANNEL_LOCAL_ONLY,
+  },
+  {
+    id: 'vxlan6', label: 'flanneld vxlan (userspace) IPv6', backend: { Type: 'vxlan' }, ipv6: true,
+    noFakePeerReason: IPV6_NO_FAKE_PEER, noProgramPeersReason: IPV6_NO_PROGRAM_PEERS, localOnly: IPV6_LOCAL_ONLY,
   },
   {
     id: 'vxlan-kernel6', label: 'flanneld vxlan (kernel) IPv6', backend: { Type: 'vxlan', Datapath: 'kernel' }, ipv6: true,

@@ -19,12 +19,12 @@ import {
 } from '../../bench/report/result-types.js';
 import { validateResult } from '../../bench/report/result-schema.js';
 
-const V6 = ['kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan-kernel6', 'flannel-vxlan6'];
+const V6 = ['kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan6', 'vxlan-kernel6', 'flannel-vxlan6'];
 
 /** A Progress that prints nothing. */
 const quiet = { addSteps: () => {}, start: () => {}, finish: () => {}, log: () => {}, close: () => {} } as unknown as Progress;
 
-t.test('the IPv6 rows: last in the default set, dual-stack, local mode only; no userspace vxlan row', async (t) => {
+t.test('the IPv6 rows: last in the default set, dual-stack, local mode only', async (t) => {
   t.same([...IPV6_DATAPATH_IDS], V6);
   t.same(DATAPATH_IDS.slice(-V6.length), V6, 'after every IPv4 row');
   for (const id of V6) {
@@ -35,8 +35,7 @@ t.test('the IPv6 rows: last in the default set, dual-stack, local mode only; no 
     t.match(def.label, / IPv6\b/, `${id}: its label says IPv6 (${def.label})`);
   }
   t.same(DATAPATHS.filter((d) => d.ipv6).map((d) => d.id), V6, 'no other row is IPv6');
-  t.notOk(DATAPATHS.some((d) => d.ipv6 && d.backend?.Type === 'vxlan' && d.daemon !== 'flannel' && d.backend.Datapath !== 'kernel'),
-    'no IPv6 row for our userspace vxlan data path (flanneld refuses EnableIPv6 with it)');
+  t.same(dataPathDef('vxlan6').backend, dataPathDef('vxlan').backend, 'vxlan6: the userspace data path, vxlan\'s Backend JSON');
   t.same(dataPathDef('host-gw6').backend, dataPathDef('host-gw').backend, 'host-gw6: host-gw\'s Backend JSON');
   t.same(dataPathDef('vxlan-kernel6').backend, { Type: 'vxlan', Datapath: 'kernel' }, 'vxlan-kernel6: the kernel data path');
   t.notOk(dataPathDef('kernel-vxlan6').backend, 'kernel-vxlan6 is built by hand');
@@ -114,9 +113,9 @@ t.test('control plane: lease→first packet and program-peers list our IPv6 rows
   const defs = V6.map((id) => dataPathDef(id as DataPathId));
   t.equal(programPeersSteps(defs, 3, [10, 100]), 0, 'no program-peers step for the IPv6 rows');
   const pp = await programPeers(defs, 1, [10], quiet);
-  t.same(pp.map((p) => [p.datapath, p.status]), [['host-gw6', 'skipped'], ['vxlan-kernel6', 'skipped']], 'ours listed (not the real flannel\'s, nor the hand-built)');
+  t.same(pp.map((p) => [p.datapath, p.status]), [['host-gw6', 'skipped'], ['vxlan6', 'skipped'], ['vxlan-kernel6', 'skipped']], 'ours listed (not the real flannel\'s, nor the hand-built)');
   for (const p of pp) t.match(p.reason, /IPv6 row: .*IPv4-only.*IPv4 row/, `${p.datapath}: ${p.reason}`);
   const lp = await leaseToPacket(defs.map((def) => ({ def, status: 'measured' as const })), 1, quiet);
-  t.same(lp.map((l) => [l.datapath, l.status]), [['host-gw6', 'skipped'], ['flannel-host-gw6', 'skipped'], ['vxlan-kernel6', 'skipped'], ['flannel-vxlan6', 'skipped']]);
+  t.same(lp.map((l) => [l.datapath, l.status]), [['host-gw6', 'skipped'], ['flannel-host-gw6', 'skipped'], ['vxlan6', 'skipped'], ['vxlan-kernel6', 'skipped'], ['flannel-vxlan6', 'skipped']]);
   for (const l of lp) t.match(l.reason, /IPv6 row: the fake peer announces an IPv4-only lease/, `${l.datapath}: ${l.reason}`);
 });
