@@ -12,7 +12,7 @@ import type { Lease } from '../backend.js';
 import type { ExternalInterface } from '../backend.js';
 import { DeviceState } from '../datapath/device-state.js';
 import { runChecked, runCommand } from '../../lib/run-command.js';
-import type { Vtep } from './vtep.js';
+import type { Vtep, VxlanPeer, VxlanPeer6 } from './vtep.js';
 
 export interface KernelVtepOptions {
   readonly name: string;
@@ -35,7 +35,8 @@ interface VxlanLinkJson {
   linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; local6?: string; port?: number; learning?: boolean; gbp?: boolean; link?: string } };
 }
 
-export class KernelVtep implements Vtep {
+/** Either family's kernel device: it takes no peers (the kernel forwards by its FDB and neighbours). */
+export class KernelVtep implements Vtep<VxlanPeer | VxlanPeer6> {
   readonly withFdb = true;
   /** The device's MAC: ours when we created it, the existing one when we reused it. */
   mac = '';

@@ -93,7 +93,7 @@ export class VxlanBackend implements Backend {
     if (this.kernelVtep6) {
       this.kernelVtep6.lease = lease;
       await this.kernelVtep6.ensureDevice();
-      return this.kernelVtep6 as Vtep<VxlanPeer | VxlanPeer6>;
+      return this.kernelVtep6;
     }
     const { ext, config } = this.ctx;
     if (!lease.ipv6Subnet || ext.ip6 === undefined || ext.publicIp6 === undefined || !config.ipv6) {
@@ -121,9 +121,10 @@ export class VxlanBackend implements Backend {
     });
   }
 
-  private startFamily(lease: Lease, vtep: Vtep<VxlanPeer> | Vtep<VxlanPeer6>, family: 4 | 6): VxlanNetwork {
+  /** `vtep` is handed only this family's peers (method parameters are bivariant, so either VTEP fits). */
+  private startFamily(lease: Lease, vtep: Vtep<VxlanPeer | VxlanPeer6>, family: 4 | 6): VxlanNetwork {
     const network = family === 6 && this.ctx.config.ipv6 ? this.ctx.config.ipv6.network : this.ctx.config.network;
     this.log.info({ device: vtep.device, port: this.cfg.port, vni: this.cfg.vni }, 'vxlan backend running');
-    return new VxlanNetwork({ lease, family, network, vtep: vtep as Vtep<VxlanPeer | VxlanPeer6>, directRouting: this.cfg.directRouting, ext: this.ctx.ext, log: this.log });
+    return new VxlanNetwork({ lease, family, network, vtep, directRouting: this.cfg.directRouting, ext: this.ctx.ext, log: this.log });
   }
 }
