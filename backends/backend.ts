@@ -1,25 +1,34 @@
 // The narrow contract between flanneld and a backend. A backend never sees etcd: flanneld hands it
 // the network config, the chosen interface, and lease events; it returns what our lease advertises.
 import type { Logger } from 'pino';
-import type { Ip4 } from '../lib/ip.js';
+import { FlannelError } from '../lib/errors.js';
+import type { Cidr4, Ip4 } from '../lib/ip.js';
 import type { Ip6 } from '../lib/ip6.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../subnet/lease.js';
-import type { BackendType, NetworkConfig } from '../subnet/network-config.js';
+import type { BackendType, Ipv4Pool, NetworkConfig } from '../subnet/network-config.js';
 
 // The one door from backends/ to subnet/: what a backend may know of leases and the network config.
-export type { Lease, LeaseAttrs, LeaseEvent, BackendType, NetworkConfig };
-export { sameAttrs } from '../subnet/lease.js';
+export type { Lease, LeaseAttrs, LeaseEvent, BackendType, Ipv4Pool, NetworkConfig };
+export { describeSubnets, leaseIdentity, sameAttrs } from '../subnet/lease.js';
+
+/** The IPv4 pool and our lease's IPv4 subnet, for a backend that runs IPv4; FLN_ERR_BACKEND_UNSUPPORTED without them (IPv6-only). */
+export function ipv4Of(config: NetworkConfig, lease: Lease): { pool: Ipv4Pool; subnet: Cidr4 } {
+  if (!config.ipv4 || !lease.subnet) {
+    throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED', 'this backend needs IPv4 (EnableIPv4), but the network config is IPv6-only: use host-gw or vxlan for IPv6-only, or enable IPv4');
+  }
+  return { pool: config.ipv4, subnet: lease.subnet };
+}
 
 export interface ExternalInterface {
   readonly name: string;
   readonly index: number;
-  /** The interface's own IPv4 address (flannel's IfaceAddr). */
+  /** The interface's own IPv4 address (flannel's IfaceAddr); 0 (0.0.0.0) in an IPv6-only network. */
   readonly ip: Ip4;
-  /** The node's identity in etcd: --public-ip, or the interface address. */
+  /** The node's identity in etcd: --public-ip, or the interface address; 0 (0.0.0.0) in an IPv6-only network. */
   readonly publicIp: Ip4;
-  /** Dual-stack only: the interface's own IPv6 address (flannel's IfaceV6Addr). */
+  /** With IPv6 enabled: the interface's own IPv6 address (flannel's IfaceV6Addr). */
   readonly ip6?: Ip6;
-  /** Dual-stack only: PublicIPv6 in our lease, --public-ipv6 or ip6. */
+  /** With IPv6 enabled: PublicIPv6 in our lease, --public-ipv6 or ip6 (the node's identity in an IPv6-only network). */
   readonly publicIp6?: Ip6;
   readonly mtu: number;
 }

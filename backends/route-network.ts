@@ -1,12 +1,12 @@
 // A Network made of one kernel route per peer and address family (host-gw, vxlan's onlink and direct
 // routes). Keeps the desired routes, programs changes in one batch, and reconciles against the kernel:
 // routes deleted by hand come back, and routes we own that no lease wants any more are removed. A lease
-// is known by its IPv4 subnet (as the lease watcher does), so a lease that drops or changes its IPv6
-// subnet has its old IPv6 route removed.
+// is known by leaseIdentity (its IPv4 subnet, as the lease watcher knows it; the IPv6 one when it is
+// IPv6-only), so a lease that drops or changes its IPv6 subnet has its old IPv6 route removed.
 import type { Logger } from 'pino';
 import { type Cidr4, cidrContains, formatCidr4, parseCidr4 } from '../lib/ip.js';
 import { type Cidr6, cidr6Contains, parseCidr6 } from '../lib/ip6.js';
-import type { Lease, LeaseEvent } from './backend.js';
+import { type Lease, type LeaseEvent, leaseIdentity } from './backend.js';
 import type { Network, ReconcileResult } from './backend.js';
 import { type BatchResult, type Route, ipBatch, listOwnRoutes, routeSpec, sameRoute } from './kernel/kernel-routes.js';
 import { LinkWatch } from './kernel/link-watch.js';
@@ -27,7 +27,7 @@ export interface RouteNetworkOptions {
 export class RouteNetwork implements Network {
   readonly lease: Lease;
   private readonly desired = new Map<string, Route>();
-  /** The destination of each lease's route, by the lease's IPv4 subnet. */
+  /** The destination of each lease's route, by leaseIdentity. */
   private readonly byLease = new Map<string, string>();
   private readonly family: 4 | 6;
   private queue: Promise<unknown> = Promise.resolve();
@@ -58,7 +58,7 @@ export class RouteNetwork implements Network {
       const batch = this.pending.splice(0);
       const commands: string[] = [];
       for (const ev of batch) {
-        const key = formatCidr4(ev.lease.subnet);
+        const key = leaseIdentity(ev.lease);
         const route = this.o.routeFor(ev.lease);
         if (ev.kind === 'removed') {
           if (route && this.desired.get(route.dst) && sameRoute(this.desired.get(route.dst) as Route, route)) {

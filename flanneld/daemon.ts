@@ -12,7 +12,7 @@ import { EtcdRegistry } from '../subnet/etcd/etcd-registry.js';
 import { EtcdSubnetManager } from '../subnet/etcd/etcd-subnet-manager.js';
 import { formatCidr4 } from '../lib/ip.js';
 import { formatCidr6, formatIp6 } from '../lib/ip6.js';
-import type { Lease } from '../subnet/lease.js';
+import { type Lease, describeSubnets } from '../subnet/lease.js';
 import type { NetworkConfig } from '../subnet/network-config.js';
 import { findExternalInterface } from './external-interface.js';
 import { HealthServer, type HealthState } from './health.js';
@@ -49,7 +49,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     await checkHostSysctls(log);
     const ext = await findExternalInterface({
       iface: flags.iface, ifaceRegex: flags['iface-regex'], ifaceCanReach: flags['iface-can-reach'], publicIp: flags['public-ip'],
-      publicIpv6: flags['public-ipv6'], ipv6: config.ipv6 !== undefined,
+      publicIpv6: flags['public-ipv6'], ipv6: config.ipv6 !== undefined, ipv4: config.ipv4 !== undefined,
     });
     log.info({ iface: ext.name, mtu: ext.mtu, ...(ext.publicIp6 !== undefined ? { publicIpv6: formatIp6(ext.publicIp6) } : {}) }, 'using external interface');
     const queues = flags['datapath-queues'] || Math.max(1, Math.floor(availableParallelism() / 2));
@@ -57,20 +57,21 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     const backend = createBackend(config.backendType, { ext, config, log, offload: flags['datapath-offload'], queues, threading });
     const attrs = await backend.prepare();
     health.reason = 'acquiring a subnet lease';
-    const previousSubnet = readPreviousSubnet(flags['subnet-file']);
+    const previousSubnet = config.ipv4 ? readPreviousSubnet(flags['subnet-file']) : undefined;
     const previousIpv6Subnet = config.ipv6 ? readPreviousIpv6Subnet(flags['subnet-file']) : undefined;
     const lease = await manager.acquireLease(config, attrs, { signal, ...(previousSubnet ? { previousSubnet } : {}), ...(previousIpv6Subnet ? { previousIpv6Subnet } : {}) });
     network = await backend.start(lease);
     rules = iptablesRules(flags, config, lease);
     for (const r of rules) await r.ensure();
     writeSubnetFile(flags, log, {
-      network: config.network, subnet: lease.subnet, mtu: backend.mtu, ipMasq: flags['ip-masq'],
+      ...(config.ipv4 && lease.subnet ? { network: config.ipv4.network, subnet: lease.subnet } : {}),
+      mtu: backend.mtu, ipMasq: flags['ip-masq'],
       ...(config.ipv6 && lease.ipv6Subnet ? { ipv6Network: config.ipv6.network, ipv6Subnet: lease.ipv6Subnet } : {}),
     });
     Object.assign(health, { ready: true, reason: '' });
-    notify(log, `READY=1\nSTATUS=subnet ${formatCidr4(lease.subnet)}`);
+    notify(log, `READY=1\nSTATUS=subnet ${describeSubnets(lease)}`);
     watchdog = startWatchdog(log.child({ component: 'watchdog' }));
-    log.info({ subnet: formatCidr4(lease.subnet), backend: backend.type }, 'running');
+    log.info({ subnet: describeSubnets(lease), backend: backend.type }, 'running');
     await runLoops({ flags, log, manager, network, rules, lease, metrics }, signal);
   } finally {
     stopFaults();
@@ -89,10 +90,14 @@ function iptablesRules(flags: Flags, config: NetworkConfig, lease: Lease): Iptab
   const masq = flags['ip-masq'];
   const randomFully = !flags['ip-masq-fully-random-disable'];
   const forward = flags['iptables-forward-rules'];
-  const rules = [new IptablesRules({
-    ...(masq ? { masq: { network: formatCidr4(config.network), subnet: formatCidr4(lease.subnet), randomFully } } : {}),
-    ...(forward ? { forwardNetwork: formatCidr4(config.network) } : {}),
-  })];
+  const rules: IptablesRules[] = [];
+  if (config.ipv4 && lease.subnet) {
+    const network = formatCidr4(config.ipv4.network);
+    rules.push(new IptablesRules({
+      ...(masq ? { masq: { network, subnet: formatCidr4(lease.subnet), randomFully } } : {}),
+      ...(forward ? { forwardNetwork: network } : {}),
+    }));
+  }
   if (config.ipv6 && lease.ipv6Subnet) {
     const network = formatCidr6(config.ipv6.network);
     rules.push(new IptablesRules({

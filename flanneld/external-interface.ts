@@ -6,6 +6,8 @@
 // address. Link-local addresses are never chosen (flannel ranks them last, but a link-local PublicIPv6
 // cannot be routed to and a VXLAN local address needs a global one). Unlike flannel (its open #2081), --iface,
 // --iface-regex and --iface-can-reach may name or reach the IPv6 address itself.
+// IPv6-only (EnableIPv4 false): no IPv4 address is needed or used (ip and publicIp are 0.0.0.0, the
+// PublicIP of an IPv6-only lease), and without flags the interface is the IPv6 default route's.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { ExternalInterface } from '../backends/backend.js';
 import { runChecked } from '../lib/run-command.js';
@@ -22,6 +24,8 @@ export interface InterfaceFlags {
   readonly publicIpv6?: string;
   /** The network config enables IPv6: the interface must have an IPv6 address too. */
   readonly ipv6?: boolean;
+  /** The network config enables IPv4 (default true); false for IPv6-only, which needs no IPv4 address. */
+  readonly ipv4?: boolean;
 }
 
 interface AddrJson {
@@ -34,8 +38,9 @@ interface Candidate { link: Link; ip: Ip4 | undefined; ip6: Ip6 | undefined }
 export async function findExternalInterface(f: InterfaceFlags): Promise<ExternalInterface> {
   const links = JSON.parse(await runChecked('ip', ['-j', 'addr', 'show'], 'listing interfaces')) as Link[];
   const found = await choose(f, links);
-  const ip = found.ip as Ip4;
-  const base = { name: found.link.ifname, index: found.link.ifindex, ip, publicIp: f.publicIp ? (parseIp4(f.publicIp) as Ip4) : ip, mtu: found.link.mtu };
+  const ip = f.ipv4 === false ? 0 : found.ip as Ip4;
+  const publicIp = f.ipv4 !== false && f.publicIp ? (parseIp4(f.publicIp) as Ip4) : ip;
+  const base = { name: found.link.ifname, index: found.link.ifindex, ip, publicIp, mtu: found.link.mtu };
   if (!f.ipv6) return base;
   const ip6 = found.ip6 as Ip6;
   return { ...base, ip6, publicIp6: f.publicIpv6 ? (parseIp6(f.publicIpv6) as Ip6) : ip6 };
@@ -43,7 +48,12 @@ export async function findExternalInterface(f: InterfaceFlags): Promise<External
 
 /** A candidate is usable when it has every address the enabled families need. */
 function usable(f: InterfaceFlags, c: Candidate | undefined): boolean {
-  return c !== undefined && c.ip !== undefined && (!f.ipv6 || c.ip6 !== undefined);
+  return c !== undefined && (f.ipv4 === false || c.ip !== undefined) && (!f.ipv6 || c.ip6 !== undefined);
+}
+
+/** The family a candidate lacks, for messages. */
+function lacking(f: InterfaceFlags, c: Candidate | undefined): string {
+  return f.ipv4 !== false && c?.ip === undefined ? 'IPv4' : 'IPv6';
 }
 
 async function choose(f: InterfaceFlags, links: Link[]): Promise<Candidate> {
@@ -65,7 +75,8 @@ async function choose(f: InterfaceFlags, links: Link[]): Promise<Candidate> {
     if (c) return c;
   }
   if (f.iface.length > 0 || f.ifaceRegex.length > 0) {
-    const why = tried.length > 0 && f.ipv6 ? ` with an IPv4 and an IPv6 address (${tried.join(', ')} lacks one)` : '';
+    const needs = f.ipv4 === false ? 'an IPv6 address' : 'an IPv4 and an IPv6 address';
+    const why = tried.length > 0 && f.ipv6 ? ` with ${needs} (${tried.join(', ')} lacks one)` : '';
     throw notFound(`no interface${why} matches --iface ${JSON.stringify(f.iface)} or --iface-regex ${JSON.stringify(f.ifaceRegex)}`, links);
   }
   if (f.ifaceCanReach) {
@@ -74,20 +85,20 @@ async function choose(f: InterfaceFlags, links: Link[]): Promise<Candidate> {
     const v6Target = isIPv6(f.ifaceCanReach);
     const c = link && candidate(link, v6Target ? undefined : route.src, v6Target ? route.src : undefined);
     if (c && usable(f, c)) return c;
-    throw notFound(link ? `${link.ifname}, which routes to --iface-can-reach ${f.ifaceCanReach}, lacks an ${c?.ip === undefined ? 'IPv4' : 'IPv6'} address` : `no interface routes to --iface-can-reach ${f.ifaceCanReach}`, links);
+    throw notFound(link ? `${link.ifname}, which routes to --iface-can-reach ${f.ifaceCanReach}, lacks an ${lacking(f, c)} address` : `no interface routes to --iface-can-reach ${f.ifaceCanReach}`, links);
   }
-  const route = await defaultRoute(4);
+  const route = await defaultRoute(f.ipv4 === false ? 6 : 4);
   const link = route && links.find((l) => l.ifname === route.dev);
-  if (!link) throw notFound('no default route and no --iface given', links);
-  if (f.ipv6) {
+  if (!link) throw notFound(`no ${f.ipv4 === false ? 'IPv6 ' : ''}default route and no --iface given`, links);
+  if (f.ipv6 && f.ipv4 !== false) {
     const route6 = await defaultRoute(6);
     if (route6 && route6.dev !== link.ifname) {
       throw notFound(`the IPv6 default route's interface ${route6.dev} must be the same as the IPv4 default route's interface ${link.ifname}`, links);
     }
   }
-  const c = candidate(link, route.src);
+  const c = f.ipv4 === false ? candidate(link, undefined, route.src) : candidate(link, route.src);
   if (usable(f, c)) return c;
-  throw notFound(`${link.ifname}, the interface of the default route, lacks an ${c.ip === undefined ? 'IPv4' : 'IPv6'} address`, links);
+  throw notFound(`${link.ifname}, the interface of the default route, lacks an ${lacking(f, c)} address`, links);
 }
 
 /** The candidate of a link: the given addresses if they are the link's, else its first IPv4 and best IPv6. */

@@ -8,9 +8,10 @@ import { type Cidr4, formatCidr4, formatIp4, parseCidr4 } from '../lib/ip.js';
 import { type Cidr6, formatCidr6, formatIp6, parseCidr6 } from '../lib/ip6.js';
 
 export interface SubnetEnv {
-  readonly network: Cidr4;
-  readonly subnet: Cidr4;
-  /** IPv6Network of a dual-stack config; FLANNEL_IPV6_* are written when both this and ipv6Subnet are set. */
+  /** Network and the lease's IPv4 subnet; FLANNEL_NETWORK and FLANNEL_SUBNET are written when both are set (not IPv6-only). */
+  readonly network?: Cidr4;
+  readonly subnet?: Cidr4;
+  /** IPv6Network when IPv6 is enabled; FLANNEL_IPV6_* are written when both this and ipv6Subnet are set. */
   readonly ipv6Network?: Cidr6;
   /** The lease's IPv6 subnet. */
   readonly ipv6Subnet?: Cidr6;
@@ -19,15 +20,15 @@ export interface SubnetEnv {
 }
 
 /**
- * The file's text, in flannel's order (pkg/subnet/subnet.go WriteSubnetFile): FLANNEL_NETWORK,
+ * The file's text, in flannel's order (pkg/subnet/subnet.go WriteSubnetFile): with IPv4 FLANNEL_NETWORK,
  * FLANNEL_SUBNET (the subnet's first address, e.g. 10.5.72.1/24), then with IPv6 FLANNEL_IPV6_NETWORK
  * and FLANNEL_IPV6_SUBNET (likewise, e.g. 2001:cafe:42::1/64), FLANNEL_MTU, FLANNEL_IPMASQ.
  */
 export function formatSubnetEnv(e: SubnetEnv): string {
-  const lines = [
-    `FLANNEL_NETWORK=${formatCidr4(e.network)}`,
-    `FLANNEL_SUBNET=${formatIp4(e.subnet.ip + 1)}/${e.subnet.prefixLen}`,
-  ];
+  const lines: string[] = [];
+  if (e.network && e.subnet) {
+    lines.push(`FLANNEL_NETWORK=${formatCidr4(e.network)}`, `FLANNEL_SUBNET=${formatIp4(e.subnet.ip + 1)}/${e.subnet.prefixLen}`);
+  }
   if (e.ipv6Network && e.ipv6Subnet) {
     lines.push(`FLANNEL_IPV6_NETWORK=${formatCidr6(e.ipv6Network)}`,
       `FLANNEL_IPV6_SUBNET=${formatIp6(e.ipv6Subnet.ip + 1n)}/${e.ipv6Subnet.prefixLen}`);

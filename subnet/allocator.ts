@@ -2,7 +2,7 @@
 // steps, skip anything overlapping a lease, stop at 100 free candidates and pick one at random.
 import { type Cidr4, cidrOverlaps, makeCidr4, sizeOf } from '../lib/ip.js';
 import { type Cidr6, cidr6Overlaps, makeCidr6, sizeOf6 } from '../lib/ip6.js';
-import type { Ipv6Pool, NetworkConfig } from './network-config.js';
+import type { Ipv4Pool, Ipv6Pool } from './network-config.js';
 
 export const MAX_CANDIDATES = 100;
 
@@ -14,7 +14,7 @@ export interface PoolUsage {
 }
 
 /** Lists up to `limit` free subnets in allocation order. */
-export function freeSubnets(cfg: NetworkConfig, leased: readonly Cidr4[], limit = MAX_CANDIDATES): Cidr4[] {
+export function freeSubnets(cfg: Ipv4Pool, leased: readonly Cidr4[], limit = MAX_CANDIDATES): Cidr4[] {
   const out: Cidr4[] = [];
   const step = sizeOf(cfg.subnetLen);
   // Plain (not uint32) arithmetic, so the walk ends at 255.255.255.255 instead of wrapping to 0.
@@ -26,17 +26,17 @@ export function freeSubnets(cfg: NetworkConfig, leased: readonly Cidr4[], limit 
 }
 
 /** Picks a free subnet uniformly at random among the first 100; undefined when the pool is exhausted. */
-export function pickFreeSubnet(cfg: NetworkConfig, leased: readonly Cidr4[], random: () => number = Math.random): Cidr4 | undefined {
+export function pickFreeSubnet(cfg: Ipv4Pool, leased: readonly Cidr4[], random: () => number = Math.random): Cidr4 | undefined {
   const free = freeSubnets(cfg, leased);
   return free[Math.floor(random() * free.length)];
 }
 
 /** True when the subnet may be used under this config: right length, aligned and inside [min, max]. */
-export function isCompatible(cfg: NetworkConfig, subnet: Cidr4): boolean {
+export function isCompatible(cfg: Ipv4Pool, subnet: Cidr4): boolean {
   return subnet.prefixLen === cfg.subnetLen && subnet.ip >= cfg.subnetMin && subnet.ip <= cfg.subnetMax;
 }
 
-export function poolUsage(cfg: NetworkConfig, leased: readonly Cidr4[]): PoolUsage {
+export function poolUsage(cfg: Ipv4Pool, leased: readonly Cidr4[]): PoolUsage {
   const step = sizeOf(cfg.subnetLen);
   const total = cfg.subnetMax >= cfg.subnetMin ? Math.floor((cfg.subnetMax - cfg.subnetMin) / step) + 1 : 0;
   const free = freeSubnets(cfg, leased, Number.MAX_SAFE_INTEGER).length;

@@ -1,12 +1,12 @@
 // The cache of other nodes' leases. Turns registry changes and full re-lists into added/removed
 // events, so a delete (which carries no value) still tells the backend what to tear down, and a
 // re-list after compaction or an outage yields exactly the difference. Pure: no I/O.
-// Leases are told apart by their IPv4 subnet (mandatory in every key, dual-stack or not); a lease
-// moving from 10.244.1.0-24 to 10.244.1.0-24&fd00:…-64 is a change of that lease, and the delete of
-// the key it left is not a removal.
-import { type Cidr4, cidrEquals, formatCidr4, formatIp4 } from '../lib/ip.js';
+// Leases are told apart by leaseIdentity: their IPv4 subnet (in every key but an IPv6-only one), so a
+// lease moving from 10.244.1.0-24 to 10.244.1.0-24&fd00:…-64 is a change of that lease, and the delete
+// of the key it left is not a removal; an IPv6-only lease by its IPv6 subnet.
+import type { Cidr4 } from '../lib/ip.js';
 import { type Cidr6, cidr6Equals } from '../lib/ip6.js';
-import { type Lease, type LeaseEvent, sameAttrs, subnetToKeyPart } from './lease.js';
+import { type KeySubnets, type Lease, type LeaseAttrs, type LeaseEvent, describeNode, describeSubnets, leaseIdentity, sameAttrs, sameNode } from './lease.js';
 
 /**
  * What happened to our own key, seen through the same watch. A lost key is `missing` from a full
@@ -25,7 +25,11 @@ export interface WatchOutput {
 export class LeaseWatcher {
   private readonly peers = new Map<string, Lease>();
 
-  constructor(private readonly own: { subnet: Cidr4; publicIp: number; ipv6Subnet?: Cidr6 }) {}
+  private readonly ownId: string;
+
+  constructor(private readonly own: { subnet?: Cidr4; ipv6Subnet?: Cidr6; attrs: LeaseAttrs }) {
+    this.ownId = leaseIdentity(own);
+  }
 
   /** Current peer leases, for reconcilers and metrics. */
   leases(): Lease[] {
@@ -41,11 +45,11 @@ export class LeaseWatcher {
     let own: OwnLeaseChange | undefined = { kind: 'lost', cause: 'missing', reason: 'our lease key is missing from etcd' };
     const seen = new Set<string>();
     for (const lease of all) {
-      if (cidrEquals(lease.subnet, this.own.subnet)) {
+      const key = leaseIdentity(lease);
+      if (key === this.ownId) {
         own = this.ownPut(lease);
         continue;
       }
-      const key = subnetToKeyPart(lease.subnet);
       seen.add(key);
       this.putPeer(key, lease, events);
     }
@@ -58,22 +62,24 @@ export class LeaseWatcher {
   }
 
   put(lease: Lease): WatchOutput {
-    if (cidrEquals(lease.subnet, this.own.subnet)) {
+    const key = leaseIdentity(lease);
+    if (key === this.ownId) {
       const own = this.ownPut(lease);
       return own ? { events: [], own } : { events: [] };
     }
     const events: LeaseEvent[] = [];
-    this.putPeer(subnetToKeyPart(lease.subnet), lease, events);
+    this.putPeer(key, lease, events);
     return { events };
   }
 
-  /** A deleted key; `ipv6Subnet` is the IPv6 part of a dual-stack key. A key we no longer know a lease by is ignored. */
-  delete(subnet: Cidr4, ipv6Subnet?: Cidr6): WatchOutput {
-    if (cidrEquals(subnet, this.own.subnet)) {
+  /** A deleted key's subnets. A key we no longer know a lease by is ignored. */
+  delete(deleted: KeySubnets): WatchOutput {
+    const { ipv6Subnet } = deleted;
+    const key = leaseIdentity(deleted);
+    if (key === this.ownId) {
       if (!sameV6(ipv6Subnet, this.own.ipv6Subnet)) return { events: [] };
       return { events: [], own: { kind: 'lost', cause: 'deleted', reason: 'our lease key was deleted in etcd (expired or removed by an administrator)' } };
     }
-    const key = subnetToKeyPart(subnet);
     const cached = this.peers.get(key);
     if (!cached || !sameV6(ipv6Subnet, cached.ipv6Subnet)) return { events: [] };
     this.peers.delete(key);
@@ -89,8 +95,8 @@ export class LeaseWatcher {
   }
 
   private ownPut(lease: Lease): OwnLeaseChange | undefined {
-    if (lease.attrs.publicIp !== this.own.publicIp) {
-      return { kind: 'lost', cause: 'taken', reason: `our subnet ${formatCidr4(lease.subnet)} is now leased by another node, ${formatIp4(lease.attrs.publicIp)}` };
+    if (!sameNode(lease.attrs, this.own.attrs)) {
+      return { kind: 'lost', cause: 'taken', reason: `our subnet ${describeSubnets(lease)} is now leased by another node, ${describeNode(lease.attrs)}` };
     }
     return { kind: 'renewed', lease };
   }

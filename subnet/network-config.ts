@@ -5,15 +5,15 @@
 //  - parseNetworkConfigAllFamilies: the complete parser, flannel's CheckNetworkConfig for both families
 //    (EnableIPv4 default true, EnableIPv6 default false, IPv6Network / IPv6SubnetLen / IPv6SubnetMin /
 //    IPv6SubnetMax with flannel's defaults and checks; the checks of a disabled family are skipped).
-//  - parseNetworkConfig: what the daemon uses: IPv4 or dual-stack. IPv6-only (EnableIPv4 false) is
-//    refused (refuseUnsupportedFamilies) until its key format and data paths exist.
+//  - parseNetworkConfig: what the daemon uses: the same, and EnableIPv6 with the IPv4-only udp backend
+//    refused. IPv4, dual-stack and IPv6-only (EnableIPv4 false) all run.
 import { ConfigError, type ConfigIssue } from '../lib/errors.js';
 import { isPlainObject, pickFields } from '../lib/json-fields.js';
 import {
   type Cidr4, type Ip4, cidrContains, formatCidr4, formatIp4, lastIp, maskOf, parseCidr4, parseIp4, sizeOf,
 } from '../lib/ip.js';
 import {
-  type Cidr6, type Ip6, cidr6Contains, formatCidr6, formatIp6, isOnBoundary6, lastIp6, parseCidr6, parseIp6, sizeOf6,
+  type Cidr6, type Ip6, cidr6Contains, cidr6Overlaps, formatCidr6, formatIp6, isOnBoundary6, lastIp6, parseCidr6, parseIp6, sizeOf6,
 } from '../lib/ip6.js';
 
 export const BACKEND_TYPES = ['udp', 'vxlan', 'host-gw', 'wireguard'] as const;
@@ -37,26 +37,22 @@ export interface Ipv6Pool {
   readonly subnetMax: Ip6;
 }
 
-export interface NetworkConfig extends Ipv4Pool {
+/** The network config of either or both families, as the daemon runs it. */
+export interface NetworkConfig {
+  /** The IPv4 pool; absent exactly when EnableIPv4 is false (IPv6-only). */
+  readonly ipv4?: Ipv4Pool;
+  /** The IPv6 pool; present exactly when EnableIPv6 is true. */
+  readonly ipv6?: Ipv6Pool;
   readonly enableNFTables: boolean;
   readonly backendType: BackendType;
   /** The Backend object as written, for the backend to parse its own options. */
   readonly backend: Readonly<Record<string, unknown>>;
-  /** The IPv6 pool when EnableIPv6 is on (dual-stack). */
-  readonly ipv6?: Ipv6Pool;
 }
 
-/** The complete config of either or both families (parseNetworkConfigAllFamilies). */
-export interface NetworkConfigAllFamilies {
+/** The complete config of either or both families (parseNetworkConfigAllFamilies), with the two switches. */
+export interface NetworkConfigAllFamilies extends NetworkConfig {
   readonly enableIPv4: boolean;
   readonly enableIPv6: boolean;
-  /** Present exactly when enableIPv4. */
-  readonly ipv4?: Ipv4Pool;
-  /** Present exactly when enableIPv6. */
-  readonly ipv6?: Ipv6Pool;
-  readonly enableNFTables: boolean;
-  readonly backendType: BackendType;
-  readonly backend: Readonly<Record<string, unknown>>;
 }
 
 const FIELDS = ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6', 'IPv6Network',
@@ -64,23 +60,12 @@ const FIELDS = ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 
 type Field = (typeof FIELDS)[number];
 
 /**
- * Parses the config text from etcd for the daemon: IPv4, or dual-stack with EnableIPv6; IPv6-only is
- * refused (see refuseUnsupportedFamilies). Throws ConfigError listing every problem.
+ * Parses the config text from etcd for the daemon: IPv4, dual-stack, or IPv6-only (EnableIPv4 false);
+ * EnableIPv6 with the udp backend is refused, as flannel does. Throws ConfigError listing every problem.
  */
 export function parseNetworkConfig(text: string, source: string): NetworkConfig {
-  const f = readDocument(text, source);
-  const issues: ConfigIssue[] = [];
-  const { v4, v6 } = readFamilies(f, issues);
-  refuseUnsupportedFamilies(v4, v6, issues);
-  const enableNFTables = readBool(f, 'EnableNFTables', false, issues);
-  const backend = readBackend(f.Backend, issues);
-  const net = readNetwork(f, issues);
-  const ipv6 = v6 ? readNetwork6(f, issues) : undefined;
-  if (v6 && backend?.type === 'udp') {
-    issues.push({ field: 'EnableIPv6', value: true, expected: 'cannot be used with the udp backend, which is IPv4-only as in flannel: use the vxlan, host-gw or wireguard backend for IPv6, or set EnableIPv6 to false' });
-  }
-  if (issues.length > 0 || !net || !backend || (v6 && !ipv6)) throw new ConfigError(source, issues);
-  return { ...net, enableNFTables, backendType: backend.type, backend: backend.raw, ...(ipv6 ? { ipv6 } : {}) };
+  const { enableIPv4: _v4, enableIPv6: _v6, ...config } = parse(text, source, true);
+  return config;
 }
 
 /**
@@ -88,6 +73,10 @@ export function parseNetworkConfig(text: string, source: string): NetworkConfig 
  * collected, IPv6-only included. Throws ConfigError.
  */
 export function parseNetworkConfigAllFamilies(text: string, source: string): NetworkConfigAllFamilies {
+  return parse(text, source, false);
+}
+
+function parse(text: string, source: string, daemon: boolean): NetworkConfigAllFamilies {
   const f = readDocument(text, source);
   const issues: ConfigIssue[] = [];
   const { v4, v6 } = readFamilies(f, issues);
@@ -96,6 +85,13 @@ export function parseNetworkConfigAllFamilies(text: string, source: string): Net
   const ipv4 = v4 ? readNetwork(f, issues) : undefined;
   const ipv6 = v6 ? readNetwork6(f, issues) : undefined;
   if (!v4 && !v6) issues.push({ field: 'EnableIPv4', value: false, expected: 'leaves no address family: set EnableIPv4 or EnableIPv6 to true' });
+  if (daemon && v6 && backend?.type === 'udp') {
+    issues.push({ field: 'EnableIPv6', value: true, expected: 'cannot be used with the udp backend, which is IPv4-only as in flannel: use the vxlan, host-gw or wireguard backend for IPv6, or set EnableIPv6 to false' });
+  }
+  if (daemon && !v4 && ipv6 && isV4Mapped(ipv6.network)) {
+    // Such subnets print as IPv4 text in lease keys (Go's net.IP.String()), which flannel would misread.
+    issues.push({ field: 'IPv6Network', value: formatCidr6(ipv6.network), expected: 'must not lie in ::ffff:0:0/96 (IPv4-mapped addresses) in an IPv6-only config; use a ULA such as "fd00:10:244::/56"' });
+  }
   if (issues.length > 0 || !backend || (v4 && !ipv4) || (v6 && !ipv6)) throw new ConfigError(source, issues);
   return {
     enableIPv4: v4,
@@ -106,6 +102,12 @@ export function parseNetworkConfigAllFamilies(text: string, source: string): Net
     backendType: backend.type,
     backend: backend.raw,
   };
+}
+
+/** ::ffff:0:0/96: addresses Go prints as IPv4 text. */
+const V4_MAPPED: Cidr6 = { ip: 0xffffn << 32n, prefixLen: 96 };
+function isV4Mapped(c: Cidr6): boolean {
+  return cidr6Overlaps(c, V4_MAPPED);
 }
 
 type Fields = Partial<Record<Field, unknown>>;
@@ -126,11 +128,6 @@ function readDocument(text: string, source: string): Fields {
 /** EnableIPv4 (flannel sets it true before decoding) and EnableIPv6 (default false). */
 function readFamilies(f: Fields, issues: ConfigIssue[]): { v4: boolean; v6: boolean } {
   return { v4: readBool(f, 'EnableIPv4', true, issues), v6: readBool(f, 'EnableIPv6', false, issues) };
-}
-
-/** The daemon's refusal of IPv6-only until it has its key format and data paths (issue #18). */
-export function refuseUnsupportedFamilies(v4: boolean, _v6: boolean, issues: ConfigIssue[]): void {
-  if (!v4) issues.push({ field: 'EnableIPv4', value: false, expected: 'is not supported yet: flannel-ts runs IPv4 or dual-stack (EnableIPv6 true with EnableIPv4 left on); remove EnableIPv4 or set it to true' });
 }
 
 function readBool(f: Fields, field: Field, dflt: boolean, issues: ConfigIssue[]): boolean {

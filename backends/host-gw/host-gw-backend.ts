@@ -1,7 +1,8 @@
 // host-gw: no encapsulation, the kernel forwards. Each peer's subnet gets one route,
 //   <peer subnet> via <peer PublicIP> dev <external interface>
 // so every node must share one L2 segment with its peers (the next hop must be directly reachable).
-// Dual-stack: likewise <peer IPv6 subnet> via <peer PublicIPv6> for peers whose lease has both.
+// With IPv6 (dual-stack or IPv6-only): likewise <peer IPv6 subnet> via <peer PublicIPv6> for peers
+// whose lease has both.
 // Owned kernel state: one main-table route per peer, marked with our protocol number; reconciled
 // every 10 s (routes deleted by hand come back) and at once when the interface comes back up after
 // a link flap, which flushes them. Pods get the full interface MTU. Leases of other backend types
@@ -11,7 +12,7 @@ import { FlannelError } from '../../lib/errors.js';
 import { formatCidr4, formatIp4 } from '../../lib/ip.js';
 import { formatCidr6, formatIp6 } from '../../lib/ip6.js';
 import { combineNetworks } from '../composite-network.js';
-import type { Lease, LeaseAttrs } from '../backend.js';
+import { type Lease, type LeaseAttrs, describeSubnets } from '../backend.js';
 import type { Backend, BackendContext, Network } from '../backend.js';
 import type { Route } from '../kernel/kernel-routes.js';
 import { RouteNetwork } from '../route-network.js';
@@ -43,17 +44,18 @@ export class HostGwBackend implements Backend {
 
   async start(lease: Lease): Promise<Network> {
     const { config, ext } = this.ctx;
-    const v4 = new RouteNetwork({ lease, network: config.network, log: this.log, routeFor: (peer) => this.routeFor(peer), link: ext.name });
-    if (!config.ipv6) return v4;
-    const v6 = new RouteNetwork({ lease, network: config.ipv6.network, family: 6, log: this.log, routeFor: (peer) => this.routeFor6(peer), link: ext.name });
-    return combineNetworks(lease, [v4, v6]);
+    const parts: RouteNetwork[] = [];
+    if (config.ipv4) parts.push(new RouteNetwork({ lease, network: config.ipv4.network, log: this.log, routeFor: (peer) => this.routeFor(peer), link: ext.name }));
+    if (config.ipv6) parts.push(new RouteNetwork({ lease, network: config.ipv6.network, family: 6, log: this.log, routeFor: (peer) => this.routeFor6(peer), link: ext.name }));
+    return combineNetworks(lease, parts);
   }
 
   private routeFor(peer: Lease): Route | undefined {
     if (peer.attrs.backendType !== this.type) {
-      this.log.warn({ subnet: formatCidr4(peer.subnet), backendType: peer.attrs.backendType ?? 'udp' }, 'Ignoring non-host-gw subnet');
+      this.log.warn({ subnet: describeSubnets(peer), backendType: peer.attrs.backendType ?? 'udp' }, 'Ignoring non-host-gw subnet');
       return undefined;
     }
+    if (!peer.subnet) return undefined;
     return { dst: formatCidr4(peer.subnet), via: formatIp4(peer.attrs.publicIp), dev: this.ctx.ext.name };
   }
 

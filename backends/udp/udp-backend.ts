@@ -8,10 +8,10 @@
 // type are used (flannel's udp publishes no BackendType and filters none).
 import type { Logger } from 'pino';
 import { ConfigError } from '../../lib/errors.js';
-import { formatCidr4, formatIp4, maskOf } from '../../lib/ip.js';
+import { type Cidr4, formatCidr4, formatIp4, maskOf } from '../../lib/ip.js';
 import { pickFields } from '../../lib/json-fields.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../backend.js';
-import type { Backend, BackendContext, DatapathStats, Network, ReconcileResult } from '../backend.js';
+import { type Backend, type BackendContext, type DatapathStats, type Network, type ReconcileResult, ipv4Of } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
 import { EventBatcher } from '../datapath/event-batch.js';
 import { requireUserspaceDatapath } from '../datapath/require-datapath.js';
@@ -46,21 +46,22 @@ export class UdpBackend implements Backend {
   }
 
   async start(lease: Lease): Promise<Network> {
-    const { config, ext } = this.ctx;
+    const { ext } = this.ctx;
+    const { pool, subnet } = ipv4Of(this.ctx.config, lease);
     const queues = this.ctx.queues ?? 1;
     const dataPath = await EngineDataPath.open({
       device: { name: DEVICE_NAME, tap: false, offload: this.ctx.offload ?? true, queues, bindIp: ext.ip, port: this.port },
       // accept_local: our ICMP errors come from flannel0's own address, which the kernel would
       // otherwise drop as a martian when it arrives on flannel0.
       settings: {
-        address: `${formatIp4(lease.subnet.ip)}/32`, mtu: this.mtu,
-        route: `${formatCidr4(config.network)} dev ${DEVICE_NAME}`, sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '1' },
+        address: `${formatIp4(subnet.ip)}/32`, mtu: this.mtu,
+        route: `${formatCidr4(pool.network)} dev ${DEVICE_NAME}`, sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '1' },
       },
       spec: {
-        mode: ENGINE_MODE.UDP, devIp: lease.subnet.ip, ownSubnet: lease.subnet.ip, ownMask: maskOf(lease.subnet.prefixLen),
+        mode: ENGINE_MODE.UDP, devIp: subnet.ip, ownSubnet: subnet.ip, ownMask: maskOf(subnet.prefixLen),
         mtu: this.mtu, vni: 0, devMac: new Uint8Array(6),
       },
-      capacity: Math.min(65_536, 2 ** (config.subnetLen - config.network.prefixLen)),
+      capacity: Math.min(65_536, 2 ** (pool.subnetLen - pool.network.prefixLen)),
       ...(this.ctx.threading ? { threading: this.ctx.threading } : {}),
       log: this.log,
     });
@@ -82,12 +83,13 @@ export class UdpNetwork implements Network {
 
   private swap(events: readonly LeaseEvent[]): void {
     for (const ev of events) {
+      if (!ev.lease.subnet) continue; // an IPv6-only lease: nothing for an IPv4-only backend
       const key = formatCidr4(ev.lease.subnet);
       if (ev.kind === 'added') this.peers.set(key, ev.lease);
       else if (this.peers.get(key) === ev.lease || this.peers.get(key)?.attrs.publicIp === ev.lease.attrs.publicIp) this.peers.delete(key);
     }
     this.dataPath.replacePeers([...this.peers.entries()].map(([key, l]) => ({
-      key, subnet: l.subnet.ip, prefixLen: l.subnet.prefixLen, publicIp: l.attrs.publicIp, port: this.port,
+      key, subnet: (l.subnet as Cidr4).ip, prefixLen: (l.subnet as Cidr4).prefixLen, publicIp: l.attrs.publicIp, port: this.port,
       partialChecksums: acceptsPartialChecksums(l.attrs.backendData),
     })));
     this.log.info({ peers: this.peers.size }, 'peer table updated');

@@ -25,10 +25,9 @@
 // what migrating a node from flannel's vxlan to the userspace VTEP runs into.
 import type { Logger } from 'pino';
 import { runChecked, runCommand } from '../../lib/run-command.js';
-import { formatIp4, maskOf } from '../../lib/ip.js';
+import { type Cidr4, formatIp4, maskOf } from '../../lib/ip.js';
 import { type Cidr6, type Ip6, formatIp6 } from '../../lib/ip6.js';
 import { FlannelError } from '../../lib/errors.js';
-import type { Lease } from '../backend.js';
 import type { DatapathStats, DatapathThreading, ExternalInterface } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
 import { ENGINE_MODE } from '../datapath/native/datapath-addon.js';
@@ -45,7 +44,8 @@ export interface UserspaceVtepOptions {
   readonly vni: number;
   readonly port: number;
   readonly ext: ExternalInterface;
-  readonly lease: Lease;
+  /** Our lease's IPv4 subnet: the device address is its first address /32. */
+  readonly subnet: Cidr4;
   readonly capacity: number;
   readonly offload: boolean;
   readonly queues: number;
@@ -90,12 +90,12 @@ export class UserspaceVtep<P extends VxlanPeer | VxlanPeer6 = VxlanPeer> impleme
     const dataPath = await EngineDataPath.open({
       device: { name: o.name, tap: true, offload: o.offload, queues: o.queues, bindIp: o.ext.ip, port: o.port },
       settings: {
-        mac: o.mac, address: `${formatIp4(o.lease.subnet.ip)}/32`, mtu: o.mtu,
+        mac: o.mac, address: `${formatIp4(o.subnet.ip)}/32`, mtu: o.mtu,
         sysctls: { 'ipv6/disable_ipv6': '1' }, // no IPv6 chatter (RS, MLD) to drop on an IPv4 overlay
       },
       spec: {
-        mode: ENGINE_MODE.VXLAN, devIp: o.lease.subnet.ip, ownSubnet: o.lease.subnet.ip,
-        ownMask: maskOf(o.lease.subnet.prefixLen), mtu: o.mtu, vni: o.vni, devMac: macToBytes(o.mac),
+        mode: ENGINE_MODE.VXLAN, devIp: o.subnet.ip, ownSubnet: o.subnet.ip,
+        ownMask: maskOf(o.subnet.prefixLen), mtu: o.mtu, vni: o.vni, devMac: macToBytes(o.mac),
       },
       capacity: o.capacity,
       ...(o.threading ? { threading: o.threading } : {}),

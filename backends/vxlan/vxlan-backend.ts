@@ -10,10 +10,11 @@
 // (FLANNEL_MTU; flannel leaves it 50 under, so its pods' full-size IPv6 packets do not fit its device).
 // On the userspace data path flannel-v6.<VNI> is a second TAP VTEP carried by an engine of family 6
 // (IPv6 inside and outside), wire-compatible with flannel's kernel device.
+// IPv6-only (EnableIPv4 false): flannel-v6.<VNI> alone; the lease has BackendV6Data and no BackendData.
 import type { Logger } from 'pino';
 import { FlannelError, errorMessage } from '../../lib/errors.js';
-import { formatIp4 } from '../../lib/ip.js';
-import { formatIp6 } from '../../lib/ip6.js';
+import { type Cidr4, formatIp4 } from '../../lib/ip.js';
+import { type Cidr6, formatIp6 } from '../../lib/ip6.js';
 import type { LeaseAttrs } from '../backend.js';
 import type { Backend, BackendContext, Lease, Network } from '../backend.js';
 import { combineNetworks } from '../composite-network.js';
@@ -50,10 +51,11 @@ export class VxlanBackend implements Backend {
     const { ext } = this.ctx;
     const mac = stableVtepMac(ext.publicIp, this.cfg.vni);
     const common = { vni: this.cfg.vni, port: this.cfg.port, gbp: this.cfg.gbp, learning: this.cfg.learning, ext, log: this.log };
-    if (this.cfg.datapath === 'kernel') {
+    const v4 = this.ctx.config.ipv4 !== undefined;
+    if (this.cfg.datapath === 'kernel' && v4) {
       this.kernelVtep = new KernelVtep({ ...common, name: this.device, family: 4, local: formatIp4(ext.ip), mac, mtu: this.underlayMtu - VXLAN_OVERHEAD });
       await this.kernelVtep.ensureDevice();
-    } else {
+    } else if (this.cfg.datapath !== 'kernel') {
       try {
         datapathAddon();
       } catch (err) {
@@ -61,7 +63,7 @@ export class VxlanBackend implements Backend {
       }
     }
     const userspace = !this.kernelVtep;
-    const attrs = { publicIp: ext.publicIp, backendType: this.type, backendData: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep?.mac ?? mac, userspace) };
+    const attrs = { publicIp: ext.publicIp, backendType: this.type, ...(v4 ? { backendData: encodeVxlanBackendData(this.cfg.vni, this.kernelVtep?.mac ?? mac, userspace) } : {}) };
     if (!this.ctx.config.ipv6) return attrs;
     if (ext.ip6 === undefined || ext.publicIp6 === undefined) {
       throw new FlannelError('FLN_ERR_IFACE_NOT_FOUND', `IPv6 is enabled but ${ext.name} has no IPv6 address for ${DEVICE_PREFIX[6]}${this.cfg.vni}: add one, or pass --iface`);
@@ -75,13 +77,14 @@ export class VxlanBackend implements Backend {
   }
 
   async start(lease: Lease): Promise<Network> {
-    const v4 = this.startFamily(lease, await this.vtep4(lease), 4);
-    if (!this.ctx.config.ipv6) return v4;
+    const { ipv4, ipv6 } = this.ctx.config;
+    const v4 = ipv4 ? this.startFamily(lease, await this.vtep4(lease), 4, ipv4.network) : undefined;
+    if (!ipv6) return v4 as VxlanNetwork;
     try {
-      const v6 = this.startFamily(lease, await this.vtep6(lease), 6);
-      return combineNetworks(lease, [v4, v6]);
+      const v6 = this.startFamily(lease, await this.vtep6(lease), 6, ipv6.network, !v4);
+      return combineNetworks(lease, v4 ? [v4, v6] : [v6]);
     } catch (err) {
-      await v4.close();
+      await v4?.close();
       throw err;
     }
   }
@@ -113,18 +116,19 @@ export class VxlanBackend implements Backend {
       await this.kernelVtep.ensureDevice();
       return this.kernelVtep;
     }
-    const capacity = Math.min(65_536, 2 ** (this.ctx.config.subnetLen - this.ctx.config.network.prefixLen));
+    const pool = this.ctx.config.ipv4;
+    if (!pool || !lease.subnet) throw new FlannelError('FLN_ERR_KERNEL_OP', `${this.device} needs our lease's IPv4 subnet`);
+    const capacity = Math.min(65_536, 2 ** (pool.subnetLen - pool.network.prefixLen));
     return UserspaceVtep.create({
-      name: this.device, mac: stableVtepMac(this.ctx.ext.publicIp, this.cfg.vni), mtu: this.underlayMtu - VXLAN_OVERHEAD, ext: this.ctx.ext, lease,
+      name: this.device, mac: stableVtepMac(this.ctx.ext.publicIp, this.cfg.vni), mtu: this.underlayMtu - VXLAN_OVERHEAD, ext: this.ctx.ext, subnet: lease.subnet,
       log: this.log, vni: this.cfg.vni, port: this.cfg.port, capacity, offload: this.ctx.offload ?? true, queues: this.ctx.queues ?? 1,
       ...(this.ctx.threading ? { threading: this.ctx.threading } : {}),
     });
   }
 
   /** `vtep` is handed only this family's peers (method parameters are bivariant, so either VTEP fits). */
-  private startFamily(lease: Lease, vtep: Vtep<VxlanPeer | VxlanPeer6>, family: 4 | 6): VxlanNetwork {
-    const network = family === 6 && this.ctx.config.ipv6 ? this.ctx.config.ipv6.network : this.ctx.config.network;
+  private startFamily(lease: Lease, vtep: Vtep<VxlanPeer | VxlanPeer6>, family: 4 | 6, network: Cidr4 | Cidr6, only = false): VxlanNetwork {
     this.log.info({ device: vtep.device, port: this.cfg.port, vni: this.cfg.vni }, 'vxlan backend running');
-    return new VxlanNetwork({ lease, family, network, vtep, directRouting: this.cfg.directRouting, ext: this.ctx.ext, log: this.log });
+    return new VxlanNetwork({ lease, family, network, vtep, directRouting: this.cfg.directRouting, ext: this.ctx.ext, log: this.log, only });
   }
 }

@@ -32,11 +32,11 @@ export const DEVICE_PREFIX: Record<Family, string> = { 4: 'flannel.', 6: 'flanne
  */
 export function familyPart(family: Family, lease: Lease): FamilyPart | undefined {
   if (lease.attrs.backendType !== 'vxlan') return undefined;
-  const key = formatCidr4(lease.subnet);
   if (family === 4) {
-    const mac = parseVtepMac(lease.attrs.backendData);
-    if (!mac) return undefined;
     const { subnet } = lease;
+    const mac = parseVtepMac(lease.attrs.backendData);
+    if (!mac || !subnet) return undefined;
+    const key = formatCidr4(subnet);
     const publicIp = lease.attrs.publicIp;
     return {
       dst: key, gateway: formatIp4(subnet.ip), publicIp: formatIp4(publicIp), mac,

@@ -6,10 +6,9 @@
 // host-gw route instead. State scales as one neighbour, one FDB entry and one route per peer; all of
 // it goes when the lease (or its part of this family) goes.
 import type { Logger } from 'pino';
-import { formatCidr4 } from '../../lib/ip.js';
 import type { Cidr4 } from '../../lib/ip.js';
 import type { Cidr6 } from '../../lib/ip6.js';
-import { type Lease, type LeaseEvent, sameAttrs } from '../backend.js';
+import { type Lease, type LeaseEvent, describeSubnets, leaseIdentity, sameAttrs } from '../backend.js';
 import type { DatapathStats, ExternalInterface, Network, ReconcileResult } from '../backend.js';
 import type { Route } from '../kernel/kernel-routes.js';
 import { runCommand } from '../../lib/run-command.js';
@@ -28,13 +27,15 @@ export interface VxlanNetworkOptions {
   readonly directRouting: boolean;
   readonly ext: ExternalInterface;
   readonly log: Logger;
+  /** This family runs alone (IPv6-only): it logs the leases it ignores, as the IPv4 side otherwise does. */
+  readonly only?: boolean;
 }
 
 export class VxlanNetwork implements Network {
   readonly lease: Lease;
-  /** This family's part of each programmed peer lease, by the lease's IPv4 subnet. */
+  /** This family's part of each programmed peer lease, by leaseIdentity. */
   private readonly peers = new Map<string, FamilyPart>();
-  /** The usable peer leases programmed, by IPv4 subnet. */
+  /** The usable peer leases programmed, by leaseIdentity. */
   private readonly applied = new Map<string, Lease>();
   /** Direct-routing decisions by public address, made once per peer as flannel does. */
   private readonly direct = new Map<string, boolean>();
@@ -77,7 +78,7 @@ export class VxlanNetwork implements Network {
     // lease ("added, removed" under churn, "removed, added" when a lease changes), and the removals
     // below run before the additions.
     const finals = new Map<string, Lease | undefined>();
-    for (const ev of events) finals.set(formatCidr4(ev.lease.subnet), ev.kind === 'added' ? ev.lease : undefined);
+    for (const ev of events) finals.set(leaseIdentity(ev.lease), ev.kind === 'added' ? ev.lease : undefined);
     const removed: LeaseEvent[] = [];
     const added: LeaseEvent[] = [];
     for (const [key, lease] of finals) {
@@ -92,10 +93,10 @@ export class VxlanNetwork implements Network {
     // Removal: route first, then L2; addition: L2 first (neighbour, FDB), then the route (a changed
     // lease is an addition: its route is replaced in place, its L2 entries by the sync).
     await this.routes.apply(removed);
-    for (const ev of removed) this.peers.delete(formatCidr4(ev.lease.subnet));
+    for (const ev of removed) this.peers.delete(leaseIdentity(ev.lease));
     for (const { lease } of added) {
       const part = familyPart(this.o.family, lease) as FamilyPart;
-      const key = formatCidr4(lease.subnet);
+      const key = leaseIdentity(lease);
       if (this.direct.get(part.publicIp)) this.peers.delete(key);
       else this.peers.set(key, part);
     }
@@ -125,11 +126,13 @@ export class VxlanNetwork implements Network {
 
   private usable(l: Lease): boolean {
     if (familyPart(this.o.family, l)) return true;
-    if (this.o.family === 6) return false; // an IPv4-only or non-vxlan peer: nothing to do in IPv6, the IPv4 side says why
+    // The IPv4 side says why a lease is ignored; the IPv6 side only when it runs alone (IPv6-only).
+    if (this.o.family === 6 ? !this.o.only : !l.subnet) return false;
     if (l.attrs.backendType !== 'vxlan') {
-      this.o.log.warn({ subnet: formatCidr4(l.subnet), backendType: l.attrs.backendType ?? 'udp' }, 'Ignoring non-vxlan subnet');
+      this.o.log.warn({ subnet: describeSubnets(l), backendType: l.attrs.backendType ?? 'udp' }, 'Ignoring non-vxlan subnet');
     } else {
-      this.o.log.warn({ subnet: formatCidr4(l.subnet), backendData: l.attrs.backendData }, 'Ignoring vxlan subnet without a valid VtepMAC');
+      this.o.log.warn({ subnet: describeSubnets(l), backendData: this.o.family === 6 ? l.attrs.backendV6Data : l.attrs.backendData },
+        `Ignoring vxlan subnet without ${this.o.family === 6 ? 'an IPv6 subnet, a PublicIPv6 and a valid BackendV6Data VtepMAC' : 'a valid VtepMAC'}`);
     }
     return false;
   }

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { FlannelError } from '../../lib/errors.js';
 import { formatCidr4, formatIp4, maskOf } from '../../lib/ip.js';
 import type { Lease, LeaseAttrs } from '../backend.js';
-import type { Backend, BackendContext, Network } from '../backend.js';
+import { type Backend, type BackendContext, type Network, ipv4Of } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
 import { requireUserspaceDatapath } from '../datapath/require-datapath.js';
 import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js';
@@ -53,11 +53,12 @@ export class WireGuardBackend implements Backend {
   }
 
   async start(lease: Lease): Promise<Network> {
-    const { config, ext } = this.ctx;
+    const { ext } = this.ctx;
+    const { pool, subnet } = ipv4Of(this.ctx.config, lease);
     this.key ??= loadOrCreateKey(keyFilePath());
     const key = this.key;
     const queues = this.ctx.queues ?? 1;
-    const capacity = Math.min(65_536, 2 ** (config.subnetLen - config.network.prefixLen));
+    const capacity = Math.min(65_536, 2 ** (pool.subnetLen - pool.network.prefixLen));
     const table = new WgTable(keypairCapacity(capacity), capacity * 2);
     const [ctrlRead, ctrlWrite] = datapathAddon().pipeOpen();
     let dataPath: EngineDataPath;
@@ -65,11 +66,11 @@ export class WireGuardBackend implements Backend {
       dataPath = await EngineDataPath.open({
         device: { name: WIREGUARD_DEVICE, tap: false, offload: this.ctx.offload ?? true, queues, bindIp: ext.ip, port: this.cfg.listenPort, sourcePortSockets: 0 },
         settings: {
-          address: `${formatIp4(lease.subnet.ip)}/32`, mtu: this.mtu,
-          route: `${formatCidr4(config.network)} dev ${WIREGUARD_DEVICE}`, sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '1' },
+          address: `${formatIp4(subnet.ip)}/32`, mtu: this.mtu,
+          route: `${formatCidr4(pool.network)} dev ${WIREGUARD_DEVICE}`, sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '1' },
         },
         spec: {
-          mode: ENGINE_MODE.WIREGUARD, devIp: lease.subnet.ip, ownSubnet: lease.subnet.ip, ownMask: maskOf(lease.subnet.prefixLen),
+          mode: ENGINE_MODE.WIREGUARD, devIp: subnet.ip, ownSubnet: subnet.ip, ownMask: maskOf(subnet.prefixLen),
           mtu: this.mtu, vni: 0, devMac: new Uint8Array(6), wgTable: new Uint8Array(table.buffer), ctrlFd: ctrlWrite,
         },
         capacity,

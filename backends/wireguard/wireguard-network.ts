@@ -4,7 +4,7 @@
 // a 100 ms timer tick, keepalives. reconcile() re-creates a deleted device and puts roamed endpoints
 // back to the leases' (flannel #1770).
 import type { Logger } from 'pino';
-import { formatCidr4 } from '../../lib/ip.js';
+import { type Cidr4, formatCidr4 } from '../../lib/ip.js';
 import type { Lease, LeaseEvent } from '../backend.js';
 import type { DatapathStats, Network, ReconcileResult } from '../backend.js';
 import type { EngineDataPath } from '../datapath/engine-datapath.js';
@@ -30,7 +30,7 @@ export interface WireGuardNetworkOptions {
   readonly log: Logger;
 }
 
-interface Peer { readonly lease: Lease; readonly data: WireGuardPeerData }
+interface Peer { readonly lease: Lease; readonly subnet: Cidr4; readonly data: WireGuardPeerData }
 
 export class WireGuardNetwork implements Network {
   readonly lease: Lease;
@@ -75,7 +75,9 @@ export class WireGuardNetwork implements Network {
   private swap(events: readonly LeaseEvent[]): void {
     if (this.closed) return;
     for (const ev of events) {
-      const key = formatCidr4(ev.lease.subnet);
+      const { subnet } = ev.lease;
+      if (!subnet) continue; // an IPv6-only lease: no IPv4 peer
+      const key = formatCidr4(subnet);
       if (ev.kind === 'removed') {
         if (this.peers.get(key)?.lease.attrs.publicIp === ev.lease.attrs.publicIp) this.peers.delete(key);
         continue;
@@ -88,10 +90,10 @@ export class WireGuardNetwork implements Network {
         continue;
       }
       this.ignored.delete(key);
-      this.peers.set(key, { lease: ev.lease, data });
+      this.peers.set(key, { lease: ev.lease, subnet, data });
     }
     this.o.dataPath.replacePeers([...this.peers.entries()].map(([key, p]) => ({
-      key, subnet: p.lease.subnet.ip, prefixLen: p.lease.subnet.prefixLen, publicIp: p.lease.attrs.publicIp, port: p.data.port,
+      key, subnet: p.subnet.ip, prefixLen: p.subnet.prefixLen, publicIp: p.lease.attrs.publicIp, port: p.data.port,
     })));
     this.pushSessions();
     this.o.log.info({ peers: this.peers.size }, 'wireguard peers updated');
@@ -100,7 +102,7 @@ export class WireGuardNetwork implements Network {
   /** The sessions' view of the peers: keys, counter slots, lease endpoints (roamed ones reset). */
   private pushSessions(): void {
     this.sessions.setPeers([...this.peers.entries()].map(([key, p]) => ({
-      key, publicKey: p.data.publicKey, slot: this.o.dataPath.slotOf(key), subnet: p.lease.subnet.ip,
+      key, publicKey: p.data.publicKey, slot: this.o.dataPath.slotOf(key), subnet: p.subnet.ip,
       endpointIp: p.lease.attrs.publicIp, endpointPort: p.data.port, keepaliveSeconds: this.o.cfg.persistentKeepaliveSec,
     })));
   }

@@ -6,18 +6,14 @@ import type { Etcd3, ICompare, IRequestOp, ITxnResponse, IWatchResponse } from '
 import { FlannelError, errorMessage } from '../../lib/errors.js';
 import type { Cidr4 } from '../../lib/ip.js';
 import type { Cidr6 } from '../../lib/ip6.js';
-import { type Lease, type LeaseAttrs, decodeLeaseAttrs, encodeLeaseAttrs, subnetToKeyPart, subnetsFromKey } from '../lease.js';
+import { type KeySubnets, type Lease, type LeaseAttrs, decodeLeaseAttrs, encodeLeaseAttrs, subnetToKeyPart, subnetsFromKey } from '../lease.js';
 
 /**
- * Where a lease lives: its IPv4 subnet, its IPv6 subnet when dual-stack, and the exact etcd key when
+ * Where a lease lives: its IPv4 subnet, its IPv6 subnet when dual-stack or IPv6-only, and the exact etcd key when
  * it is not the one subnetToKeyPart spells (a dual-stack key written with another IPv6 spelling).
  * A Lease read from this registry is its own location.
  */
-export interface LeaseLocation {
-  readonly subnet: Cidr4;
-  readonly ipv6Subnet?: Cidr6;
-  readonly key?: string;
-}
+export type LeaseLocation = KeySubnets & { readonly key?: string };
 
 /**
  * A dual-stack write's extra condition: no key under <prefix>/subnets was created after `listedAt`
@@ -34,8 +30,8 @@ export type StoredLease = Lease & { readonly key?: string };
 
 export type RegistryChange =
   | { readonly kind: 'put'; readonly lease: StoredLease }
-  /** ipv6Subnet is set when the deleted key was a dual-stack one. */
-  | { readonly kind: 'delete'; readonly subnet: Cidr4; readonly ipv6Subnet?: Cidr6 };
+  /** The subnets of the deleted key: ipv6Subnet is set when it was a dual-stack or an IPv6-only one. */
+  | ({ readonly kind: 'delete' } & KeySubnets);
 
 /** Why a watch stream ended: etcd compacted past our revision, cancelled it, the stream failed, or it closed. */
 export type WatchEndKind = 'compacted' | 'canceled' | 'error' | 'ended';
@@ -70,7 +66,7 @@ export class EtcdRegistry {
 
   get configKey(): string { return joinKey(this.prefix, 'config'); }
   get subnetsPrefix(): string { return joinKey(this.prefix, 'subnets'); }
-  /** The key of a lease: as stored when known, else 10.244.1.0-24 or, dual-stack, 10.244.1.0-24&fd00:10:244:1::-64. */
+  /** The key of a lease: as stored when known, else 10.244.1.0-24, dual-stack 10.244.1.0-24&fd00:10:244:1::-64, IPv6-only fd00:10:244:1::-64. */
   leaseKey(where: Where): string {
     const loc = locate(where);
     return loc.key ?? `${this.subnetsPrefix}/${subnetToKeyPart(loc.subnet, loc.ipv6Subnet)}`;
@@ -207,8 +203,7 @@ export class EtcdRegistry {
         const key = ev.kv.key.toString();
         if (ev.type === 'Delete') {
           const s = subnetsFromKey(key);
-          if (!s) return [];
-          return [s.ipv6Subnet ? { kind: 'delete', subnet: s.subnet, ipv6Subnet: s.ipv6Subnet } : { kind: 'delete', subnet: s.subnet }];
+          return s ? [{ kind: 'delete', ...s }] : [];
         }
         const lease = this.toLease(key, ev.kv.value.toString(), ev.kv.lease);
         return lease ? [{ kind: 'put', lease }] : [];
@@ -272,8 +267,7 @@ export class EtcdRegistry {
     if (!s || !attrs) return undefined;
     const expiresAtMs = leaseId === '0' ? Infinity : Number.NaN;
     if (!s.ipv6Subnet) return { subnet: s.subnet, attrs, etcdLeaseId: leaseId, expiresAtMs };
-    const loc = { subnet: s.subnet, ipv6Subnet: s.ipv6Subnet };
-    return made(this.leaseKey(loc) === key ? loc : { ...loc, key }, attrs, leaseId, expiresAtMs);
+    return made(this.leaseKey(s) === key ? s : { ...s, key }, attrs, leaseId, expiresAtMs);
   }
 }
 
@@ -286,13 +280,13 @@ function putOp(key: string, value: string, leaseId: string): IRequestOp {
 }
 
 function locate(where: Where): LeaseLocation {
-  return 'subnet' in where ? where : { subnet: where };
+  return 'prefixLen' in where ? { subnet: where } : where;
 }
 
 /** A lease at `loc`: IPv4-only leases have exactly the fields they always had. */
 function made(loc: LeaseLocation, attrs: LeaseAttrs, etcdLeaseId: string, expiresAtMs: number): StoredLease {
   return {
-    subnet: loc.subnet,
+    ...(loc.subnet ? { subnet: loc.subnet } : {}),
     ...(loc.ipv6Subnet ? { ipv6Subnet: loc.ipv6Subnet } : {}),
     ...(loc.key !== undefined ? { key: loc.key } : {}),
     attrs, etcdLeaseId, expiresAtMs,

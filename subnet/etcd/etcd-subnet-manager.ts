@@ -5,15 +5,17 @@
 // With an IPv6 pool in the config (dual-stack) every lease carries an IPv4 and an IPv6 subnet, picked
 // together with flannel's rules; an IPv4-only lease of this PublicIP keeps its IPv4 subnet and gains an
 // IPv6 one (moved to the dual-stack key in one guarded transaction) instead of being reallocated.
+// IPv6-only (no IPv4 pool): each lease has only an IPv6 subnet, under our own key fd00:…-64 (see
+// subnet/lease.ts), with PublicIP 0.0.0.0; the node is found by its PublicIPv6 instead.
 import type { Logger } from 'pino';
 import { isCompatible, isCompatible6, pickFreeSubnet, pickFreeSubnet6, poolUsage, poolUsage6 } from '../allocator.js';
 import { Backoff, sleep } from '../backoff.js';
 import { FlannelError, isFlannelError } from '../../lib/errors.js';
 import { type Cidr4, cidrEquals, cidrOverlaps, formatCidr4, formatIp4 } from '../../lib/ip.js';
 import { type Cidr6, cidr6Overlaps, formatCidr6, formatIp6 } from '../../lib/ip6.js';
-import { type Lease, type LeaseAttrs, type LeaseEvent, sameAttrs } from '../lease.js';
+import { type Lease, type LeaseAttrs, type LeaseEvent, describeNode, describeSubnets, leaseIdentity, sameAttrs, sameNode } from '../lease.js';
 import { LeaseWatcher, type WatchOutput } from '../lease-watcher.js';
-import { type Ipv6Pool, type NetworkConfig, parseNetworkConfig } from '../network-config.js';
+import { type Ipv4Pool, type Ipv6Pool, type NetworkConfig, parseNetworkConfig } from '../network-config.js';
 import type { EtcdOp, EtcdRegistry, LeaseLocation, StoredLease, WatchEndKind, WatchHandle } from './etcd-registry.js';
 
 export const DEFAULT_LEASE_TTL_SEC = 24 * 3600;
@@ -146,8 +148,8 @@ export class EtcdSubnetManager {
     for (;;) {
       try {
         const { lease, source } = await this.tryAcquire(cfg, attrs, o.previousSubnet, o.previousIpv6Subnet);
-        this.log.info({ subnet: formatCidr4(lease.subnet), ...(lease.ipv6Subnet ? { ipv6Subnet: formatCidr6(lease.ipv6Subnet) } : {}),
-          publicIp: formatIp4(attrs.publicIp), source }, 'acquired lease');
+        this.log.info({ ...(lease.subnet ? { subnet: formatCidr4(lease.subnet) } : {}), ...(lease.ipv6Subnet ? { ipv6Subnet: formatCidr6(lease.ipv6Subnet) } : {}),
+          publicIp: describeNode(attrs), source }, 'acquired lease');
         this.own = lease;
         this.emit({ type: 'lease-acquired', lease, source });
         return lease;
@@ -169,10 +171,12 @@ export class EtcdSubnetManager {
     previous6: Cidr6 | undefined): Promise<{ lease: Lease; source: AcquireSource }> {
     const listed = await this.registry.listLeases();
     this.highestRevision = BigInt(listed.revision);
-    let leases = listed.leases;
+    const v4 = cfg.ipv4;
     const v6 = cfg.ipv6;
+    if (!v4) return this.tryAcquire6Only(v6 as Ipv6Pool, attrs, listed.leases, previous6);
+    let leases = listed.leases;
     const mine = leases.find((l) => l.attrs.publicIp === attrs.publicIp);
-    if (mine && isCompatible(cfg, mine.subnet)) {
+    if (mine?.subnet && isCompatible(v4, mine.subnet)) {
       const ttl = mine.etcdLeaseId === '0' ? 0 : this.leaseTtlSec;
       const source = mine.etcdLeaseId === '0' ? 'reservation' : 'reused';
       // flannel's isIPv6SubnetConfigCompat: a v6 subnet exactly when IPv6 is on, inside the pool.
@@ -193,20 +197,21 @@ export class EtcdSubnetManager {
       }
       this.log.info({ subnet: formatCidr4(mine.subnet), from: mine.ipv6Subnet ? formatCidr6(mine.ipv6Subnet) : null,
         to: ipv6Subnet ? formatCidr6(ipv6Subnet) : null }, 'keeping the IPv4 subnet of the lease held by this PublicIP; changing its IPv6 subnet');
-      const lease = await this.registry.moveLease(mine, { subnet: mine.subnet, ...(ipv6Subnet ? { ipv6Subnet } : {}) }, attrs, ttl, mine.etcdLeaseId,
+      const from = { subnet: mine.subnet, ...(mine.ipv6Subnet ? { ipv6Subnet: mine.ipv6Subnet } : {}), ...(mine.key !== undefined ? { key: mine.key } : {}) };
+      const lease = await this.registry.moveLease(from, { subnet: mine.subnet, ...(ipv6Subnet ? { ipv6Subnet } : {}) }, attrs, ttl, mine.etcdLeaseId,
         ipv6Subnet ? { listedAt: listed.revision } : undefined);
       return { lease, source };
     }
     if (mine) {
-      this.log.warn({ subnet: formatCidr4(mine.subnet) }, 'deleting our old lease: it does not fit the current network config');
+      this.log.warn({ subnet: describeSubnets(mine) }, 'deleting our old lease: it does not fit the current network config');
       await this.registry.deleteLease(locationOf(mine));
       leases = leases.filter((l) => l !== mine);
     }
-    const taken = leases.map((l) => l.subnet);
+    const taken = leases.flatMap((l) => (l.subnet ? [l.subnet] : []));
     const taken6 = leases.flatMap((l: StoredLease) => (l.ipv6Subnet ? [l.ipv6Subnet] : []));
     let subnet: Cidr4 | undefined;
     if (previous) {
-      if (isCompatible(cfg, previous) && !taken.some((s) => cidrOverlaps(s, previous))) {
+      if (isCompatible(v4, previous) && !taken.some((s) => cidrOverlaps(s, previous))) {
         this.log.info({ subnet: formatCidr4(previous) }, 'reusing the previously leased subnet from the subnet file');
         subnet = previous;
       } else {
@@ -214,13 +219,44 @@ export class EtcdSubnetManager {
       }
     }
     const source = subnet ? 'previous' : 'new';
-    subnet ??= pickFreeSubnet(cfg, taken, this.random);
-    if (!subnet) throw exhaustedError(cfg, taken);
+    subnet ??= pickFreeSubnet(v4, taken, this.random);
+    if (!subnet) throw exhaustedError(v4, v6 !== undefined, taken);
     if (!v6) return { lease: await this.registry.createLease(subnet, attrs, this.leaseTtlSec), source };
     const ipv6Subnet = choosePrevious6(v6, previous6, taken6) ?? pickFreeSubnet6(v6, taken6, this.random);
     if (!ipv6Subnet) throw exhausted6Error(v6, taken6);
     // Guarded by the list's revision: another node may have taken this IPv6 subnet under another IPv4 one.
     return { lease: await this.registry.createLease({ subnet, ipv6Subnet }, attrs, this.leaseTtlSec, { listedAt: listed.revision }), source };
+  }
+
+  /**
+   * IPv6-only: reuse the IPv6-only lease of our PublicIPv6 when it fits the pool, else the subnet.env
+   * subnet, else a random free one. The key is the subnet itself, so etcd's create-if-absent keeps two
+   * nodes off one subnet, as it does for IPv4 keys; subnets of any other key count as taken.
+   */
+  private async tryAcquire6Only(v6: Ipv6Pool, attrs: LeaseAttrs, all: readonly StoredLease[], previous6: Cidr6 | undefined):
+    Promise<{ lease: Lease; source: AcquireSource }> {
+    let leases = all;
+    const mine = leases.find((l) => l.subnet === undefined && sameNode(l.attrs, attrs));
+    if (mine?.ipv6Subnet && isCompatible6(v6, mine.ipv6Subnet)) {
+      if (mine.etcdLeaseId === '0' && sameAttrs(mine.attrs, attrs)) return { lease: mine, source: 'reservation' };
+      this.log.info({ ipv6Subnet: formatCidr6(mine.ipv6Subnet) }, 'reusing the lease held by this PublicIPv6');
+      const ttl = mine.etcdLeaseId === '0' ? 0 : this.leaseTtlSec;
+      return { lease: await this.registry.updateLease(locationOf(mine), attrs, ttl, mine.etcdLeaseId), source: mine.etcdLeaseId === '0' ? 'reservation' : 'reused' };
+    }
+    if (mine) {
+      this.log.warn({ subnet: describeSubnets(mine) }, 'deleting our old lease: it does not fit the current network config');
+      await this.registry.deleteLease(locationOf(mine));
+      leases = leases.filter((l) => l !== mine);
+    }
+    const taken6 = leases.flatMap((l) => (l.ipv6Subnet ? [l.ipv6Subnet] : []));
+    const previous = choosePrevious6(v6, previous6, taken6);
+    if (previous6) {
+      this.log.info({ ipv6Subnet: formatCidr6(previous6) }, previous ? 'reusing the previously leased IPv6 subnet from the subnet file'
+        : 'found previously leased IPv6 subnet, but it is taken or not compatible with the config');
+    }
+    const ipv6Subnet = previous ?? pickFreeSubnet6(v6, taken6, this.random);
+    if (!ipv6Subnet) throw exhausted6Error(v6, taken6);
+    return { lease: await this.registry.createLease({ ipv6Subnet }, attrs, this.leaseTtlSec), source: previous ? 'previous' : 'new' };
   }
 
   /**
@@ -247,7 +283,7 @@ export class EtcdSubnetManager {
           current = await this.registry.updateLease(locationOf(current), current.attrs, this.leaseTtlSec, current.etcdLeaseId);
           if (this.own?.etcdLeaseId !== current.etcdLeaseId) this.own = current;
           this.emit({ type: 'lease-renewed', lease: current });
-          this.log.info({ subnet: formatCidr4(current.subnet) }, 'lease renewed');
+          this.log.info({ subnet: describeSubnets(current) }, 'lease renewed');
         } catch (err) {
           if (!isFlannelError(err, 'FLN_ERR_LEASE_CONFLICT')) throw err;
           current = await this.reclaim(err.message);
@@ -265,7 +301,7 @@ export class EtcdSubnetManager {
 
   /** Makes `lease` the one we hold, unless we already hold a newer one of the same subnet. */
   private adopt(lease: Lease): void {
-    if (!this.own || !cidrEquals(this.own.subnet, lease.subnet)) this.own = lease;
+    if (!this.own || leaseIdentity(this.own) !== leaseIdentity(lease)) this.own = lease;
   }
 
   /**
@@ -281,12 +317,12 @@ export class EtcdSubnetManager {
 
   private async doReclaim(why: string): Promise<Lease> {
     const own = this.own as Lease;
-    const where = formatCidr4(own.subnet);
+    const where = describeSubnets(own);
     for (let attempt = 1; ; attempt++) {
       const { lease, revision } = await this.registry.getLease(locationOf(own));
       const lostData = this.noteRevision(revision) || this.recoveringFromDataLoss;
-      if (lease && lease.attrs.publicIp !== own.attrs.publicIp) {
-        throw revokedError(`our subnet ${where} is now leased by ${formatIp4(lease.attrs.publicIp)} (${why})`);
+      if (lease && !sameNode(lease.attrs, own.attrs)) {
+        throw revokedError(`our subnet ${where} is now leased by ${describeNode(lease.attrs)} (${why})`);
       }
       if (lease) {
         const current = this.own as Lease;
@@ -322,7 +358,7 @@ export class EtcdSubnetManager {
    */
   async runLeaseWatch(own: Lease, cb: WatchCallbacks, signal: AbortSignal): Promise<void> {
     this.adopt(own);
-    const watcher = new LeaseWatcher({ subnet: own.subnet, publicIp: own.attrs.publicIp, ...(own.ipv6Subnet ? { ipv6Subnet: own.ipv6Subnet } : {}) });
+    const watcher = new LeaseWatcher(own);
     const backoff = new Backoff(250, 5000, this.random);
     const lost = (reason: string): void => {
       cb.onOwnLeaseLost(reason);
@@ -389,7 +425,7 @@ export class EtcdSubnetManager {
       handle = await this.registry.watch(from.toString(), {
         onChanges: (changes, revision) => {
           if (BigInt(revision) > this.highestRevision) this.highestRevision = BigInt(revision);
-          for (const c of changes) deliver(c.kind === 'put' ? watcher.put(c.lease) : watcher.delete(c.subnet, c.ipv6Subnet));
+          for (const c of changes) deliver(c.kind === 'put' ? watcher.put(c.lease) : watcher.delete(c));
         },
         onEstablished,
         onEnd: (reason, kind) => finish({ kind, reason }),
@@ -411,13 +447,13 @@ function revokedError(detail: string): FlannelError {
   return new FlannelError('FLN_ERR_LEASE_REVOKED', `Lease has been revoked: ${detail}`);
 }
 
-function exhaustedError(cfg: NetworkConfig, taken: readonly Cidr4[]): FlannelError {
+function exhaustedError(cfg: Ipv4Pool, dualStack: boolean, taken: readonly Cidr4[]): FlannelError {
   const usage = poolUsage(cfg, taken);
   return new FlannelError('FLN_ERR_SUBNETS_EXHAUSTED',
-    `out of ${cfg.ipv6 ? 'IPv4 ' : ''}subnets: network ${formatCidr4(cfg.network)} has ${usage.total} subnets of /${cfg.subnetLen} ` +
+    `out of ${dualStack ? 'IPv4 ' : ''}subnets: network ${formatCidr4(cfg.network)} has ${usage.total} subnets of /${cfg.subnetLen} ` +
     `(${formatIp4(cfg.subnetMin)} to ${formatIp4(cfg.subnetMax)}) and ${usage.taken} of them are taken; ` +
     'delete stale leases or use a larger Network',
-    { details: { ...(cfg.ipv6 ? { family: 'ipv4' } : {}), network: formatCidr4(cfg.network), ...usage } });
+    { details: { ...(dualStack ? { family: 'ipv4' } : {}), network: formatCidr4(cfg.network), ...usage } });
 }
 
 /** The subnet.env IPv6 subnet when it still fits the pool and no other lease holds it. */
@@ -437,6 +473,8 @@ function exhausted6Error(pool: Ipv6Pool, taken6: readonly Cidr6[]): FlannelError
 
 /** Where a lease lives, as the registry takes it: an IPv4-only lease by its subnet (as always), else its location. */
 function locationOf(l: StoredLease): Cidr4 | LeaseLocation {
-  if (!l.ipv6Subnet && l.key === undefined) return l.subnet;
-  return { subnet: l.subnet, ...(l.ipv6Subnet ? { ipv6Subnet: l.ipv6Subnet } : {}), ...(l.key !== undefined ? { key: l.key } : {}) };
+  if (l.subnet && !l.ipv6Subnet && l.key === undefined) return l.subnet;
+  const key = l.key !== undefined ? { key: l.key } : {};
+  if (!l.subnet) return { ipv6Subnet: l.ipv6Subnet as Cidr6, ...key };
+  return { subnet: l.subnet, ...(l.ipv6Subnet ? { ipv6Subnet: l.ipv6Subnet } : {}), ...key };
 }

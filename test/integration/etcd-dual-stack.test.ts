@@ -28,7 +28,7 @@ function dualConfig(extra: Record<string, unknown> = {}): NetworkConfig {
     Network: '10.7.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:7::/48', Backend: { Type: 'host-gw' }, ...extra,
   }), 'test');
   if (!all.ipv4 || !all.ipv6) throw new Error('test setup: not dual-stack');
-  return { ...all.ipv4, enableNFTables: all.enableNFTables, backendType: all.backendType, backend: all.backend, ipv6: all.ipv6 };
+  return { ipv4: all.ipv4, enableNFTables: all.enableNFTables, backendType: all.backendType, backend: all.backend, ipv6: all.ipv6 };
 }
 const V4_CFG = parseNetworkConfig('{"Network":"10.7.0.0/16","Backend":{"Type":"host-gw"}}', 'test');
 const DUAL = dualConfig();

@@ -115,7 +115,7 @@ t.test('ConfigMap: the conflist our plugin accepts and a net-conf.json flanneld 
   t.equal(plugin.type, 'flannel');
   const env = parseFlannelEnv('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n', 'subnet.env');
   t.match(buildDelegate(parseNetConf(JSON.stringify(plugin)), env), { type: 'bridge', hairpinMode: true, isDefaultGateway: true, mtu: 1450 });
-  t.equal(parseNetworkConfig(cm.data['net-conf.json'], 'net-conf.json').network.prefixLen, 16);
+  t.equal(parseNetworkConfig(cm.data['net-conf.json'], 'net-conf.json').ipv4?.network.prefixLen, 16);
   t.same(init('install-cni').command.slice(1), ['/etc/kube-flannel/cni-conf.json', '/etc/cni/net.d/10-flannel.conflist', '0644']);
   t.match(init('seed-net-conf').command, ['node', /seed-net-conf\.js$/, '--net-conf=/etc/kube-flannel/net-conf.json']);
   t.same(init('install-cni-plugin').command.slice(1), ['/opt/flannel-ts/dist/cni/flannel', '/opt/cni/bin/flannel', '0755']);

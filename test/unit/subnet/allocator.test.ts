@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import {
   MAX_CANDIDATES, freeSubnets, isCompatible, pickFreeSubnet, poolUsage,
 } from '../../../subnet/allocator.js';
-import { type NetworkConfig, parseNetworkConfig } from '../../../subnet/network-config.js';
+import { type Ipv4Pool, parseNetworkConfig } from '../../../subnet/network-config.js';
 import { type Cidr4, cidrContains, cidrOverlaps, formatCidr4, maskOf, parseCidr4 } from '../../../lib/ip.js';
 
 const cidr = (text: string): Cidr4 => {
@@ -14,7 +14,7 @@ const cidr = (text: string): Cidr4 => {
   if (c === undefined) throw new Error(`test setup: bad CIDR ${text}`);
   return c;
 };
-const config = (cfg: Record<string, unknown>): NetworkConfig => parseNetworkConfig(JSON.stringify(cfg), 'test');
+const config = (cfg: Record<string, unknown>): Ipv4Pool => parseNetworkConfig(JSON.stringify(cfg), 'test').ipv4 as Ipv4Pool;
 const fmt = (c: Cidr4 | undefined): string | undefined => (c === undefined ? undefined : formatCidr4(c));
 const fixed = (v: number) => (): number => v;
 
@@ -217,7 +217,7 @@ t.test('top of the address space: poolUsage terminates', async (t) => {
     const { poolUsage } = await import(${JSON.stringify(allocator)});
     const { parseNetworkConfig } = await import(${JSON.stringify(netcfg)});
     const cfg = parseNetworkConfig('{"Network":"255.255.255.0/24"}', 'test');
-    process.stdout.write(JSON.stringify(poolUsage(cfg, [])));
+    process.stdout.write(JSON.stringify(poolUsage(cfg.ipv4, [])));
   `;
   const r = spawnSync(process.execPath, ['--max-old-space-size=64', '--import', 'tsx', '--input-type=module', '-e', code], {
     encoding: 'utf8', timeout: 15_000,

@@ -3,7 +3,7 @@
 // MakeSubnetKey) and the PublicIPv6 / BackendV6Data fields of the value (pkg/lease LeaseAttrs).
 import t from 'tap';
 import {
-  type LeaseAttrs, decodeLeaseAttrs, encodeLeaseAttrs, sameAttrs, subnetFromKey, subnetToKeyPart, subnetsFromKey,
+  type LeaseAttrs, decodeLeaseAttrs, describeSubnets, encodeLeaseAttrs, leaseIdentity, sameAttrs, sameNode, subnetFromKey, subnetToKeyPart, subnetsFromKey,
 } from '../../../subnet/lease.js';
 import { type Cidr4, formatCidr4, parseCidr4, parseIp4 } from '../../../lib/ip.js';
 import { type Cidr6, formatCidr6, parseCidr6, parseIp6 } from '../../../lib/ip6.js';
@@ -100,12 +100,39 @@ t.test('subnetsFromKey: keys flannel does not read are not subnets', async (t) =
     '10.244.1.0-24&::ffff:10.0.0.0-120', // no dots in the v6 part
     '10.244.1.0-32&fd00::-64', // v4 length above 31
     '10.244.1.1-24&fd00::-64', // v4 host bits
-    'fd00:10:244:1::-64', // IPv6 alone: flannel has no such key
     '&fd00:10:244:1::-64',
+    'fd00:10:244:1::1-64', // IPv6-only (ours): host bits
+    'fd00:10:244:1::-128',
+    'fd00:10:244:1::-064',
+    'FD00:10:244:1::-64',
+    'x/fd00:10:244:1::-64x',
   ]) {
     t.equal(subnetsFromKey(`${PREFIX}${key}`), undefined, key);
     t.equal(subnetFromKey(`${PREFIX}${key}`), undefined, `subnetFromKey ${key}`);
   }
+});
+
+t.test('IPv6-only keys (ours): fd00:10:244:1::-64, which flannel\'s key regex never matches', async (t) => {
+  const flannelRegex = /(\d+\.\d+.\d+.\d+)-(\d+)(?:&([a-f\d:]+)-(\d+))?$/;
+  const v6only = { ip: parseIp6('fd00:10:244:1::') as bigint, prefixLen: 64 };
+  t.equal(subnetToKeyPart(undefined, v6only), 'fd00:10:244:1::-64');
+  t.equal(flannelRegex.test(`${PREFIX}fd00:10:244:1::-64`), false, 'flannel skips the key');
+  t.same(subnetsFromKey(`${PREFIX}fd00:10:244:1::-64`), { ipv6Subnet: v6only });
+  t.equal(subnetFromKey(`${PREFIX}fd00:10:244:1::-64`), undefined, 'no IPv4 subnet');
+  t.equal(leaseIdentity({ ipv6Subnet: v6only }), 'fd00:10:244:1::-64', 'an IPv6-only lease is known by its IPv6 subnet');
+  t.equal(leaseIdentity({ subnet: { ip: 0x0af40100, prefixLen: 24 }, ipv6Subnet: v6only }), '10.244.1.0-24', 'a dual-stack lease by its IPv4 one');
+  t.equal(describeSubnets({ ipv6Subnet: v6only }), 'fd00:10:244:1::/64');
+  t.throws(() => subnetToKeyPart(undefined), RangeError, 'a key needs a subnet');
+});
+
+t.test('sameNode: by PublicIP, or by PublicIPv6 when both PublicIPs are 0.0.0.0 (IPv6-only)', async (t) => {
+  const a6 = parseIp6('2001:db8::1') as bigint;
+  const b6 = parseIp6('2001:db8::2') as bigint;
+  t.ok(sameNode({ publicIp: 0, publicIpv6: a6 }, { publicIp: 0, publicIpv6: a6 }));
+  t.notOk(sameNode({ publicIp: 0, publicIpv6: a6 }, { publicIp: 0, publicIpv6: b6 }), 'two IPv6-only nodes are told apart');
+  t.notOk(sameNode({ publicIp: 0 }, { publicIp: 0 }), 'two leases without any address are not one node');
+  t.ok(sameNode({ publicIp: 0x0a000001, publicIpv6: a6 }, { publicIp: 0x0a000001, publicIpv6: b6 }), 'IPv4 nodes by PublicIP, as flannel');
+  t.notOk(sameNode({ publicIp: 0x0a000001, publicIpv6: a6 }, { publicIp: 0, publicIpv6: a6 }));
 });
 
 // ---- values -------------------------------------------------------------------------------------

@@ -201,7 +201,7 @@ t.test('IPv4-only configs parse as before through the complete parser', async (t
 
 t.test('parseNetworkConfig accepts dual-stack and carries the IPv6 pool', async (t) => {
   const c = parseNetworkConfig(JSON.stringify({ ...DUAL, IPv6Network: 'fd00:10:244::/56', Backend: { Type: 'host-gw' } }), SRC);
-  t.equal(formatCidr4(c.network), '10.244.0.0/16');
+  t.equal(c.ipv4 && formatCidr4(c.ipv4.network), '10.244.0.0/16');
   t.equal(c.ipv6 && formatCidr6(c.ipv6.network), 'fd00:10:244::/56');
   t.equal(c.ipv6?.subnetLen, 64);
   t.equal(c.backendType, 'host-gw');
@@ -235,19 +235,29 @@ t.test('parseNetworkConfig refuses EnableIPv6 with the udp backend (IPv4-only, a
   }
 });
 
-t.test('parseNetworkConfig still refuses EnableIPv4 false and still checks the IPv4 pool', async (t) => {
-  try {
-    parseNetworkConfig(JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00::/48' }), SRC);
-    t.fail('expected a ConfigError');
-  } catch (err) {
-    t.type(err, ConfigError);
-    t.same((err as ConfigError).issues.map((i) => i.field), ['EnableIPv4', 'Network', 'EnableIPv6'], 'no Backend means udp, which is IPv4-only');
-    t.match((err as Error).message, /EnableIPv4: false is not supported yet: flannel-ts runs IPv4 or dual-stack/);
+t.test('parseNetworkConfig runs IPv6-only (EnableIPv4 false): no IPv4 pool, the IPv6 one', async (t) => {
+  const c = parseNetworkConfig(JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00::/48', Backend: { Type: 'vxlan' } }), SRC);
+  t.notOk('ipv4' in c, 'no IPv4 pool');
+  t.same(v6(c), { network: 'fd00::/48', subnetLen: 64, subnetMin: 'fd00:0:0:1::', subnetMax: 'fd00:0:0:ffff::' });
+  t.same(Object.keys(c).sort(), ['backend', 'backendType', 'enableNFTables', 'ipv6']);
+  for (const [cfg, fields, what] of [
+    [{ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00::/48' }, ['EnableIPv6'], 'no Backend means udp, which is IPv4-only'],
+    [{ EnableIPv4: false, Backend: { Type: 'vxlan' } }, ['EnableIPv4'], 'neither family'],
+    [{ EnableIPv4: false, EnableIPv6: true, IPv6Network: '::ffff:0:0/100', Backend: { Type: 'vxlan' } }, ['IPv6Network'], 'IPv4-mapped subnets print as IPv4 text in keys'],
+    [{ EnableIPv4: false, EnableIPv6: true, IPv6Network: '::/64', Backend: { Type: 'host-gw' } }, ['IPv6Network'], 'a pool holding ::ffff:0:0/96 too'],
+  ] as const) {
+    try {
+      parseNetworkConfig(JSON.stringify(cfg), SRC);
+      t.fail(`expected a ConfigError: ${what}`);
+    } catch (err) {
+      t.type(err, ConfigError);
+      t.same((err as ConfigError).issues.map((i) => i.field), fields, what);
+    }
   }
 });
 
 t.test('parseNetworkConfig sets no ipv6 member', async (t) => {
   const c = parseNetworkConfig(JSON.stringify({ Network: '10.3.0.0/16', EnableIPv6: false, IPv6Network: 'fd00::/48' }), SRC);
   t.notOk('ipv6' in c);
-  t.same(Object.keys(c).sort(), ['backend', 'backendType', 'enableNFTables', 'network', 'subnetLen', 'subnetMax', 'subnetMin']);
+  t.same(Object.keys(c).sort(), ['backend', 'backendType', 'enableNFTables', 'ipv4']);
 });

@@ -1,18 +1,20 @@
 // Unit tests for subnet/network-config.ts against flannel's config rules
 // (shared/reference/flannel-compat.md §1.2; pkg/subnet/config.go CheckNetworkConfig, parseBackendType).
 import t from 'tap';
-import { BACKEND_TYPES, type NetworkConfig, parseNetworkConfig } from '../../../subnet/network-config.js';
+import { BACKEND_TYPES, type Ipv4Pool, type NetworkConfig, parseNetworkConfig } from '../../../subnet/network-config.js';
 import { ConfigError, isFlannelError } from '../../../lib/errors.js';
 import { formatCidr4, formatIp4 } from '../../../lib/ip.js';
 
 const SRC = '/coreos.com/network/config';
 
-function parse(cfg: unknown): NetworkConfig {
-  return parseNetworkConfig(typeof cfg === 'string' ? cfg : JSON.stringify(cfg), SRC);
+/** The parsed config with its IPv4 pool's fields at the top, as these IPv4 tests read them. */
+function parse(cfg: unknown): NetworkConfig & Ipv4Pool {
+  const c = parseNetworkConfig(typeof cfg === 'string' ? cfg : JSON.stringify(cfg), SRC);
+  return { ...c, ...(c.ipv4 as Ipv4Pool) };
 }
 
 /** The readable shape of a parsed config. */
-function view(c: NetworkConfig) {
+function view(c: NetworkConfig & Ipv4Pool) {
   return {
     network: formatCidr4(c.network),
     subnetLen: c.subnetLen,
@@ -315,10 +317,11 @@ t.test('boolean fields must be booleans', async (t) => {
   t.equal(err.issues[0]?.field, 'EnableNFTables');
 });
 
-t.test('IPv6-only configs are rejected as unsupported (flannel-ts limitation); dual-stack parses', async (t) => {
+t.test('dual-stack and IPv6-only parse; IPv6-only with the udp backend does not', async (t) => {
   t.equal(parse({ Network: '10.3.0.0/16', EnableIPv6: true, IPv6Network: 'fc00::/48', Backend: { Type: 'vxlan' } }).ipv6?.subnetLen, 64);
+  t.equal(parseNetworkConfig(JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fc00::/48', Backend: { Type: 'host-gw' } }), SRC).ipv6?.subnetLen, 64);
   const err = parseFails(t, { EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fc00::/48' });
-  t.ok(err.issues.some((i) => i.field === 'EnableIPv4'));
+  t.same(err.issues.map((i) => i.field), ['EnableIPv6']);
 });
 
 t.test('the ConfigError is JSON-serialisable with its issues', async (t) => {
