@@ -11,7 +11,7 @@ build:
 ## The main job: a 3-node local cluster with etcd and the host-gw backend, then teardown.
 ## `make cluster BACKEND=udp` picks the backend; ARGS passes more, e.g. ARGS=--keep or ARGS="--destroy <tag>".
 ## `make cluster MIXED=1` runs the real flannel (built with Go) on every second node (backends host-gw, udp, vxlan).
-## `make cluster IPV6=dual` makes the network dual-stack and pings every pair on both families (host-gw, vxlan).
+## `make cluster IPV6=dual` makes the network dual-stack and pings every pair on both families; IPV6=only makes it IPv6-only (host-gw, vxlan).
 cluster: deps
 	@node dist/deploy/local/cluster-main.js $(if $(BACKEND),--backend=$(BACKEND)) $(if $(filter-out 0 no false,$(MIXED)),--mixed) $(if $(IPV6),--ipv6=$(IPV6)) $(ARGS)
 

@@ -3,7 +3,8 @@
 // and an all-pairs ping matrix, then teardown (Ctrl-C too). --keep leaves it running; --destroy ends it.
 // --mixed (make cluster MIXED=1) runs the real flannel (deploy/local/real-flannel.ts) on every second node.
 // --ipv6 dual (make cluster IPV6=dual) makes the network dual-stack: pods get an address of each family and
-// the matrix is pinged on both.
+// the matrix is pinged on both. --ipv6 only (IPV6=only) makes it IPv6-only (EnableIPv4 false): pods get an
+// IPv6 address only.
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { basename, isAbsolute, join } from 'node:path';
@@ -21,14 +22,14 @@ const MIXED_BACKENDS = ['host-gw', 'udp', 'vxlan'] as const;
 /** The backends that carry IPv6 here (flannel's wireguard does too; ours not yet). */
 const IPV6_BACKENDS = ['host-gw', 'vxlan'] as const;
 const NETWORK6 = 'fd00:10:244::/56';
-const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--ipv6 dual] [--keep]
+const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--ipv6 dual|only] [--keep]
        node dist/deploy/local/cluster-main.js --destroy TAG
   --backend  the flannel backend (default: $CLUSTER_BACKEND or host-gw)
   --nodes    nodes, 1-20 (default 3);  --pods  pods per node, 1-10 (default 2)
   --mixed    the real flannel (flannel-io/flannel, built with Go) on every second node, ours on the others
              (make cluster MIXED=1); backends ${MIXED_BACKENDS.join(', ')}, at least 2 nodes
   --ipv6     dual: a dual-stack network (make cluster IPV6=dual), IPv6Network ${NETWORK6}, underlay 2001:db8::/64;
-             backends ${IPV6_BACKENDS.join(', ')}. "only" (IPv6-only) is not supported yet
+             only: IPv6-only (make cluster IPV6=only, EnableIPv4 false); backends ${IPV6_BACKENDS.join(', ')}
   --keep     leave the cluster running and print how to use it and tear it down
   --destroy  tear down a cluster left running by --keep`;
 const RUN_ROOT = '/run/flannel-ts-cluster';
@@ -39,10 +40,11 @@ class ExitError extends Error {
   constructor(readonly exitCode: number, message: string) { super(message); }
 }
 
-interface Options { backend: string; nodes: number; pods: number; mixed: boolean; ipv6: boolean; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
+type Ipv6Mode = 'off' | 'dual' | 'only';
+interface Options { backend: string; nodes: number; pods: number; mixed: boolean; ipv6: Ipv6Mode; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, mixed: false, ipv6: false, keep: false, keeper: false };
+  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, mixed: false, ipv6: 'off', keep: false, keeper: false };
   const int = (name: string, v: string, max: number): number => {
     if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) throw new ExitError(EXIT.USAGE, `--${name} must be 1-${max}, got ${JSON.stringify(v)}\n${USAGE}`);
     return Number(v);
@@ -71,20 +73,22 @@ function parseArgs(argv: readonly string[]): Options {
     throw new ExitError(EXIT.USAGE, `--mixed (MIXED=1) runs the real flannel beside ours, which share the backends ${MIXED_BACKENDS.join(', ')}; `
       + `not ${o.backend}: flannel's ${o.backend} backend needs the kernel WireGuard module, which this machine's nodes lack (ours is userspace)`);
   }
-  if (o.ipv6 && !(IPV6_BACKENDS as readonly string[]).includes(o.backend)) {
-    throw new ExitError(EXIT.USAGE, `--ipv6 dual (IPV6=dual) needs a backend that carries IPv6 here: ${IPV6_BACKENDS.join(' or ')}, not ${o.backend}`
+  if (o.ipv6 !== 'off' && !(IPV6_BACKENDS as readonly string[]).includes(o.backend)) {
+    throw new ExitError(EXIT.USAGE, `--ipv6 ${o.ipv6} (IPV6=${o.ipv6}) needs a backend that carries IPv6 here: ${IPV6_BACKENDS.join(' or ')}, not ${o.backend}`
       + (o.backend === 'udp' ? ' (udp is IPv4-only, as in flannel)' : ' (IPv6 on wireguard is not supported by flannel-ts yet)'));
+  }
+  if (o.mixed && o.ipv6 === 'only') {
+    throw new ExitError(EXIT.USAGE, '--mixed with --ipv6 only: the real flannel cannot run an IPv6-only network on etcd (every flannel node would share one lease); use IPV6=dual with MIXED=1');
   }
   if (o.mixed && o.nodes < 2) throw new ExitError(EXIT.USAGE, '--mixed (MIXED=1) needs at least 2 nodes: ours on node1, the real flannel on node2');
   return o;
 }
 
-/** --ipv6 dual | off; "only" is refused with the reason. */
-function ipv6Mode(v: string): boolean {
-  if (v === 'dual') return true;
-  if (v === '' || v === 'off' || v === 'no' || v === '0') return false;
-  if (v === 'only') throw new ExitError(EXIT.USAGE, '--ipv6 only (IPV6=only): IPv6-only networks (EnableIPv4 false) are not supported by flannel-ts yet; use IPV6=dual');
-  throw new ExitError(EXIT.USAGE, `--ipv6 must be dual or off, got ${JSON.stringify(v)}\n${USAGE}`);
+/** --ipv6 dual | only | off. */
+function ipv6Mode(v: string): Ipv6Mode {
+  if (v === 'dual' || v === 'only') return v;
+  if (v === '' || v === 'off' || v === 'no' || v === '0') return 'off';
+  throw new ExitError(EXIT.USAGE, `--ipv6 must be dual, only or off, got ${JSON.stringify(v)}\n${USAGE}`);
 }
 
 const runDir = (tag: string): string => join(RUN_ROOT, tag);
@@ -98,7 +102,7 @@ function removeRunDir(tag: string): void {
 async function runCluster(o: Options): Promise<number> {
   const flannelBin = o.mixed ? await realFlannel() : undefined;
   const tag = o.tag ?? runTag('fc');
-  console.log(`Building a ${o.nodes}-node ${o.ipv6 ? 'dual-stack ' : ''}cluster (tag ${tag}) with etcd and the ${o.backend} backend${flannelBin ? `, mixed: the real flannel ${flannelBin.version} on the even nodes, flannel-ts on the odd ones` : ''}...`);
+  console.log(`Building a ${o.nodes}-node ${{ off: '', dual: 'dual-stack ', only: 'IPv6-only ' }[o.ipv6]}cluster (tag ${tag}) with etcd and the ${o.backend} backend${flannelBin ? `, mixed: the real flannel ${flannelBin.version} on the even nodes, flannel-ts on the odd ones` : ''}...`);
   let cluster: LocalCluster | undefined;
   let stopping: Promise<void> | undefined;
   let interrupted = false;
@@ -119,7 +123,7 @@ async function runCluster(o: Options): Promise<number> {
   };
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
   try {
-    cluster = await LocalCluster.create({ tag, nodes: o.nodes, ipv6: o.ipv6 });
+    cluster = await LocalCluster.create({ tag, nodes: o.nodes, ipv6: o.ipv6 !== 'off' });
     if (o.keeper) writeFileSync(join(runDir(tag), 'paths.json'), JSON.stringify([cluster.stateDir, cluster.etcd.dataDir]));
     if (interrupted) return EXIT.INTERRUPTED;
     const rows = await bringUp(cluster, o, flannelBin);
@@ -165,26 +169,27 @@ function daemonKindOf(index: number, mixed: boolean): DaemonKind {
 interface Row { node: NodeHost; subnet: string; subnet6?: string; pods: CniPod[]; daemon: string }
 
 async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string; version: string } | undefined): Promise<Row[]> {
-  await cluster.putConfig({ Network: '10.244.0.0/16', ...(o.ipv6 ? { EnableIPv6: true, IPv6Network: NETWORK6 } : {}), Backend: { Type: o.backend } });
+  const v4 = o.ipv6 === 'only' ? { EnableIPv4: false } : { Network: '10.244.0.0/16' };
+  await cluster.putConfig({ ...v4, ...(o.ipv6 !== 'off' ? { EnableIPv6: true, IPv6Network: NETWORK6 } : {}), Backend: { Type: o.backend } });
   for (const node of cluster.nodes) {
     if (flannel && daemonKindOf(node.index, true) === 'flannel') cluster.startFlannel(node, flannel.bin, ['--ip-masq']);
     else cluster.startDaemon(node, ['--ip-masq']);
   }
   const rows: Row[] = [];
   for (const node of cluster.nodes) {
-    const subnet = await waitForSubnet(cluster, node, o.backend);
+    const subnet = await waitForSubnet(cluster, node, o.backend, o.ipv6 === 'only' ? 'FLANNEL_IPV6_SUBNET' : 'FLANNEL_SUBNET');
     const pods: CniPod[] = [];
     for (let i = 0; i < o.pods; i++) pods.push(await cluster.addCniPod(node));
-    const subnet6 = readEnvFile(cluster.subnetFileOf(node)).FLANNEL_IPV6_SUBNET;
+    const subnet6 = o.ipv6 === 'dual' ? readEnvFile(cluster.subnetFileOf(node)).FLANNEL_IPV6_SUBNET : undefined;
     rows.push({ node, subnet, ...(subnet6 ? { subnet6 } : {}), pods, daemon: cluster.daemons.get(node.name)?.kind === 'flannel' ? `flannel ${flannel?.version ?? ''}`.trim() : 'flannel-ts' });
   }
   return rows;
 }
 
 /** waitForSubnet, with a clear message when flanneld refuses the backend (exit 69). */
-async function waitForSubnet(cluster: LocalCluster, node: NodeHost, backend: string): Promise<string> {
+async function waitForSubnet(cluster: LocalCluster, node: NodeHost, backend: string, variable: string): Promise<string> {
   try {
-    return await cluster.waitForSubnet(node);
+    return await cluster.waitForSubnet(node, 30_000, variable);
   } catch (err) {
     const d = cluster.daemons.get(node.name);
     if (d?.proc.child.exitCode !== 69) throw err;
@@ -194,16 +199,20 @@ async function waitForSubnet(cluster: LocalCluster, node: NodeHost, backend: str
   }
 }
 
-async function report(cluster: LocalCluster, rows: readonly Row[], interrupted: () => boolean, mixed: boolean, ipv6: boolean): Promise<boolean> {
+async function report(cluster: LocalCluster, rows: readonly Row[], interrupted: () => boolean, mixed: boolean, mode: Ipv6Mode): Promise<boolean> {
+  const ipv6 = mode === 'dual';
   // Mixed: a daemon column after the node, and each matrix row names its pod's node and daemon.
   const daemonCol = (s: string): string => (mixed ? s.padEnd(Math.max(...rows.map((r) => r.daemon.length)) + 2) : '');
-  console.log(`\n${'node'.padEnd(8)}${daemonCol('daemon')}${'underlay IP'.padEnd(15)}${'subnet (FLANNEL_SUBNET)'.padEnd(26)}pods (added by the flannel CNI plugin)`);
+  const only = mode === 'only';
+  const subnetTitle = only ? 'subnet (FLANNEL_IPV6_SUBNET)' : 'subnet (FLANNEL_SUBNET)';
+  console.log(`\n${'node'.padEnd(8)}${daemonCol('daemon')}${'underlay IP'.padEnd(15)}${subnetTitle.padEnd(only ? 30 : 26)}pods (added by the flannel CNI plugin)`);
   for (const r of rows) {
-    console.log(`${r.node.name.padEnd(8)}${daemonCol(r.daemon)}${r.node.underlayIp.padEnd(15)}${r.subnet.padEnd(26)}${r.pods.map((p) => p.ip).join(', ')}`);
+    const underlay = only ? r.node.underlayIp6 ?? '' : r.node.underlayIp;
+    console.log(`${r.node.name.padEnd(8)}${daemonCol(r.daemon)}${underlay.padEnd(15)}${r.subnet.padEnd(only ? 30 : 26)}${r.pods.map((p) => p.ip).join(', ')}`);
     if (ipv6) console.log(`${''.padEnd(8)}${daemonCol('')}${(r.node.underlayIp6 ?? '').padEnd(15)}${(r.subnet6 ?? '').padEnd(26)}${r.pods.map((p) => p.ip6 ?? '-').join(', ')}`);
   }
   const pods4 = rows.flatMap((r) => r.pods);
-  let ok = await matrixReport(cluster, pods4, rows, interrupted, mixed, ipv6 ? 'IPv4' : '');
+  let ok = await matrixReport(cluster, pods4, rows, interrupted, mixed, ipv6 ? 'IPv4' : only ? 'IPv6' : '');
   if (ipv6 && !interrupted()) {
     const pods6 = pods4.map((p) => ({ ...p, ip: p.ip6 ?? 'no IPv6 address' }));
     ok = (await matrixReport(cluster, pods6, rows, interrupted, mixed, 'IPv6')) && ok;

@@ -100,13 +100,13 @@ export class LocalCluster {
     return stopProcess(d.proc, signal);
   }
 
-  /** Waits until the node's subnet.env exists and returns its FLANNEL_SUBNET (e.g. "10.244.3.1/24"). */
-  async waitForSubnet(node: NodeHost, timeoutMs = 30_000): Promise<string> {
+  /** Waits until the node's subnet.env exists and returns `variable` from it (FLANNEL_SUBNET, e.g. "10.244.3.1/24", or FLANNEL_IPV6_SUBNET). */
+  async waitForSubnet(node: NodeHost, timeoutMs = 30_000, variable = 'FLANNEL_SUBNET'): Promise<string> {
     const d = this.daemons.get(node.name);
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const env = readEnvFile(this.subnetFileOf(node));
-      if (env.FLANNEL_SUBNET) return env.FLANNEL_SUBNET;
+      if (env[variable]) return env[variable];
       if (d && d.proc.child.exitCode !== null) throw new Error(`${d.kind} on ${node.name} exited ${d.proc.child.exitCode}:\n${d.proc.output()}`);
       await sleep(100);
     }

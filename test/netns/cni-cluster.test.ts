@@ -78,10 +78,25 @@ t.test('make cluster IPV6=dual: pods get an address of each family, every pair c
   t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
 });
 
-t.test('make cluster IPV6=only and IPV6=dual with udp are refused, saying why', async (t) => {
-  const only = start(['--ipv6', 'only']);
-  t.equal(await only.done, 64);
-  t.match(only.out(), /IPv6-only networks \(EnableIPv4 false\) are not supported by flannel-ts yet/);
+t.test('make cluster IPV6=only BACKEND=vxlan: pods get an IPv6 address only, every pair connects, nothing is left', async (t) => {
+  const run = start(['--nodes', '2', '--pods', '1', '--ipv6', 'only', '--backend', 'vxlan']);
+  t.teardown(() => { run.child.kill('SIGKILL'); });
+  const code = await run.done;
+  const out = run.out();
+  t.equal(code, 0, out);
+  t.match(out, /2-node IPv6-only cluster/);
+  const rows = [...out.matchAll(/^node\d\s+(2001:db8::\d+)\s+(fd00:10:244:([0-9a-f]+)::1\/64)\s+(\S+)$/gm)];
+  t.equal(rows.length, 2, 'a row per node: underlay IPv6 address, FLANNEL_IPV6_SUBNET, pod');
+  for (const r of rows) t.ok(String(r[4]).startsWith(`fd00:10:244:${r[3]}::`), `the pod ${r[4]} is in ${r[2]}`);
+  t.notMatch(out, /10\.244\./, 'no IPv4 pod address anywhere');
+  t.match(out, /IPv6: all 4 pairs connected\.\nTearing down\.\.\.\nDone: no namespace, device, process or file of this cluster is left\./);
+  t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
+});
+
+t.test('make cluster IPV6=dual with udp, and IPV6=only with MIXED=1, are refused, saying why', async (t) => {
+  const mixedOnly = start(['--ipv6', 'only', '--mixed']);
+  t.equal(await mixedOnly.done, 64);
+  t.match(mixedOnly.out(), /the real flannel cannot run an IPv6-only network on etcd/);
   const udp = start(['--ipv6', 'dual', '--backend', 'udp']);
   t.equal(await udp.done, 64);
   t.match(udp.out(), /udp is IPv4-only, as in flannel/);
