@@ -1,6 +1,7 @@
 // Real peers built from their published Go modules, for the tests, the bench and the local cluster.
-// Each lives in a small module of ours under deploy/local/<dir>/ (go.mod naming it as a `tool`, go.sum committed)
-// and is built with the machine's Go, through the Go module proxy only, into deploy/local/<dir>/bin/ (gitignored).
+// Each lives in a small module of ours under deploy/local/<dir>/ (go.mod naming it as a `tool`, or requiring it for a
+// main package of ours beside go.mod; go.sum committed) and is built with the machine's Go, through the Go module
+// proxy only, into deploy/local/<dir>/bin/ (gitignored).
 // The binary's name carries a hash of go.mod and go.sum, so moving a pin rebuilds and nothing else does.
 // A build is never a failure of the caller: where Go, the proxy or the build is missing, the caller gets the reason.
 import { execFile } from 'node:child_process';
@@ -16,14 +17,19 @@ export type GoToolBinary =
 export interface GoTool {
   /** The folder under deploy/local holding go.mod and go.sum. */
   readonly dir: string;
-  /** The module whose main package is built (a `tool` line of that go.mod). */
+  /** The module whose main package is built (a `tool` line of that go.mod); its required version names the build. */
   readonly module: string;
+  /** The package to build instead of `module`'s main, relative to the module dir (e.g. '.', a main of ours that
+   * runs the module's command where the module cannot be built as a tool). */
+  readonly pkg?: string;
   /** The binary's base name in bin/. */
   readonly name: string;
   /** cgo on or off (flannel's udp backend is C, so flanneld needs it). */
   readonly cgo: boolean;
   /** -ldflags for the pinned version (flannel stamps its version this way). */
   readonly ldflags?: (version: string) => string;
+  /** How long a build may take; BUILD_TIMEOUT_MS unless given (kube-apiserver needs longer). */
+  readonly buildTimeoutMs?: number;
 }
 
 /** A build that takes longer than this is given up (flanneld takes ~80 s on 2 cores with a warm module cache). */
@@ -91,7 +97,7 @@ async function build(tool: GoTool): Promise<GoToolBinary> {
   const tmp = `${bin}.tmp-${process.pid}`;
   const args = ['build', '-trimpath', '-mod=readonly', '-buildvcs=false', '-o', tmp];
   if (tool.ldflags) args.push('-ldflags', tool.ldflags(version));
-  const r = await run('go', [...args, tool.module], moduleDir, BUILD_TIMEOUT_MS, { CGO_ENABLED: tool.cgo ? '1' : '0' });
+  const r = await run('go', [...args, tool.pkg ?? tool.module], moduleDir, tool.buildTimeoutMs ?? BUILD_TIMEOUT_MS, { CGO_ENABLED: tool.cgo ? '1' : '0' });
   if (r.code !== 0 || !existsSync(tmp)) {
     rmSync(tmp, { force: true });
     const words = (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ').slice(-400);
