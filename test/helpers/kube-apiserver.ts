@@ -14,8 +14,11 @@ const FIRST_BUILD_TIMEOUT_MS = 65 * 60_000;
  * of `t`, with the end of its log). Builds the binary first if needed. */
 export async function kubeApiserverOrSkip(t: Test, o: { users?: readonly KubeTokenUser[] } = {}): Promise<{ api: KubeApiserver; etcd: EtcdServer } | undefined> {
   let reason = '';
+  // Room for a first build, then the run's own timeout again (TAP_TIMEOUT, seconds, set by tap's runner).
   t.setTimeout(FIRST_BUILD_TIMEOUT_MS);
   const bin = await kubeApiserverBin((line) => { reason = line; });
+  const runTimeout = Number(process.env.TAP_TIMEOUT);
+  if (runTimeout > 0) t.setTimeout(runTimeout * 1000);
   if (!bin) {
     t.plan(0, reason);
     return undefined;
