@@ -10,6 +10,7 @@ import { FlannelError, errorMessage, isAbortError } from '../lib/errors.js';
 import { createEtcdClient } from '../subnet/etcd/etcd-client.js';
 import { EtcdRegistry } from '../subnet/etcd/etcd-registry.js';
 import { EtcdSubnetManager } from '../subnet/etcd/etcd-subnet-manager.js';
+import type { SubnetManager } from '../subnet/subnet-manager.js';
 import { formatCidr4 } from '../lib/ip.js';
 import { formatCidr6, formatIp6 } from '../lib/ip6.js';
 import { type Lease, describeSubnets } from '../subnet/lease.js';
@@ -31,7 +32,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
   const metrics = createMetrics({ network: () => network });
   const { registry } = metrics;
   // The etcd client first: bad TLS files are a usage error, reported before anything listens.
-  const manager = new EtcdSubnetManager(new EtcdRegistry(createEtcdClient({
+  const manager: SubnetManager = new EtcdSubnetManager(new EtcdRegistry(createEtcdClient({
     endpoints: flags['etcd-endpoints'].split(',').map((s) => s.trim()),
     certFile: flags['etcd-certfile'], keyFile: flags['etcd-keyfile'], caFile: flags['etcd-cafile'],
     username: flags['etcd-username'], password: flags['etcd-password'],
@@ -145,7 +146,7 @@ function notify(log: Logger, state: string): void {
 interface Running {
   readonly flags: Flags;
   readonly log: Logger;
-  readonly manager: EtcdSubnetManager;
+  readonly manager: SubnetManager;
   readonly network: Network;
   readonly rules: readonly IptablesRules[];
   readonly lease: Lease;

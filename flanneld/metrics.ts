@@ -4,7 +4,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Network, ReconcileResult } from '../backends/backend.js';
 import type { LeaseEvent } from '../subnet/lease.js';
-import type { SubnetEvent } from '../subnet/etcd/etcd-subnet-manager.js';
+import type { SubnetEvent } from '../subnet/subnet-manager.js';
 
 export interface MetricsSource {
   network(): Network | undefined;

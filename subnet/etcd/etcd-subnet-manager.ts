@@ -15,8 +15,9 @@ import { type Cidr4, cidrEquals, cidrOverlaps, formatCidr4, formatIp4 } from '..
 import { type Cidr6, cidr6Overlaps, formatCidr6, formatIp6 } from '../../lib/ip6.js';
 import { type Lease, type LeaseAttrs, type LeaseEvent, describeNode, describeSubnets, leaseIdentity, sameAttrs, sameNode } from '../lease.js';
 import { LeaseWatcher, type WatchOutput } from '../lease-watcher.js';
+import type { AcquireOptions, AcquireSource, ResyncReason, SubnetEvent, SubnetManager, WatchCallbacks } from '../subnet-manager.js';
 import { type Ipv4Pool, type Ipv6Pool, type NetworkConfig, parseNetworkConfig } from '../network-config.js';
-import type { EtcdOp, EtcdRegistry, LeaseLocation, StoredLease, WatchEndKind, WatchHandle } from './etcd-registry.js';
+import type { EtcdOp, EtcdRegistry, LeaseLocation, StoredLease, WatchHandle } from './etcd-registry.js';
 
 export const DEFAULT_LEASE_TTL_SEC = 24 * 3600;
 /** After etcd lost its data, peers missing from it keep their routes this long while they re-register. */
@@ -26,23 +27,7 @@ export const DEFAULT_RESYNC_INTERVAL_MS = 5 * 60_000;
 /** Logged (stable text) when a refused renewal finds the key already held by the lease we hold now. */
 export const ADOPTED_MESSAGE = 'our key is already held by our current etcd lease (the other loop renewed or re-created it); keeping it';
 
-/** Why the lease watch listed again: how the watch ended, the periodic safety net, or the end of a data-loss grace period. */
-export type ResyncReason = WatchEndKind | 'periodic' | 'recovery';
-
-/** How a lease was obtained: an existing one of this PublicIP, the subnet.env subnet, a free one, or re-created after etcd lost its data. */
-export type AcquireSource = 'reused' | 'reservation' | 'previous' | 'new' | 'recreated';
-
-/** What the subnet manager reports for metrics; subnet/ itself counts nothing. */
-export type SubnetEvent =
-  | { readonly type: 'etcd-request'; readonly op: EtcdOp; readonly ok: boolean }
-  | { readonly type: 'etcd-unavailable'; readonly op: EtcdOp; readonly error: string }
-  | { readonly type: 'etcd-available' }
-  | { readonly type: 'lease-acquired'; readonly lease: Lease; readonly source: AcquireSource }
-  | { readonly type: 'lease-renewed'; readonly lease: Lease }
-  | { readonly type: 'lease-renewal-failed'; readonly error: string }
-  | { readonly type: 'watch-resync'; readonly reason: ResyncReason; readonly detail: string }
-  | { readonly type: 'peers'; readonly count: number }
-  | { readonly type: 'data-loss'; readonly fromRevision: string; readonly toRevision: string };
+export type { AcquireSource, ResyncReason, SubnetEvent, WatchCallbacks } from '../subnet-manager.js';
 
 export interface SubnetManagerOptions {
   readonly log: Logger;
@@ -55,16 +40,7 @@ export interface SubnetManagerOptions {
   readonly resyncIntervalMs?: number;
 }
 
-export interface WatchCallbacks {
-  onEvents(events: readonly LeaseEvent[]): void;
-  /** Our own key was deleted, expired, or went to another node; the daemon must stop. */
-  onOwnLeaseLost(reason: string): void;
-  /** A full list was delivered (at start and after every interruption): a good time to reconcile. */
-  onSynced?(): void;
-  onResync?(reason: string): void;
-}
-
-export class EtcdSubnetManager {
+export class EtcdSubnetManager implements SubnetManager {
   readonly leaseTtlSec: number;
   private readonly log: Logger;
   private readonly random: () => number;
@@ -142,8 +118,7 @@ export class EtcdSubnetManager {
   }
 
   /** Acquires our lease, retrying lost races at once and outages or a full pool with backoff. */
-  async acquireLease(cfg: NetworkConfig, attrs: LeaseAttrs,
-    o: { previousSubnet?: Cidr4; previousIpv6Subnet?: Cidr6; signal: AbortSignal }): Promise<Lease> {
+  async acquireLease(cfg: NetworkConfig, attrs: LeaseAttrs, o: AcquireOptions): Promise<Lease> {
     const backoff = new Backoff(500, 30_000, this.random);
     for (;;) {
       try {
