@@ -31,7 +31,7 @@ t.test('WgTable: header, index allocation, publication, retirement with quaranti
   const table = new WgTable(4, 3, WIREGUARD_TIMERS, () => now);
   const r = raw(table, 3);
   t.equal(table.buffer.byteLength, wgTableBytes(4, 3));
-  t.equal(table.buffer.byteLength, 64 + 128 + 4 * 1152, '3 peers × 32 bytes rounded up to 128');
+  t.equal(table.buffer.byteLength, 64 + 192 + 4 * 1152, '3 peers × 64 bytes (the IPv6 endpoint needs 40) rounded up to 192');
   t.equal(r.u32[WG_HEADER.KP_CAPACITY / 4], 4);
   t.equal(r.u32[WG_HEADER.PEER_CAPACITY / 4], 3);
   t.equal(r.u64[WG_HEADER.REJECT_AFTER_US / 8], 180_000_000n);
