@@ -151,6 +151,18 @@ if (process.getuid?.() !== 0) {
       t.ok(lastHs.some((k) => k.includes(`peer="${peer6}"`)), `the last handshake of the IPv6 peer ${peer6} is reported`);
     });
 
+    await t.test('reconcile: nothing to fix while all is in place; a deleted IPv6Network route comes back', async (t) => {
+      const fixed = async () => (await metricsDump(a.node.ns, METRICS_PORT, 'flanneld_reconcile_'))['flanneld_reconcile_corrections_total{kind="fixed"}'] ?? 0;
+      const runs = async () => (await metricsDump(a.node.ns, METRICS_PORT, 'flanneld_reconcile_'))['flanneld_reconcile_runs_total{result="ok"}'] ?? 0;
+      const [f0, r0] = [await fixed(), await runs()];
+      await until('two reconcile passes', async () => (await runs()) >= r0 + 2, 40_000);
+      t.equal(await fixed(), f0, 'two passes over both devices fixed nothing');
+      await ipIn(a.node.ns, ['-6', 'route', 'del', NETWORK6, 'dev', 'flannel-wg-v6']);
+      await until('the IPv6Network route back on flannel-wg-v6', async () => (await ipIn(a.node.ns, ['-6', 'route', 'show', NETWORK6])).includes('dev flannel-wg-v6'), 30_000);
+      t.ok((await fixed()) > f0, 'counted as a fix');
+      t.ok((await allPairsPing(cluster, [a.pod6, b.pod6])).flat().every(Boolean), 'IPv6 traffic flows again');
+    });
+
     await t.test('a clean stop removes flannel-wg and flannel-wg-v6', async (t) => {
       t.equal(await cluster.stopDaemon(c.node), 0, `${c.node.name}: clean stop`);
       for (const dev of ['flannel-wg', 'flannel-wg-v6']) {
