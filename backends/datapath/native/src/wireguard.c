@@ -149,6 +149,9 @@ static const fl_peer *wg6_route(fl_engine *e, uint8_t *pkt, size_t *len, uint32_
   size_t total = fl_ipv6_len(pkt, *len);
   if (!total) { STAT(e, ST_DROP_TX_MALFORMED)++; return NULL; } /* not IPv6 (an IPv4 packet on flannel-wg-v6), or cut short */
   if (!e->vnet && total > e->mtu) { fl_packet_too_big6(e, pkt, total); return NULL; } /* the device MTU raised by hand */
+  /* Multicast (the device's own MLD reports and router solicitations from its link-local address): no
+   * peer's, dropped as vxlan6.c drops multicast frames, so drop_no_route keeps meaning a missing peer. */
+  if (pkt[24] == 0xff) { STAT(e, ST_DROP_BROADCAST)++; return NULL; }
   const fl_peer *peer = fl_peers_by_dst6(&e->peers, pkt + 24);
   if (!peer) { STAT(e, ST_DROP_NO_ROUTE)++; return NULL; }
   *len = total;

@@ -66,7 +66,7 @@ static const char *const STAT_NAMES[ST_GLOBAL_COUNT] = {
   [ST_DROP_NO_ROUTE] = "no_route", [ST_DROP_TTL] = "ttl", [ST_DROP_TX_MALFORMED] = "tx_malformed",
   [ST_DROP_SPOOFED_SOURCE] = "spoofed_source", [ST_DROP_RX_MALFORMED] = "rx_malformed", [ST_DROP_OVERSIZE] = "oversize",
   [ST_TX_SEND_ERRORS] = "tx_send_errors", [ST_DROP_BAD_CHECKSUM] = "bad_checksum",
-  [ST_DROP_FOREIGN_DESTINATION] = "foreign_destination", [ST_DROP_NO_SESSION] = "no_session",
+  [ST_DROP_FOREIGN_DESTINATION] = "foreign_destination", [ST_DROP_NO_SESSION] = "no_session", [ST_DROP_BROADCAST] = "broadcast",
   [ST_WG_HANDSHAKES_QUEUED] = "handshakes_queued", [ST_DROP_HANDSHAKE_QUEUE_FULL] = "handshake_queue_full",
   [ST_DROP_UNKNOWN_INDEX] = "unknown_index", [ST_DROP_BAD_DECRYPT] = "bad_decrypt", [ST_DROP_REPLAY] = "replay",
   [ST_DROP_EXPIRED_KEYPAIR] = "expired_keypair", [ST_DROP_BAD_WG_MESSAGE] = "bad_wg_message",
@@ -951,6 +951,8 @@ static void v6(void) {
   snap(); CHECK(!tx(pkt, 60, out) && !tx_peer, "tx6: an IPv4 packet routed"); EXPECT("tx6: IPv4 inner", ST_DROP_TX_MALFORMED);
   inner6(pkt, 100, host6(OWN6, 2), host6((const uint8_t[16]){0xfd, 0, 0, 0x10, 0x02, 0x44, 0, 0x99}, 1), 1);
   snap(); CHECK(!tx(pkt, 100, out) && !tx_peer, "tx6: no peer's destination routed"); EXPECT("tx6: no route", ST_DROP_NO_ROUTE);
+  inner6(pkt, 100, (const uint8_t[16]){0xfe, 0x80, [15] = 1}, (const uint8_t[16]){0xff, 0x02, [15] = 0x16}, 1);
+  snap(); CHECK(!tx(pkt, 100, out) && !tx_peer, "tx6: an MLD report to ff02::16 routed"); EXPECT("tx6: multicast", ST_DROP_BROADCAST);
   /* RX round trip: a packet the peer sealed comes out whole, its peer found by the keypair's slot. */
   inner6(pkt, 200, host6(PEER6, 9), host6(OWN6, 2), 3);
   len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 200);
