@@ -219,6 +219,12 @@ t.test('WgTable of family 6: IPv6 endpoints in WGP_EP6_* under the seqlock, as C
   table.resetEndpoint(2);
   t.equal(table.endpoint(2), undefined, 'reset to the lease\'s');
   t.equal(u32[at(2, WG_PEER.EP6_SEQ) / 4], 6);
+  // A writer that never lets go (seq left odd): readers fall back to the lease's endpoint, writers give up.
+  table.setEndpoint(1, ip, 9);
+  u32[at(1, WG_PEER.EP6_SEQ) / 4] = 7;
+  t.equal(table.endpoint(1), undefined, 'a stuck seqlock reads as no roamed endpoint');
+  table.setEndpoint(1, ip, 10);
+  t.equal(u32[at(1, WG_PEER.EP6_PORT) / 4], 9, 'and is not written through');
   t.throws(() => table.setEndpoint(2, 0x0a000001, 1), TypeError, 'an IPv4 endpoint is refused by a family-6 table');
   t.throws(() => new WgTable(4, 3).setEndpoint(0, ip, 1), TypeError, 'and an IPv6 one by a family-4 table');
   t.equal(wgSubnetFold6(0xfd000010024400020000000000000000n), (0xfd000010 ^ 0x02440002) >>> 0, 'the subnet fold C checks (WGK_PEER_SUBNET)');

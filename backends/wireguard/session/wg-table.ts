@@ -295,12 +295,13 @@ export class WgTable {
     Atomics.store(this.u64, this.peerWord(peerSlot, WG_PEER.ENDPOINT) / 2, 0n);
   }
 
-  /** The reader half of the WGP_EP6 seqlock: retries while a writer (a C RX worker) is busy. */
+  /** The reader half of the WGP_EP6 seqlock: retries while a writer (a C RX worker) is busy; should one
+   * never finish, undefined (the lease's endpoint), as C falls back. */
   private endpoint6(peerSlot: number): Endpoint | undefined {
     const seqWord = this.peerWord(peerSlot, WG_PEER.EP6_SEQ);
     const portWord = this.peerWord(peerSlot, WG_PEER.EP6_PORT);
     const addrWord = this.peerWord(peerSlot, WG_PEER.EP6_ADDR);
-    for (;;) {
+    for (let tries = 0; tries < 100_000; tries++) {
       const s1 = Atomics.load(this.u32, seqWord);
       if (s1 & 1) continue;
       const port = Atomics.load(this.u32, portWord);
@@ -314,13 +315,16 @@ export class WgTable {
       if (Atomics.load(this.u32, seqWord) !== s1) continue;
       return port === 0 ? undefined : { ip, port };
     }
+    return undefined;
   }
 
-  /** The writer half: SEQ even → odd by compare-and-swap (C writers take it the same way), fields, SEQ + 1. */
+  /** The writer half: SEQ even → odd by compare-and-swap (C writers take it the same way), fields, SEQ + 1.
+   * Nothing is written if another writer never lets go of the lock. */
   private writeEndpoint6(peerSlot: number, ip: bigint, port: number): void {
     const seqWord = this.peerWord(peerSlot, WG_PEER.EP6_SEQ);
-    let s: number;
-    for (;;) {
+    let s = 0;
+    for (let tries = 0; ; tries++) {
+      if (tries === 100_000) return;
       s = Atomics.load(this.u32, seqWord);
       if ((s & 1) === 0 && Atomics.compareExchange(this.u32, seqWord, s, (s + 1) >>> 0) === s) break;
     }

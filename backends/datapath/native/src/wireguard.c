@@ -213,9 +213,10 @@ static void wg_endpoint(fl_engine *e, const fl_peer *peer, void *to_) {
   to->sin_port = htons(ep ? (uint16_t)ep : (uint16_t)peer->port);
 }
 
-/* family 6: the roamed endpoint of peer state `ps` (the seqlock of layout.h): its port (0: none) and address. */
+/* family 6: the roamed endpoint of peer state `ps` (the seqlock of layout.h): its port (0: none) and address.
+ * A writer holds the lock for a few stores; should one never finish, the lease's endpoint is used. */
 static uint32_t ep6_read(uint8_t *ps, uint8_t addr[16]) {
-  for (;;) {
+  for (int tries = 0; tries < 100000; tries++) {
     uint32_t s1 = __atomic_load_n(w32(ps + WGP_EP6_SEQ), __ATOMIC_ACQUIRE);
     if (s1 & 1) { sched_yield(); continue; }
     uint32_t port = __atomic_load_n(w32(ps + WGP_EP6_PORT), __ATOMIC_RELAXED), w[4];
@@ -225,11 +226,14 @@ static uint32_t ep6_read(uint8_t *ps, uint8_t addr[16]) {
     memcpy(addr, w, 16);
     return port;
   }
+  return 0;
 }
 
-static void ep6_write(uint8_t *ps, const uint8_t addr[16], uint32_t port) {
+/* Returns 0 (nothing written) if another writer never lets go of the lock. */
+static int ep6_write(uint8_t *ps, const uint8_t addr[16], uint32_t port) {
   uint32_t *seq = w32(ps + WGP_EP6_SEQ), s = __atomic_load_n(seq, __ATOMIC_RELAXED);
-  for (;;) {
+  for (int tries = 0;; tries++) {
+    if (tries == 100000) return 0;
     if (s & 1) { sched_yield(); s = __atomic_load_n(seq, __ATOMIC_RELAXED); continue; }
     if (__atomic_compare_exchange_n(seq, &s, s + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) break;
   }
@@ -238,6 +242,7 @@ static void ep6_write(uint8_t *ps, const uint8_t addr[16], uint32_t port) {
   __atomic_store_n(w32(ps + WGP_EP6_PORT), port, __ATOMIC_RELAXED);
   for (int k = 0; k < 4; k++) __atomic_store_n(w32(ps + WGP_EP6_ADDR + 4 * k), w[k], __ATOMIC_RELAXED);
   __atomic_store_n(seq, s + 2, __ATOMIC_RELEASE);
+  return 1;
 }
 
 static void wg6_endpoint(fl_engine *e, const fl_peer *peer, void *to_) {
@@ -399,10 +404,8 @@ static size_t wg6_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t l
   if (ps) { /* roaming: the endpoint follows the last authenticated source */
     uint32_t port = ep6_read(ps, cur), from_port = ntohs(from->sin6_port);
     if (!port) { memcpy(cur, peer->public6, 16); port = peer->port; }
-    if (port != from_port || memcmp(cur, from->sin6_addr.s6_addr, 16) != 0) {
-      ep6_write(ps, from->sin6_addr.s6_addr, from_port);
+    if ((port != from_port || memcmp(cur, from->sin6_addr.s6_addr, 16) != 0) && ep6_write(ps, from->sin6_addr.s6_addr, from_port))
       STAT(e, ST_WG_ENDPOINT_UPDATES)++;
-    }
   }
   if (clen == 0) {
     STAT(e, ST_WG_KEEPALIVES_RECEIVED)++;
