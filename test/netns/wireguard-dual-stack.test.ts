@@ -5,8 +5,10 @@
 // address; pods of all pairs ping over IPv4 and IPv6; a TCP transfer over IPv6 with an equal sha256 and a
 // canary transfer; on node1's eth0 (tcpdump) every IPv6 UDP datagram is a WireGuard message of a valid type
 // and size on 51821 ↔ 51821 and no canary or ping pattern appears, while cni0 sees them in clear; the
-// engine's per-family counters in /metrics; a clean stop removes both devices. Then the single-device modes
-// with IPv6 are refused at start with a clear error.
+// engine's per-family counters in /metrics; a node restarted on the per-packet path (no offloads) talks
+// IPv6 again; reconcile fixes nothing while all is in place and restores a deleted IPv6Network route; a
+// clean stop removes both devices. Then the single-device modes with IPv6 are refused at start with a clear
+// error.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -149,6 +151,21 @@ if (process.getuid?.() !== 0) {
       t.ok(completed && completed[1] >= 4, `handshakes completed on both devices: ${completed?.[1]}`);
       const lastHs = Object.keys(m).filter((k) => k.startsWith('flanneld_wireguard_peer_last_handshake'));
       t.ok(lastHs.some((k) => k.includes(`peer="${peer6}"`)), `the last handshake of the IPv6 peer ${peer6} is reported`);
+    });
+
+    await t.test('node2 restarted on the per-packet path (--datapath-offload=false): IPv6 sessions again, transfers both ways', async (t) => {
+      t.equal(await cluster.stopDaemon(b.node), 0, `${b.node.name}: clean stop`);
+      cluster.startDaemon(b.node, ['--ip-masq', `--healthz-port=${METRICS_PORT}`, '--datapath-offload=false']);
+      await until(`${b.node.name} back, IPv6 pings crossing`, async () => {
+        const d = cluster.daemons.get(b.node.name)!;
+        if (d.proc.child.exitCode !== null) throw new Error(`flanneld on ${b.node.name} exited: ${d.proc.output()}`);
+        return (await execIn(a.pod.ns, 'ping', ['-6', '-n', '-c', '1', '-W', '1', b.pod6.ip])).code === 0;
+      }, 30_000);
+      const lines = cluster.daemons.get(b.node.name)!.proc.output().split('\n');
+      t.ok(lines.some((l) => l.includes('flannel-wg-v6') && l.includes('offloads disabled by --datapath-offload=false')), `${b.node.name}: flannel-wg-v6 on the per-packet path`);
+      await sha256Transfer(t, a.pod6, b.pod6, 16, 5204);
+      await sha256Transfer(t, b.pod6, a.pod6, 16, 5205);
+      t.ok((await allPairsPing(cluster, nodes.map((n) => n.pod))).flat().every(Boolean), 'IPv4: all pairs still');
     });
 
     await t.test('reconcile: nothing to fix while all is in place; a deleted IPv6Network route comes back', async (t) => {
