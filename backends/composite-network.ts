@@ -1,7 +1,7 @@
 // One Network made of per-family parts (dual-stack: an IPv4 part and an IPv6 part, each with its own
 // devices and routes). Lease events go to every part, each taking the family it serves; reconcile
 // results add up; the data-path hooks come from the parts that have them.
-import type { DatapathStats, Lease, LeaseEvent, Network, ReconcileResult } from './backend.js';
+import type { DatapathStats, HandshakeStats, Lease, LeaseEvent, Network, ReconcileResult } from './backend.js';
 
 export class CompositeNetwork implements Network {
   constructor(readonly lease: Lease, private readonly parts: readonly Network[]) {}
@@ -43,11 +43,35 @@ function mergeStats(all: readonly DatapathStats[]): DatapathStats {
   if (all.length === 1) return all[0] as DatapathStats;
   const counters: Record<string, bigint> = {};
   for (const s of all) for (const [name, v] of Object.entries(s.counters)) counters[name] = (counters[name] ?? 0n) + v;
-  const handshake = all.find((s) => s.handshake)?.handshake;
+  const handshake = mergeHandshakes(all.flatMap((s) => (s.handshake ? [s.handshake] : [])));
   return {
     counters,
     peers: all.flatMap((s) => s.peers),
     workerRestarts: all.reduce((n, s) => n + s.workerRestarts, 0),
     ...(handshake ? { handshake } : {}),
+  };
+}
+
+/** wireguard's two networks (flannel-wg and flannel-wg-v6): message and drop counts added up by their
+ * labels, handshakes added, under load if either is, each part's peers. */
+function mergeHandshakes(all: readonly HandshakeStats[]): HandshakeStats | undefined {
+  if (all.length <= 1) return all[0];
+  const messages = new Map<string, { direction: 'sent' | 'received'; type: string; count: number }>();
+  const drops: Record<string, number> = {};
+  for (const h of all) {
+    for (const m of h.messages) {
+      const key = `${m.direction}/${m.type}`;
+      const had = messages.get(key);
+      messages.set(key, { direction: m.direction, type: m.type, count: (had?.count ?? 0) + m.count });
+    }
+    for (const [reason, n] of Object.entries(h.drops)) drops[reason] = (drops[reason] ?? 0) + n;
+  }
+  return {
+    messages: [...messages.values()],
+    drops,
+    completed: all.reduce((n, h) => n + h.completed, 0),
+    givenUp: all.reduce((n, h) => n + h.givenUp, 0),
+    underLoad: all.some((h) => h.underLoad),
+    peers: all.flatMap((h) => h.peers),
   };
 }

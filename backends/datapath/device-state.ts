@@ -52,7 +52,8 @@ export class DeviceState {
     if (!(link.flags ?? []).includes('UP')) commands.push(`link set ${name} up`);
     if (route) {
       const dst = route.split(' ')[0] as string;
-      const have = await runCommand('ip', ['route', 'show', 'exact', dst, 'dev', name]);
+      // `ip route show` lists IPv4 routes unless told -6, even for an IPv6 `exact` prefix.
+      const have = await runCommand('ip', [...(dst.includes(':') ? ['-6'] : []), 'route', 'show', 'exact', dst, 'dev', name]);
       if (have.stdout.trim() === '') commands.push(`route replace ${route}`);
     }
     const { failed } = await ipBatch(commands);

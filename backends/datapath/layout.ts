@@ -44,7 +44,8 @@ export function peerTableWords(capacity: number, family: EngineFamily = 4): numb
 
 /** wireguard mode's shared state (layout.h, "wireguard mode"): byte offsets into one SharedArrayBuffer. */
 export const WG_HEADER = { KP_CAPACITY: 0, PEER_CAPACITY: 4, REJECT_AFTER_US: 8, REKEY_AFTER_US: 16, BYTES: 64 } as const;
-export const WG_PEER = { CURRENT: 0, FLAGS: 4, ENDPOINT: 8, BYTES: 32 } as const;
+/** ENDPOINT: family 4's roamed endpoint (ip << 16 | port); EP6_*: family 6's, under the seqlock EP6_SEQ (layout.h). */
+export const WG_PEER = { CURRENT: 0, FLAGS: 4, ENDPOINT: 8, EP6_SEQ: 16, EP6_PORT: 20, EP6_ADDR: 24, BYTES: 64 } as const;
 export const WG_PEER_FLAGS = { WANT_HANDSHAKE: 1 } as const;
 export const WG_KEYPAIR = {
   STATE: 0, LOCAL_INDEX: 4, REMOTE_INDEX: 8, PEER_SLOT: 12, SEND_COUNTER: 16, CREATED_US: 24,

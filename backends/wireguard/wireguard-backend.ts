@@ -5,24 +5,37 @@
 // FLANNEL_MTU the same; the key in /run/flannel/wgkey (WIREGUARD_KEY_FILE); the lease advertises
 // {"PublicKey":…,"Port":ListenPort}. Per peer: key and port from its lease, endpoint PublicIP:Port,
 // allowed IPs = its subnet, the PSK and keepalive of the config.
+// IPv6 (EnableIPv6) in flannel's default Mode `separate`: a second device flannel-wg-v6 (a TUN of an
+// engine of family 6) carries IPv6 over IPv6 on ListenPortV6 with the same key and MTU; address
+// <IPv6 subnet IP>/128, a route for the whole IPv6Network on it; the lease adds PublicIPv6 and
+// BackendV6Data {"PublicKey":…,"Port":ListenPortV6}; per peer the endpoint [PublicIPv6]:Port of its
+// BackendV6Data and allowed IPs = its IPv6 subnet. The single-device modes (auto, ipv4, ipv6: one
+// flannel-wg for both families) are refused with IPv6 enabled; without it auto and ipv4 are plain IPv4.
 // Split of the work: the packet engine (C, worker threads) seals and opens every transport message with
 // the keypairs published in shared memory; the handshake, cookies and timers run here on the main thread
 // (session/); handshake messages reach us through a pipe from the engine's RX workers.
 import type { Logger } from 'pino';
 import { FlannelError } from '../../lib/errors.js';
 import { formatCidr4, formatIp4, maskOf } from '../../lib/ip.js';
+import { formatCidr6, formatIp6 } from '../../lib/ip6.js';
+import { combineNetworks } from '../composite-network.js';
 import type { Lease, LeaseAttrs } from '../backend.js';
 import { type Backend, type BackendContext, type Network, ipv4Of } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
+import { ip6Bytes } from '../datapath/peer-table.js';
 import { requireUserspaceDatapath } from '../datapath/require-datapath.js';
 import { ENGINE_MODE, datapathAddon } from '../datapath/native/datapath-addon.js';
 import { keyFilePath, loadOrCreateKey, type NodeKey } from './key-file.js';
 import { encodeWireGuardBackendData } from './lease-data.js';
+import { monotonicMs, WIREGUARD_TIMERS } from './session/session-timers.js';
 import { WgTable } from './session/wg-table.js';
 import { WIREGUARD_OVERHEAD, type WireGuardConfig, parseWireGuardConfig } from './wireguard-config.js';
 import { WireGuardNetwork } from './wireguard-network.js';
 
 export const WIREGUARD_DEVICE = 'flannel-wg';
+export const WIREGUARD_DEVICE_V6 = 'flannel-wg-v6';
+/** RFC 8200: the smallest MTU an IPv6 link may have. */
+const IPV6_MIN_MTU = 1280;
 /** Keypair slots: three per peer (previous, current, next) and handshakes in flight, at most 8192 (9 MB). */
 const MAX_KEYPAIRS = 8192;
 
@@ -34,13 +47,18 @@ export class WireGuardBackend implements Backend {
   private key: NodeKey | undefined;
 
   constructor(private readonly ctx: BackendContext) {
-    this.cfg = parseWireGuardConfig(ctx.config.backend);
+    this.cfg = parseWireGuardConfig(ctx.config.backend, { ipv6: ctx.config.ipv6 !== undefined });
     this.mtu = (this.cfg.mtu || ctx.ext.mtu) - WIREGUARD_OVERHEAD;
     this.log = ctx.log.child({ component: 'backend/wireguard' });
-    if (ctx.config.ipv6) {
+    if (ctx.config.ipv6 && this.cfg.mode !== 'separate') {
       throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED',
-        'IPv6 (EnableIPv6) on the wireguard backend is not supported by flannel-ts yet: use the host-gw or the vxlan backend ' +
-        'for dual-stack, or set EnableIPv6 to false');
+        `the wireguard backend's Mode ${JSON.stringify(this.cfg.mode)} with EnableIPv6 (one flannel-wg device for both families) ` +
+        'is not supported by flannel-ts: use Mode "separate" (the default: flannel-wg for IPv4 and flannel-wg-v6 for IPv6), ' +
+        'or set EnableIPv6 to false');
+    }
+    if (ctx.config.ipv6 && this.mtu < IPV6_MIN_MTU) {
+      throw new FlannelError('FLN_ERR_CONFIG_INVALID',
+        `${WIREGUARD_DEVICE_V6} needs an MTU of at least ${IPV6_MIN_MTU}, not ${this.mtu} (the underlay MTU − ${WIREGUARD_OVERHEAD}): raise Backend.MTU or the interface's MTU`);
     }
   }
 
@@ -49,30 +67,45 @@ export class WireGuardBackend implements Backend {
     const path = keyFilePath();
     this.key = loadOrCreateKey(path);
     this.log.info({ keyFile: path, created: this.key.created }, this.key.created ? 'wireguard: generated a new private key' : 'wireguard: using the existing private key');
-    return { publicIp: this.ctx.ext.publicIp, backendType: 'wireguard', backendData: encodeWireGuardBackendData(this.key.publicKey, this.cfg.listenPort) };
+    const v4 = this.ctx.config.ipv4 !== undefined;
+    const attrs = { publicIp: this.ctx.ext.publicIp, backendType: 'wireguard', ...(v4 ? { backendData: encodeWireGuardBackendData(this.key.publicKey, this.cfg.listenPort) } : {}) };
+    if (!this.ctx.config.ipv6) return attrs;
+    const { ext } = this.ctx;
+    if (ext.ip6 === undefined || ext.publicIp6 === undefined) {
+      throw new FlannelError('FLN_ERR_IFACE_NOT_FOUND', `IPv6 is enabled but ${ext.name} has no IPv6 address for ${WIREGUARD_DEVICE_V6}: add one, or pass --iface`);
+    }
+    // flannel: the same key for both devices, BackendV6Data with the IPv6 device's port.
+    return { ...attrs, publicIpv6: ext.publicIp6, backendV6Data: encodeWireGuardBackendData(this.key.publicKey, this.cfg.listenPortV6) };
   }
 
   async start(lease: Lease): Promise<Network> {
-    const { ext } = this.ctx;
-    const { pool, subnet } = ipv4Of(this.ctx.config, lease);
     this.key ??= loadOrCreateKey(keyFilePath());
-    const key = this.key;
+    const v4 = this.ctx.config.ipv4 ? await this.startFamily(lease, 4) : undefined;
+    if (!this.ctx.config.ipv6) return v4 as WireGuardNetwork;
+    try {
+      const v6 = await this.startFamily(lease, 6);
+      return combineNetworks(lease, v4 ? [v4, v6] : [v6]);
+    } catch (err) {
+      await v4?.close();
+      throw err;
+    }
+  }
+
+  /** flannel-wg (family 4) or flannel-wg-v6 (family 6): its TUN, engine, table and sessions. */
+  private async startFamily(lease: Lease, family: 4 | 6): Promise<WireGuardNetwork> {
+    const key = this.key as NodeKey;
     const queues = this.ctx.queues ?? 1;
-    const capacity = Math.min(65_536, 2 ** (pool.subnetLen - pool.network.prefixLen));
-    const table = new WgTable(keypairCapacity(capacity), capacity * 2);
+    const f = family === 6 ? this.device6(lease) : this.device4(lease);
+    const capacity = 2 ** Math.min(16, f.poolBits);
+    const table = new WgTable(keypairCapacity(capacity), capacity * 2, WIREGUARD_TIMERS, monotonicMs, family);
     const [ctrlRead, ctrlWrite] = datapathAddon().pipeOpen();
+    const common = { mode: ENGINE_MODE.WIREGUARD, mtu: this.mtu, vni: 0, devMac: new Uint8Array(6), wgTable: new Uint8Array(table.buffer), ctrlFd: ctrlWrite };
     let dataPath: EngineDataPath;
     try {
       dataPath = await EngineDataPath.open({
-        device: { name: WIREGUARD_DEVICE, tap: false, offload: this.ctx.offload ?? true, queues, bindIp: ext.ip, port: this.cfg.listenPort, sourcePortSockets: 0 },
-        settings: {
-          address: `${formatIp4(subnet.ip)}/32`, mtu: this.mtu,
-          route: `${formatCidr4(pool.network)} dev ${WIREGUARD_DEVICE}`, sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '1' },
-        },
-        spec: {
-          mode: ENGINE_MODE.WIREGUARD, devIp: subnet.ip, ownSubnet: subnet.ip, ownMask: maskOf(subnet.prefixLen),
-          mtu: this.mtu, vni: 0, devMac: new Uint8Array(6), wgTable: new Uint8Array(table.buffer), ctrlFd: ctrlWrite,
-        },
+        device: { name: f.name, tap: false, offload: this.ctx.offload ?? true, queues, bindIp: this.ctx.ext.ip, port: f.port, sourcePortSockets: 0, ...f.device },
+        settings: { mtu: this.mtu, ...f.settings },
+        spec: { ...common, ...f.spec },
         capacity,
         ...(this.ctx.threading ? { threading: this.ctx.threading } : {}),
         log: this.log,
@@ -82,8 +115,32 @@ export class WireGuardBackend implements Backend {
       datapathAddon().closeFd(ctrlWrite);
       throw err;
     }
-    this.log.info({ device: dataPath.name, port: this.cfg.listenPort, mtu: this.mtu, queues }, 'wireguard backend running');
-    return new WireGuardNetwork({ lease, dataPath, table, cfg: this.cfg, key, ctrlRead, ctrlWrite, log: this.log });
+    this.log.info({ device: dataPath.name, port: f.port, mtu: this.mtu, queues }, 'wireguard backend running');
+    return new WireGuardNetwork({ lease, dataPath, table, cfg: this.cfg, key, ctrlRead, ctrlWrite, log: this.log, family });
+  }
+
+  /** flannel-wg: <subnet>/32, the Network's route, ListenPort. */
+  private device4(lease: Lease) {
+    const { pool, subnet } = ipv4Of(this.ctx.config, lease);
+    return {
+      name: WIREGUARD_DEVICE, port: this.cfg.listenPort, poolBits: pool.subnetLen - pool.network.prefixLen, device: {},
+      settings: { address: `${formatIp4(subnet.ip)}/32`, route: `${formatCidr4(pool.network)} dev ${WIREGUARD_DEVICE}`, sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '1' } },
+      spec: { devIp: subnet.ip, ownSubnet: subnet.ip, ownMask: maskOf(subnet.prefixLen) },
+    };
+  }
+
+  /** flannel-wg-v6: <IPv6 subnet>/128, the IPv6Network's route, ListenPortV6, bound to the interface's IPv6 address. */
+  private device6(lease: Lease) {
+    const { config, ext } = this.ctx;
+    if (!lease.ipv6Subnet || !config.ipv6 || ext.ip6 === undefined) {
+      throw new FlannelError('FLN_ERR_KERNEL_OP', `${WIREGUARD_DEVICE_V6} needs our lease's IPv6 subnet and an IPv6 address on ${ext.name}`);
+    }
+    const subnet = lease.ipv6Subnet;
+    return {
+      name: WIREGUARD_DEVICE_V6, port: this.cfg.listenPortV6, poolBits: config.ipv6.subnetLen - config.ipv6.network.prefixLen, device: { bindIp6: ext.ip6 },
+      settings: { address: `${formatIp6(subnet.ip)}/128`, route: `${formatCidr6(config.ipv6.network)} dev ${WIREGUARD_DEVICE_V6}`, sysctls: { 'ipv6/disable_ipv6': '0', 'ipv6/accept_ra': '0' } },
+      spec: { family: 6 as const, devIp: 0, ownSubnet: 0, ownMask: 0, devIp6: ip6Bytes(subnet.ip), ownSubnet6: ip6Bytes(subnet.ip), ownPrefix6: subnet.prefixLen },
+    };
   }
 }
 

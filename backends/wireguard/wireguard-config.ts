@@ -28,7 +28,8 @@ export interface WireGuardConfig {
 const FIELDS = ['ListenPort', 'ListenPortV6', 'MTU', 'PSK', 'PersistentKeepaliveInterval', 'Mode'] as const;
 type Field = (typeof FIELDS)[number];
 
-export function parseWireGuardConfig(backend: Readonly<Record<string, unknown>>): WireGuardConfig {
+/** `ipv6`: the network config's EnableIPv6 (Mode ipv6 needs it). */
+export function parseWireGuardConfig(backend: Readonly<Record<string, unknown>>, opts: { readonly ipv6?: boolean } = {}): WireGuardConfig {
   const f = pickFields<Field>(backend, FIELDS);
   const issues: ConfigIssue[] = [];
   const int = (field: Field, dflt: number, min: number, max: number, what: string): number => {
@@ -47,7 +48,7 @@ export function parseWireGuardConfig(backend: Readonly<Record<string, unknown>>)
   // flannel reads a Go time.Duration multiplied by a second: JSON must hold an integer ("25s" fails there too).
   const persistentKeepaliveSec = int('PersistentKeepaliveInterval', 0, 0, 65_535, 'whole seconds from 0 (off) to 65535, as a number (e.g. 25, not "25s")');
   const psk = readPsk(f.PSK, issues);
-  const mode = readMode(f.Mode, issues);
+  const mode = readMode(f.Mode, issues, opts.ipv6 ?? false);
   if (issues.length > 0) throw new ConfigError('the Backend section of the network config', issues);
   return { listenPort, listenPortV6, mtu, psk, persistentKeepaliveSec, mode };
 }
@@ -65,14 +66,14 @@ function readPsk(v: unknown, issues: ConfigIssue[]): Buffer | undefined {
   return undefined;
 }
 
-function readMode(v: unknown, issues: ConfigIssue[]): WireGuardMode {
+function readMode(v: unknown, issues: ConfigIssue[], ipv6: boolean): WireGuardMode {
   if (v === undefined || v === null || v === '') return 'separate';
   if (typeof v !== 'string' || !(WIREGUARD_MODES as readonly string[]).includes(v)) {
     issues.push({ field: 'Backend.Mode', value: v, expected: `is no valid Mode: expected one of ${WIREGUARD_MODES.join(', ')} (default separate)` });
     return 'separate';
   }
-  if (v === 'ipv6') {
-    issues.push({ field: 'Backend.Mode', value: v, expected: 'needs IPv6, which flannel-ts does not support yet: use separate, auto or ipv4' });
+  if (v === 'ipv6' && !ipv6) {
+    issues.push({ field: 'Backend.Mode', value: v, expected: 'dials the peers\' PublicIPv6 and needs EnableIPv6 in the network config: enable IPv6, or use separate, auto or ipv4' });
   }
   return v as WireGuardMode;
 }

@@ -3,18 +3,23 @@
 // allowed IPs per peer), and the sessions on the main thread: handshake messages from the engine's pipe,
 // a 100 ms timer tick, keepalives. reconcile() re-creates a deleted device and puts roamed endpoints
 // back to the leases' (flannel #1770).
+// Family 6 (flannel-wg-v6, `separate` mode): the same over IPv6, a second network beside the IPv4 one:
+// peers from the leases' IPv6Subnet, PublicIPv6 and BackendV6Data (Port missing or 0: our ListenPortV6),
+// named by their IPv6 subnet; leases without them (IPv4-only nodes) have no IPv6 peer.
 import type { Logger } from 'pino';
 import { type Cidr4, formatCidr4 } from '../../lib/ip.js';
+import { type Cidr6, type Ip6, formatCidr6 } from '../../lib/ip6.js';
 import type { Lease, LeaseEvent } from '../backend.js';
 import type { DatapathStats, Network, ReconcileResult } from '../backend.js';
 import type { EngineDataPath } from '../datapath/engine-datapath.js';
+import { ip6Bytes } from '../datapath/peer-table.js';
 import { EventBatcher } from '../datapath/event-batch.js';
 import { datapathAddon } from '../datapath/native/datapath-addon.js';
 import type { NodeKey } from './key-file.js';
 import { type WireGuardPeerData, parseWireGuardBackendData } from './lease-data.js';
 import { HandshakeQueue } from './session/handshake-queue.js';
 import { WireGuardSessions } from './session/sessions.js';
-import type { WgTable } from './session/wg-table.js';
+import { type WgTable, wgSubnetFold6 } from './session/wg-table.js';
 import type { WireGuardConfig } from './wireguard-config.js';
 
 const TICK_MS = 100;
@@ -28,9 +33,12 @@ export interface WireGuardNetworkOptions {
   readonly ctrlRead: number;
   readonly ctrlWrite: number;
   readonly log: Logger;
+  /** 6: flannel-wg-v6, an engine of family 6 (default 4). */
+  readonly family?: 4 | 6;
 }
 
-interface Peer { readonly lease: Lease; readonly subnet: Cidr4; readonly data: WireGuardPeerData }
+/** A peer of either family: its subnet and endpoint address in the network's family. */
+interface Peer { readonly lease: Lease; readonly data: WireGuardPeerData; readonly subnet?: Cidr4; readonly subnet6?: Cidr6; readonly ip6?: Ip6 }
 
 export class WireGuardNetwork implements Network {
   readonly lease: Lease;
@@ -42,8 +50,11 @@ export class WireGuardNetwork implements Network {
   private readonly ignored = new Set<string>();
   private closed = false;
 
+  private readonly family: 4 | 6;
+
   constructor(private readonly o: WireGuardNetworkOptions) {
     this.lease = o.lease;
+    this.family = o.family ?? 4;
     const addon = datapathAddon();
     this.sessions = new WireGuardSessions({
       privateKey: o.key.privateKey,
@@ -51,7 +62,8 @@ export class WireGuardNetwork implements Network {
       table: o.table,
       send: (msg, ip, port) => {
         try {
-          addon.udpSendTo(o.dataPath.listenFd, msg, ip, port);
+          if (typeof ip === 'bigint') addon.udpSendTo6(o.dataPath.listenFd, msg, ip6Bytes(ip), port);
+          else addon.udpSendTo(o.dataPath.listenFd, msg, ip, port);
         } catch (err) {
           o.log.debug({ err: (err as Error).message }, 'wireguard: sending a handshake message failed');
         }
@@ -63,7 +75,7 @@ export class WireGuardNetwork implements Network {
       }),
       log: o.log,
     });
-    this.queue = new HandshakeQueue(o.ctrlRead, (msg, ip, port) => this.sessions.handleMessage(msg, ip, port));
+    this.queue = new HandshakeQueue(o.ctrlRead, (msg, ip, port) => this.sessions.handleMessage(msg, ip, port), o.log, this.family);
     this.timer = setInterval(() => this.sessions.tick(), TICK_MS);
   }
 
@@ -75,6 +87,10 @@ export class WireGuardNetwork implements Network {
   private swap(events: readonly LeaseEvent[]): void {
     if (this.closed) return;
     for (const ev of events) {
+      if (this.family === 6) {
+        this.swap6(ev);
+        continue;
+      }
       const { subnet } = ev.lease;
       if (!subnet) continue; // an IPv6-only lease: no IPv4 peer
       const key = formatCidr4(subnet);
@@ -90,20 +106,48 @@ export class WireGuardNetwork implements Network {
         continue;
       }
       this.ignored.delete(key);
-      this.peers.set(key, { lease: ev.lease, subnet, data });
+      this.peers.set(key, { lease: ev.lease, data, subnet });
     }
-    this.o.dataPath.replacePeers([...this.peers.entries()].map(([key, p]) => ({
-      key, subnet: p.subnet.ip, prefixLen: p.subnet.prefixLen, publicIp: p.lease.attrs.publicIp, port: p.data.port,
-    })));
+    if (this.family === 6) {
+      this.o.dataPath.replacePeers([...this.peers.entries()].map(([key, p]) => ({
+        key, subnet: (p.subnet6 as Cidr6).ip, prefixLen: (p.subnet6 as Cidr6).prefixLen, publicIp: p.ip6 as Ip6, port: p.data.port,
+      })));
+    } else {
+      this.o.dataPath.replacePeers([...this.peers.entries()].map(([key, p]) => ({
+        key, subnet: (p.subnet as Cidr4).ip, prefixLen: (p.subnet as Cidr4).prefixLen, publicIp: p.lease.attrs.publicIp, port: p.data.port,
+      })));
+    }
     this.pushSessions();
-    this.o.log.info({ peers: this.peers.size }, 'wireguard peers updated');
+    this.o.log.info({ peers: this.peers.size, family: this.family }, 'wireguard peers updated');
+  }
+
+  /** One lease event for flannel-wg-v6: a peer needs an IPv6 subnet, a PublicIPv6 and a BackendV6Data key. */
+  private swap6(ev: LeaseEvent): void {
+    const { ipv6Subnet, attrs } = ev.lease;
+    if (!ipv6Subnet) return; // an IPv4-only lease: nothing to reach over IPv6
+    const key = formatCidr6(ipv6Subnet);
+    if (ev.kind === 'removed') {
+      // By PublicIPv6, the peer's endpoint: in an IPv6-only network every PublicIP is 0.0.0.0.
+      if (this.peers.get(key)?.ip6 === attrs.publicIpv6) this.peers.delete(key);
+      return;
+    }
+    const data = attrs.backendType === 'wireguard' ? parseWireGuardBackendData(attrs.backendV6Data, this.o.cfg.listenPortV6) : undefined;
+    if (!data || attrs.publicIpv6 === undefined) {
+      this.peers.delete(key);
+      if (!this.ignored.has(key)) this.o.log.warn({ peer: key, backendType: attrs.backendType }, 'wireguard: ignoring an IPv6 lease without a PublicIPv6 and a BackendV6Data with a valid PublicKey');
+      this.ignored.add(key);
+      return;
+    }
+    this.ignored.delete(key);
+    this.peers.set(key, { lease: ev.lease, data, subnet6: ipv6Subnet, ip6: attrs.publicIpv6 });
   }
 
   /** The sessions' view of the peers: keys, counter slots, lease endpoints (roamed ones reset). */
   private pushSessions(): void {
     this.sessions.setPeers([...this.peers.entries()].map(([key, p]) => ({
-      key, publicKey: p.data.publicKey, slot: this.o.dataPath.slotOf(key), subnet: p.subnet.ip,
-      endpointIp: p.lease.attrs.publicIp, endpointPort: p.data.port, keepaliveSeconds: this.o.cfg.persistentKeepaliveSec,
+      key, publicKey: p.data.publicKey, slot: this.o.dataPath.slotOf(key),
+      subnet: p.subnet6 ? wgSubnetFold6(p.subnet6.ip) : (p.subnet as Cidr4).ip,
+      endpointIp: p.ip6 ?? p.lease.attrs.publicIp, endpointPort: p.data.port, keepaliveSeconds: this.o.cfg.persistentKeepaliveSec,
     })));
   }
 

@@ -19,8 +19,8 @@ import type { NodeHost } from './topology.js';
 
 /** The backends both our flanneld and the real flannel run here (flannel's wireguard needs the kernel module). */
 const MIXED_BACKENDS = ['host-gw', 'udp', 'vxlan'] as const;
-/** The backends that carry IPv6 here (flannel's wireguard does too; ours not yet). */
-const IPV6_BACKENDS = ['host-gw', 'vxlan'] as const;
+/** The backends that carry IPv6 here, as in flannel. */
+const IPV6_BACKENDS = ['host-gw', 'vxlan', 'wireguard'] as const;
 const NETWORK6 = 'fd00:10:244::/56';
 const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--ipv6 dual|only] [--keep]
        node dist/deploy/local/cluster-main.js --destroy TAG
@@ -75,7 +75,7 @@ function parseArgs(argv: readonly string[]): Options {
   }
   if (o.ipv6 !== 'off' && !(IPV6_BACKENDS as readonly string[]).includes(o.backend)) {
     throw new ExitError(EXIT.USAGE, `--ipv6 ${o.ipv6} (IPV6=${o.ipv6}) needs a backend that carries IPv6 here: ${IPV6_BACKENDS.join(' or ')}, not ${o.backend}`
-      + (o.backend === 'udp' ? ' (udp is IPv4-only, as in flannel)' : ' (IPv6 on wireguard is not supported by flannel-ts yet)'));
+      + ' (udp is IPv4-only, as in flannel)');
   }
   if (o.mixed && o.ipv6 === 'only') {
     throw new ExitError(EXIT.USAGE, '--mixed with --ipv6 only: the real flannel cannot run an IPv6-only network on etcd (every flannel node would share one lease); use IPV6=dual with MIXED=1');

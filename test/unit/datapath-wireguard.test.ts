@@ -7,7 +7,8 @@
 //  - TransportKeypair seals, C decap opens (the inner packet, its TTL decremented, compared);
 //  - the same counter sequence through C's replay window and ReplayWindow (wireguard-go replay.go);
 //  - the C-only groups: drops by reason with exact counters, handshake records on the pipe, TX without
-//    a session, NEXT confirmation, roaming, keepalives.
+//    a session, NEXT confirmation, roaming, keepalives, and the family-6 engine (flannel-wg-v6), whose
+//    handshake record the TypeScript HandshakeRecordParser reads back.
 // Built with AddressSanitizer and UBSan. A deviation found and not yet fixed is a C "KNOWN-FAILURE" line,
 // asserted here as a todo.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -19,6 +20,7 @@ import t from 'tap';
 import {
   REJECT_AFTER_MESSAGES, REPLAY_WINDOW_SIZE, ReplayWindow, TransportKeypair, paddedLength,
 } from '../../backends/wireguard/protocol/index.js';
+import { HandshakeRecordParser } from '../../backends/wireguard/session/handshake-queue.js';
 import { ENGINE_LIBS, NATIVE, engineSources } from '../helpers/native-sources.js';
 
 const MTU = 1420; // wireguard-test.c MTU
@@ -251,6 +253,7 @@ const GROUPS: Record<string, RegExp> = {
   confirm: /confirm: a responder's NEXT keypair becomes current/,
   roaming: /roaming: endpoint follows authenticated packets only/,
   keepalive: /keepalive: ST_WG_KEEPALIVES_RECEIVED 3, SP_RX_KEEPALIVES 3 on slot 1/,
+  v6: /v6: IPv6 sealed to \[PublicIPv6\]:port and opened, allowed IPs, foreign destination, IPv4 inner dropped both ways, roaming to an IPv6 source, 20-byte handshake records/,
 };
 
 // Deviations found by these tests and not yet fixed in wireguard.c: the C test prints the line when it
@@ -271,3 +274,26 @@ for (const [group, summary] of Object.entries(GROUPS)) {
     }
   });
 }
+
+t.test('a family-6 engine\'s handshake record, as C wrote it to the pipe, read by HandshakeRecordParser(family 6)', async (t) => {
+  const r = run(['v6']);
+  const hex = /^RECORD6 ([0-9a-f]+)$/m.exec(r.stdout)?.[1];
+  t.ok(hex, 'the C test printed the record it read from the pipe');
+  const rec = Buffer.from(hex ?? '', 'hex');
+  const got: Array<{ msg: Buffer; ip: number | bigint; port: number }> = [];
+  const parser = new HandshakeRecordParser((msg, ip, port) => got.push({ msg, ip, port }), (err) => t.fail(String(err)), 6);
+  parser.push(rec.subarray(0, 7)); // split across chunks, as a pipe may deliver it
+  parser.push(Buffer.concat([rec.subarray(7), rec]));
+  t.equal(got.length, 2, 'two records');
+  t.equal(parser.corruptRecords, 0);
+  for (const g of got) {
+    t.equal(g.ip, 0x20010db8000000090000000000000042n, 'the source 2001:db8:0:9::42 as a bigint');
+    t.equal(g.port, 40001);
+    t.equal(g.msg.length, 148);
+    t.equal(g.msg[0], 1, 'an initiation');
+    t.same([...g.msg.subarray(4, 8)], [44, 55, 66, 77], 'its bytes as sent (i * 11)');
+  }
+  const v4 = new HandshakeRecordParser(() => t.fail('a family-4 parser must not read a family-6 record as a message of its own format'), () => {}, 4);
+  v4.push(rec);
+  t.equal(v4.corruptRecords, 1, 'a family-4 parser refuses the 168-byte record (its maximum is 156)');
+});

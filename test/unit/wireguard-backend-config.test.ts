@@ -37,7 +37,8 @@ t.test('config: every problem at once, naming field, value and what is allowed; 
     t.match(m, /Backend\.Mode.*fast.*separate, auto, ipv4, ipv6/);
     t.notMatch(m, /not-a-key/, 'the PSK value is redacted');
   }
-  t.throws(() => parseWireGuardConfig({ Mode: 'ipv6' }), { message: /Backend\.Mode.*needs IPv6, which flannel-ts does not support yet/ }, 'a v6 mode is refused until IPv6 lands');
+  t.throws(() => parseWireGuardConfig({ Mode: 'ipv6' }), { message: /Backend\.Mode.*"ipv6".*needs EnableIPv6/ }, 'Mode ipv6 without EnableIPv6 is a config error');
+  t.equal(parseWireGuardConfig({ Mode: 'ipv6' }, { ipv6: true }).mode, 'ipv6', 'with EnableIPv6 it parses (the backend refuses it at start)');
 });
 
 t.test('lease BackendData: flannel\'s bytes, and a missing or zero Port means our own', async (t) => {

@@ -12,7 +12,7 @@ import { encodeHandshakeRecord, HandshakeQueue, HandshakeRecordParser } from '..
 import { LoadDetector } from '../../backends/wireguard/session/load-detector.js';
 import { SourceRateLimiter } from '../../backends/wireguard/session/rate-limiter.js';
 import { WIREGUARD_TIMERS } from '../../backends/wireguard/session/session-timers.js';
-import { WgTable } from '../../backends/wireguard/session/wg-table.js';
+import { WgTable, wgSubnetFold6 } from '../../backends/wireguard/session/wg-table.js';
 
 const key = (b: number) => Buffer.alloc(32, b);
 
@@ -31,7 +31,7 @@ t.test('WgTable: header, index allocation, publication, retirement with quaranti
   const table = new WgTable(4, 3, WIREGUARD_TIMERS, () => now);
   const r = raw(table, 3);
   t.equal(table.buffer.byteLength, wgTableBytes(4, 3));
-  t.equal(table.buffer.byteLength, 64 + 128 + 4 * 1152, '3 peers × 32 bytes rounded up to 128');
+  t.equal(table.buffer.byteLength, 64 + 192 + 4 * 1152, '3 peers × 64 bytes (the IPv6 endpoint needs 40) rounded up to 192');
   t.equal(r.u32[WG_HEADER.KP_CAPACITY / 4], 4);
   t.equal(r.u32[WG_HEADER.PEER_CAPACITY / 4], 3);
   t.equal(r.u64[WG_HEADER.REJECT_AFTER_US / 8], 180_000_000n);
@@ -194,4 +194,38 @@ t.test('source rate limiter: burst 5, then 20 per second', async (t) => {
   t.equal(l.allow(0x0a000001, 1049), false, '49 ms: less than one token');
   t.equal(l.allow(0x0a000001, 1050), true, '50 ms: one token (20/s)');
   t.equal(l.allow(0x0a000001, 1050), false);
+});
+
+t.test('WgTable of family 6: IPv6 endpoints in WGP_EP6_* under the seqlock, as C reads and writes them', async (t) => {
+  const table = new WgTable(4, 3, WIREGUARD_TIMERS, () => 0, 6);
+  const u8 = new Uint8Array(table.buffer);
+  const u32 = new Uint32Array(table.buffer);
+  const at = (slot: number, field: number) => WG_HEADER.BYTES + slot * WG_PEER.BYTES + field;
+  t.equal(table.endpoint(2), undefined, 'none at first: the lease\'s applies');
+  const ip = 0x20010db8000000090000000000000042n;
+  table.setEndpoint(2, ip, 7000);
+  t.same(table.endpoint(2), { ip, port: 7000 }, 'read back');
+  t.same([...u8.subarray(at(2, WG_PEER.EP6_ADDR), at(2, WG_PEER.EP6_ADDR) + 16)], [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0x42], 'the address in network order, as struct in6_addr');
+  t.equal(u32[at(2, WG_PEER.EP6_PORT) / 4], 7000);
+  t.equal(u32[at(2, WG_PEER.EP6_SEQ) / 4], 2, 'the seqlock went odd and back to even once');
+  t.equal(u32[at(2, WG_PEER.ENDPOINT) / 4], 0, 'the IPv4 WGP_ENDPOINT untouched');
+  t.same(table.endpoint(1), undefined, 'other peers untouched');
+  // As C writes it (wireguard.c ep6_write): another address and port, seq 2 → 3 → 4.
+  u32[at(2, WG_PEER.EP6_SEQ) / 4] = 3;
+  u8.set([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], at(2, WG_PEER.EP6_ADDR));
+  u32[at(2, WG_PEER.EP6_PORT) / 4] = 51821;
+  u32[at(2, WG_PEER.EP6_SEQ) / 4] = 4;
+  t.same(table.endpoint(2), { ip: 0x20010db8000000000000000000000002n, port: 51821 }, 'a C write read back');
+  table.resetEndpoint(2);
+  t.equal(table.endpoint(2), undefined, 'reset to the lease\'s');
+  t.equal(u32[at(2, WG_PEER.EP6_SEQ) / 4], 6);
+  // A writer that never lets go (seq left odd): readers fall back to the lease's endpoint, writers give up.
+  table.setEndpoint(1, ip, 9);
+  u32[at(1, WG_PEER.EP6_SEQ) / 4] = 7;
+  t.equal(table.endpoint(1), undefined, 'a stuck seqlock reads as no roamed endpoint');
+  table.setEndpoint(1, ip, 10);
+  t.equal(u32[at(1, WG_PEER.EP6_PORT) / 4], 9, 'and is not written through');
+  t.throws(() => table.setEndpoint(2, 0x0a000001, 1), TypeError, 'an IPv4 endpoint is refused by a family-6 table');
+  t.throws(() => new WgTable(4, 3).setEndpoint(0, ip, 1), TypeError, 'and an IPv6 one by a family-4 table');
+  t.equal(wgSubnetFold6(0xfd000010024400020000000000000000n), (0xfd000010 ^ 0x02440002) >>> 0, 'the subnet fold C checks (WGK_PEER_SUBNET)');
 });

@@ -38,7 +38,7 @@ export interface EngineSpec {
   readonly wgTable?: Uint8Array;
   /** wireguard mode: the write end of the pipe that carries handshake messages to the control plane. */
   readonly ctrlFd?: number;
-  /** 4 (default) or 6: an IPv6 engine (vxlan mode only: the IPv6 VTEP) carries IPv6 frames over IPv6
+  /** 4 (default) or 6: an IPv6 engine (vxlan mode: the IPv6 VTEP; wireguard mode: flannel-wg-v6) carries IPv6 frames over IPv6
    * sockets (udpOpen6) with a peer table of IPv6 entries, and needs devIp6, ownSubnet6 and ownPrefix6;
    * devIp, ownSubnet and ownMask are then unused (pass 0). */
   readonly family?: 4 | 6;
@@ -66,6 +66,8 @@ export interface DatapathAddon {
   pipeOpen(): [number, number];
   /** One datagram out of the bound UDP socket `fd` to ip:port (host order), not waiting; throws with the errno (EAGAIN: buffer full). */
   udpSendTo(fd: number, bytes: Uint8Array, ip: number, port: number): number;
+  /** The same out of an AF_INET6 socket (udpOpen6) to [ip]:port, ip 16 bytes in network order. */
+  udpSendTo6(fd: number, bytes: Uint8Array, ip: Uint8Array, port: number): number;
   /** Keyed BLAKE2s (key 1-32 bytes, output outLen 1-32 bytes) from Node's libcrypto (EVP_MAC BLAKE2SMAC). */
   blake2sMac(key: Uint8Array, input: Uint8Array, outLen: number): Buffer;
   eventfdOpen(): number;

@@ -13,7 +13,8 @@ import {
 } from '../protocol/index.js';
 import type { WireGuardTimers } from './session-timers.js';
 import type { DropReason, MessageCounts } from './session-stats.js';
-import type { Endpoint, WgTable } from './wg-table.js';
+import { endpointText } from './session-stats.js';
+import type { Endpoint, WgIp, WgTable } from './wg-table.js';
 
 export interface WireGuardPeer {
   /** Stable identity of the peer (the PeerTable key, e.g. its subnet as text). */
@@ -21,10 +22,10 @@ export interface WireGuardPeer {
   readonly publicKey: Buffer;
   /** The peer's counter slot (PeerTable.slotOf); undefined: no counters yet, so no session is possible. */
   readonly slot: number | undefined;
-  /** The peer's subnet (host order), the allowed inner sources. */
+  /** The peer's subnet (host order), the allowed inner sources (family 6: wgSubnetFold6 of its IPv6 subnet). */
   readonly subnet: number;
-  /** The lease's endpoint, IPv4 as a host-order number. */
-  readonly endpointIp: number;
+  /** The lease's endpoint: IPv4 as a host-order number, IPv6 (family 6) as a bigint. */
+  readonly endpointIp: WgIp;
   readonly endpointPort: number;
   /** Persistent keepalive interval; 0: off. */
   readonly keepaliveSeconds: number;
@@ -48,7 +49,7 @@ export interface SessionContext {
   readonly wallNow: () => number;
   readonly random: () => number;
   readonly log: Logger;
-  readonly send: (msg: Uint8Array, ip: number, port: number) => void;
+  readonly send: (msg: Uint8Array, ip: WgIp, port: number) => void;
   readonly counters: (slot: number) => PeerCounters;
   /** Local index → the peer that owns it (pending initiations and our keypairs). */
   readonly owners: Map<number, PeerSession>;
@@ -184,7 +185,7 @@ export class PeerSession {
   }
 
   /** A valid initiation from this peer (consumeInitiation done by the caller): respond, keypair as NEXT. */
-  acceptInitiation(state: ResponderState, ip: number, port: number): void {
+  acceptInitiation(state: ResponderState, ip: WgIp, port: number): void {
     const { ctx } = this;
     const slot = this.config.slot as number;
     let index: number;
@@ -218,7 +219,7 @@ export class PeerSession {
   }
 
   /** A response to our pending initiation: throws (WireGuardError) when it does not verify. */
-  acceptResponse(msg: Uint8Array, ip: number, port: number): void {
+  acceptResponse(msg: Uint8Array, ip: WgIp, port: number): void {
     const { ctx } = this;
     const pending = this.pending;
     const slot = this.config.slot;
@@ -454,14 +455,15 @@ export class PeerSession {
   }
 
   /** A valid handshake message from an address that is not the current endpoint: roam (as C does for data). */
-  private noteSource(ip: number, port: number): void {
+  private noteSource(ip: WgIp, port: number): void {
     const slot = this.config.slot;
     if (slot === undefined) return;
     const ep = this.endpoint();
-    if (ep.ip === ip >>> 0 && ep.port === port) return;
-    this.ctx.table.setEndpoint(slot, ip, port);
+    const src = typeof ip === 'number' ? ip >>> 0 : ip;
+    if (ep.ip === src && ep.port === port) return;
+    this.ctx.table.setEndpoint(slot, src, port);
     this.ctx.stats.endpointUpdates++;
-    this.ctx.log.info({ peer: this.config.key, from: `${ep.ip}:${ep.port}`, to: `${ip >>> 0}:${port}` }, 'wireguard: peer endpoint moved');
+    this.ctx.log.info({ peer: this.config.key, from: endpointText(ep.ip, ep.port), to: endpointText(src, port) }, 'wireguard: peer endpoint moved');
   }
 
   private handshakeComplete(): void {

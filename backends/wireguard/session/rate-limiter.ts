@@ -6,13 +6,13 @@ export const RATE_BURST = 5;
 interface Bucket { tokens: number; last: number }
 
 export class SourceRateLimiter {
-  private readonly buckets = new Map<number, Bucket>();
+  private readonly buckets = new Map<number | bigint, Bucket>();
   private lastSweep = -Infinity;
 
   constructor(readonly perSecond = RATE_PER_SECOND, readonly burst = RATE_BURST, readonly maxEntries = 65536) {}
 
   /** Takes a token for `ip` at `now` (ms); false when the source is over its rate. */
-  allow(ip: number, now: number): boolean {
+  allow(ip: number | bigint, now: number): boolean {
     this.sweep(now);
     let b = this.buckets.get(ip);
     if (!b) {

@@ -1,5 +1,8 @@
 // Counters of the handshake layer, for /metrics: messages by type and direction, keepalives sent, and
 // every dropped handshake message by reason.
+import { formatIp6 } from '../../../lib/ip6.js';
+import type { WgIp } from './wg-table.js';
+
 export const DROP_REASONS = [
   'malformed', // wrong size, bad type header, a transport message on the handshake path
   'bad_mac1',
@@ -56,4 +59,14 @@ export function zeroDrops(): Record<DropReason, number> {
 
 export function ipv4Text(ip: number): string {
   return `${ip >>> 24}.${(ip >>> 16) & 0xff}.${(ip >>> 8) & 0xff}.${ip & 0xff}`;
+}
+
+/** An endpoint address as text: IPv4 dotted, IPv6 as Go prints it. */
+export function ipText(ip: WgIp): string {
+  return typeof ip === 'bigint' ? formatIp6(ip) : ipv4Text(ip);
+}
+
+/** An endpoint as text: a.b.c.d:port or [v6]:port. */
+export function endpointText(ip: WgIp, port: number): string {
+  return typeof ip === 'bigint' ? `[${formatIp6(ip)}]:${port}` : `${ipv4Text(ip)}:${port}`;
 }

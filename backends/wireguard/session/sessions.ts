@@ -14,9 +14,9 @@ import {
 import { LoadDetector, UNDER_LOAD_THRESHOLD } from './load-detector.js';
 import { INITIATION_MIN_INTERVAL_MS, PeerSession, type PeerCounters, type SessionContext, type SessionCounters, type WireGuardPeer } from './peer-session.js';
 import { SourceRateLimiter } from './rate-limiter.js';
-import { ipv4Text, zeroDrops, type DropReason, type PeerSessionStats, type WireGuardSessionStats } from './session-stats.js';
+import { endpointText, ipText, zeroDrops, type DropReason, type PeerSessionStats, type WireGuardSessionStats } from './session-stats.js';
 import { monotonicMs } from './session-timers.js';
-import type { WgTable } from './wg-table.js';
+import type { WgIp, WgTable } from './wg-table.js';
 
 export type { WireGuardPeer, PeerCounters } from './peer-session.js';
 
@@ -25,7 +25,8 @@ export interface WireGuardSessionsOptions {
   readonly presharedKey?: Buffer;
   readonly table: WgTable;
   /** Sends a handshake message or keepalive from the WireGuard listen socket. */
-  readonly send: (msg: Uint8Array, ip: number, port: number) => void;
+  /** Sends one message to ip:port (an IPv4 number, or an IPv6 bigint in a family-6 network). */
+  readonly send: (msg: Uint8Array, ip: WgIp, port: number) => void;
   /** The peer's counters summed over the workers: data packets sent, data packets received (keepalives
    * not included), authenticated keepalives received. */
   readonly counters: (slot: number) => PeerCounters;
@@ -142,8 +143,8 @@ export class WireGuardSessions {
     }
   }
 
-  /** One handshake message (type 1, 2 or 3) from ip:port (host-order IPv4). */
-  handleMessage(msg: Uint8Array, ip: number, port: number): void {
+  /** One handshake message (type 1, 2 or 3) from ip:port (host-order IPv4, or an IPv6 bigint). */
+  handleMessage(msg: Uint8Array, ip: WgIp, port: number): void {
     if (this.closed) return;
     let type: MessageType;
     try {
@@ -194,7 +195,7 @@ export class WireGuardSessions {
         lastHandshakeAgeSeconds: s.lastHandshakeAt === undefined ? undefined : (now - s.lastHandshakeAt) / 1000,
         currentKeypairAgeSeconds: cur === undefined || !table.isLive(cur.index) ? undefined : table.ageMs(cur.index) / 1000,
         handshakePending: s.handshakePending,
-        endpoint: `${ipv4Text(ep.ip)}:${ep.port}`,
+        endpoint: endpointText(ep.ip, ep.port),
       };
     });
     const c = this.counts;
@@ -215,12 +216,12 @@ export class WireGuardSessions {
   // ---- internals ----
 
   /** mac1 always; under load mac2 (else a cookie reply) and the per-source rate limit. */
-  private admit(msg: Uint8Array, ip: number, port: number): boolean {
+  private admit(msg: Uint8Array, ip: WgIp, port: number): boolean {
     const { checker } = this.ctx;
     const underLoad = this.load.record(this.ctx.now());
     checker.verifyMac1(msg); // throws FLN_ERR_WG_BAD_MAC1
     if (!underLoad) return true;
-    const src = { address: ipv4Text(ip), port };
+    const src = { address: ipText(ip), port };
     try {
       checker.verifyMac2(msg, src);
     } catch (err) {
@@ -230,14 +231,15 @@ export class WireGuardSessions {
       this.drop('bad_mac2');
       return false;
     }
-    if (!this.limiter.allow(ip >>> 0, this.ctx.now())) {
+    // wireguard-go's rate limiter keys IPv4 sources by address, IPv6 ones by their /64.
+    if (!this.limiter.allow(typeof ip === 'bigint' ? ip >> 64n : ip >>> 0, this.ctx.now())) {
       this.drop('rate_limited');
       return false;
     }
     return true;
   }
 
-  private initiation(msg: Uint8Array, ip: number, port: number): void {
+  private initiation(msg: Uint8Array, ip: WgIp, port: number): void {
     const { ctx } = this;
     const hit: { session?: PeerSession; before?: Buffer | undefined } = {};
     const state = consumeInitiation(ctx.local, ctx.checker, msg, (pub) => {
@@ -263,7 +265,7 @@ export class WireGuardSessions {
     s.acceptInitiation(state, ip, port);
   }
 
-  private response(msg: Uint8Array, ip: number, port: number): void {
+  private response(msg: Uint8Array, ip: WgIp, port: number): void {
     const receiver = decodeResponse(msg).receiver;
     const s = this.ctx.owners.get(receiver);
     if (!s || s.pendingIndex !== receiver) {

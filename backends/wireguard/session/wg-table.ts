@@ -7,16 +7,29 @@
 // (a pending handshake), published by install() (fields written with STATE 0, then STATE = 1), and freed
 // by retire() (STATE = 0, keys zeroed): a freed published slot is quarantined, because a worker may still
 // hold it. Fields C reads or writes concurrently are accessed with Atomics.
+//
+// Family 6 (flannel-wg-v6): endpoints are IPv6 (WGP_EP6_*, under the seqlock of layout.h, which C's RX
+// workers write too), and a keypair's peerSubnet is the fold of the peer's IPv6 subnet (wgSubnetFold6).
 import { randomInt } from 'node:crypto';
 import { endianness } from 'node:os';
 import { WG_HEADER, WG_KEYPAIR, WG_KEYPAIR_FLAGS, WG_PEER, WG_PEER_FLAGS, wgKeypairsOffset, wgTableBytes } from '../../datapath/layout.js';
 import { KEY_LEN, WireGuardError } from '../protocol/index.js';
 import { WIREGUARD_TIMERS, monotonicMs, type WireGuardTimers } from './session-timers.js';
 
+/** An endpoint address: IPv4 as a host-order number (lib/ip.ts Ip4), IPv6 as a bigint (lib/ip6.ts Ip6). */
+export type WgIp = number | bigint;
+
+/** What a family-6 keypair's WGK_PEER_SUBNET holds: the XOR of the four 32-bit words of the peer's IPv6 subnet. */
+export function wgSubnetFold6(subnet: bigint): number {
+  let x = 0;
+  for (let k = 0n; k < 4n; k++) x ^= Number((subnet >> (32n * k)) & 0xffff_ffffn);
+  return x >>> 0;
+}
+
 export interface KeypairInstall {
   /** The peer's counter slot (PeerTable.slotOf). */
   readonly peerSlot: number;
-  /** The peer's subnet, host order: C checks inner sources against it. */
+  /** The peer's subnet, host order: C checks inner sources against it (family 6: wgSubnetFold6 of it). */
   readonly peerSubnet: number;
   readonly remoteIndex: number;
   readonly sendKey: Uint8Array;
@@ -28,7 +41,7 @@ export interface KeypairInstall {
 }
 
 export interface Endpoint {
-  readonly ip: number;
+  readonly ip: WgIp;
   readonly port: number;
 }
 
@@ -54,6 +67,8 @@ export class WgTable {
     readonly timers: WireGuardTimers = WIREGUARD_TIMERS,
     /** Monotonic ms; CREATED_US is this × 1000, so it must be CLOCK_MONOTONIC (process.hrtime) except in tests. */
     private readonly nowMs: () => number = monotonicMs,
+    /** 6: the table of an IPv6 engine (endpoints are IPv6, WGP_EP6_*). */
+    readonly family: 4 | 6 = 4,
   ) {
     if (!Number.isInteger(keypairCapacity) || keypairCapacity < 2 || keypairCapacity > 1 << 20 || (keypairCapacity & (keypairCapacity - 1)) !== 0) {
       throw new RangeError(`keypair capacity must be a power of two in [2, 2^20], got ${keypairCapacity}`);
@@ -253,19 +268,74 @@ export class WgTable {
     Atomics.or(this.u32, this.peerWord(peerSlot, WG_PEER.FLAGS), bits);
   }
 
-  /** The roamed endpoint (WGP_ENDPOINT), undefined when 0 (the lease's endpoint applies). */
+  /** The roamed endpoint (WGP_ENDPOINT; family 6: WGP_EP6_*), undefined when none (the lease's endpoint applies). */
   endpoint(peerSlot: number): Endpoint | undefined {
+    if (this.family === 6) return this.endpoint6(peerSlot);
     const v = Atomics.load(this.u64, this.peerWord(peerSlot, WG_PEER.ENDPOINT) / 2);
     if (v === 0n) return undefined;
     return { ip: Number(v >> 16n) >>> 0, port: Number(v & 0xffffn) };
   }
 
-  setEndpoint(peerSlot: number, ip: number, port: number): void {
+  /** Sets the roamed endpoint: an IPv4 number in a family-4 table, an IPv6 bigint in a family-6 one. */
+  setEndpoint(peerSlot: number, ip: WgIp, port: number): void {
+    if (this.family === 6) {
+      if (typeof ip !== 'bigint') throw new TypeError('a family-6 wireguard table takes IPv6 endpoints');
+      this.writeEndpoint6(peerSlot, ip, port & 0xffff);
+      return;
+    }
+    if (typeof ip !== 'number') throw new TypeError('a family-4 wireguard table takes IPv4 endpoints');
     Atomics.store(this.u64, this.peerWord(peerSlot, WG_PEER.ENDPOINT) / 2, (BigInt(ip >>> 0) << 16n) | BigInt(port & 0xffff));
   }
 
   resetEndpoint(peerSlot: number): void {
+    if (this.family === 6) {
+      this.writeEndpoint6(peerSlot, 0n, 0);
+      return;
+    }
     Atomics.store(this.u64, this.peerWord(peerSlot, WG_PEER.ENDPOINT) / 2, 0n);
+  }
+
+  /** The reader half of the WGP_EP6 seqlock: retries while a writer (a C RX worker) is busy; should one
+   * never finish, undefined (the lease's endpoint), as C falls back. */
+  private endpoint6(peerSlot: number): Endpoint | undefined {
+    const seqWord = this.peerWord(peerSlot, WG_PEER.EP6_SEQ);
+    const portWord = this.peerWord(peerSlot, WG_PEER.EP6_PORT);
+    const addrWord = this.peerWord(peerSlot, WG_PEER.EP6_ADDR);
+    for (let tries = 0; tries < 100_000; tries++) {
+      const s1 = Atomics.load(this.u32, seqWord);
+      if (s1 & 1) continue;
+      const port = Atomics.load(this.u32, portWord);
+      let ip = 0n;
+      // The address bytes are in network order; each word is read as little-endian memory.
+      for (let k = 0; k < 4; k++) {
+        const w = Atomics.load(this.u32, addrWord + k);
+        const be = ((w & 0xff) << 24 | ((w >>> 8) & 0xff) << 16 | ((w >>> 16) & 0xff) << 8 | (w >>> 24)) >>> 0;
+        ip = (ip << 32n) | BigInt(be);
+      }
+      if (Atomics.load(this.u32, seqWord) !== s1) continue;
+      return port === 0 ? undefined : { ip, port };
+    }
+    return undefined;
+  }
+
+  /** The writer half: SEQ even → odd by compare-and-swap (C writers take it the same way), fields, SEQ + 1.
+   * Nothing is written if another writer never lets go of the lock. */
+  private writeEndpoint6(peerSlot: number, ip: bigint, port: number): void {
+    const seqWord = this.peerWord(peerSlot, WG_PEER.EP6_SEQ);
+    let s = 0;
+    for (let tries = 0; ; tries++) {
+      if (tries === 100_000) return;
+      s = Atomics.load(this.u32, seqWord);
+      if ((s & 1) === 0 && Atomics.compareExchange(this.u32, seqWord, s, (s + 1) >>> 0) === s) break;
+    }
+    Atomics.store(this.u32, this.peerWord(peerSlot, WG_PEER.EP6_PORT), port);
+    const addrWord = this.peerWord(peerSlot, WG_PEER.EP6_ADDR);
+    for (let k = 0; k < 4; k++) {
+      const be = Number((ip >> BigInt(96 - 32 * k)) & 0xffff_ffffn);
+      const w = ((be & 0xff) << 24 | ((be >>> 8) & 0xff) << 16 | ((be >>> 16) & 0xff) << 8 | (be >>> 24)) >>> 0;
+      Atomics.store(this.u32, addrWord + k, w);
+    }
+    Atomics.store(this.u32, seqWord, (s + 2) >>> 0);
   }
 
   /** Clears a peer entry (CURRENT, FLAGS, ENDPOINT): a slot given to a new peer, or a removed one. */

@@ -209,6 +209,23 @@ static napi_value udp_send_to(napi_env env, napi_callback_info info) {
   return r < 0 ? throw_errno(env, r, "sendto") : num(env, r);
 }
 
+/* udpSendTo6(fd, bytes: Uint8Array, ip: Uint8Array(16), port) → bytes sent: one datagram out of an
+ * AF_INET6 socket to [ip]:port, not waiting (EAGAIN when the buffer is full). */
+static napi_value udp_send_to6(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  double fd, port;
+  void *data = NULL, *ip = NULL;
+  size_t len = 0, ip_len = 0;
+  if (!get_int(env, argv[0], "fd", 0, FD_MAX, &fd) || !get_int(env, argv[3], "port", 1, 65535, &port)) return NULL;
+  if (!typed_data(env, argv[1], napi_uint8_array, &data, &len) || !typed_data(env, argv[2], napi_uint8_array, &ip, &ip_len) || ip_len != 16) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "udpSendTo6: bytes must be a Uint8Array and ip a Uint8Array of 16 bytes");
+    return NULL;
+  }
+  int r = fl_udp6_send((int)fd, data, len, ip, (uint16_t)port);
+  return r < 0 ? throw_errno(env, r, "sendto") : num(env, r);
+}
+
 /* blake2sMac(key: Uint8Array (1-32 bytes), input: Uint8Array, outLen 1-32) → Buffer: keyed BLAKE2s from Node's libcrypto. */
 static napi_value blake2s_mac(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -268,7 +285,7 @@ static void finalize_box(napi_env env, void *data, void *hint) {
 /* engineCreate({ mode, devFd, udpFd, stopFd, peerTable: Uint32Array, stats: BigUint64Array,
  *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array, offload, uso?, spinUs?,
  *   wgTable?: Uint8Array, ctrlFd?, family? (4 or 6), devIp6?, ownSubnet6?: Uint8Array(16), ownPrefix6? }) → external.
- *   family 6 (vxlan mode only: the IPv6 VTEP) needs devIp6, ownSubnet6 and ownPrefix6, sockets of AF_INET6
+ *   family 6 (vxlan mode: the IPv6 VTEP; wireguard mode: flannel-wg-v6) needs devIp6, ownSubnet6 and ownPrefix6, sockets of AF_INET6
  *   (udpOpen6) and a peer table of IPv6 entries (PT_FAMILY 6); devIp, ownSubnet and ownMask are then unused. wireguard mode needs wgTable (the shared state of
  *   layout.h) and ctrlFd (the write end of the control plane's handshake pipe). */
 static napi_value engine_create(napi_env env, napi_callback_info info) {
@@ -299,7 +316,7 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   void *v6[2] = {NULL, NULL};
   if (family != 4 && family != 6) { napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: family must be 4 or 6"); return NULL; }
   if (family == 6) {
-    if (mode != FL_MODE_VXLAN) { napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: family 6 is the vxlan mode's only"); return NULL; }
+    if (mode != FL_MODE_VXLAN && mode != FL_MODE_WIREGUARD) { napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: family 6 is for the vxlan and wireguard modes only"); return NULL; }
     const char *names[2] = {"devIp6", "ownSubnet6"};
     for (int i = 0; i < 2; i++) {
       napi_value a = prop(env, o, names[i]);
@@ -446,6 +463,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"pipeOpen", NULL, pipe_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSendTo", NULL, udp_send_to, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"udpSendTo6", NULL, udp_send_to6, NULL, NULL, NULL, napi_enumerable, NULL},
     {"blake2sMac", NULL, blake2s_mac, NULL, NULL, NULL, napi_enumerable, NULL},
     {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},

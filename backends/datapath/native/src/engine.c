@@ -29,8 +29,8 @@ int fl_engine_init(fl_engine *e) {
   memset(&e->peers, 0, sizeof e->peers);
   if (e->mode < 0 || e->mode > FL_MODE_WIREGUARD) return -EINVAL;
   if (e->family == 0) e->family = 4;
-  if (e->family != 4 && !(e->family == 6 && e->mode == FL_MODE_VXLAN)) return -EINVAL; /* IPv6: the vxlan VTEP only */
-  e->ops = e->family == 6 ? &fl_mode_vxlan6 : MODES[e->mode];
+  if (e->family != 4 && !(e->family == 6 && (e->mode == FL_MODE_VXLAN || e->mode == FL_MODE_WIREGUARD))) return -EINVAL; /* IPv6: vxlan and wireguard */
+  e->ops = e->family == 6 ? (e->mode == FL_MODE_VXLAN ? &fl_mode_vxlan6 : &fl_mode_wireguard6) : MODES[e->mode];
   e->slot_size = e->mtu + 64 < 2048 ? 2048 : ((e->mtu + 64 + 1023) & ~1023u);
   /* offload TX: a header slot, or for a sealing mode a whole datagram (prefix, inner packet, suffix) */
   e->tx_slot = e->ops->seal ? ((e->ops->prefix + e->mtu + e->ops->suffix + 63) & ~(size_t)63) : FL_TX_HDR;
@@ -213,12 +213,12 @@ void fl_peer_address(fl_engine *e, const fl_peer *peer, fl_sockaddr *to) {
     to->v6.sin6_family = AF_INET6;
     to->v6.sin6_port = htons((uint16_t)peer->port);
     memcpy(&to->v6.sin6_addr, peer->public6, 16);
-    return;
+  } else {
+    to->v4.sin_family = AF_INET;
+    to->v4.sin_port = htons((uint16_t)peer->port);
+    to->v4.sin_addr.s_addr = htonl(peer->public_ip);
   }
-  to->v4.sin_family = AF_INET;
-  if (e->ops->endpoint) { e->ops->endpoint(e, peer, &to->v4); return; }
-  to->v4.sin_port = htons((uint16_t)peer->port);
-  to->v4.sin_addr.s_addr = htonl(peer->public_ip);
+  if (e->ops->endpoint) e->ops->endpoint(e, peer, to);
 }
 
 socklen_t fl_addr_len(const fl_engine *e) {

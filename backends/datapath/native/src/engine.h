@@ -51,7 +51,8 @@ typedef union {
 
 typedef struct fl_engine_s {
   int mode;          /* FL_MODE_*: picks `ops` in fl_engine_init */
-  int family;        /* 4 (0 reads as 4) or 6: the inner and outer IP version; 6 only in vxlan mode (flannel-v6.<VNI>) */
+  int family;        /* 4 (0 reads as 4) or 6: the inner and outer IP version; 6 in vxlan mode (flannel-v6.<VNI>)
+                      * and wireguard mode (flannel-wg-v6) */
   const fl_mode *ops;
   int dev_fd;        /* TUN (udp mode) or TAP (vxlan mode) */
   int udp_fd;        /* the bound UDP socket: receives, and sends in udp mode */

@@ -85,8 +85,15 @@ enum {
   WG_HEADER_BYTES = 64,
   WGP_CURRENT = 0,   /* u32: keypair slot + 1 that TX uses (0: none); RX stores it when it confirms a NEXT keypair */
   WGP_FLAGS = 4,     /* u32: WGP_F_* (TX and RX set bits with atomic OR; the control plane clears them) */
-  WGP_ENDPOINT = 8,  /* u64: (ip << 16 | port) of the last authenticated source, 0 = the lease's; RX writes */
-  WG_PEER_BYTES = 32,
+  WGP_ENDPOINT = 8,  /* u64: (ip << 16 | port) of the last authenticated source, 0 = the lease's; RX writes (family 4) */
+  /* family 6 (flannel-wg-v6): the last authenticated source, an IPv6 address and a port, under a seqlock
+   * (several RX workers and the control plane write it): a writer takes SEQ from even to odd with a
+   * compare-and-swap, stores PORT and ADDR, then stores SEQ + 1 (release); a reader retries while SEQ is
+   * odd or changed across its reads. PORT 0 = the lease's endpoint. */
+  WGP_EP6_SEQ = 16,  /* u32 */
+  WGP_EP6_PORT = 20, /* u32: the port, 0 = none */
+  WGP_EP6_ADDR = 24, /* 16 bytes, network order, read and written as four u32 words in memory order */
+  WG_PEER_BYTES = 64,
   WGK_STATE = 0,     /* u32: 0 free, 1 valid */
   WGK_LOCAL_INDEX = 4, WGK_REMOTE_INDEX = 8,
   WGK_PEER_SLOT = 12,
@@ -95,7 +102,9 @@ enum {
   WGK_SEND_KEY = 32, WGK_RECV_KEY = 64,
   WGK_FLAGS = 96,        /* u32: WGK_F_* */
   WGK_REPLAY_LOCK = 100, /* u32 spinlock of the replay window (RX workers) */
-  WGK_PEER_SUBNET = 104, /* u32: the peer's subnet (host order): RX finds the peer, its allowed IPs */
+  WGK_PEER_SUBNET = 104, /* u32: the peer's subnet (host order): RX finds the peer, its allowed IPs. family 6:
+                          * the XOR of the four words of the peer's IPv6 subnet (host order), a check that
+                          * the peer RX finds by WGK_PEER_SLOT is still the keypair's */
   WGK_REPLAY_LAST = 112, /* u64: the greatest counter accepted */
   WGK_REPLAY_BITS = 128, /* u64[128]: RFC 6479 ring, window 8128 */
   WG_KP_BYTES = 1152

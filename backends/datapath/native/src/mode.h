@@ -2,7 +2,9 @@
  * loops never branch on the mode and a reader finds each mode's whole format in one file:
  *   udp.c        flannel's udp: the inner IPv4 packet is the datagram
  *   vxlan.c      RFC 7348: VXLAN header + Ethernet frame of the TAP VTEP
- *   wireguard.c  WireGuard v1 transport messages: 16-byte header, ChaCha20-Poly1305 ciphertext, tag */
+ *   wireguard.c  WireGuard v1 transport messages: 16-byte header, ChaCha20-Poly1305 ciphertext, tag
+ *   vxlan6.c     family 6: vxlan over IPv6 (flannel-v6.<VNI>)
+ *   wireguard.c  family 6 too (fl_mode_wireguard6: flannel-wg-v6, IPv6 in WireGuard over IPv6) */
 #ifndef FLANNEL_MODE_H
 #define FLANNEL_MODE_H
 #include <netinet/in.h>
@@ -38,13 +40,14 @@ typedef struct fl_mode {
   size_t (*seal)(struct fl_engine_s *e, const struct fl_peer_s *peer, uint8_t *d, size_t hl, const uint8_t *payload, size_t n);
   /* TX: the length on the wire of the datagram for an n-byte inner packet (UDP GSO sizes). */
   size_t (*wire_len)(const struct fl_engine_s *e, size_t n);
-  /* TX: where datagrams to `peer` go (NULL: the lease's PublicIP and port). */
-  void (*endpoint)(struct fl_engine_s *e, const struct fl_peer_s *peer, struct sockaddr_in *to);
+  /* TX: where datagrams to `peer` go (NULL: the lease's PublicIP and port). `to` is an fl_sockaddr
+   * (engine.h) with its family set: its v4 member in a family-4 engine, v6 in family 6. */
+  void (*endpoint)(struct fl_engine_s *e, const struct fl_peer_s *peer, void *to);
   /* RX: one datagram from `from` (a struct sockaddr_in, or a struct sockaddr_in6 for a family-6 mode): sets its sender and inner packet (*pkt, returns its length), or
    * returns 0 (a counted drop, or a message handed to the control plane). With `partial` non-NULL a
    * partial inner checksum is kept and flagged there (the offload loops); with NULL it is completed. */
   size_t (*decap)(struct fl_engine_s *e, const void *from, uint8_t **pkt, size_t len, const struct fl_peer_s **peer, int *partial);
 } fl_mode;
 
-extern const fl_mode fl_mode_udp, fl_mode_vxlan, fl_mode_wireguard, fl_mode_vxlan6;
+extern const fl_mode fl_mode_udp, fl_mode_vxlan, fl_mode_wireguard, fl_mode_vxlan6, fl_mode_wireguard6;
 #endif

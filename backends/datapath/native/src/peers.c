@@ -121,7 +121,9 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
   uint32_t *by_subnet = calloc(buckets, sizeof *by_subnet);
   uint32_t *by_public = calloc(buckets, sizeof *by_public);
   uint32_t *by_mac = calloc(buckets, sizeof *by_mac);
-  if (!by_subnet || !by_public || !by_mac) { free(peers); free(by_subnet); free(by_public); free(by_mac); return -ENOMEM; }
+  uint32_t *by_slot = calloc(buckets, sizeof *by_slot);
+  if (!by_subnet || !by_public || !by_mac || !by_slot) { free(peers); free(by_subnet); free(by_public); free(by_mac); free(by_slot); return -ENOMEM; }
+  for (uint32_t i = 0; i < n; i++) insert(by_slot, buckets, peers[i].slot, i);
   uint8_t seen[129] = {0};
   uint32_t nlens = 0, lens[129];
   for (uint32_t i = 0; i < n && family == 6; i++) {
@@ -142,7 +144,7 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
   for (uint32_t i = 1; i < nlens; i++)
     for (uint32_t j = i; j > 0 && lens[j] > lens[j - 1]; j--) { uint32_t t = lens[j]; lens[j] = lens[j - 1]; lens[j - 1] = t; }
   fl_peers_free(p);
-  p->peers = peers; p->count = n; p->by_subnet = by_subnet; p->by_public = by_public; p->by_mac = by_mac; p->buckets = buckets;
+  p->peers = peers; p->count = n; p->by_subnet = by_subnet; p->by_public = by_public; p->by_mac = by_mac; p->by_slot = by_slot; p->buckets = buckets;
   memcpy(p->prefix_lens, lens, sizeof(uint32_t) * nlens);
   p->n_prefix_lens = nlens;
   p->seq = seq;
@@ -183,9 +185,18 @@ const fl_peer *fl_peers_by_mac(const fl_peers *p, const uint8_t *mac) {
   }
 }
 
+const fl_peer *fl_peers_by_slot(const fl_peers *p, uint32_t slot) {
+  if (!p->count) return NULL;
+  for (uint32_t h = hash32(slot) & (p->buckets - 1);; h = (h + 1) & (p->buckets - 1)) {
+    uint32_t v = p->by_slot[h];
+    if (v == 0) return NULL;
+    if (p->peers[v - 1].slot == slot) return &p->peers[v - 1];
+  }
+}
+
 void fl_peers_free(fl_peers *p) {
-  free(p->peers); free(p->by_subnet); free(p->by_public); free(p->by_mac);
-  p->peers = NULL; p->by_subnet = NULL; p->by_public = NULL; p->by_mac = NULL; p->count = 0;
+  free(p->peers); free(p->by_subnet); free(p->by_public); free(p->by_mac); free(p->by_slot);
+  p->peers = NULL; p->by_subnet = NULL; p->by_public = NULL; p->by_mac = NULL; p->by_slot = NULL; p->count = 0;
 }
 
 const fl_peer *fl_peers_by_dst6(const fl_peers *p, const uint8_t *ip) {

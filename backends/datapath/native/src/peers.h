@@ -20,6 +20,7 @@ typedef struct {
   uint32_t *by_subnet;   /* open addressing: index+1, 0 = empty */
   uint32_t *by_public;
   uint32_t *by_mac;
+  uint32_t *by_slot;
   uint32_t buckets;      /* power of two */
   uint32_t prefix_lens[129];
   uint32_t n_prefix_lens;
@@ -32,6 +33,8 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared);
 const fl_peer *fl_peers_by_dst(const fl_peers *p, uint32_t ip);
 const fl_peer *fl_peers_by_public(const fl_peers *p, uint32_t ip);
 const fl_peer *fl_peers_by_mac(const fl_peers *p, const uint8_t *mac);
+/* The peer with counter slot `slot` (PE_SLOT / PE6_SLOT), either family. */
+const fl_peer *fl_peers_by_slot(const fl_peers *p, uint32_t slot);
 void fl_peers_free(fl_peers *p);
 /* IPv6 tables: the peer with the longest prefix holding `ip` (16 bytes, network order); by PublicIPv6. */
 const fl_peer *fl_peers_by_dst6(const fl_peers *p, const uint8_t *ip);

@@ -111,3 +111,13 @@ fail : {
   return -err;
 }
 }
+
+int fl_udp6_send(int fd, const void *buf, size_t len, const uint8_t ip[16], uint16_t port) {
+  struct sockaddr_in6 to;
+  memset(&to, 0, sizeof to);
+  to.sin6_family = AF_INET6;
+  to.sin6_port = htons(port);
+  memcpy(&to.sin6_addr, ip, 16);
+  ssize_t r = sendto(fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof to);
+  return r < 0 ? -errno : (int)r;
+}

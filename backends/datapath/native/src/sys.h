@@ -22,6 +22,8 @@ int fl_udp6_open(const uint8_t ip[16], uint16_t port, int reuse_port, int buf_by
 int fl_pipe_open(int fds[2]);
 /* One datagram out of a bound UDP socket to ip:port (host order), not waiting; returns bytes sent or -errno. */
 int fl_udp_send(int fd, const void *buf, size_t len, uint32_t ip, uint16_t port);
+/* sendto [ip]:port (16 bytes, network order) on an AF_INET6 socket, MSG_DONTWAIT; returns bytes sent or -errno. */
+int fl_udp6_send(int fd, const void *buf, size_t len, const uint8_t ip[16], uint16_t port);
 int fl_eventfd_open(void);
 int fl_eventfd_signal(int fd);
 int fl_close(int fd);

@@ -41,6 +41,11 @@ static void vxlan6_header(const fl_engine *e, uint8_t *h) {
 
 void fl_packet_too_big6(fl_engine *e, const uint8_t *frame, size_t len) {
   STAT(e, ST_DROP_OVERSIZE)++;
+  if (e->ops->l2 == 0) { /* a TUN (flannel-wg-v6): the bare IPv6 packet */
+    size_t n = fl_icmp6_packet_too_big(e->icmp, sizeof e->icmp, frame, len, e->dev_ip6, e->mtu);
+    if (n && fl_dev_write(e, NULL, e->icmp, n) == (ssize_t)n) STAT(e, ST_ICMP_UNREACHABLE_SENT)++;
+    return;
+  }
   uint8_t *eth = e->icmp;
   size_t n = fl_icmp6_packet_too_big(eth + ETH_HLEN, sizeof e->icmp - ETH_HLEN, frame + ETH_HLEN, len - ETH_HLEN, e->dev_ip6, e->mtu);
   if (!n) return;

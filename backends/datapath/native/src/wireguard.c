@@ -7,10 +7,17 @@
  *  RX: type 4 → keypair by receiver index → decrypt in place and authenticate → replay window →
  *      the inner source must be in the sender's allowed IPs → the IPv4 checks of every mode.
  *      Types 1-3 (handshake, cookie) go to the control plane through a pipe, whole, with the source.
+ * Family 6 (fl_mode_wireguard6, flannel's flannel-wg-v6 of `separate` mode): IPv6 inside, WireGuard over
+ * IPv6 sockets; the same sealing and opening. TX routes by the inner IPv6 destination (anything that is not
+ * IPv6 is dropped as malformed), sends to the peer's PublicIPv6 or where it last spoke from (WGP_EP6_*,
+ * under a seqlock). RX finds the peer by the keypair's peer slot (WGK_PEER_SUBNET holds a fold of its IPv6
+ * subnet as a check), checks the inner IPv6 source against the peer's subnet (allowed IPs) and the
+ * destination against ours, as vxlan6.c does. Its pipe records carry a 16-byte source address (CTRL_HEADER6).
  * Cryptography is OpenSSL's (Node's own libcrypto, through its headers): nothing here is a primitive. */
 #define _GNU_SOURCE
 #include "engine_internal.h"
 #include "ipv4.h"
+#include "ipv6.h"
 #include "layout.h"
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +39,9 @@
 #define REPLAY_BLOCKS 128
 #define REPLAY_WINDOW ((REPLAY_BLOCKS - 1) * 64)
 #define CTRL_HEADER 8 /* pipe record: u16 length, u16 source port, u32 source IPv4 (little-endian) */
+/* family 6 pipe record: u16 length, u16 source port (little-endian), the 16-byte source IPv6 address
+ * (network order), then the message (backends/wireguard/session/handshake-queue.ts) */
+#define CTRL_HEADER6 20
 
 static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; } /* little-endian host */
 static inline uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
@@ -102,12 +112,8 @@ static int keypair_live(const fl_engine *e, uint8_t *kp, uint64_t now) {
   return now >= created && now - created < e->wg_reject_us;
 }
 
-/* TX: the peer of the inner destination, and its current keypair for seal(). */
-static const fl_peer *wg_route(fl_engine *e, uint8_t *pkt, size_t *len, uint32_t *hash) {
-  const fl_peer *peer = fl_route_ipv4(e, pkt, *len);
-  if (!peer) return NULL;
-  *len = fl_rd16(pkt + 2);
-  *hash = fl_flow_hash(pkt, *len);
+/* TX: `peer`'s current keypair for seal() (in e->wg_tx_kp), or NULL (counted, a handshake requested). */
+static const fl_peer *wg_pick_keypair(fl_engine *e, const fl_peer *peer) {
   uint8_t *ps = peer_state(e, peer->slot);
   if (!ps) { STAT(e, ST_DROP_NO_SESSION)++; return NULL; } /* no counters yet: no session either */
   uint32_t cur = __atomic_load_n(w32(ps + WGP_CURRENT), __ATOMIC_ACQUIRE);
@@ -126,6 +132,31 @@ static const fl_peer *wg_route(fl_engine *e, uint8_t *pkt, size_t *len, uint32_t
     want_handshake(ps);
   e->wg_tx_kp = kp;
   return peer;
+}
+
+/* TX: the peer of the inner destination, and its current keypair for seal(). */
+static const fl_peer *wg_route(fl_engine *e, uint8_t *pkt, size_t *len, uint32_t *hash) {
+  const fl_peer *peer = fl_route_ipv4(e, pkt, *len);
+  if (!peer) return NULL;
+  *len = fl_rd16(pkt + 2);
+  *hash = fl_flow_hash(pkt, *len);
+  return wg_pick_keypair(e, peer);
+}
+
+/* family 6 TX: the peer whose IPv6 subnet holds the inner destination. Hop limits are left to the kernels
+ * (as vxlan6.c leaves them, and as kernel WireGuard does). */
+static const fl_peer *wg6_route(fl_engine *e, uint8_t *pkt, size_t *len, uint32_t *hash) {
+  size_t total = fl_ipv6_len(pkt, *len);
+  if (!total) { STAT(e, ST_DROP_TX_MALFORMED)++; return NULL; } /* not IPv6 (an IPv4 packet on flannel-wg-v6), or cut short */
+  if (!e->vnet && total > e->mtu) { fl_packet_too_big6(e, pkt, total); return NULL; } /* the device MTU raised by hand */
+  /* Multicast (the device's own MLD reports and router solicitations from its link-local address): no
+   * peer's, dropped as vxlan6.c drops multicast frames, so drop_no_route keeps meaning a missing peer. */
+  if (pkt[24] == 0xff) { STAT(e, ST_DROP_BROADCAST)++; return NULL; }
+  const fl_peer *peer = fl_peers_by_dst6(&e->peers, pkt + 24);
+  if (!peer) { STAT(e, ST_DROP_NO_ROUTE)++; return NULL; }
+  *len = total;
+  *hash = 0; /* one sending socket: a peer learns our endpoint from our packets' source */
+  return wg_pick_keypair(e, peer);
 }
 
 static size_t padded_len(const fl_engine *e, size_t n) {
@@ -174,23 +205,74 @@ static size_t wg_seal(fl_engine *e, const fl_peer *peer, uint8_t *d, size_t hl, 
 }
 
 /* Where the peer last sent an authenticated packet from, or its lease's endpoint. */
-static void wg_endpoint(fl_engine *e, const fl_peer *peer, struct sockaddr_in *to) {
+static void wg_endpoint(fl_engine *e, const fl_peer *peer, void *to_) {
+  struct sockaddr_in *to = &((fl_sockaddr *)to_)->v4;
   uint8_t *ps = peer_state(e, peer->slot);
   uint64_t ep = ps ? __atomic_load_n(w64(ps + WGP_ENDPOINT), __ATOMIC_RELAXED) : 0;
   to->sin_addr.s_addr = htonl(ep ? (uint32_t)(ep >> 16) : peer->public_ip);
   to->sin_port = htons(ep ? (uint16_t)ep : (uint16_t)peer->port);
 }
 
-/* Handshake and cookie messages: to the control plane, whole, with their source. */
-static void to_control_plane(fl_engine *e, const struct sockaddr_in *from, const uint8_t *msg, size_t len) {
+/* family 6: the roamed endpoint of peer state `ps` (the seqlock of layout.h): its port (0: none) and address.
+ * A writer holds the lock for a few stores; should one never finish, the lease's endpoint is used. */
+static uint32_t ep6_read(uint8_t *ps, uint8_t addr[16]) {
+  for (int tries = 0; tries < 100000; tries++) {
+    uint32_t s1 = __atomic_load_n(w32(ps + WGP_EP6_SEQ), __ATOMIC_ACQUIRE);
+    if (s1 & 1) { sched_yield(); continue; }
+    uint32_t port = __atomic_load_n(w32(ps + WGP_EP6_PORT), __ATOMIC_RELAXED), w[4];
+    for (int k = 0; k < 4; k++) w[k] = __atomic_load_n(w32(ps + WGP_EP6_ADDR + 4 * k), __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(w32(ps + WGP_EP6_SEQ), __ATOMIC_RELAXED) != s1) continue;
+    memcpy(addr, w, 16);
+    return port;
+  }
+  return 0;
+}
+
+/* Returns 0 (nothing written) if another writer never lets go of the lock. */
+static int ep6_write(uint8_t *ps, const uint8_t addr[16], uint32_t port) {
+  uint32_t *seq = w32(ps + WGP_EP6_SEQ), s = __atomic_load_n(seq, __ATOMIC_RELAXED);
+  for (int tries = 0;; tries++) {
+    if (tries == 100000) return 0;
+    if (s & 1) { sched_yield(); s = __atomic_load_n(seq, __ATOMIC_RELAXED); continue; }
+    if (__atomic_compare_exchange_n(seq, &s, s + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) break;
+  }
+  uint32_t w[4];
+  memcpy(w, addr, 16);
+  __atomic_store_n(w32(ps + WGP_EP6_PORT), port, __ATOMIC_RELAXED);
+  for (int k = 0; k < 4; k++) __atomic_store_n(w32(ps + WGP_EP6_ADDR + 4 * k), w[k], __ATOMIC_RELAXED);
+  __atomic_store_n(seq, s + 2, __ATOMIC_RELEASE);
+  return 1;
+}
+
+static void wg6_endpoint(fl_engine *e, const fl_peer *peer, void *to_) {
+  struct sockaddr_in6 *to = &((fl_sockaddr *)to_)->v6;
+  uint8_t *ps = peer_state(e, peer->slot), addr[16];
+  uint32_t port = ps ? ep6_read(ps, addr) : 0;
+  memcpy(&to->sin6_addr, port ? addr : peer->public6, 16);
+  to->sin6_port = htons((uint16_t)(port ? port : peer->port));
+}
+
+/* Handshake and cookie messages: to the control plane, whole, with their source (a struct sockaddr_in,
+ * or a struct sockaddr_in6 in family 6). */
+static void to_control_plane(fl_engine *e, const void *from, const uint8_t *msg, size_t len) {
   static const size_t sizes[4] = {[MSG_INITIATION] = 148, [MSG_RESPONSE] = 92, [MSG_COOKIE_REPLY] = 64};
   if (len != sizes[msg[0]]) { STAT(e, ST_DROP_BAD_WG_MESSAGE)++; return; }
-  uint8_t rec[CTRL_HEADER + 148];
-  uint16_t total = (uint16_t)(CTRL_HEADER + len), port = ntohs(from->sin_port);
+  uint8_t rec[CTRL_HEADER6 + 148];
+  size_t hdr = e->family == 6 ? CTRL_HEADER6 : CTRL_HEADER;
+  uint16_t total = (uint16_t)(hdr + len), port;
+  if (e->family == 6) {
+    const struct sockaddr_in6 *f6 = from;
+    port = ntohs(f6->sin6_port);
+    memcpy(rec + 4, f6->sin6_addr.s6_addr, 16);
+  } else {
+    const struct sockaddr_in *f4 = from;
+    port = ntohs(f4->sin_port);
+    st32(rec + 4, ntohl(f4->sin_addr.s_addr));
+  }
   memcpy(rec, &total, 2);
   memcpy(rec + 2, &port, 2);
-  st32(rec + 4, ntohl(from->sin_addr.s_addr));
-  memcpy(rec + CTRL_HEADER, msg, len);
+  memcpy(rec + hdr, msg, len);
   /* One write of < PIPE_BUF bytes: whole or not at all (EAGAIN when the control plane is behind). */
   if (write(e->ctrl_fd, rec, total) == (ssize_t)total) STAT(e, ST_WG_HANDSHAKES_QUEUED)++;
   else STAT(e, ST_DROP_HANDSHAKE_QUEUE_FULL)++;
@@ -219,11 +301,11 @@ static int replay_accept(uint8_t *kp, uint64_t ctr) {
   return ok;
 }
 
-/* After a packet authenticated on `kp` (slot `slot`) from `from`: confirm a responder's new keypair,
- * and follow the peer to a new source address (WireGuard's roaming). */
-static void authenticated(fl_engine *e, const fl_peer *peer, uint8_t *kp, uint32_t slot, const struct sockaddr_in *from) {
+/* After a packet authenticated on `kp` (slot `slot`): confirm a responder's new keypair. Returns the
+ * peer's state (NULL: none). */
+static uint8_t *confirm(fl_engine *e, const fl_peer *peer, uint8_t *kp, uint32_t slot) {
   uint8_t *ps = peer_state(e, peer->slot);
-  if (!ps) return;
+  if (!ps) return NULL;
   if (__atomic_load_n(w32(kp + WGK_FLAGS), __ATOMIC_RELAXED) & WGK_F_NEXT) {
     uint32_t was = __atomic_fetch_and(w32(kp + WGK_FLAGS), ~WGK_F_NEXT, __ATOMIC_ACQ_REL);
     if (was & WGK_F_NEXT) {
@@ -231,6 +313,13 @@ static void authenticated(fl_engine *e, const fl_peer *peer, uint8_t *kp, uint32
       STAT(e, ST_WG_KEYPAIRS_CONFIRMED)++;
     }
   }
+  return ps;
+}
+
+/* ... and follow the peer to a new source address (WireGuard's roaming). */
+static void authenticated(fl_engine *e, const fl_peer *peer, uint8_t *kp, uint32_t slot, const struct sockaddr_in *from) {
+  uint8_t *ps = confirm(e, peer, kp, slot);
+  if (!ps) return;
   uint64_t src = (uint64_t)ntohl(from->sin_addr.s_addr) << 16 | ntohs(from->sin_port);
   uint64_t ep = __atomic_load_n(w64(ps + WGP_ENDPOINT), __ATOMIC_RELAXED);
   uint64_t lease = (uint64_t)peer->public_ip << 16 | (uint16_t)peer->port;
@@ -240,17 +329,18 @@ static void authenticated(fl_engine *e, const fl_peer *peer, uint8_t *kp, uint32
   }
 }
 
-static size_t wg_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t len, const fl_peer **peerp, int *partial) {
-  const struct sockaddr_in *from = from_;
-  uint8_t *d = *pkt;
-  if (len < 4 || d[1] || d[2] || d[3] || d[0] < MSG_INITIATION || d[0] > MSG_TRANSPORT) { STAT(e, ST_DROP_BAD_WG_MESSAGE)++; return 0; }
-  if (d[0] != MSG_TRANSPORT) { to_control_plane(e, from, d, len); return 0; }
-  if (len < HDR + TAG) { STAT(e, ST_DROP_BAD_WG_MESSAGE)++; return 0; }
+/* RX of one datagram up to an authenticated, new transport message: handshake messages go to the
+ * control plane; a transport message is decrypted in place and replay-checked. Returns its keypair (with
+ * its slot and the plaintext length), or NULL (counted, or handed over). */
+static uint8_t *wg_open(fl_engine *e, const void *from, uint8_t *d, size_t len, uint32_t *slotp, size_t *clenp) {
+  if (len < 4 || d[1] || d[2] || d[3] || d[0] < MSG_INITIATION || d[0] > MSG_TRANSPORT) { STAT(e, ST_DROP_BAD_WG_MESSAGE)++; return NULL; }
+  if (d[0] != MSG_TRANSPORT) { to_control_plane(e, from, d, len); return NULL; }
+  if (len < HDR + TAG) { STAT(e, ST_DROP_BAD_WG_MESSAGE)++; return NULL; }
   uint32_t index = ld32(d + 4), slot = index & (e->wg_kp_capacity - 1);
   uint8_t *kp = keypair_at(e, slot);
-  if (__atomic_load_n(w32(kp + WGK_STATE), __ATOMIC_ACQUIRE) != 1 || ld32(kp + WGK_LOCAL_INDEX) != index) { STAT(e, ST_DROP_UNKNOWN_INDEX)++; return 0; }
+  if (__atomic_load_n(w32(kp + WGK_STATE), __ATOMIC_ACQUIRE) != 1 || ld32(kp + WGK_LOCAL_INDEX) != index) { STAT(e, ST_DROP_UNKNOWN_INDEX)++; return NULL; }
   uint64_t ctr = ld64(d + 8);
-  if (!keypair_live(e, kp, now_us()) || ctr >= REJECT_AFTER_MESSAGES) { STAT(e, ST_DROP_EXPIRED_KEYPAIR)++; return 0; }
+  if (!keypair_live(e, kp, now_us()) || ctr >= REJECT_AFTER_MESSAGES) { STAT(e, ST_DROP_EXPIRED_KEYPAIR)++; return NULL; }
   size_t clen = len - HDR - TAG;
   uint8_t nonce[12] = {0};
   st64(nonce + 4, ctr);
@@ -262,9 +352,21 @@ static size_t wg_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t le
       EVP_DecryptFinal_ex(c, d + HDR + out, &fin) != 1) {
     e->wg_rx_keyed = 0; /* start the next message from a fresh key */
     STAT(e, ST_DROP_BAD_DECRYPT)++;
-    return 0;
+    return NULL;
   }
-  if (!replay_accept(kp, ctr)) { STAT(e, ST_DROP_REPLAY)++; return 0; }
+  if (!replay_accept(kp, ctr)) { STAT(e, ST_DROP_REPLAY)++; return NULL; }
+  *slotp = slot;
+  *clenp = clen;
+  return kp;
+}
+
+static size_t wg_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t len, const fl_peer **peerp, int *partial) {
+  const struct sockaddr_in *from = from_;
+  uint8_t *d = *pkt;
+  uint32_t slot;
+  size_t clen;
+  uint8_t *kp = wg_open(e, from, d, len, &slot, &clen);
+  if (!kp) return 0;
   const fl_peer *peer = fl_peers_by_dst(&e->peers, ld32(kp + WGK_PEER_SUBNET));
   if (!peer || peer->slot != ld32(kp + WGK_PEER_SLOT)) { STAT(e, ST_DROP_UNKNOWN_INDEX)++; return 0; } /* its peer left */
   authenticated(e, peer, kp, slot, from);
@@ -282,8 +384,54 @@ static size_t wg_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t le
   return fl_accept_ipv4(e, peer, ip, clen, partial);
 }
 
+/* The fold of an IPv6 subnet that a family-6 keypair's WGK_PEER_SUBNET holds: the XOR of its four words (host order). */
+static uint32_t fold6(const uint8_t *a) {
+  return fl_rd32(a) ^ fl_rd32(a + 4) ^ fl_rd32(a + 8) ^ fl_rd32(a + 12);
+}
+
+static size_t wg6_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t len, const fl_peer **peerp, int *partial) {
+  const struct sockaddr_in6 *from = from_;
+  uint8_t *d = *pkt;
+  uint32_t slot;
+  size_t clen;
+  if (partial) *partial = 0;
+  if (from->sin6_family != AF_INET6) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; return 0; }
+  uint8_t *kp = wg_open(e, from, d, len, &slot, &clen);
+  if (!kp) return 0;
+  const fl_peer *peer = fl_peers_by_slot(&e->peers, ld32(kp + WGK_PEER_SLOT));
+  if (!peer || fold6(peer->subnet6) != ld32(kp + WGK_PEER_SUBNET)) { STAT(e, ST_DROP_UNKNOWN_INDEX)++; return 0; } /* its peer left */
+  uint8_t *ps = confirm(e, peer, kp, slot), cur[16];
+  if (ps) { /* roaming: the endpoint follows the last authenticated source */
+    uint32_t port = ep6_read(ps, cur), from_port = ntohs(from->sin6_port);
+    if (!port) { memcpy(cur, peer->public6, 16); port = peer->port; }
+    if ((port != from_port || memcmp(cur, from->sin6_addr.s6_addr, 16) != 0) && ep6_write(ps, from->sin6_addr.s6_addr, from_port))
+      STAT(e, ST_WG_ENDPOINT_UPDATES)++;
+  }
+  if (clen == 0) {
+    STAT(e, ST_WG_KEEPALIVES_RECEIVED)++;
+    PEER_STAT_ADD(e, peer, SP_RX_KEEPALIVES, 1);
+    return 0;
+  }
+  uint8_t *ip = d + HDR;
+  size_t total = fl_ipv6_len(ip, clen);
+  if (!total) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; } /* not IPv6 (an IPv4 packet sent to flannel-wg-v6), or cut short */
+  /* Cryptokey routing: the sender's allowed IPs are its lease's IPv6 subnet. */
+  if (!fl_in_subnet6(ip + 8, peer->subnet6, peer->prefix6)) { STAT(e, ST_DROP_ALLOWED_IPS)++; return 0; }
+  if (!fl_in_subnet6(ip + 24, e->own_subnet6, e->own_prefix6)) { STAT(e, ST_DROP_FOREIGN_DESTINATION)++; return 0; }
+  if (!fl_ipv6_transport_ok(ip)) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  *peerp = peer;
+  *pkt = ip;
+  return total; /* authenticated: the inner TCP/UDP checksum is not verified (mode.h, `authenticated`) */
+}
+
 const fl_mode fl_mode_wireguard = {
   .name = "wireguard", .init = wg_init, .free = wg_free, .l2 = 0, .prefix = HDR, .suffix = 15 + TAG,
   .peer_super_frames = 0, .gso_to_device = 0, .authenticated = 1,
   .route = wg_route, .seal = wg_seal, .wire_len = wg_wire_len, .endpoint = wg_endpoint, .decap = wg_decap,
+};
+
+const fl_mode fl_mode_wireguard6 = {
+  .name = "wireguard6", .init = wg_init, .free = wg_free, .l2 = 0, .prefix = HDR, .suffix = 15 + TAG,
+  .peer_super_frames = 0, .gso_to_device = 0, .authenticated = 1,
+  .route = wg6_route, .seal = wg_seal, .wire_len = wg_wire_len, .endpoint = wg6_endpoint, .decap = wg6_decap,
 };

@@ -10,7 +10,8 @@
  *   replay-seq                                     reads counters from stdin, seals and decaps each on one
  *                                                  keypair, prints ok / replay / expired (compared with the
  *                                                  TS ReplayWindow)
- *   replay | drops | handshake | tx | confirm | roaming | keepalive   the checks of one group
+ *   replay | drops | handshake | tx | confirm | roaming | keepalive | v6   the checks of one group
+ *   (v6: an engine of family 6, flannel-wg-v6; it also prints its handshake record as RECORD6 <hex>)
  * A failed check is printed to stderr and makes the exit status 1. A deviation already reported but not
  * fixed yet prints "KNOWN-FAILURE <id>: ..." on stdout without failing (the TS test marks it todo).
  * Build and run: test/unit/datapath-wireguard.test.ts. */
@@ -65,7 +66,7 @@ static const char *const STAT_NAMES[ST_GLOBAL_COUNT] = {
   [ST_DROP_NO_ROUTE] = "no_route", [ST_DROP_TTL] = "ttl", [ST_DROP_TX_MALFORMED] = "tx_malformed",
   [ST_DROP_SPOOFED_SOURCE] = "spoofed_source", [ST_DROP_RX_MALFORMED] = "rx_malformed", [ST_DROP_OVERSIZE] = "oversize",
   [ST_TX_SEND_ERRORS] = "tx_send_errors", [ST_DROP_BAD_CHECKSUM] = "bad_checksum",
-  [ST_DROP_FOREIGN_DESTINATION] = "foreign_destination", [ST_DROP_NO_SESSION] = "no_session",
+  [ST_DROP_FOREIGN_DESTINATION] = "foreign_destination", [ST_DROP_NO_SESSION] = "no_session", [ST_DROP_BROADCAST] = "broadcast",
   [ST_WG_HANDSHAKES_QUEUED] = "handshakes_queued", [ST_DROP_HANDSHAKE_QUEUE_FULL] = "handshake_queue_full",
   [ST_DROP_UNKNOWN_INDEX] = "unknown_index", [ST_DROP_BAD_DECRYPT] = "bad_decrypt", [ST_DROP_REPLAY] = "replay",
   [ST_DROP_EXPIRED_KEYPAIR] = "expired_keypair", [ST_DROP_BAD_WG_MESSAGE] = "bad_wg_message",
@@ -827,6 +828,191 @@ static void keepalive(void) {
   printf("keepalive: ST_WG_KEEPALIVES_RECEIVED 3, SP_RX_KEEPALIVES 3 on slot %u\n", PEER_SLOT);
 }
 
+/* ================= family 6: flannel-wg-v6 (fl_mode_wireguard6) ================= */
+
+static const uint8_t OWN6[16] = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0, 1};   /* fd00:10:244:1::/64: ours */
+static const uint8_t PEER6[16] = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0, 2};  /* fd00:10:244:2::/64: the peer's */
+static const uint8_t OTHER6[16] = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0, 3}; /* fd00:10:244:3::/64: the other peer's */
+static const uint8_t LEASE6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 2};   /* 2001:db8::2: the peer's PublicIPv6 */
+static const uint8_t OTHER_PUB6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 3};
+static const uint8_t ROAM6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 9, [15] = 0x42}; /* 2001:db8:0:9::42: where it roams to */
+#define LEASE_PORT6 51821u
+static uint32_t table6[PT_HEADER_WORDS + PEER_CAP * PE6_WORDS];
+
+static void words6(uint32_t *w, const uint8_t *a) { for (int k = 0; k < 4; k++) w[k] = rd32(a + 4 * k); }
+/* What the control plane puts in a family-6 keypair's WGK_PEER_SUBNET: the XOR of the subnet's four words. */
+static uint32_t fold6(const uint8_t *a) { return rd32(a) ^ rd32(a + 4) ^ rd32(a + 8) ^ rd32(a + 12); }
+/* addr with its last byte (an interface id) set */
+static const uint8_t *host6(const uint8_t *net, uint8_t h) { static uint8_t a[4][16]; static int i; uint8_t *r = a[i++ & 3]; memcpy(r, net, 16); r[15] = h; return r; }
+
+static void setup6(void) {
+  memset(table6, 0, sizeof table6);
+  memset(stats, 0, sizeof stats);
+  table6[PT_CAPACITY] = PEER_CAP;
+  table6[PT_COUNT] = PEER_CAP;
+  table6[PT_FAMILY] = 6;
+  uint32_t *p = table6 + PT_HEADER_WORDS;
+  words6(p + PE6_SUBNET, OTHER6); p[PE6_PREFIX] = 64; words6(p + PE6_PUBLIC_IP, OTHER_PUB6); p[PE6_PORT] = LEASE_PORT6; p[PE6_SLOT] = 0;
+  p += PE6_WORDS;
+  words6(p + PE6_SUBNET, PEER6); p[PE6_PREFIX] = 64; words6(p + PE6_PUBLIC_IP, LEASE6); p[PE6_PORT] = LEASE_PORT6; p[PE6_SLOT] = PEER_SLOT;
+  wg = calloc(1, WG_BYTES);
+  if (!wg) exit(2);
+  s32(wg + WG_HDR_KP_CAPACITY, KP_CAP);
+  s32(wg + WG_HDR_PEER_CAPACITY, PEER_CAP);
+  s64(wg + WG_HDR_REJECT_AFTER_US, REJECT_US);
+  s64(wg + WG_HDR_REKEY_AFTER_US, REKEY_US);
+  if (pipe2(ctrl, O_NONBLOCK)) { perror("pipe2"); exit(2); }
+  memset(e, 0, sizeof *e);
+  e->mode = FL_MODE_WIREGUARD;
+  e->family = 6;
+  e->dev_fd = e->udp_fd = e->stop_fd = -1;
+  e->peer_table = table6;
+  e->stats = stats;
+  e->stat_slots = PEER_CAP;
+  memcpy(e->dev_ip6, OWN6, 16);
+  memcpy(e->own_subnet6, OWN6, 16);
+  e->own_prefix6 = 64;
+  e->mtu = MTU;
+  e->wg = wg;
+  e->wg_len = WG_BYTES;
+  e->ctrl_fd = ctrl[1];
+  int r = fl_engine_init(e);
+  if (r) { fprintf(stderr, "fl_engine_init (family 6): %d\n", r); exit(2); }
+  CHECK(!strcmp(e->ops->name, "wireguard6"), "family 6 wireguard runs %s", e->ops->name);
+  fl_sync_peers(e);
+  CHECK(e->peers.count == PEER_CAP && e->peers.family == 6, "IPv6 peers loaded: %u", e->peers.count);
+}
+
+/* An IPv6 packet of n bytes (n ≥ 40): next header 59 (no next header), payload a pattern. */
+static void inner6(uint8_t *p, size_t n, const uint8_t *src, const uint8_t *dst, uint8_t seed) {
+  memset(p, 0, 40);
+  p[0] = 0x60; wr16(p + 4, (uint16_t)(n - 40)); p[6] = 59; p[7] = 64;
+  memcpy(p + 8, src, 16); memcpy(p + 24, dst, 16);
+  for (size_t i = 40; i < n; i++) p[i] = (uint8_t)(seed + i * 5);
+}
+
+/* A transport message to us carrying `pt` (n bytes, padded to 16 as a sender pads). */
+static size_t msg_raw(uint8_t *out, const uint8_t *key, uint32_t index, uint64_t ctr, const uint8_t *pt, size_t n) {
+  uint8_t padded[2048] = {0};
+  memcpy(padded, pt, n);
+  size_t p = (n + 15) & ~(size_t)15;
+  if (p > MTU) p = MTU;
+  return tseal(key, index, ctr, padded, p, out);
+}
+
+static size_t rx6_from(const uint8_t *m, size_t len, const uint8_t *ip, uint16_t port) {
+  uint8_t *b = malloc(len ? len : 1), *pkt = b;
+  memcpy(b, m, len);
+  struct sockaddr_in6 from = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+  memcpy(&from.sin6_addr, ip, 16);
+  rx_peer = NULL;
+  size_t out = e->ops->decap(e, &from, &pkt, len, &rx_peer, NULL);
+  if (out) {
+    CHECK(pkt >= b && pkt + out <= b + len, "decap6: inner packet outside the datagram");
+    memcpy(rx_inner, pkt, out);
+  }
+  free(b);
+  return out;
+}
+
+/* Opens a datagram the engine sealed and returns the plaintext length (0: it does not open). */
+static size_t open_into(const uint8_t *w, size_t len, const uint8_t *key, uint8_t *pt) {
+  if (len < 32 || w[0] != 4) return 0;
+  uint8_t nonce[12] = {0};
+  memcpy(nonce + 4, w + 8, 8);
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  int a = 0, b = 0, ok = c && EVP_DecryptInit_ex(c, EVP_chacha20_poly1305(), NULL, key, nonce) == 1 &&
+                        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, 16, (void *)(w + len - 16)) == 1 &&
+                        EVP_DecryptUpdate(c, pt, &a, w + 16, (int)(len - 32)) == 1 && EVP_DecryptFinal_ex(c, pt + a, &b) == 1;
+  EVP_CIPHER_CTX_free(c);
+  return ok ? (size_t)(a + b) : 0;
+}
+
+static void v6(void) {
+  setup6();
+  install(IDX, 0x77, KEY_A, KEY_B, WGK_F_INITIATOR, now_us(), PEER_SLOT, fold6(PEER6));
+  s32(ps(PEER_SLOT) + WGP_CURRENT, 3);
+  uint8_t pkt[2048], out[2048], m[2048], pt[2048];
+  size_t wire, len;
+  uint64_t ctr = 0;
+  /* TX: an IPv6 packet to the peer's subnet is sealed on its keypair, the plaintext exactly the packet padded. */
+  inner6(pkt, 100, host6(OWN6, 2), host6(PEER6, 9), 1);
+  snap(); wire = tx(pkt, 100, out); EXPECT_NONE("tx6");
+  CHECK(tx_peer && tx_peer->slot == PEER_SLOT, "tx6: routed to slot %u", tx_peer ? tx_peer->slot : 99);
+  CHECK(wire == 32 + 112 && g32(out + 4) == 0x77 && g64(out + 8) == 0, "tx6: a datagram of %zu bytes to receiver %x", wire, g32(out + 4));
+  CHECK(open_into(out, wire, KEY_A, pt) == 112 && memcmp(pt, pkt, 100) == 0 && pt[100] == 0 && pt[111] == 0, "tx6: the datagram opens to the packet, zero-padded");
+  /* ... sent to the lease's [PublicIPv6]:port */
+  fl_sockaddr to;
+  fl_peer_address(e, tx_peer, &to);
+  CHECK(to.v6.sin6_family == AF_INET6 && !memcmp(&to.v6.sin6_addr, LEASE6, 16) && ntohs(to.v6.sin6_port) == LEASE_PORT6 && fl_addr_len(e) == sizeof(struct sockaddr_in6),
+        "tx6: the lease's endpoint [2001:db8::2]:51821");
+  /* TX drops: an IPv4 packet on the IPv6 device, a destination of no peer, a larger packet than the MTU. */
+  inner(pkt, 60, OWN_NET | 2, PEER_NET | 9, 5);
+  snap(); CHECK(!tx(pkt, 60, out) && !tx_peer, "tx6: an IPv4 packet routed"); EXPECT("tx6: IPv4 inner", ST_DROP_TX_MALFORMED);
+  inner6(pkt, 100, host6(OWN6, 2), host6((const uint8_t[16]){0xfd, 0, 0, 0x10, 0x02, 0x44, 0, 0x99}, 1), 1);
+  snap(); CHECK(!tx(pkt, 100, out) && !tx_peer, "tx6: no peer's destination routed"); EXPECT("tx6: no route", ST_DROP_NO_ROUTE);
+  inner6(pkt, 100, (const uint8_t[16]){0xfe, 0x80, [15] = 1}, (const uint8_t[16]){0xff, 0x02, [15] = 0x16}, 1);
+  snap(); CHECK(!tx(pkt, 100, out) && !tx_peer, "tx6: an MLD report to ff02::16 routed"); EXPECT("tx6: multicast", ST_DROP_BROADCAST);
+  /* RX round trip: a packet the peer sealed comes out whole, its peer found by the keypair's slot. */
+  inner6(pkt, 200, host6(PEER6, 9), host6(OWN6, 2), 3);
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 200);
+  snap(); CHECK(rx6_from(m, len, LEASE6, LEASE_PORT6) == 200 && !memcmp(rx_inner, pkt, 200), "rx6: the packet, whole"); EXPECT_NONE("rx6");
+  CHECK(rx_peer && rx_peer->slot == PEER_SLOT, "rx6: its sender is the peer of slot %u", PEER_SLOT);
+  CHECK(g32(ps(PEER_SLOT) + WGP_EP6_PORT) == 0, "rx6 from the lease's address: no roamed endpoint");
+  /* Allowed IPs: an inner source in the other peer's subnet (spoofed), authenticated or not, is dropped. */
+  inner6(pkt, 200, host6(OTHER6, 9), host6(OWN6, 2), 3);
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 200);
+  snap(); CHECK(!rx6_from(m, len, LEASE6, LEASE_PORT6), "rx6: a spoofed inner source accepted"); EXPECT("rx6: spoofed inner source", ST_DROP_ALLOWED_IPS);
+  /* Not for us: a destination outside our subnet. */
+  inner6(pkt, 200, host6(PEER6, 9), host6(OTHER6, 2), 3);
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 200);
+  snap(); CHECK(!rx6_from(m, len, LEASE6, LEASE_PORT6), "rx6: a foreign destination accepted"); EXPECT("rx6: foreign destination", ST_DROP_FOREIGN_DESTINATION);
+  /* An IPv4 packet inside, authenticated: dropped on the IPv6 device. */
+  inner(pkt, 60, PEER_NET | 9, OWN_NET | 2, 4);
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 60);
+  snap(); CHECK(!rx6_from(m, len, LEASE6, LEASE_PORT6), "rx6: an IPv4 inner packet accepted"); EXPECT("rx6: IPv4 inner", ST_DROP_RX_MALFORMED);
+  /* Replays and forgeries. */
+  inner6(pkt, 200, host6(PEER6, 9), host6(OWN6, 2), 3);
+  len = msg_raw(m, KEY_B, IDX, 0, pkt, 200);
+  snap(); CHECK(!rx6_from(m, len, LEASE6, LEASE_PORT6), "rx6: a replay accepted"); EXPECT("rx6: replay", ST_DROP_REPLAY);
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 200);
+  m[40] ^= 1;
+  snap(); CHECK(!rx6_from(m, len, ROAM6, 7000), "rx6: a forgery accepted"); EXPECT("rx6: forged", ST_DROP_BAD_DECRYPT);
+  CHECK(g32(ps(PEER_SLOT) + WGP_EP6_PORT) == 0, "a forgery from elsewhere moved the endpoint");
+  /* Roaming: an authenticated packet from [2001:db8:0:9::42]:7000 moves the endpoint there, seqlock even. */
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 200);
+  snap(); CHECK(rx6_from(m, len, ROAM6, 7000) == 200, "rx6: from a new address refused"); EXPECT("rx6: roamed", ST_WG_ENDPOINT_UPDATES);
+  CHECK(g32(ps(PEER_SLOT) + WGP_EP6_PORT) == 7000 && !memcmp(ps(PEER_SLOT) + WGP_EP6_ADDR, ROAM6, 16) && (g32(ps(PEER_SLOT) + WGP_EP6_SEQ) & 1) == 0 && g32(ps(PEER_SLOT) + WGP_EP6_SEQ) > 0,
+        "WGP_EP6: port %u, seq %u", g32(ps(PEER_SLOT) + WGP_EP6_PORT), g32(ps(PEER_SLOT) + WGP_EP6_SEQ));
+  CHECK(g64(ps(PEER_SLOT) + WGP_ENDPOINT) == 0, "family 6 wrote the IPv4 WGP_ENDPOINT");
+  fl_peer_address(e, fl_peers_by_slot(&e->peers, PEER_SLOT), &to);
+  CHECK(!memcmp(&to.v6.sin6_addr, ROAM6, 16) && ntohs(to.v6.sin6_port) == 7000, "tx6 after roaming: to [2001:db8:0:9::42]:7000");
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 200);
+  snap(); CHECK(rx6_from(m, len, ROAM6, 7000) == 200, "refused"); EXPECT_NONE("rx6: the same address again");
+  /* A keepalive from the lease's address: back there (stored explicitly), counted on the peer. */
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 0);
+  snap(); CHECK(!rx6_from(m, len, LEASE6, LEASE_PORT6), "keepalive returned a packet");
+  EXPECT("rx6: keepalive back at the lease", ST_WG_ENDPOINT_UPDATES, ST_WG_KEEPALIVES_RECEIVED, PEER_STAT(SP_RX_KEEPALIVES));
+  fl_peer_address(e, fl_peers_by_slot(&e->peers, PEER_SLOT), &to);
+  CHECK(!memcmp(&to.v6.sin6_addr, LEASE6, 16) && ntohs(to.v6.sin6_port) == LEASE_PORT6, "tx6: back to the lease's endpoint");
+  /* A keypair whose peer left (its slot now another subnet's): nothing delivered. */
+  install(0x5a5a0004u, 0x78, KEY_A, KEY_B, 0, now_us(), PEER_SLOT, fold6(OTHER6));
+  len = msg_raw(m, KEY_B, 0x5a5a0004u, 0, pkt, 200);
+  snap(); CHECK(!rx6_from(m, len, LEASE6, LEASE_PORT6), "rx6: a keypair of another subnet delivered"); EXPECT("rx6: peer left", ST_DROP_UNKNOWN_INDEX);
+  /* Handshake messages: to the pipe with a 20-byte header, the source address in full. */
+  for (size_t i = 0; i < 148; i++) m[i] = (uint8_t)(i * 11);
+  m[0] = 1; m[1] = m[2] = m[3] = 0;
+  snap(); CHECK(!rx6_from(m, 148, ROAM6, 40001), "an initiation returned a packet"); EXPECT("rx6: initiation queued", ST_WG_HANDSHAKES_QUEUED);
+  uint8_t rec[512];
+  ssize_t r = read(ctrl[0], rec, sizeof rec);
+  CHECK(r == 20 + 148 && rec[0] == 168 && rec[1] == 0, "record6 of %zd bytes, length field %u", r, rec[0] | rec[1] << 8);
+  CHECK(rec[2] == (uint8_t)40001 && rec[3] == (uint8_t)(40001 >> 8), "record6 port LE");
+  CHECK(!memcmp(rec + 4, ROAM6, 16) && !memcmp(rec + 20, m, 148), "record6: the address in network order, then the message");
+  if (r > 0) { printf("RECORD6 "); hex(rec, (size_t)r); printf("\n"); }
+  teardown();
+  printf("v6: IPv6 sealed to [PublicIPv6]:port and opened, allowed IPs, foreign destination, IPv4 inner dropped both ways, roaming to an IPv6 source, 20-byte handshake records\n");
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   const char *m = argc > 1 ? argv[1] : "";
@@ -835,7 +1021,7 @@ int main(int argc, char **argv) {
   if (!strcmp(m, "replay-seq")) return mode_replay_seq();
   static const struct { const char *name; void (*fn)(void); } groups[] = {
     {"replay", replay}, {"drops", drops}, {"handshake", handshake}, {"tx", tx_checks},
-    {"confirm", confirm}, {"roaming", roaming}, {"keepalive", keepalive},
+    {"confirm", confirm}, {"roaming", roaming}, {"keepalive", keepalive}, {"v6", v6},
   };
   int ran = 0;
   for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
