@@ -121,3 +121,24 @@ for (const datapath of ['kernel', 'userspace'] as const) t.test(`IPv6-only vxlan
   await checkTraffic(t, nodes, cluster);
   await checkLeaseDeleted(t, cluster, nodes);
 });
+
+t.test('IPv6-only wireguard: flannel-wg-v6 alone, only WireGuard messages on the underlay', async (t) => {
+  const cluster = await LocalCluster.create({ tag: runTag('v6w'), nodes: 3, ipv6: true });
+  t.teardown(() => cluster.destroy());
+  await cluster.putConfig(v6Config({ Type: 'wireguard' }));
+  const nodes = await startIpv6Only(cluster, ['--ip-masq']);
+  await checkLeases(t, cluster, nodes, 1420, false);
+  const [a] = nodes as [V6Node, V6Node, V6Node];
+  for (const n of nodes) {
+    const attrs = JSON.parse((await cluster.etcd.get(keyOf(n.subnet6))) ?? '{}') as { BackendV6Data?: { PublicKey?: string; Port?: number } };
+    t.match(attrs.BackendV6Data, { PublicKey: /^[A-Za-z0-9+/]{43}=$/, Port: 51821 }, `${n.node.name}: BackendV6Data with its key and ListenPortV6`);
+  }
+  const link = JSON.parse(await ipIn(a.node.ns, ['-j', 'link', 'show', 'flannel-wg-v6']))[0];
+  t.equal(link.mtu, 1420, 'flannel-wg-v6: MTU 1500 - 80');
+  t.not((await execIn(a.node.ns, 'ip', ['link', 'show', 'flannel-wg'])).code, 0, 'no flannel-wg in an IPv6-only network');
+  t.match(await ipIn(a.node.ns, ['-6', 'route', 'show', NETWORK6]), 'dev flannel-wg-v6', 'the IPv6Network is routed into flannel-wg-v6');
+  t.match((await execIn(a.node.ns, 'ss', ['-u', '-l', '-n', '-6'])).stdout, `[${a.node.underlayIp6}]:51821`, 'the engine listens on eth0\'s IPv6 address, port 51821');
+  for (const n of nodes) await checkIptables(t, n.node);
+  await checkTraffic(t, nodes, cluster);
+  for (const n of [...nodes].reverse()) t.equal(await cluster.stopDaemon(n.node), 0, `${n.node.name}: clean stop`);
+});
