@@ -10,7 +10,9 @@ import { FlannelError, errorMessage, isAbortError } from '../lib/errors.js';
 import { createEtcdClient } from '../subnet/etcd/etcd-client.js';
 import { EtcdRegistry } from '../subnet/etcd/etcd-registry.js';
 import { EtcdSubnetManager } from '../subnet/etcd/etcd-subnet-manager.js';
-import type { SubnetManager } from '../subnet/subnet-manager.js';
+import { KubeClient, loadKubeClientConfig } from '../subnet/kube/kube-client.js';
+import { KubeSubnetManager } from '../subnet/kube/kube-subnet-manager.js';
+import type { SubnetEvent, SubnetManager } from '../subnet/subnet-manager.js';
 import { formatCidr4 } from '../lib/ip.js';
 import { formatCidr6, formatIp6 } from '../lib/ip6.js';
 import { type Lease, describeSubnets } from '../subnet/lease.js';
@@ -31,12 +33,8 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
   let network: Network | undefined;
   const metrics = createMetrics({ network: () => network });
   const { registry } = metrics;
-  // The etcd client first: bad TLS files are a usage error, reported before anything listens.
-  const manager: SubnetManager = new EtcdSubnetManager(new EtcdRegistry(createEtcdClient({
-    endpoints: flags['etcd-endpoints'].split(',').map((s) => s.trim()),
-    certFile: flags['etcd-certfile'], keyFile: flags['etcd-keyfile'], caFile: flags['etcd-cafile'],
-    username: flags['etcd-username'], password: flags['etcd-password'],
-  }), flags['etcd-prefix']), { log: log.child({ component: 'subnet/etcd' }), leaseTtlSec: flags['subnet-lease-ttl'], onEvent: (ev) => metrics.subnetEvent(ev) });
+  // The store's client first: bad TLS files or a bad kubeconfig are reported before anything listens.
+  const manager = createSubnetManager(flags, log, (ev) => metrics.subnetEvent(ev));
   const server = flags['healthz-port'] > 0
     ? new HealthServer({ ip: flags['healthz-ip'], port: flags['healthz-port'], metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }) }, () => health)
     : undefined;
@@ -45,7 +43,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
   let watchdog: Watchdog | undefined;
   const stopFaults = installFaultInjection(log, () => network);
   try {
-    health.reason = 'waiting for the network config in etcd';
+    health.reason = flags['kube-subnet-mgr'] ? `waiting for the network config in ${flags['net-config-path']}` : 'waiting for the network config in etcd';
     const config = withNodeOverrides(await manager.waitForNetworkConfig(signal, (err) => { health.reason = `network config: ${err.message}`; }), flags);
     await checkHostSysctls(log);
     const ext = await findExternalInterface({
@@ -84,6 +82,23 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     await manager.close();
     await server?.close();
   }
+}
+
+/** The subnet store the flags choose: the Kubernetes API with --kube-subnet-mgr (no etcd client is made), else etcd. */
+function createSubnetManager(flags: Flags, log: Logger, onEvent: (ev: SubnetEvent) => void): SubnetManager {
+  if (flags['kube-subnet-mgr']) {
+    const client = new KubeClient(loadKubeClientConfig({ apiUrl: flags['kube-api-url'], kubeconfigFile: flags['kubeconfig-file'] }));
+    log.info({ server: client.config.server, source: client.config.source }, 'Kubernetes subnet manager');
+    return new KubeSubnetManager(client, {
+      log: log.child({ component: 'subnet/kube' }), netConfPath: flags['net-config-path'], annotationPrefix: flags['kube-annotation-prefix'],
+      setNodeNetworkUnavailable: flags['set-node-network-unavailable'], onEvent,
+    });
+  }
+  return new EtcdSubnetManager(new EtcdRegistry(createEtcdClient({
+    endpoints: flags['etcd-endpoints'].split(',').map((s) => s.trim()),
+    certFile: flags['etcd-certfile'], keyFile: flags['etcd-keyfile'], caFile: flags['etcd-cafile'],
+    username: flags['etcd-username'], password: flags['etcd-password'],
+  }), flags['etcd-prefix']), { log: log.child({ component: 'subnet/etcd' }), leaseTtlSec: flags['subnet-lease-ttl'], onEvent });
 }
 
 /** flannel's masquerade and forward rules for each enabled family (ip6tables for the IPv6 network). */

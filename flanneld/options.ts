@@ -4,6 +4,7 @@
 import { FlannelError } from '../lib/errors.js';
 import { parseIp4 } from '../lib/ip.js';
 import { parseIp6 } from '../lib/ip6.js';
+import { annotationPrefix } from '../subnet/kube/annotations.js';
 
 type Kind = 'string' | 'list' | 'bool' | 'int';
 
@@ -23,6 +24,12 @@ const FLAGS = {
   'etcd-cafile': { kind: 'string', default: '', help: 'SSL Certificate Authority file used to secure etcd communication' },
   'etcd-username': { kind: 'string', default: '', help: 'username for BasicAuth to etcd' },
   'etcd-password': { kind: 'string', default: '', help: 'password for BasicAuth to etcd' },
+  'kube-subnet-mgr': { kind: 'bool', default: false, help: 'contact the Kubernetes API for subnet assignment instead of etcd' },
+  'kube-api-url': { kind: 'string', default: '', help: 'Kubernetes API server URL; with no --kubeconfig-file it is used bare (no credentials, no CA). Both empty: in-cluster config' },
+  'kubeconfig-file': { kind: 'string', default: '', help: 'kubeconfig file location; both it and --kube-api-url empty: in-cluster config' },
+  'kube-annotation-prefix': { kind: 'string', default: 'flannel.alpha.coreos.com', help: 'Kubernetes annotation prefix; can contain a single slash "example.com/flannel" and then annotations are "example.com/flannel-<name>"' },
+  'net-config-path': { kind: 'string', default: '/etc/kube-flannel/net-conf.json', help: 'path to the network configuration file (with --kube-subnet-mgr)' },
+  'set-node-network-unavailable': { kind: 'bool', default: true, help: 'set the node condition NetworkUnavailable to False (reason FlannelIsUp) once flannel runs (with --kube-subnet-mgr)' },
   iface: { kind: 'list', default: [], help: 'interface to use (IP or name) for inter-host communication; may be repeated, tried in order' },
   'iface-regex': { kind: 'list', default: [], help: 'regex matching the IP or name of the interface to use; may be repeated, tried after --iface' },
   'iface-can-reach': { kind: 'string', default: '', help: 'use the interface (and source address) that routes to this IP (IPv4, or IPv6 to choose the IPv6 address)' },
@@ -53,9 +60,8 @@ type ValueOf<K extends FlagName> = (typeof FLAGS)[K]['kind'] extends 'bool' ? bo
   : (typeof FLAGS)[K]['kind'] extends 'list' ? string[] : string;
 export type Flags = { -readonly [K in FlagName]: ValueOf<K> };
 
-const NOT_SUPPORTED: Record<string, string> = {
-  'kube-subnet-mgr': 'flannel-ts keeps leases in etcd only; drop --kube-subnet-mgr and pass --etcd-endpoints',
-};
+/** Flags of flannel's that flanneld refuses, with what to do instead. */
+const NOT_SUPPORTED: Record<string, string> = {};
 
 function usageError(message: string): FlannelError {
   return new FlannelError('FLN_ERR_USAGE', `${message} (see flanneld --help)`);
@@ -143,6 +149,10 @@ function validate(f: Flags): void {
   if (!/^(fatal|error|warn|info|debug|trace|silent)$/.test(f['log-level'])) {
     throw usageError(`invalid --log-level ${JSON.stringify(f['log-level'])}: expected fatal, error, warn, info, debug or trace`);
   }
+  annotationPrefix(f['kube-annotation-prefix']); // throws FLN_ERR_USAGE with flannel's prefix rules
+  if (f['kube-api-url'] !== '' && !/^https?:\/\/[^/\s]+\/?$/.test(f['kube-api-url'])) {
+    throw usageError(`invalid --kube-api-url ${JSON.stringify(f['kube-api-url'])}: expected https://host:port or http://host:port`);
+  }
   if (!f['etcd-certfile'] !== !f['etcd-keyfile']) throw usageError('--etcd-certfile and --etcd-keyfile must be given together');
 }
 
@@ -152,7 +162,7 @@ export function loggableFlags(f: Flags): Record<string, unknown> {
 }
 
 export function usage(): string {
-  const lines = ['Usage: flanneld [flags]', '', 'A flannel-compatible overlay network daemon (etcd subnet manager).', '', 'Flags:'];
+  const lines = ['Usage: flanneld [flags]', '', 'A flannel-compatible overlay network daemon (etcd or Kubernetes subnet manager).', '', 'Flags:'];
   for (const [name, spec] of Object.entries(FLAGS) as Array<[string, FlagSpec]>) {
     const dflt = Array.isArray(spec.default) ? '' : spec.default === '' || spec.kind === 'bool' && !spec.default ? '' : ` (default ${JSON.stringify(spec.default)})`;
     lines.push(`  --${name}${spec.kind === 'bool' ? '' : ' value'}`, `        ${spec.help}${dflt}`);

@@ -14,6 +14,14 @@ export const ERROR_CODES = {
   FLN_ERR_LEASE_REVOKED: "this node's lease was deleted or expired in etcd",
   FLN_ERR_KERNEL_OP: 'a route, link or firewall change failed',
   FLN_ERR_FILE_WRITE: 'a state file could not be written',
+  // The Kubernetes subnet manager (subnet/kube).
+  FLN_ERR_KUBE_CONFIG: 'the Kubernetes client config (kubeconfig, in-cluster files, --kube-api-url) is missing or unusable',
+  FLN_ERR_KUBE_UNAVAILABLE: 'the Kubernetes API server could not be reached or answered with a server error (retried)',
+  FLN_ERR_KUBE_FORBIDDEN: 'the Kubernetes API server refused our credentials (401) or a permission flannel needs (403)',
+  FLN_ERR_KUBE_NOT_FOUND: 'a Node or Pod named in the config does not exist in the Kubernetes API',
+  FLN_ERR_KUBE_API: 'the Kubernetes API server refused a request (another 4xx) or answered with something unreadable',
+  FLN_ERR_KUBE_WATCH_GONE: 'a Kubernetes watch resourceVersion is too old (410 Gone): list again',
+  FLN_ERR_KUBE_POD_CIDR: "this node's podCIDR is invalid or does not fit the network config",
   FLN_ERR_WG_KEY_FILE: 'the WireGuard key file cannot be read or written, or is damaged',
   // The WireGuard protocol core (backends/wireguard/protocol): every rejection it makes.
   FLN_ERR_WG_BAD_KEY: 'a key is not 32 bytes (or not valid base64 of 32 bytes)',

@@ -141,7 +141,7 @@ t.test('every flag in the manifests is one flanneld accepts (through parseFlags)
   const seedArgs = init('seed-net-conf').command.slice(2).filter((a: string) => !a.startsWith('--net-conf'));
   t.doesNotThrow(() => parseFlags([...seedArgs, ...envFlags(init('seed-net-conf').env).argv], {}));
   t.same(envFlags([{ name: 'FLANNELD_ETCD_ENDPOINT', value: 'x' }]).unknown, ['FLANNELD_ETCD_ENDPOINT'], 'a misspelt variable would be caught');
-  t.throws(() => parseFlags(['--kube-subnet-mgr'], {}), 'and so would a flag flanneld refuses');
+  t.throws(() => parseFlags(['--kube-subnet-manager'], {}), 'and so would a flag flanneld does not know');
 });
 
 t.test('Containerfile: slim Debian, iproute2, iptables, tini; everything the manifests run is in the image', async (t) => {
