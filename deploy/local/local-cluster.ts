@@ -1,19 +1,49 @@
 // A local flannel cluster: the namespace topology, a real etcd on the underlay switch, one real
 // flanneld (the compiled dist/flanneld/main.js) per node, and pods wired either by hand (addPod) or
 // through our CNI plugin (addCniPod). Used by the README's main job, the end-to-end tests and the benchmark.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { type FlannelNetwork, callPlugin, callPluginChecked, flannelNetConf, resultIp, resultIp6 } from '../cni/runtime.js';
 import { EtcdServer } from './etcd-server.js';
+import { type KubeApiserver, type KubeTokenUser, startKubeApiserver } from './kube-apiserver.js';
 import { realFlannelArgs } from './real-flannel.js';
 import { type SpawnedProcess, execIn, spawnIn, stopProcess } from './netns.js';
 import { type NodeHost, type PodHost, Topology, UNDERLAY_GATEWAY } from './topology.js';
 import { formatIp6, parseCidr6 } from '../../lib/ip6.js';
 
 export const DEFAULT_PREFIX = '/coreos.com/network';
+
+/** The user flannel's DaemonSet runs as (ServiceAccount flannel in namespace kube-flannel), as a token user: RBAC
+ * matches a ServiceAccount subject on this name, so the binding below applies to it exactly. */
+export const FLANNEL_KUBE_USER = 'system:serviceaccount:kube-flannel:flannel';
+export const FLANNEL_KUBE_GROUPS = ['system:serviceaccounts', 'system:serviceaccounts:kube-flannel'] as const;
+/** flannel's ClusterRole, from kube-flannel.yml. */
+export const FLANNEL_CLUSTER_ROLE = {
+  apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: { name: 'flannel' },
+  rules: [
+    { apiGroups: [''], resources: ['pods'], verbs: ['get'] },
+    { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: [''], resources: ['nodes/status'], verbs: ['patch'] },
+  ],
+} as const;
+/** Its binding to ServiceAccount kube-flannel/flannel, from kube-flannel.yml. */
+export const FLANNEL_CLUSTER_ROLE_BINDING = {
+  apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: 'flannel' },
+  roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'flannel' },
+  subjects: [{ kind: 'ServiceAccount', name: 'flannel', namespace: 'kube-flannel' }],
+} as const;
+/** Where the apiserver serves in the underlay namespace (beside etcd, on the switch's address). */
+export const KUBE_APISERVER_PORT = 6443;
+
+/** The answer to a request made with LocalCluster.kubeRequest. */
+export interface KubeAnswer {
+  readonly status: number;
+  readonly text: string;
+  readonly json: any;
+}
 
 /** The compiled daemon, found from this file both under tsx (deploy/local) and compiled (dist/deploy/local). */
 export function daemonPath(): string {
@@ -46,15 +76,24 @@ export class LocalCluster {
   private readonly cniAttachments: Array<{ node: NodeHost; containerId: string; ns: string }> = [];
   readonly stateDir = mkdtempSync(join(tmpdir(), 'flannel-ts-cluster-'));
 
+  /** The real kube-apiserver of a Kubernetes-mode cluster (create({ kube: true }) or startKubeApiserver()). */
+  kube: KubeApiserver | undefined;
+  /** In Kubernetes mode, the net-conf.json every node's flanneld reads (set by putConfig). */
+  private netConf: string | undefined;
+
   private constructor(readonly topo: Topology, readonly etcd: EtcdServer, readonly prefix: string) {}
 
-  /** Builds the hosts and starts etcd on the switch (192.0.2.254, and 127.0.0.1 inside its namespace). */
-  static async create(o: { tag: string; nodes: number; prefix?: string; ipv6?: boolean }): Promise<LocalCluster> {
+  /**
+   * Builds the hosts and starts etcd on the switch (192.0.2.254, and 127.0.0.1 inside its namespace). With `kube`,
+   * also a real kube-apiserver beside it (see startKubeApiserver): the daemons then run with --kube-subnet-mgr.
+   */
+  static async create(o: { tag: string; nodes: number; prefix?: string; ipv6?: boolean; kube?: boolean | { users?: readonly KubeTokenUser[]; bin?: string } }): Promise<LocalCluster> {
     const topo = await Topology.create(o.tag, o.nodes, { ipv6: o.ipv6 ?? false });
     const etcd = new EtcdServer({ ns: topo.underlayNs, listenIps: [UNDERLAY_GATEWAY, '127.0.0.1'] });
     const cluster = new LocalCluster(topo, etcd, o.prefix ?? DEFAULT_PREFIX);
     try {
       await etcd.start();
+      if (o.kube) await cluster.startKubeApiserver(typeof o.kube === 'object' ? o.kube : {});
     } catch (err) {
       await cluster.destroy();
       throw err;
@@ -65,8 +104,112 @@ export class LocalCluster {
   get nodes(): NodeHost[] { return this.topo.nodes; }
   get etcdEndpoint(): string { return `http://${UNDERLAY_GATEWAY}:${this.etcd.clientPort}`; }
 
+  /** The network config: in etcd, or in Kubernetes mode the net-conf.json file of every node (written as each daemon starts). */
   async putConfig(config: unknown): Promise<void> {
-    await this.etcd.put(`${this.prefix}/config`, typeof config === 'string' ? config : JSON.stringify(config));
+    const text = typeof config === 'string' ? config : JSON.stringify(config);
+    if (this.kube) {
+      this.netConf = text;
+      for (const node of this.nodes) if (existsSync(join(this.stateDir, node.name))) this.writeNetConf(node);
+      return;
+    }
+    await this.etcd.put(`${this.prefix}/config`, text);
+  }
+
+  /**
+   * Kubernetes mode: a real kube-apiserver in the underlay namespace on https://192.0.2.254:6443 against the
+   * cluster's etcd, flannel's ClusterRole bound to flannel's service-account user (FLANNEL_KUBE_USER, whose token
+   * every node's kubeconfig holds), and a Node object per node with its podCIDR (registerNode). `users` adds more
+   * token users (e.g. one with fewer permissions).
+   */
+  async startKubeApiserver(o: { users?: readonly KubeTokenUser[]; bin?: string } = {}): Promise<KubeApiserver> {
+    if (this.kube) return this.kube;
+    this.kube = await startKubeApiserver({
+      etcdServers: ['http://127.0.0.1:2379'], ns: this.topo.underlayNs, address: UNDERLAY_GATEWAY, port: KUBE_APISERVER_PORT,
+      users: [{ user: FLANNEL_KUBE_USER, groups: [...FLANNEL_KUBE_GROUPS] }, ...(o.users ?? [])], ...(o.bin ? { bin: o.bin } : {}),
+    });
+    await this.kubeChecked('POST', '/apis/rbac.authorization.k8s.io/v1/clusterroles', FLANNEL_CLUSTER_ROLE);
+    await this.kubeChecked('POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', FLANNEL_CLUSTER_ROLE_BINDING);
+    // The RBAC authorizer reads roles through an informer: wait until the binding is in effect.
+    await this.waitForKubePermission(FLANNEL_KUBE_USER, '/api/v1/nodes');
+    for (const node of this.nodes) await this.registerNode(node);
+    return this.kube;
+  }
+
+  private requireKube(): KubeApiserver {
+    if (!this.kube) throw new Error('this cluster runs no kube-apiserver: create it with { kube: true }');
+    return this.kube;
+  }
+
+  /** One API request from the underlay namespace (curl), with the admin's token unless `user` (a token user) is given. */
+  async kubeRequest(method: string, path: string, body?: unknown, o: { user?: string; contentType?: string } = {}): Promise<KubeAnswer> {
+    const api = this.requireKube();
+    const token = o.user ? api.tokens[o.user] : api.adminToken;
+    if (!token) throw new Error(`no token for user ${o.user}`);
+    const args = ['-sS', '--max-time', '15', '--cacert', api.caFile, '-H', `Authorization: Bearer ${token}`, '-H', 'Accept: application/json',
+      '-X', method, '-w', '\n%{http_code}'];
+    if (body !== undefined) args.push('-H', `Content-Type: ${o.contentType ?? 'application/json'}`, '--data-binary', '@-');
+    const r = await execIn(this.topo.underlayNs, 'curl', [...args, `${api.url}${path}`], body === undefined ? undefined : JSON.stringify(body));
+    if (r.code !== 0) throw new Error(`curl ${method} ${path}: ${r.stderr.trim()}`);
+    const nl = r.stdout.lastIndexOf('\n');
+    const text = r.stdout.slice(0, nl);
+    let json: unknown;
+    try { json = JSON.parse(text); } catch { json = undefined; }
+    return { status: Number(r.stdout.slice(nl + 1)), text, json };
+  }
+
+  /** kubeRequest that throws unless the answer is 2xx. */
+  async kubeChecked(method: string, path: string, body?: unknown, o: { user?: string; contentType?: string } = {}): Promise<any> {
+    const r = await this.kubeRequest(method, path, body, o);
+    if (r.status < 200 || r.status > 299) throw new Error(`${method} ${path}: ${r.status} ${r.text.slice(0, 300)}`);
+    return r.json;
+  }
+
+  /** Waits until `user` may GET `path` (RBAC changes take effect a moment later). */
+  async waitForKubePermission(user: string, path: string, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.kubeRequest('GET', path, undefined, { user });
+      if (r.status === 200) return;
+      if (Date.now() > deadline) throw new Error(`${user} still may not GET ${path}: ${r.status} ${r.text.slice(0, 200)}`);
+      await sleep(100);
+    }
+  }
+
+  /** The podCIDRs a node is registered with: 10.244.<i>.0/24, and fd00:10:244:<i>::/64 on a dual-stack cluster. */
+  podCidrsOf(node: NodeHost): string[] {
+    return [`10.244.${node.index}.0/24`, ...(this.topo.ipv6 ? [`fd00:10:244:${node.index.toString(16)}::/64`] : [])];
+  }
+
+  /** Creates the Node object of `node` (named after it) with its podCIDR(s), as kube-controller-manager would assign them. */
+  async registerNode(node: NodeHost): Promise<void> {
+    const podCIDRs = this.podCidrsOf(node);
+    await this.kubeChecked('POST', '/api/v1/nodes', {
+      apiVersion: 'v1', kind: 'Node', metadata: { name: node.name, labels: { 'kubernetes.io/hostname': node.name } },
+      spec: { podCIDR: podCIDRs[0], podCIDRs },
+    });
+  }
+
+  /** Kubernetes mode: a new node host and its Node object (start its daemon with startDaemon). */
+  async addKubeNode(): Promise<NodeHost> {
+    this.requireKube();
+    const node = await this.topo.addNode();
+    await this.registerNode(node);
+    return node;
+  }
+
+  /** A node's kubeconfig for `user` (flannel's service-account user unless given), in the node's state directory. */
+  kubeconfigOf(node: NodeHost, user: string = FLANNEL_KUBE_USER): string {
+    const dir = join(this.stateDir, node.name);
+    mkdirSync(dir, { recursive: true });
+    return this.requireKube().writeKubeconfig(user, join(dir, `kubeconfig-${user.replace(/[^A-Za-z0-9._-]/g, '-')}`));
+  }
+
+  netConfOf(node: NodeHost): string { return join(this.stateDir, node.name, 'net-conf.json'); }
+
+  private writeNetConf(node: NodeHost): void {
+    if (this.netConf === undefined) return;
+    mkdirSync(join(this.stateDir, node.name), { recursive: true });
+    writeFileSync(this.netConfOf(node), this.netConf);
   }
 
   subnetFileOf(node: NodeHost): string { return join(this.stateDir, node.name, 'subnet.env'); }
@@ -75,11 +218,18 @@ export class LocalCluster {
   wgKeyFileOf(node: NodeHost): string { return join(this.stateDir, node.name, 'wgkey'); }
 
   /** Starts flanneld in a node's namespace. Extra flags are appended (they may override defaults). */
+  /** In Kubernetes mode the daemon runs with --kube-subnet-mgr, the node's kubeconfig (flannel's RBAC) and net-conf.json, and NODE_NAME. */
   startDaemon(node: NodeHost, extraArgs: readonly string[] = [], env: NodeJS.ProcessEnv = {}): DaemonHandle {
     const subnetFile = this.subnetFileOf(node);
-    const args = [daemonPath(), `--etcd-endpoints=${this.etcdEndpoint}`, `--etcd-prefix=${this.prefix}`,
-      `--subnet-file=${subnetFile}`, '--iface=eth0', ...extraArgs];
-    const handle: DaemonHandle = { node, kind: 'flannel-ts', proc: spawnIn(node.ns, process.execPath, args, { WIREGUARD_KEY_FILE: this.wgKeyFileOf(node), ...env }), subnetFile };
+    let store = [`--etcd-endpoints=${this.etcdEndpoint}`, `--etcd-prefix=${this.prefix}`];
+    let storeEnv: NodeJS.ProcessEnv = {};
+    if (this.kube) {
+      this.writeNetConf(node);
+      store = ['--kube-subnet-mgr', `--kubeconfig-file=${this.kubeconfigOf(node)}`, `--net-config-path=${this.netConfOf(node)}`];
+      storeEnv = { NODE_NAME: node.name };
+    }
+    const args = [daemonPath(), ...store, `--subnet-file=${subnetFile}`, '--iface=eth0', ...extraArgs];
+    const handle: DaemonHandle = { node, kind: 'flannel-ts', proc: spawnIn(node.ns, process.execPath, args, { WIREGUARD_KEY_FILE: this.wgKeyFileOf(node), ...storeEnv, ...env }), subnetFile };
     this.daemons.set(node.name, handle);
     return handle;
   }
@@ -165,6 +315,7 @@ export class LocalCluster {
   async destroy(): Promise<void> {
     await this.deleteCniPods();
     for (const d of this.daemons.values()) await stopProcess(d.proc, 'SIGTERM', 3000).catch(() => null);
+    await this.kube?.stop().catch(() => {});
     await this.etcd.destroy().catch(() => {});
     await this.topo.destroy();
     rmSync(this.stateDir, { recursive: true, force: true });

@@ -1,0 +1,139 @@
+// flanneld with --kube-subnet-mgr against a REAL kube-apiserver (built from k8s.io/kubernetes, running in the
+// underlay namespace on the cluster's real etcd), 3 namespace nodes, host-gw and vxlan (userspace): each node's
+// subnet is its Node's podCIDR, all pairs of pods ping, every Node carries exactly flannel's annotations and the
+// NetworkUnavailable=False/FlannelIsUp condition, a deleted Node's routes go away on the others, a Node added later
+// is routed. The daemons run with exactly flannel's RBAC (kube-flannel.yml's ClusterRole); a token without
+// `nodes/status patch` fails with a message naming it. Skips in one line where the apiserver cannot be built.
+import t from 'tap';
+import { kubeApiserverOrSkip } from '../../deploy/local/kube-apiserver.js';
+import { FLANNEL_KUBE_USER, LocalCluster } from '../../deploy/local/local-cluster.js';
+import { ipIn, runTag } from '../../deploy/local/netns.js';
+import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
+import { until } from '../helpers/wait.js';
+
+const ANN = 'flannel.alpha.coreos.com/';
+const NO_PATCH_USER = 'flannel-no-status-patch';
+
+let skipReason = '';
+const bin = await kubeApiserverOrSkip((line) => { skipReason = line; });
+if (!bin) t.plan(0, skipReason);
+
+const flannelAnnotations = (node: any): Record<string, string> =>
+  Object.fromEntries(Object.entries(node.metadata.annotations ?? {}).filter(([k]) => k.startsWith(ANN)).map(([k, v]) => [k.slice(ANN.length), v as string]));
+
+async function allPairs(cluster: LocalCluster, pods: readonly PodHost[], timeoutMs = 30_000): Promise<boolean[][]> {
+  let last: boolean[][] = [];
+  await until('all-pairs connectivity', async () => {
+    last = await cluster.pingMatrix(pods);
+    return last.flat().every(Boolean);
+  }, timeoutMs).catch(() => undefined);
+  return last;
+}
+
+for (const backend of bin ? ['host-gw', 'vxlan'] as const : []) {
+  t.test(`3 nodes in kube mode, ${backend}`, async (t) => {
+    const cluster = await LocalCluster.create({ tag: runTag(backend === 'vxlan' ? 'kv' : 'kh'), nodes: 3, kube: { bin, users: [{ user: NO_PATCH_USER }] } });
+    t.teardown(() => cluster.destroy());
+    t.comment(`kube-apiserver ready at ${cluster.kube?.url} in ${cluster.kube?.startupMs} ms`);
+    await cluster.putConfig({ Network: '10.244.0.0/16', Backend: { Type: backend } });
+    for (const node of cluster.nodes) cluster.startDaemon(node);
+    const pods: PodHost[] = [];
+    for (const node of cluster.nodes) {
+      const subnet = await cluster.waitForSubnet(node, 60_000);
+      t.equal(subnet, `10.244.${node.index}.1/24`, `${node.name}: subnet.env FLANNEL_SUBNET is its Node's podCIDR`);
+      pods.push(await cluster.addPod(node, subnet));
+    }
+
+    await t.test('all pairs of pods ping each other', async (t) => {
+      const m = await allPairs(cluster, pods);
+      t.ok(m.flat().every(Boolean), JSON.stringify(m));
+    });
+
+    await t.test('every Node has exactly flannel\'s annotations and the NetworkUnavailable=False condition', async (t) => {
+      const macs = new Set<string>();
+      for (const node of cluster.nodes) {
+        const obj = await cluster.kubeChecked('GET', `/api/v1/nodes/${node.name}`);
+        const ann = flannelAnnotations(obj);
+        t.same(Object.keys(ann).sort(), ['backend-data', 'backend-type', 'kube-subnet-manager', 'public-ip'], `${node.name}: the annotation names`);
+        t.equal(ann['kube-subnet-manager'], 'true');
+        t.equal(ann['backend-type'], backend);
+        t.equal(ann['public-ip'], node.underlayIp);
+        if (backend === 'host-gw') {
+          t.equal(ann['backend-data'], 'null', 'host-gw has no backend data (flannel writes null)');
+        } else {
+          const data = JSON.parse(ann['backend-data'] ?? '{}');
+          t.equal(data.VNI, 1, 'VNI 1');
+          t.match(data.VtepMAC, /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, `VtepMAC ${data.VtepMAC}`);
+          macs.add(data.VtepMAC);
+        }
+        const cond = (obj.status?.conditions ?? []).find((c: any) => c.type === 'NetworkUnavailable');
+        t.match(cond, { status: 'False', reason: 'FlannelIsUp', message: 'Flannel is running on this node' }, `${node.name}: condition`);
+        t.ok(cond?.lastTransitionTime && cond?.lastHeartbeatTime, 'with both timestamps');
+      }
+      if (backend === 'vxlan') t.equal(macs.size, 3, 'one VtepMAC per node');
+    });
+
+    await t.test('a restarted daemon keeps its subnet and VtepMAC and patches nothing', async (t) => {
+      const node = cluster.nodes[1] as NodeHost;
+      const before = flannelAnnotations(await cluster.kubeChecked('GET', `/api/v1/nodes/${node.name}`));
+      await cluster.stopDaemon(node);
+      const d = cluster.startDaemon(node);
+      await until('the restarted daemon to run', async () => d.proc.output().includes('"running"'), 30_000);
+      t.notMatch(d.proc.output(), /annotated our Node/, 'no annotation differed: no patch');
+      t.same(flannelAnnotations(await cluster.kubeChecked('GET', `/api/v1/nodes/${node.name}`)), before, 'annotations unchanged (VtepMAC stable)');
+      const m = await allPairs(cluster, pods);
+      t.ok(m.flat().every(Boolean), `connectivity after the restart: ${JSON.stringify(m)}`);
+    });
+
+    await t.test('deleting a Node from the API removes its routes on the others', async (t) => {
+      const gone = cluster.nodes[2] as NodeHost;
+      const cidr = `10.244.${gone.index}.0/24`;
+      for (const n of cluster.nodes.slice(0, 2)) {
+        t.match(await ipIn(n.ns, ['route', 'show', cidr]), new RegExp(`^${cidr.replace(/\./g, '\\.')}`), `${n.name} routes ${cidr} before`);
+      }
+      await cluster.kubeChecked('DELETE', `/api/v1/nodes/${gone.name}`);
+      for (const n of cluster.nodes.slice(0, 2)) {
+        const routes = await until(`${n.name} to drop ${cidr}`, async () => {
+          const r = await ipIn(n.ns, ['route', 'show', cidr]);
+          return r.trim() === '' ? 'gone' : false;
+        }, 20_000).catch(() => 'still there');
+        t.equal(routes, 'gone', `${n.name}: no route to ${cidr} any more`);
+      }
+      t.notOk(await cluster.pingMatrix([pods[0] as PodHost, pods[2] as PodHost]).then((m) => m[0]?.[1]), 'node3\'s pod is unreachable from node1\'s');
+      await cluster.stopDaemon(gone);
+    });
+
+    await t.test('a node added later (Node object + daemon) is routed', async (t) => {
+      const node = await cluster.addKubeNode();
+      cluster.startDaemon(node);
+      const subnet = await cluster.waitForSubnet(node, 60_000);
+      t.equal(subnet, `10.244.${node.index}.1/24`, `${node.name}: its podCIDR`);
+      const pod = await cluster.addPod(node, subnet);
+      const m = await allPairs(cluster, [pods[0] as PodHost, pods[1] as PodHost, pod]);
+      t.ok(m.flat().every(Boolean), `node1, node2 and ${node.name} pods: ${JSON.stringify(m)}`);
+    });
+
+    if (backend !== 'host-gw') return;
+    await t.test('a token without `nodes/status patch` fails with a message naming it', async (t) => {
+      await cluster.kubeChecked('POST', '/apis/rbac.authorization.k8s.io/v1/clusterroles', {
+        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: { name: NO_PATCH_USER },
+        rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['get'] }, { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] }],
+      });
+      await cluster.kubeChecked('POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
+        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: NO_PATCH_USER },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: NO_PATCH_USER },
+        subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: NO_PATCH_USER }],
+      });
+      await cluster.waitForKubePermission(NO_PATCH_USER, '/api/v1/nodes');
+      const node = await cluster.addKubeNode();
+      const d = cluster.startDaemon(node, [`--kubeconfig-file=${cluster.kubeconfigOf(node, NO_PATCH_USER)}`]);
+      const code = await Promise.race([d.proc.exited, new Promise<string>((r) => setTimeout(() => r('still running'), 60_000))]);
+      t.equal(code, 1, 'the daemon exits with a failure');
+      const out = d.proc.output();
+      t.match(out, /FLN_ERR_KUBE_FORBIDDEN/, 'code FLN_ERR_KUBE_FORBIDDEN');
+      t.match(out, /missing permission \\"nodes\/status patch\\"/, 'the message names the missing permission');
+      t.match(out, /grant flannel's ClusterRole/, 'and says what to do');
+      t.notOk(cluster.kube?.tokens[FLANNEL_KUBE_USER] === cluster.kube?.tokens[NO_PATCH_USER], 'a different token than flannel\'s');
+    });
+  });
+}
