@@ -4,10 +4,11 @@
 // NetworkUnavailable=False/FlannelIsUp condition, a deleted Node's routes go away on the others, a Node added later
 // is routed. The daemons run with exactly flannel's RBAC (kube-flannel.yml's ClusterRole); a token without
 // `nodes/status patch` fails with a message naming it. Skips in one line where the apiserver cannot be built.
+import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { kubeApiserverOrSkip } from '../../deploy/local/kube-apiserver.js';
-import { FLANNEL_KUBE_USER, LocalCluster } from '../../deploy/local/local-cluster.js';
-import { ipIn, runTag } from '../../deploy/local/netns.js';
+import { FLANNEL_KUBE_USER, KUBE_APISERVER_PORT, LocalCluster } from '../../deploy/local/local-cluster.js';
+import { execCheckedIn, execIn, ipIn, runTag } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
 import { until } from '../helpers/wait.js';
 
@@ -111,6 +112,46 @@ for (const backend of bin ? ['host-gw', 'vxlan'] as const : []) {
       const pod = await cluster.addPod(node, subnet);
       const m = await allPairs(cluster, [pods[0] as PodHost, pods[1] as PodHost, pod]);
       t.ok(m.flat().every(Boolean), `node1, node2 and ${node.name} pods: ${JSON.stringify(m)}`);
+    });
+
+    await t.test('the API server unreachable mid-run: peers stay routed, and the daemons catch up by themselves', async (t) => {
+      const [n1, n2] = cluster.nodes as [NodeHost, NodeHost];
+      const later = cluster.nodes[3] as NodeHost;
+      const cidr = `10.244.${later.index}.0/24`;
+      // Both directions of the API server's port on the switch: requests in, and the watch events out.
+      const rules = [['INPUT', '-i', 'br0', '-p', 'tcp', '--dport', String(KUBE_APISERVER_PORT), '-j', 'REJECT', '--reject-with', 'tcp-reset'],
+        ['OUTPUT', '-o', 'br0', '-p', 'tcp', '--sport', String(KUBE_APISERVER_PORT), '-j', 'DROP']];
+      const underlay = cluster.topo.underlayNs;
+      for (const n of [n1, n2]) {
+        const earlier = (cluster.daemons.get(n.name)?.proc.output() ?? '').split('\n').filter((l) => /Node watch/.test(l));
+        if (earlier.length > 0) t.comment(`${n.name} before the outage: ${earlier.map((l) => l.slice(0, 300)).join(' | ')}`);
+      }
+      const seen = new Map([n1, n2].map((n) => [n.name, cluster.daemons.get(n.name)?.proc.output().length ?? 0]));
+      for (const rule of rules) await execCheckedIn(underlay, 'iptables', ['-w', '-I', ...rule]);
+      let blocked = true;
+      const unblock = async (): Promise<void> => {
+        if (!blocked) return;
+        blocked = false;
+        for (const rule of rules) await execIn(underlay, 'iptables', ['-w', '-D', ...rule]);
+      };
+      t.teardown(unblock);
+      const noticed = await until('the daemons to notice the outage', async () => [n1, n2].every((n) =>
+        /Node watch: .*keeping the \d+ known peers/.test((cluster.daemons.get(n.name)?.proc.output() ?? '').slice(seen.get(n.name)))), 60_000).catch(() => false);
+      t.ok(noticed, 'both daemons report the API server unreachable and keep their peers');
+      // The admin's requests come from the underlay namespace itself (not through br0): the API still works for them.
+      await cluster.kubeChecked('DELETE', `/api/v1/nodes/${later.name}`);
+      await sleep(2000);
+      for (const n of [n1, n2]) t.match(await ipIn(n.ns, ['route', 'show', cidr]), /\S/, `${n.name} still routes ${cidr} (the deletion is not seen yet)`);
+      const m = await allPairs(cluster, [pods[0] as PodHost, pods[1] as PodHost], 10_000);
+      t.ok(m.flat().every(Boolean), `the data path keeps working during the outage: ${JSON.stringify(m)}`);
+      for (const n of [n1, n2]) t.equal(cluster.daemons.get(n.name)?.proc.child.exitCode, null, `${n.name}'s daemon still runs`);
+      await unblock();
+      for (const n of [n1, n2]) {
+        const r = await until(`${n.name} to drop ${cidr} after the outage`, async () => ((await ipIn(n.ns, ['route', 'show', cidr])).trim() === '' ? 'gone' : false), 60_000)
+          .catch(() => 'still there');
+        t.equal(r, 'gone', `${n.name}: re-listed after the outage, ${later.name}'s route removed`);
+      }
+      await cluster.stopDaemon(later);
     });
 
     if (backend !== 'host-gw') return;
