@@ -3,7 +3,9 @@
 // subnet is its Node's podCIDR, all pairs of pods ping, every Node carries exactly flannel's annotations and the
 // NetworkUnavailable=False/FlannelIsUp condition, a deleted Node's routes go away on the others, a Node added later
 // is routed. The daemons run with exactly flannel's RBAC (kube-flannel.yml's ClusterRole); a token without
-// `nodes/status patch` fails with a message naming it. Skips in one line where the apiserver cannot be built.
+// `nodes/status patch` fails with a message naming it. The API server unreachable mid-run keeps the data path and
+// recovers by itself. Dual-stack vxlan: both subnets from podCIDRs, the IPv6 annotations, IPv6 pods ping. Skips in
+// one line where the apiserver cannot be built.
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { kubeApiserverOrSkip } from '../../deploy/local/kube-apiserver.js';
@@ -176,5 +178,32 @@ for (const backend of bin ? ['host-gw', 'vxlan'] as const : []) {
       t.match(out, /grant flannel's ClusterRole/, 'and says what to do');
       t.notOk(cluster.kube?.tokens[FLANNEL_KUBE_USER] === cluster.kube?.tokens[NO_PATCH_USER], 'a different token than flannel\'s');
     });
+  });
+}
+
+if (bin) {
+  t.test('3 nodes in kube mode, dual-stack vxlan: podCIDRs give both subnets, IPv6 annotations, IPv6 pods ping', async (t) => {
+    const cluster = await LocalCluster.create({ tag: runTag('kd'), nodes: 3, ipv6: true, kube: { bin } });
+    t.teardown(() => cluster.destroy());
+    await cluster.putConfig({ Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:10:244::/56', Backend: { Type: 'vxlan' } });
+    for (const node of cluster.nodes) cluster.startDaemon(node);
+    const pods: PodHost[] = [];
+    for (const node of cluster.nodes) {
+      const subnet = await cluster.waitForSubnet(node, 60_000);
+      const subnet6 = await cluster.waitForSubnet(node, 10_000, 'FLANNEL_IPV6_SUBNET');
+      t.equal(subnet, `10.244.${node.index}.1/24`, `${node.name}: FLANNEL_SUBNET from podCIDRs[0]`);
+      t.equal(subnet6, `fd00:10:244:${node.index}::1/64`, `${node.name}: FLANNEL_IPV6_SUBNET from podCIDRs[1]`);
+      pods.push(await cluster.addPod(node, subnet, 2, subnet6));
+    }
+    const m4 = await allPairs(cluster, pods);
+    t.ok(m4.flat().every(Boolean), `IPv4 all pairs: ${JSON.stringify(m4)}`);
+    const m6 = await allPairs(cluster, pods.map((p) => ({ ...p, ip: p.ip6 as string })));
+    t.ok(m6.flat().every(Boolean), `IPv6 all pairs: ${JSON.stringify(m6)}`);
+    for (const node of cluster.nodes) {
+      const ann = flannelAnnotations(await cluster.kubeChecked('GET', `/api/v1/nodes/${node.name}`));
+      t.same(Object.keys(ann).sort(), ['backend-data', 'backend-type', 'backend-v6-data', 'kube-subnet-manager', 'public-ip', 'public-ipv6'], `${node.name}: the annotation names`);
+      t.equal(ann['public-ipv6'], node.underlayIp6, `${node.name}: public-ipv6`);
+      t.match(JSON.parse(ann['backend-v6-data'] ?? '{}'), { VNI: 1, VtepMAC: /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/ }, `${node.name}: backend-v6-data`);
+    }
   });
 }
