@@ -16,7 +16,9 @@ import { KubeClient, readKubeconfig } from '../../subnet/kube/kube-client.js';
 import { KubeSubnetManager } from '../../subnet/kube/kube-subnet-manager.js';
 import type { LeaseEvent } from '../../subnet/lease.js';
 import { parseNetworkConfig } from '../../subnet/network-config.js';
+import { startKubeApiserver } from '../../deploy/local/kube-apiserver.js';
 import { kubeApiserverOrSkip, kubeRequest } from '../helpers/kube-apiserver.js';
+import { CLIENT_IP, clientEndpoints } from '../helpers/loopback-etcd.js';
 import { until } from '../helpers/wait.js';
 
 const P = 'flannel.alpha.coreos.com/';
@@ -166,6 +168,23 @@ if (ctx) {
     stop.abort();
     await watch;
     t.pass('runLeaseWatch returns when stopped');
+  });
+
+  t.test('a watch from a compacted resourceVersion: 410 Gone → FLN_ERR_KUBE_WATCH_GONE (the manager then lists again)', async (t) => {
+    // An apiserver of its own without the watch cache, so the watch goes to etcd, whose compaction makes the version too old.
+    const api2 = await startKubeApiserver({ etcdServers: clientEndpoints(ctx.etcd), extraArgs: ['--watch-cache=false'] });
+    t.teardown(() => api2.stop());
+    const c = new KubeClient({ server: api2.url, ca: api2.caPem, token: api2.adminToken, source: 'test' });
+    t.teardown(() => c.close());
+    const { resourceVersion } = await c.listNodes();
+    const r = await kubeRequest(api2, api2.adminToken, 'POST', '/api/v1/nodes', node('gone1', ['10.244.50.0/24']));
+    t.equal(r.status, 201, 'a change after the list');
+    t.equal((await kubeRequest(api2, api2.adminToken, 'POST', '/api/v1/nodes', node('gone2', ['10.244.51.0/24']))).status, 201, 'and another');
+    const rev = JSON.parse(await ctx.etcd.ctlChecked(['get', 'x', '-w', 'json'], CLIENT_IP)).header.revision as number;
+    await ctx.etcd.ctlChecked(['compact', String(rev)], CLIENT_IP);
+    const stop = new AbortController();
+    t.teardown(() => stop.abort());
+    await t.rejects(c.watchNodes(resourceVersion, { onEvent: () => {} }, stop.signal, 30), { code: 'FLN_ERR_KUBE_WATCH_GONE' }, `from ${resourceVersion}, compacted at ${rev}`);
   });
 
   t.test('401 and 403 say what to fix', async (t) => {
