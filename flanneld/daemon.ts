@@ -46,9 +46,11 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     health.reason = flags['kube-subnet-mgr'] ? `waiting for the network config in ${flags['net-config-path']}` : 'waiting for the network config in etcd';
     const config = withNodeOverrides(await manager.waitForNetworkConfig(signal, (err) => { health.reason = `network config: ${err.message}`; }), flags);
     await checkHostSysctls(log);
+    // kube mode: our Node's node-public-ip(v6) annotations override --public-ip(v6), as in flannel.
+    const fromNode = manager instanceof KubeSubnetManager ? await manager.nodePublicIpOverrides(signal) : {};
     const ext = await findExternalInterface({
-      iface: flags.iface, ifaceRegex: flags['iface-regex'], ifaceCanReach: flags['iface-can-reach'], publicIp: flags['public-ip'],
-      publicIpv6: flags['public-ipv6'], ipv6: config.ipv6 !== undefined, ipv4: config.ipv4 !== undefined,
+      iface: flags.iface, ifaceRegex: flags['iface-regex'], ifaceCanReach: flags['iface-can-reach'], publicIp: fromNode.publicIp ?? flags['public-ip'],
+      publicIpv6: fromNode.publicIpv6 ?? flags['public-ipv6'], ipv6: config.ipv6 !== undefined, ipv4: config.ipv4 !== undefined,
     });
     log.info({ iface: ext.name, mtu: ext.mtu, ...(ext.publicIp6 !== undefined ? { publicIpv6: formatIp6(ext.publicIp6) } : {}) }, 'using external interface');
     const queues = flags['datapath-queues'] || Math.max(1, Math.floor(availableParallelism() / 2));

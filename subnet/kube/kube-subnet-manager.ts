@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { Backoff, sleep } from '../backoff.js';
 import { FlannelError, errorMessage, isAbortError, isFlannelError } from '../../lib/errors.js';
-import { type Cidr4, cidrContains, formatCidr4, lastIp } from '../../lib/ip.js';
-import { type Cidr6, cidr6Contains, formatCidr6, lastIp6 } from '../../lib/ip6.js';
+import { type Cidr4, cidrContains, formatCidr4, lastIp, parseIp4 } from '../../lib/ip.js';
+import { type Cidr6, cidr6Contains, formatCidr6, lastIp6, parseIp6 } from '../../lib/ip6.js';
 import { type Lease, type LeaseAttrs, type LeaseEvent, describeNode, describeSubnets, leaseIdentity } from '../lease.js';
 import { LeaseWatcher } from '../lease-watcher.js';
 import { type NetworkConfig, parseNetworkConfig } from '../network-config.js';
@@ -117,6 +117,29 @@ export class KubeSubnetManager implements SubnetManager {
         await sleep(ms, signal);
       }
     }
+  }
+
+  /**
+   * The node-public-ip and node-public-ipv6 annotations of our Node, read at start: when they hold an address, it
+   * replaces --public-ip / --public-ipv6 (as in flannel). Unparsable values are logged and ignored.
+   */
+  async nodePublicIpOverrides(signal: AbortSignal): Promise<{ publicIp?: string; publicIpv6?: string }> {
+    const name = this.nodeName ??= await this.resolveNodeName(signal);
+    const node = await this.retrying(`get node ${name}`, signal, () => this.client.getNode(name), true);
+    const a = node.metadata.annotations ?? {};
+    const out: { publicIp?: string; publicIpv6?: string } = {};
+    const v4 = a[this.names.nodePublicIp]?.trim();
+    const v6 = a[this.names.nodePublicIpv6]?.trim();
+    if (v4) {
+      if (parseIp4(v4) !== undefined) out.publicIp = v4;
+      else this.log.warn(`ignoring annotation ${this.names.nodePublicIp}=${JSON.stringify(v4)} of node ${name}: not an IPv4 address`);
+    }
+    if (v6) {
+      if (!v6.includes('.') && parseIp6(v6) !== undefined) out.publicIpv6 = v6;
+      else this.log.warn(`ignoring annotation ${this.names.nodePublicIpv6}=${JSON.stringify(v6)} of node ${name}: not an IPv6 address`);
+    }
+    if (out.publicIp || out.publicIpv6) this.log.info({ node: name, ...out }, 'using the public IP of our Node\'s node-public-ip annotation');
+    return out;
   }
 
   /**

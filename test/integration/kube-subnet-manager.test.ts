@@ -110,6 +110,19 @@ if (ctx) {
     t.notOk((n.status?.conditions ?? []).some((c: any) => c.type === 'NetworkUnavailable'), 'no NetworkUnavailable condition');
   });
 
+  t.test('node-public-ip and node-public-ipv6 annotations, read at start, override --public-ip(v6); junk ignored', async (t) => {
+    await ok('POST', '/api/v1/nodes', node('np1', ['10.244.61.0/24'], { [`${P}node-public-ip`]: '198.51.100.61', [`${P}node-public-ipv6`]: '2001:db8::61' }));
+    await ok('POST', '/api/v1/nodes', node('np2', ['10.244.62.0/24'], { [`${P}node-public-ip`]: 'nope', [`${P}node-public-ipv6`]: '10.0.0.1' }));
+    await ok('POST', '/api/v1/nodes', node('np3', ['10.244.63.0/24']));
+    const over = async (name: string): Promise<unknown> => {
+      const m = new KubeSubnetManager(client(), { log: pino({ level: 'silent' }), netConfPath: netConf(V4), env: { NODE_NAME: name } });
+      try { return await m.nodePublicIpOverrides(signal); } finally { await m.close(); }
+    };
+    t.same(await over('np1'), { publicIp: '198.51.100.61', publicIpv6: '2001:db8::61' });
+    t.same(await over('np2'), {}, 'unparsable values: no override');
+    t.same(await over('np3'), {}, 'no annotations: no override');
+  });
+
   t.test('the node from POD_NAME and POD_NAMESPACE (pods get), and a clear error without any of them', async (t) => {
     await ok('POST', '/api/v1/nodes', node('pn1', ['10.244.31.0/24']));
     await ok('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'kube-flannel' } });
