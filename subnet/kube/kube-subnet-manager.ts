@@ -238,7 +238,9 @@ export class KubeSubnetManager implements SubnetManager {
       }
       deliver(events);
     };
+    let watchStarted = 0;
     while (!signal.aborted) {
+      watchStarted = 0;
       try {
         const list = await this.client.listNodes();
         byNode.clear();
@@ -248,10 +250,10 @@ export class KubeSubnetManager implements SubnetManager {
         }
         deliver(watcher.reset([...byNode.values()]).events);
         this.emit({ type: 'peers', count: watcher.leases().length });
-        backoff.reset();
         if (signal.aborted) return;
         cb.onSynced?.();
         let rv = list.resourceVersion;
+        watchStarted = Date.now();
         const end = await this.client.watchNodes(rv, {
           onEvent: (ev) => {
             if (ev.type === 'BOOKMARK') { rv = ev.resourceVersion; return; }
@@ -260,6 +262,13 @@ export class KubeSubnetManager implements SubnetManager {
           },
         }, signal, Math.max(1, Math.round(this.resyncIntervalMs / 1000)));
         if (end === 'stopped' || signal.aborted) return;
+        if (Date.now() - watchStarted >= 1000) backoff.reset();
+        else {
+          // A watch that ends at once (a proxy closing it, say) must not turn into a hot list/watch loop.
+          this.log.warn('the Node watch ended at once; re-listing Nodes after a pause');
+          await sleep(backoff.next(), signal).catch(() => {});
+          continue;
+        }
         this.log.info(`Node watch ended (periodic re-list every ${Math.round(this.resyncIntervalMs / 1000)} s); re-listing Nodes`);
         this.emit({ type: 'watch-resync', reason: 'periodic', detail: 'the Node watch ended' });
         cb.onResync?.('the Node watch ended');
@@ -267,16 +276,19 @@ export class KubeSubnetManager implements SubnetManager {
       } catch (err) {
         if (isAbortError(err) || signal.aborted) return;
         if (!(err instanceof FlannelError) || !err.code.startsWith('FLN_ERR_KUBE_')) throw err;
+        const ranAWhile = watchStarted > 0 && Date.now() - watchStarted >= 1000;
+        if (ranAWhile) backoff.reset(); // a watch that ran a while: start the backoff anew
         if (err.code === 'FLN_ERR_KUBE_WATCH_GONE') {
           this.log.info(`${err.message}; re-listing Nodes`);
           this.emit({ type: 'watch-resync', reason: 'compacted', detail: err.message });
           cb.onResync?.(err.message);
-          continue;
+          if (ranAWhile) continue; // else a pause first: no hot loop of lists and 410s
+        } else {
+          const level = err.code === 'FLN_ERR_KUBE_UNAVAILABLE' ? 'warn' : 'error';
+          this.log[level]({ code: err.code }, `Node watch: ${err.message} (keeping the ${watcher.leases().length} known peers; trying again)`);
+          this.emit({ type: 'watch-resync', reason: 'error', detail: err.message });
+          cb.onResync?.(err.message);
         }
-        const level = err.code === 'FLN_ERR_KUBE_UNAVAILABLE' ? 'warn' : 'error';
-        this.log[level]({ code: err.code }, `Node watch: ${err.message} (keeping the ${watcher.leases().length} known peers; trying again)`);
-        this.emit({ type: 'watch-resync', reason: 'error', detail: err.message });
-        cb.onResync?.(err.message);
       }
       await sleep(backoff.next(), signal).catch(() => {});
     }

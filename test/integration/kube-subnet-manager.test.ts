@@ -200,6 +200,24 @@ if (ctx) {
     await t.rejects(c.watchNodes(resourceVersion, { onEvent: () => {} }, stop.signal, 30), { code: 'FLN_ERR_KUBE_WATCH_GONE' }, `from ${resourceVersion}, compacted at ${rev}`);
   });
 
+  t.test('the periodic re-list (the watch\'s timeout): lists again, delivers nothing new', async (t) => {
+    await ok('POST', '/api/v1/nodes', node('rs-self', ['10.244.70.0/24']));
+    const m = new KubeSubnetManager(client(), { log: pino({ level: 'silent' }), netConfPath: netConf(V4), env: { NODE_NAME: 'rs-self' }, resyncIntervalMs: 1500 });
+    t.teardown(() => m.close());
+    const own = await m.acquireLease(await m.waitForNetworkConfig(signal, () => {}), attrs4, { signal });
+    let synced = 0;
+    let batches = 0;
+    const resyncs: string[] = [];
+    const stop = new AbortController();
+    const watch = m.runLeaseWatch(own, { onEvents: () => { batches++; }, onOwnLeaseLost: () => {}, onSynced: () => { synced++; }, onResync: (r) => resyncs.push(r) }, stop.signal);
+    await until('three lists', async () => synced >= 3, 15_000);
+    stop.abort();
+    await watch;
+    t.ok(synced >= 3, `${synced} lists`);
+    t.equal(batches, 1, 'the peers once (the first list), nothing on the re-lists');
+    t.ok(resyncs.every((r) => r === 'the Node watch ended'), `every re-list after the watch ended: ${resyncs.join(', ')}`);
+  });
+
   t.test('401 and 403 say what to fix', async (t) => {
     const bad = new KubeClient({ ...readKubeconfig(api.writeKubeconfig(FLANNEL_KUBE_USER)), token: 'not-a-token' });
     t.teardown(() => bad.close());
