@@ -1,6 +1,8 @@
 // deploy/kubernetes and deploy/container, checked offline: every manifest against the Kubernetes
-// schemas (kubernetes-models), the DaemonSet's security and wiring, no RBAC grants, the ConfigMap's
-// CNI and network configs, every flanneld flag through parseFlags, the Containerfile, install-file.
+// schemas (kubernetes-models); the default kube-flannel-ts.yml in kube mode (flannel's exact RBAC, --kube-subnet-mgr,
+// the downward-API env, the ConfigMap at /etc/kube-flannel/, no etcd); the etcd-mode alternative
+// kube-flannel-ts-etcd.yml (no RBAC grants, the Secret, seed-net-conf); the DaemonSets' security and wiring, the
+// ConfigMaps' CNI and network configs, every flanneld flag through parseFlags, the Containerfile, install-file.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -10,6 +12,7 @@ import t from 'tap';
 import { parseAllDocuments } from 'yaml';
 import { buildDelegate, parseNetConf } from '../../deploy/cni/netconf.js';
 import { parseFlannelEnv } from '../../deploy/cni/flannel-env.js';
+import { FLANNEL_CLUSTER_ROLE, FLANNEL_CLUSTER_ROLE_BINDING, FLANNEL_KUBE_USER } from '../../deploy/local/local-cluster.js';
 import { parseFlags, usage } from '../../flanneld/options.js';
 import { parseNetworkConfig } from '../../subnet/network-config.js';
 
@@ -35,49 +38,101 @@ function validate(o: Obj): void {
 
 const files = readdirSync(K8S).filter((f) => /\.ya?ml$/.test(f));
 const all = files.flatMap((f) => docsOf(f).map((o) => ({ file: f, o })));
-const find = (kind: string): Obj => all.find((d) => d.o.kind === kind)?.o ?? {};
+const KUBE = 'kube-flannel-ts.yml';
+const ETCD = 'kube-flannel-ts-etcd.yml';
+const findIn = (file: string, kind: string): Obj => all.find((d) => d.file === file && d.o.kind === kind)?.o ?? {};
+/** The etcd-mode manifest's objects (and the example Secret). */
+const find = (kind: string): Obj => (kind === 'Secret' ? findIn('etcd-secret.example.yml', kind) : findIn(ETCD, kind));
 const ds = find('DaemonSet');
 const pod = ds.spec?.template?.spec as Obj;
 const main = pod.containers.find((c: Obj) => c.name === 'kube-flannel') as Obj;
 const init = (name: string): Obj => pod.initContainers.find((c: Obj) => c.name === name) as Obj;
+const kds = findIn(KUBE, 'DaemonSet');
+const kpod = kds.spec?.template?.spec as Obj;
+const kmain = kpod.containers.find((c: Obj) => c.name === 'kube-flannel') as Obj;
+const kinit = (name: string): Obj | undefined => kpod.initContainers.find((c: Obj) => c.name === name);
+const pods: Array<[string, Obj]> = [[KUBE, kpod], [ETCD, pod]];
 const knownFlags = new Set([...usage().matchAll(/^ {2}--([a-z0-9-]+)/gm)].map((m) => m[1]));
 
 t.test('every manifest validates against the Kubernetes schemas', async (t) => {
-  t.same(files.sort(), ['etcd-secret.example.yml', 'kube-flannel-ts.yml']);
-  t.same(all.map((d) => d.o.kind).sort(), ['ConfigMap', 'DaemonSet', 'Namespace', 'Secret', 'ServiceAccount']);
+  t.same(files.sort(), ['etcd-secret.example.yml', ETCD, KUBE]);
+  const kinds = (file: string): string[] => all.filter((d) => d.file === file).map((d) => d.o.kind).sort();
+  t.same(kinds(KUBE), ['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet', 'Namespace', 'ServiceAccount']);
+  t.same(kinds(ETCD), ['ConfigMap', 'DaemonSet', 'Namespace', 'ServiceAccount']);
+  t.same(kinds('etcd-secret.example.yml'), ['Secret']);
   for (const { file, o } of all) t.doesNotThrow(() => validate(o), `${file}: ${o.kind} ${o.metadata?.name}`);
-  const broken = structuredClone(ds);
+  const broken = structuredClone(kds);
   broken.spec.template.spec.containers[0].securityContext.capabilities.add = 'NET_ADMIN';
   t.throws(() => validate(broken), 'a wrong type is caught (capabilities.add as a string)');
-  const badPolicy = structuredClone(ds);
+  const badPolicy = structuredClone(kds);
   badPolicy.spec.template.spec.containers[0].livenessProbe.httpGet.port = { name: 'healthz' };
   t.throws(() => validate(badPolicy), 'and so is a malformed probe port');
 });
 
-t.test('DaemonSet: host network, node-critical, NET_ADMIN and NET_RAW only, never privileged', async (t) => {
-  t.equal(pod.hostNetwork, true);
-  t.equal(pod.priorityClassName, 'system-node-critical');
-  t.same(pod.tolerations, [{ operator: 'Exists', effect: 'NoSchedule' }]);
-  t.match(pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0], { key: 'kubernetes.io/os', operator: 'In', values: ['linux'] });
-  t.same(main.securityContext, { privileged: false, capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] } });
-  for (const c of [...pod.initContainers, ...pod.containers] as Obj[]) {
-    t.equal(c.securityContext?.privileged, false, `${c.name} is not privileged`);
-    t.ok((c.securityContext?.capabilities?.add ?? []).every((cap: string) => ['NET_ADMIN', 'NET_RAW'].includes(cap)), `${c.name} adds no other capability`);
+t.test('DaemonSets: host network, node-critical, NET_ADMIN and NET_RAW only, never privileged', async (t) => {
+  for (const [file, pod] of pods) {
+    const main = pod.containers.find((c: Obj) => c.name === 'kube-flannel') as Obj;
+    t.equal(pod.hostNetwork, true, file);
+    t.equal(pod.priorityClassName, 'system-node-critical');
+    t.same(pod.tolerations, [{ operator: 'Exists', effect: 'NoSchedule' }]);
+    t.match(pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0], { key: 'kubernetes.io/os', operator: 'In', values: ['linux'] });
+    t.same(main.securityContext, { privileged: false, capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] } });
+    for (const c of [...pod.initContainers, ...pod.containers] as Obj[]) {
+      t.equal(c.securityContext?.privileged, false, `${file}: ${c.name} is not privileged`);
+      t.ok((c.securityContext?.capabilities?.add ?? []).every((cap: string) => ['NET_ADMIN', 'NET_RAW'].includes(cap)), `${file}: ${c.name} adds no other capability`);
+    }
   }
 });
 
-t.test('DaemonSet: probes, /run/flannel, /dev/net/tun, xtables lock', async (t) => {
-  const port = main.ports.find((p: Obj) => p.name === 'healthz');
-  t.match(main.livenessProbe.httpGet, { path: '/healthz', port: 'healthz' });
-  t.match(main.readinessProbe.httpGet, { path: '/readyz', port: 'healthz' });
-  t.ok(main.args.includes(`--healthz-port=${port.containerPort}`), 'the probes hit the port flanneld serves');
-  const hostPath = (mountPath: string): Obj | undefined => {
-    const m = main.volumeMounts.find((v: Obj) => v.mountPath === mountPath);
-    return pod.volumes.find((v: Obj) => v.name === m?.name)?.hostPath;
-  };
-  t.same(hostPath('/run/flannel'), { path: '/run/flannel', type: 'DirectoryOrCreate' });
-  t.same(hostPath('/dev/net/tun'), { path: '/dev/net/tun', type: 'CharDevice' });
-  t.same(hostPath('/run/xtables.lock'), { path: '/run/xtables.lock', type: 'FileOrCreate' });
+t.test('DaemonSets: probes, /run/flannel, /dev/net/tun, xtables lock', async (t) => {
+  for (const [file, pod] of pods) {
+    const main = pod.containers.find((c: Obj) => c.name === 'kube-flannel') as Obj;
+    const port = main.ports.find((p: Obj) => p.name === 'healthz');
+    t.match(main.livenessProbe.httpGet, { path: '/healthz', port: 'healthz' });
+    t.match(main.readinessProbe.httpGet, { path: '/readyz', port: 'healthz' });
+    t.ok(main.args.includes(`--healthz-port=${port.containerPort}`), `${file}: the probes hit the port flanneld serves`);
+    const hostPath = (mountPath: string): Obj | undefined => {
+      const m = main.volumeMounts.find((v: Obj) => v.mountPath === mountPath);
+      return pod.volumes.find((v: Obj) => v.name === m?.name)?.hostPath;
+    };
+    t.same(hostPath('/run/flannel'), { path: '/run/flannel', type: 'DirectoryOrCreate' });
+    t.same(hostPath('/dev/net/tun'), { path: '/dev/net/tun', type: 'CharDevice' });
+    t.same(hostPath('/run/xtables.lock'), { path: '/run/xtables.lock', type: 'FileOrCreate' });
+  }
+});
+
+t.test('kube mode (the default): --ip-masq --kube-subnet-mgr, the node from the downward API, no etcd', async (t) => {
+  t.match(readFileSync(join(K8S, KUBE), 'utf8'), /--kube-subnet-mgr/);
+  t.ok(kmain.args.includes('--ip-masq') && kmain.args.includes('--kube-subnet-mgr'), `args ${kmain.args.join(' ')}`);
+  const flags = parseFlags(kmain.args, {});
+  t.equal(flags['kube-subnet-mgr'], true);
+  t.equal(flags['ip-masq'], true);
+  t.equal(flags['kube-api-url'], '', 'the in-cluster config: no API URL');
+  t.equal(flags['kubeconfig-file'], '', 'and no kubeconfig');
+  const env = Object.fromEntries(kmain.env.map((e: Obj) => [e.name, e]));
+  t.same(env.NODE_NAME.valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });
+  t.same(env.POD_NAME.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } });
+  t.same(env.POD_NAMESPACE.valueFrom, { fieldRef: { fieldPath: 'metadata.namespace' } });
+  t.notOk(kmain.env.some((e: Obj) => String(e.name).startsWith('FLANNELD_ETCD')), 'no etcd settings');
+  t.notOk(kpod.volumes.some((v: Obj) => v.secret), 'no etcd Secret mounted');
+  t.equal(kinit('seed-net-conf'), undefined, 'no seed-net-conf init step (the net-conf.json is read from the ConfigMap)');
+  const cfgMount = kmain.volumeMounts.find((m: Obj) => m.mountPath === '/etc/kube-flannel/');
+  t.equal(kpod.volumes.find((v: Obj) => v.name === cfgMount?.name)?.configMap?.name, findIn(KUBE, 'ConfigMap').metadata.name, 'the ConfigMap at /etc/kube-flannel/');
+  t.equal(flags['net-config-path'], '/etc/kube-flannel/net-conf.json', 'where flanneld reads net-conf.json by default');
+  t.ok(findIn(KUBE, 'ConfigMap').data['net-conf.json'], 'and the ConfigMap has that key');
+});
+
+t.test('kube mode RBAC: exactly flannel\'s ClusterRole, bound to the DaemonSet\'s ServiceAccount, its token mounted', async (t) => {
+  t.same(findIn(KUBE, 'ClusterRole'), FLANNEL_CLUSTER_ROLE, 'pods get; nodes get, list, watch; nodes/status patch (as kube-flannel.yml)');
+  t.same(findIn(KUBE, 'ClusterRoleBinding'), FLANNEL_CLUSTER_ROLE_BINDING);
+  const sa = findIn(KUBE, 'ServiceAccount');
+  t.same(FLANNEL_CLUSTER_ROLE_BINDING.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+  t.equal(FLANNEL_KUBE_USER, `system:serviceaccount:${sa.metadata.namespace}:${sa.metadata.name}`);
+  t.equal(kpod.serviceAccountName, sa.metadata.name);
+  t.equal(kds.metadata.namespace, sa.metadata.namespace);
+  t.not(sa.automountServiceAccountToken, false, 'the ServiceAccount token is mounted (the in-cluster config)');
+  t.not(kpod.automountServiceAccountToken, false);
+  t.same(all.filter((d) => d.file !== KUBE && /Role|Binding/.test(String(d.o.kind))), [], 'no RBAC in the etcd-mode files');
 });
 
 t.test('etcd endpoints and TLS come from the Secret, for flanneld and seed-net-conf alike', async (t) => {
@@ -98,16 +153,21 @@ t.test('etcd endpoints and TLS come from the Secret, for flanneld and seed-net-c
   t.same(init('seed-net-conf').env, main.env, 'the same etcd settings in both');
 });
 
-t.test('RBAC: least privilege is nothing at all in etcd mode', async (t) => {
-  t.same(all.filter((d) => /Role|Binding/.test(String(d.o.kind))), [], 'no Role, ClusterRole or binding');
+t.test('etcd mode RBAC: least privilege is nothing at all', async (t) => {
+  t.same(all.filter((d) => d.file === ETCD && /Role|Binding/.test(String(d.o.kind))), [], 'no Role, ClusterRole or binding');
   const sa = find('ServiceAccount');
   t.equal(sa.automountServiceAccountToken, false);
   t.equal(pod.serviceAccountName, sa.metadata.name);
   t.equal(pod.automountServiceAccountToken, false, 'no API token in the pod');
-  t.match(readFileSync(join(K8S, 'kube-flannel-ts.yml'), 'utf8'), /reads and writes nothing in the Kubernetes API/, 'and the manifest says so');
+  t.match(readFileSync(join(K8S, ETCD), 'utf8'), /reads and writes nothing in the Kubernetes API/, 'and the manifest says so');
 });
 
-t.test('ConfigMap: the conflist our plugin accepts and a net-conf.json flanneld accepts', async (t) => {
+t.test('ConfigMaps: the conflist our plugin accepts and a net-conf.json flanneld accepts', async (t) => {
+  t.same(findIn(KUBE, 'ConfigMap').data, find('ConfigMap').data, 'the same cni-conf.json and net-conf.json in both modes');
+  t.same(kinit('install-cni'), init('install-cni'), 'the same CNI install init containers');
+  t.same(kinit('install-cni-plugin'), init('install-cni-plugin'));
+  const net = JSON.parse(findIn(KUBE, 'ConfigMap').data['net-conf.json']);
+  t.match(net, { Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }, 'as kube-flannel.yml');
   const cm = find('ConfigMap');
   const conflist = JSON.parse(cm.data['cni-conf.json']);
   t.same(conflist, JSON.parse(readFileSync(join(REPO, 'deploy/cni/10-flannel.conflist'), 'utf8')), 'the same conflist as deploy/cni/10-flannel.conflist');
@@ -134,6 +194,9 @@ function envFlags(env: Obj[]): { argv: string[]; unknown: string[] } {
 }
 
 t.test('every flag in the manifests is one flanneld accepts (through parseFlags)', async (t) => {
+  t.equal(kmain.command.at(-1), '/opt/flannel-ts/dist/flanneld/main.js');
+  t.same(envFlags(kmain.env).unknown, []);
+  t.doesNotThrow(() => parseFlags(kmain.args, {}), `flanneld ${kmain.args.join(' ')}`);
   t.equal(main.command.at(-1), '/opt/flannel-ts/dist/flanneld/main.js');
   const fromEnv = envFlags(main.env);
   t.same(fromEnv.unknown, []);
@@ -159,7 +222,7 @@ t.test('Containerfile: slim Debian, iproute2, iptables, tini; everything the man
   t.match(final, /^COPY deploy\/container\/install-file\.sh \/opt\/flannel-ts\/bin\/install-file$/m);
   const inImage = (p: string): string | undefined => p.startsWith('/opt/flannel-ts/dist/') ? join(REPO, p.slice('/opt/flannel-ts/'.length))
     : p === '/opt/flannel-ts/bin/install-file' ? join(REPO, 'deploy/container/install-file.sh') : undefined;
-  const used = [...pod.initContainers, ...pod.containers].flatMap((c: Obj) => c.command as string[]).filter((a) => a.startsWith('/opt/flannel-ts/'));
+  const used = [...pod.initContainers, ...pod.containers, ...kpod.initContainers, ...kpod.containers].flatMap((c: Obj) => c.command as string[]).filter((a) => a.startsWith('/opt/flannel-ts/'));
   for (const p of used) t.ok(inImage(p) && existsSync(inImage(p) as string), `${p} is built into the image (npm run build)`);
 });
 
