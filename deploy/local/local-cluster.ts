@@ -235,11 +235,19 @@ export class LocalCluster {
   }
 
   /** Starts the real flanneld (`bin`, from buildRealFlannel) in a node's namespace with the same etcd, prefix,
-   * subnet file and interface as startDaemon gives ours; extra flags are appended. */
+   * subnet file and interface as startDaemon gives ours; extra flags are appended. In Kubernetes mode, as ours:
+   * --kube-subnet-mgr with the node's kubeconfig (flannel's RBAC) and net-conf.json instead of etcd, and NODE_NAME. */
   startFlannel(node: NodeHost, bin: string, extraArgs: readonly string[] = []): DaemonHandle {
     const subnetFile = this.subnetFileOf(node);
-    const args = realFlannelArgs({ etcdEndpoint: this.etcdEndpoint, prefix: this.prefix, subnetFile }, extraArgs);
-    const handle: DaemonHandle = { node, kind: 'flannel', proc: spawnIn(node.ns, bin, args), subnetFile };
+    let args = realFlannelArgs({ etcdEndpoint: this.etcdEndpoint, prefix: this.prefix, subnetFile }, extraArgs);
+    let env: NodeJS.ProcessEnv = {};
+    if (this.kube) {
+      this.writeNetConf(node);
+      args = ['--kube-subnet-mgr', `--kubeconfig-file=${this.kubeconfigOf(node)}`, `--net-config-path=${this.netConfOf(node)}`,
+        `--subnet-file=${subnetFile}`, '--iface=eth0', ...extraArgs];
+      env = { NODE_NAME: node.name };
+    }
+    const handle: DaemonHandle = { node, kind: 'flannel', proc: spawnIn(node.ns, bin, args, env), subnetFile };
     this.daemons.set(node.name, handle);
     return handle;
   }
