@@ -5,7 +5,8 @@
 // that listens), flannel-wg's addresses <subnet>/32 and <IPv6 subnet>/128, both Networks routed into it,
 // one socket of the Mode's family on 51820 and none on 51821; pods of all pairs ping over IPv4 and IPv6; a
 // sha256 TCP transfer over IPv6 and one over IPv4; on node1's eth0 (tcpdump) every UDP datagram is a
-// WireGuard message on 51820 ↔ 51820 over the Mode's outer family only, and no ping pattern appears in it.
+// WireGuard message on 51820 ↔ 51820 over the Mode's outer family only, and no ping pattern appears in it;
+// reconcile restores a deleted IPv6 address and route; a clean stop removes flannel-wg.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -114,6 +115,17 @@ if (process.getuid?.() !== 0) {
         const own = outer6 ? a.node.underlayIp6 : a.node.underlayIp;
         t.same([...new Set(all.map((d) => (d.src === own ? d.dst : d.src)))].filter((x) => !peers.has(x as string)), [], 'only the nodes speak WireGuard');
         t.notOk(ethRaw.includes(Buffer.from(pattern.repeat(2), 'hex')), 'no ping pattern in the eth0 capture');
+      });
+
+      await t.test('reconcile puts back a deleted /128 and IPv6Network route on flannel-wg', async (t) => {
+        const addr6 = a.subnet6.replace(/::1\/64$/, '::');
+        await ipIn(a.node.ns, ['-6', 'route', 'del', NETWORK6, 'dev', 'flannel-wg']);
+        await ipIn(a.node.ns, ['-6', 'addr', 'del', `${addr6}/128`, 'dev', 'flannel-wg']);
+        await until('the IPv6 address and route back on flannel-wg', async () =>
+          (await ipIn(a.node.ns, ['-6', 'route', 'show', NETWORK6])).includes('dev flannel-wg') &&
+          (await ipIn(a.node.ns, ['-6', '-o', 'addr', 'show', 'dev', 'flannel-wg'])).includes(`${addr6}/128`), 30_000);
+        t.match(await ipIn(a.node.ns, ['-4', 'route', 'show', NETWORK]), /dev flannel-wg\b/, 'the Network route is still there');
+        t.ok((await allPairsPing(cluster, [a.pod6, b.pod6])).flat().every(Boolean), 'IPv6 flows again');
       });
 
       await t.test('a clean stop removes flannel-wg; the others keep talking on both families', async (t) => {
