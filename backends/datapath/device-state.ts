@@ -16,6 +16,9 @@ export interface DeviceSpec {
   readonly route?: string;
   /** Locally administered MAC for a TAP device. */
   readonly mac?: string;
+  /** More addresses, each with its route (flannel-wg of the single-device wireguard modes: the IPv6 /128 and
+   * the IPv6Network beside the IPv4 ones). */
+  readonly more?: ReadonlyArray<{ readonly address: string; readonly route?: string }>;
   /** Per-device sysctls by family/key (net.<family>.conf.<dev>.<key>), e.g. { 'ipv4/accept_local': '1' }. */
   readonly sysctls?: Readonly<Record<string, string>>;
 }
@@ -44,17 +47,21 @@ export class DeviceState {
       }
     }
     if (mac && link.address !== mac) commands.push(`link set ${name} address ${mac}`);
-    const v6 = address.includes(':');
-    if (!(link.addr_info ?? []).some((a) => a.family === (v6 ? 'inet6' : 'inet') && `${canonicalIp6Text(a.local)}/${a.prefixlen}` === canonicalAddress(address))) {
-      commands.push(`addr replace ${address} dev ${name}${v6 ? ' nodad' : ''}`);
+    const pairs = [{ address, route }, ...(this.spec.more ?? [])];
+    for (const { address: addr } of pairs) {
+      const v6 = addr.includes(':');
+      if (!(link.addr_info ?? []).some((a) => a.family === (v6 ? 'inet6' : 'inet') && `${canonicalIp6Text(a.local)}/${a.prefixlen}` === canonicalAddress(addr))) {
+        commands.push(`addr replace ${addr} dev ${name}${v6 ? ' nodad' : ''}`);
+      }
     }
     if (link.mtu !== mtu) commands.push(`link set ${name} mtu ${mtu}`);
     if (!(link.flags ?? []).includes('UP')) commands.push(`link set ${name} up`);
-    if (route) {
-      const dst = route.split(' ')[0] as string;
+    for (const { route: rt } of pairs) {
+      if (!rt) continue;
+      const dst = rt.split(' ')[0] as string;
       // `ip route show` lists IPv4 routes unless told -6, even for an IPv6 `exact` prefix.
       const have = await runCommand('ip', [...(dst.includes(':') ? ['-6'] : []), 'route', 'show', 'exact', dst, 'dev', name]);
-      if (have.stdout.trim() === '') commands.push(`route replace ${route}`);
+      if (have.stdout.trim() === '') commands.push(`route replace ${rt}`);
     }
     const { failed } = await ipBatch(commands);
     if (failed.length > 0) {

@@ -11,7 +11,7 @@ import { datapathAddon } from './native/datapath-addon.js';
 import { type OpenEngineDeviceOptions, openEngineDevice } from './open-device.js';
 import { GLOBAL_STAT_SLOTS, PEER_STATS, type PeerStat } from './layout.js';
 import { DEFAULT_THREADING, type EngineQueue, PacketEngine, type PacketEngineOptions, workersPerQueue } from './packet-engine.js';
-import { type EnginePeer, type EnginePeer6, PeerTable } from './peer-table.js';
+import { type EnginePeer, type EnginePeer6, type EnginePeerDual, PeerTable } from './peer-table.js';
 
 export interface EngineDataPathOptions {
   readonly device: Omit<OpenEngineDeviceOptions, 'log'>;
@@ -25,7 +25,7 @@ export interface EngineDataPathOptions {
 
 interface Opened { readonly name: string; readonly state: DeviceState; readonly engine: PacketEngine; readonly fds: number[]; readonly queues: readonly EngineQueue[] }
 
-type AnyPeerTable = PeerTable<EnginePeer | EnginePeer6>;
+type AnyPeerTable = PeerTable<EnginePeer | EnginePeer6 | EnginePeerDual>;
 
 async function openOnce(o: EngineDataPathOptions, table: AnyPeerTable): Promise<Opened> {
   const dev = openEngineDevice({ ...o.device, log: o.log });
@@ -48,9 +48,11 @@ export class EngineDataPath {
 
   private constructor(private readonly o: EngineDataPathOptions, private readonly table: AnyPeerTable, private current: Opened) {}
 
-  /** An IPv6 engine (spec.family 6, device.bindIp6) gets a peer table of IPv6 entries: replacePeers then takes EnginePeer6. */
+  /** An IPv6 engine (spec.family 6, device.bindIp6) gets a peer table of IPv6 entries: replacePeers then takes EnginePeer6;
+   * a dual one (spec.dual) a table of family 46, replacePeers taking EnginePeerDual. */
   static async open(o: EngineDataPathOptions): Promise<EngineDataPath> {
-    const table: AnyPeerTable = new PeerTable<EnginePeer | EnginePeer6>(o.capacity, o.device.queues * workersPerQueue(o.threading ?? DEFAULT_THREADING), o.spec.family === 6 ? 6 : 4);
+    const family = o.spec.dual ? 46 : o.spec.family === 6 ? 6 : 4;
+    const table: AnyPeerTable = new PeerTable<EnginePeer | EnginePeer6 | EnginePeerDual>(o.capacity, o.device.queues * workersPerQueue(o.threading ?? DEFAULT_THREADING), family);
     return new EngineDataPath(o, table, await openOnce(o, table));
   }
 
@@ -58,7 +60,7 @@ export class EngineDataPath {
   get queues(): number { return this.o.device.queues; }
 
   /** EnginePeer for an IPv4 engine, EnginePeer6 for an IPv6 one (a TypeError otherwise, table unchanged). */
-  replacePeers(peers: readonly EnginePeer[] | readonly EnginePeer6[]): void {
+  replacePeers(peers: readonly EnginePeer[] | readonly EnginePeer6[] | readonly EnginePeerDual[]): void {
     this.table.replace(peers);
   }
 

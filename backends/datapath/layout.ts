@@ -7,8 +7,14 @@ export const PEER_ENTRY = { SUBNET: 0, PREFIX: 1, PUBLIC_IP: 2, PORT: 3, SLOT: 4
 /** An IPv6 table's entry (the IPv6 VTEP's engine): SUBNET and PUBLIC_IP are four words each, word k holding
  * bytes 4k..4k+3 of the address as a big-endian number. */
 export const PEER_ENTRY6 = { SUBNET: 0, PREFIX: 4, PUBLIC_IP: 5, PORT: 9, SLOT: 10, MAC_HI: 11, MAC_LO: 12, FLAGS: 13, WORDS: 16 } as const;
+/** Entries of both families (FAMILY 46: the dual wireguard engine of flannel-wg in the single-device modes):
+ * PEER_ENTRY6 (its PUBLIC_IP the PublicIPv6) with the IPv4 subnet, its prefix and the PublicIP in words
+ * wireguard has no MAC for. A prefix of NO_SUBNET: the peer has no subnet of that family. */
+export const PEER_ENTRY46 = { SUBNET4: 11, PREFIX4: 12, PUBLIC_IP4: 14, NO_SUBNET: 255 } as const;
 /** An engine's (and its peer table's) address family: of the inner packets and of the underlay. */
 export type EngineFamily = 4 | 6;
+/** A peer table's entry format: an engine's family, or 46 (both inner families, PEER_ENTRY46). */
+export type TableFamily = EngineFamily | 46;
 /** Bits of PEER_ENTRY.FLAGS (FL_PEER_* in peers.h). */
 export const PEER_FLAGS = { PARTIAL_CHECKSUMS: 1 } as const;
 
@@ -38,8 +44,8 @@ export function statsWords(peerCapacity: number): number {
   return GLOBAL_STAT_SLOTS + peerCapacity * PEER_STATS.length;
 }
 
-export function peerTableWords(capacity: number, family: EngineFamily = 4): number {
-  return PEER_TABLE.HEADER_WORDS + capacity * (family === 6 ? PEER_ENTRY6.WORDS : PEER_ENTRY.WORDS);
+export function peerTableWords(capacity: number, family: TableFamily = 4): number {
+  return PEER_TABLE.HEADER_WORDS + capacity * (family === 4 ? PEER_ENTRY.WORDS : PEER_ENTRY6.WORDS);
 }
 
 /** wireguard mode's shared state (layout.h, "wireguard mode"): byte offsets into one SharedArrayBuffer. */

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { DatapathStats, DatapathThreading } from '../backend.js';
 import { GLOBAL_STATS, GLOBAL_STAT_SLOTS, type GlobalStat, PEER_STATS, type PeerStat } from './layout.js';
 import { type EngineSpec, datapathAddon } from './native/datapath-addon.js';
-import type { EnginePeer, EnginePeer6, PeerTable } from './peer-table.js';
+import type { EnginePeer, EnginePeer6, EnginePeerDual, PeerTable } from './peer-table.js';
 import type { WorkerData, WorkerDirection, WorkerMessage, WorkerReport } from './engine.worker.js';
 
 type WorkerKey = `${WorkerDirection}${number}`;
@@ -36,7 +36,7 @@ export interface PacketEngineOptions {
   readonly spec: Omit<EngineSpec, 'stopFd' | 'peerTable' | 'stats' | 'devFd' | 'udpFd' | 'txFds' | 'spinUs'>;
   readonly queues: readonly EngineQueue[];
   readonly threading?: DatapathThreading;
-  readonly table: PeerTable<EnginePeer | EnginePeer6>;
+  readonly table: PeerTable<EnginePeer | EnginePeer6 | EnginePeerDual>;
   readonly log: Logger;
 }
 
@@ -73,7 +73,7 @@ export class PacketEngine {
     }
   }
 
-  replacePeers(peers: readonly EnginePeer[] | readonly EnginePeer6[]): void {
+  replacePeers(peers: readonly EnginePeer[] | readonly EnginePeer6[] | readonly EnginePeerDual[]): void {
     this.o.table.replace(peers);
   }
 

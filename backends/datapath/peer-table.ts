@@ -7,7 +7,7 @@
 // snapshot may still count the removed peer into it, and a new peer given that slot would start with
 // the old one's history.
 import type { Ip6 } from '../../lib/ip6.js';
-import { type EngineFamily, GLOBAL_STAT_SLOTS, PEER_ENTRY, PEER_ENTRY6, PEER_FLAGS, PEER_STATS, PEER_TABLE, SNAPSHOT_SEQ_SLOT, peerTableWords, statsWords } from './layout.js';
+import { GLOBAL_STAT_SLOTS, PEER_ENTRY, PEER_ENTRY46, PEER_ENTRY6, type TableFamily, PEER_FLAGS, PEER_STATS, PEER_TABLE, SNAPSHOT_SEQ_SLOT, peerTableWords, statsWords } from './layout.js';
 
 export interface EnginePeer {
   /** Stable identity of the peer, e.g. its subnet as text. */
@@ -35,6 +35,18 @@ export interface EnginePeer6 {
   readonly partialChecksums?: boolean;
 }
 
+/** A peer of a dual engine (flannel-wg of the single-device wireguard modes): either subnet or both, and
+ * the endpoint in each outer family (the engine uses its own family's; an absent one is written as 0). */
+export interface EnginePeerDual {
+  readonly key: string;
+  readonly subnet4?: { readonly ip: number; readonly prefixLen: number };
+  readonly subnet6?: { readonly ip: Ip6; readonly prefixLen: number };
+  readonly publicIp: number;
+  readonly publicIp6?: Ip6;
+  readonly port: number;
+  readonly dual: true;
+}
+
 /** The four entry words of an IPv6 address: word k = bytes 4k..4k+3, big-endian. */
 export function ip6Words(ip: Ip6): [number, number, number, number] {
   return [Number((ip >> 96n) & 0xffffffffn), Number((ip >> 64n) & 0xffffffffn), Number((ip >> 32n) & 0xffffffffn), Number(ip & 0xffffffffn)];
@@ -50,7 +62,7 @@ export function ip6Bytes(ip: Ip6): Uint8Array {
 /** PE_SLOT of a peer that has no counters yet (every slot in use or quarantined): the C side skips it. */
 export const NO_SLOT = 0xffffffff;
 
-export class PeerTable<P extends EnginePeer | EnginePeer6 = EnginePeer> {
+export class PeerTable<P extends EnginePeer | EnginePeer6 | EnginePeerDual = EnginePeer> {
   readonly words: Uint32Array;
   readonly stats: BigUint64Array;
   /** Counter slots per region: twice the capacity, so that quarantined slots never starve new peers. */
@@ -60,13 +72,13 @@ export class PeerTable<P extends EnginePeer | EnginePeer6 = EnginePeer> {
   private readonly quarantine = new Map<number, number>();
 
   /** `writers`: one counter region per packet-engine worker thread, so every counter has a single writer.
-   * `family` 6: a table of IPv6 entries (EnginePeer6) for an IPv6 engine. */
-  constructor(readonly capacity: number, readonly writers = 1, readonly family: EngineFamily = 4) {
+   * `family` 6: a table of IPv6 entries (EnginePeer6) for an IPv6 engine; 46: of EnginePeerDual for a dual one. */
+  constructor(readonly capacity: number, readonly writers = 1, readonly family: TableFamily = 4) {
     this.words = new Uint32Array(new SharedArrayBuffer(peerTableWords(capacity, family) * 4));
     this.slotCount = capacity * 2;
     this.stats = new BigUint64Array(new SharedArrayBuffer(writers * statsWords(this.slotCount) * 8));
     Atomics.store(this.words, PEER_TABLE.CAPACITY, capacity);
-    Atomics.store(this.words, PEER_TABLE.FAMILY, family === 6 ? 6 : 0);
+    Atomics.store(this.words, PEER_TABLE.FAMILY, family === 4 ? 0 : family);
   }
 
   /** The counters of writer `w`. */
@@ -97,6 +109,10 @@ export class PeerTable<P extends EnginePeer | EnginePeer6 = EnginePeer> {
   replace(peers: readonly P[]): void {
     if (peers.length > this.capacity) throw new RangeError(`${peers.length} peers exceed the engine's capacity of ${this.capacity}`);
     for (const p of peers) {
+      if ('dual' in p || this.family === 46) {
+        if (!('dual' in p) || this.family !== 46) throw new TypeError(`peer ${p.key}: only a dual (family 46) peer table takes dual peers`);
+        continue;
+      }
       if ((typeof p.subnet === 'bigint') !== (this.family === 6) || typeof p.publicIp !== typeof p.subnet) {
         throw new TypeError(`peer ${p.key}: an IPv${this.family} peer table takes IPv${this.family} peers`);
       }
@@ -107,6 +123,21 @@ export class PeerTable<P extends EnginePeer | EnginePeer6 = EnginePeer> {
     // any CPU no entry is visible before the odd sequence or after the even one.
     Atomics.add(this.words, PEER_TABLE.SEQ, 1); // odd: writing
     peers.forEach((p, i) => {
+      if ('dual' in p) {
+        const base = PEER_TABLE.HEADER_WORDS + i * PEER_ENTRY6.WORDS;
+        const put = (field: number, v: number) => Atomics.store(this.words, base + field, v);
+        ip6Words(p.subnet6?.ip ?? 0n).forEach((w, k) => put(PEER_ENTRY6.SUBNET + k, w));
+        put(PEER_ENTRY6.PREFIX, p.subnet6 ? p.subnet6.prefixLen : PEER_ENTRY46.NO_SUBNET);
+        ip6Words(p.publicIp6 ?? 0n).forEach((w, k) => put(PEER_ENTRY6.PUBLIC_IP + k, w));
+        put(PEER_ENTRY6.PORT, p.port);
+        put(PEER_ENTRY6.SLOT, slots[i] as number);
+        put(PEER_ENTRY46.SUBNET4, p.subnet4?.ip ?? 0);
+        put(PEER_ENTRY46.PREFIX4, p.subnet4 ? p.subnet4.prefixLen : PEER_ENTRY46.NO_SUBNET);
+        put(PEER_ENTRY6.FLAGS, 0);
+        put(PEER_ENTRY46.PUBLIC_IP4, p.publicIp);
+        put(15, 0);
+        return;
+      }
       const mac = p.mac ?? new Uint8Array(6);
       const macHi = ((mac[0] ?? 0) << 8) | (mac[1] ?? 0);
       const macLo = (((mac[2] ?? 0) << 24) | ((mac[3] ?? 0) << 16) | ((mac[4] ?? 0) << 8) | (mac[5] ?? 0)) >>> 0;

@@ -9,8 +9,13 @@
 // engine of family 6) carries IPv6 over IPv6 on ListenPortV6 with the same key and MTU; address
 // <IPv6 subnet IP>/128, a route for the whole IPv6Network on it; the lease adds PublicIPv6 and
 // BackendV6Data {"PublicKey":…,"Port":ListenPortV6}; per peer the endpoint [PublicIPv6]:Port of its
-// BackendV6Data and allowed IPs = its IPv6 subnet. The single-device modes (auto, ipv4, ipv6: one
-// flannel-wg for both families) are refused with IPv6 enabled; without it auto and ipv4 are plain IPv4.
+// BackendV6Data and allowed IPs = its IPv6 subnet.
+// Single device (Mode ipv4 or ipv6 with EnableIPv6 on a dual-stack network): one flannel-wg on ListenPort
+// for both families (a dual engine whose outer family is the Mode's), addresses <subnet>/32 and
+// <IPv6 subnet>/128, routes for both Networks; per peer one WireGuard peer with both subnets as allowed IPs,
+// dialed at PublicIP:Port (ipv4) or [PublicIPv6]:Port (ipv6); the lease has ListenPort in BackendData and
+// BackendV6Data (single-device.ts says why). Mode auto with EnableIPv6 (flannel chooses the outer family
+// per peer) is refused; without IPv6 auto and ipv4 are plain IPv4.
 // Split of the work: the packet engine (C, worker threads) seals and opens every transport message with
 // the keypairs published in shared memory; the handshake, cookies and timers run here on the main thread
 // (session/); handshake messages reach us through a pipe from the engine's RX workers.
@@ -31,6 +36,7 @@ import { monotonicMs, WIREGUARD_TIMERS } from './session/session-timers.js';
 import { WgTable } from './session/wg-table.js';
 import { WIREGUARD_OVERHEAD, type WireGuardConfig, parseWireGuardConfig } from './wireguard-config.js';
 import { WireGuardNetwork } from './wireguard-network.js';
+import { type SingleDeviceMode, singleDeviceLeaseData, singleDeviceOuterFamily } from './single-device.js';
 
 export const WIREGUARD_DEVICE = 'flannel-wg';
 export const WIREGUARD_DEVICE_V6 = 'flannel-wg-v6';
@@ -50,11 +56,15 @@ export class WireGuardBackend implements Backend {
     this.cfg = parseWireGuardConfig(ctx.config.backend, { ipv6: ctx.config.ipv6 !== undefined });
     this.mtu = (this.cfg.mtu || ctx.ext.mtu) - WIREGUARD_OVERHEAD;
     this.log = ctx.log.child({ component: 'backend/wireguard' });
-    if (ctx.config.ipv6 && this.cfg.mode !== 'separate') {
+    if (ctx.config.ipv6 && this.cfg.mode === 'auto') {
       throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED',
-        `the wireguard backend's Mode ${JSON.stringify(this.cfg.mode)} with EnableIPv6 (one flannel-wg device for both families) ` +
-        'is not supported by flannel-ts: use Mode "separate" (the default: flannel-wg for IPv4 and flannel-wg-v6 for IPv6), ' +
-        'or set EnableIPv6 to false');
+        'the wireguard backend\'s Mode "auto" with EnableIPv6 (one flannel-wg device, IPv4 or IPv6 chosen per peer) ' +
+        'is not supported by flannel-ts: use Mode "ipv4" or "ipv6" (one flannel-wg over that family), "separate" (the default: ' +
+        'flannel-wg for IPv4 and flannel-wg-v6 for IPv6), or set EnableIPv6 to false');
+    }
+    if (ctx.config.ipv6 && this.cfg.mode !== 'separate' && !ctx.config.ipv4) {
+      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED',
+        `the wireguard backend's Mode ${JSON.stringify(this.cfg.mode)} on an IPv6-only network is not supported by flannel-ts: use Mode "separate" (flannel-wg-v6 alone)`);
     }
     if (ctx.config.ipv6 && this.mtu < IPV6_MIN_MTU) {
       throw new FlannelError('FLN_ERR_CONFIG_INVALID',
@@ -71,15 +81,25 @@ export class WireGuardBackend implements Backend {
     const attrs = { publicIp: this.ctx.ext.publicIp, backendType: 'wireguard', ...(v4 ? { backendData: encodeWireGuardBackendData(this.key.publicKey, this.cfg.listenPort) } : {}) };
     if (!this.ctx.config.ipv6) return attrs;
     const { ext } = this.ctx;
+    const single = this.singleMode();
     if (ext.ip6 === undefined || ext.publicIp6 === undefined) {
-      throw new FlannelError('FLN_ERR_IFACE_NOT_FOUND', `IPv6 is enabled but ${ext.name} has no IPv6 address for ${WIREGUARD_DEVICE_V6}: add one, or pass --iface`);
+      throw new FlannelError('FLN_ERR_IFACE_NOT_FOUND', `IPv6 is enabled but ${ext.name} has no IPv6 address for ${single ? WIREGUARD_DEVICE : WIREGUARD_DEVICE_V6}: add one, or pass --iface`);
     }
+    // single device: the one port that listens, in both (see single-device.ts)
+    if (single) return { ...attrs, publicIpv6: ext.publicIp6, ...singleDeviceLeaseData(this.key.publicKey, this.cfg.listenPort, { v4, v6: true }) };
     // flannel: the same key for both devices, BackendV6Data with the IPv6 device's port.
     return { ...attrs, publicIpv6: ext.publicIp6, backendV6Data: encodeWireGuardBackendData(this.key.publicKey, this.cfg.listenPortV6) };
   }
 
+  /** Mode ipv4 or ipv6 with EnableIPv6: one flannel-wg for both families. */
+  private singleMode(): SingleDeviceMode | undefined {
+    return this.ctx.config.ipv6 && this.cfg.mode !== 'separate' ? this.cfg.mode : undefined;
+  }
+
   async start(lease: Lease): Promise<Network> {
     this.key ??= loadOrCreateKey(keyFilePath());
+    const single = this.singleMode();
+    if (single) return this.startFamily(lease, singleDeviceOuterFamily(single) ?? 4, single);
     const v4 = this.ctx.config.ipv4 ? await this.startFamily(lease, 4) : undefined;
     if (!this.ctx.config.ipv6) return v4 as WireGuardNetwork;
     try {
@@ -92,10 +112,10 @@ export class WireGuardBackend implements Backend {
   }
 
   /** flannel-wg (family 4) or flannel-wg-v6 (family 6): its TUN, engine, table and sessions. */
-  private async startFamily(lease: Lease, family: 4 | 6): Promise<WireGuardNetwork> {
+  private async startFamily(lease: Lease, family: 4 | 6, single?: SingleDeviceMode): Promise<WireGuardNetwork> {
     const key = this.key as NodeKey;
     const queues = this.ctx.queues ?? 1;
-    const f = family === 6 ? this.device6(lease) : this.device4(lease);
+    const f = single ? this.deviceSingle(lease, family) : family === 6 ? this.device6(lease) : this.device4(lease);
     const capacity = 2 ** Math.min(16, f.poolBits);
     const table = new WgTable(keypairCapacity(capacity), capacity * 2, WIREGUARD_TIMERS, monotonicMs, family);
     const [ctrlRead, ctrlWrite] = datapathAddon().pipeOpen();
@@ -103,7 +123,7 @@ export class WireGuardBackend implements Backend {
     let dataPath: EngineDataPath;
     try {
       dataPath = await EngineDataPath.open({
-        device: { name: f.name, tap: false, offload: this.ctx.offload ?? true, queues, bindIp: this.ctx.ext.ip, port: f.port, sourcePortSockets: 0, ...f.device },
+        device: { name: f.name, tap: false, offload: single ? false : this.ctx.offload ?? true, queues, bindIp: this.ctx.ext.ip, port: f.port, sourcePortSockets: 0, ...f.device },
         settings: { mtu: this.mtu, ...f.settings },
         spec: { ...common, ...f.spec },
         capacity,
@@ -115,8 +135,9 @@ export class WireGuardBackend implements Backend {
       datapathAddon().closeFd(ctrlWrite);
       throw err;
     }
-    this.log.info({ device: dataPath.name, port: f.port, mtu: this.mtu, queues }, 'wireguard backend running');
-    return new WireGuardNetwork({ lease, dataPath, table, cfg: this.cfg, key, ctrlRead, ctrlWrite, log: this.log, family });
+    this.log.info({ device: dataPath.name, port: f.port, mtu: this.mtu, queues, ...(single ? { mode: single } : {}) }, 'wireguard backend running');
+    const own = { publicIp: this.ctx.ext.publicIp, ...(this.ctx.ext.publicIp6 !== undefined ? { publicIp6: this.ctx.ext.publicIp6 } : {}) };
+    return new WireGuardNetwork({ lease, dataPath, table, cfg: this.cfg, key, ctrlRead, ctrlWrite, log: this.log, family, ...(single ? { single: { mode: single, own } } : {}) });
   }
 
   /** flannel-wg: <subnet>/32, the Network's route, ListenPort. */
@@ -126,6 +147,22 @@ export class WireGuardBackend implements Backend {
       name: WIREGUARD_DEVICE, port: this.cfg.listenPort, poolBits: pool.subnetLen - pool.network.prefixLen, device: {},
       settings: { address: `${formatIp4(subnet.ip)}/32`, route: `${formatCidr4(pool.network)} dev ${WIREGUARD_DEVICE}`, sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '1' } },
       spec: { devIp: subnet.ip, ownSubnet: subnet.ip, ownMask: maskOf(subnet.prefixLen) },
+    };
+  }
+
+  /** flannel-wg of a single-device mode: <subnet>/32 and <IPv6 subnet>/128, both Networks' routes, ListenPort,
+   * a dual engine whose sockets are of the Mode's outer family (IPv6: bound to the interface's IPv6 address). */
+  private deviceSingle(lease: Lease, outer: 4 | 6) {
+    const v4 = this.device4(lease), v6 = this.device6(lease);
+    const { config } = this.ctx;
+    return {
+      name: WIREGUARD_DEVICE, port: this.cfg.listenPort, poolBits: Math.max(v4.poolBits, v6.poolBits), device: outer === 6 ? v6.device : {},
+      settings: {
+        address: v4.settings.address, route: v4.settings.route,
+        more: [{ address: v6.settings.address, route: `${formatCidr6((config.ipv6 as NonNullable<typeof config.ipv6>).network)} dev ${WIREGUARD_DEVICE}` }],
+        sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '0', 'ipv6/accept_ra': '0' },
+      },
+      spec: { ...v4.spec, family: outer, dual: true, devIp6: v6.spec.devIp6, ownSubnet6: v6.spec.ownSubnet6, ownPrefix6: v6.spec.ownPrefix6 },
     };
   }
 

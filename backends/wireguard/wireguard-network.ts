@@ -6,10 +6,13 @@
 // Family 6 (flannel-wg-v6, `separate` mode): the same over IPv6, a second network beside the IPv4 one:
 // peers from the leases' IPv6Subnet, PublicIPv6 and BackendV6Data (Port missing or 0: our ListenPortV6),
 // named by their IPv6 subnet; leases without them (IPv4-only nodes) have no IPv6 peer.
+// Single device (flannel-wg of Mode ipv4 or ipv6 with EnableIPv6, a dual engine): one peer per lease,
+// named by leaseIdentity, with both subnets as allowed IPs, dialed at the address its Mode picks
+// (single-device.ts) on the port of its BackendData (else BackendV6Data, else our ListenPort).
 import type { Logger } from 'pino';
 import { type Cidr4, formatCidr4 } from '../../lib/ip.js';
 import { type Cidr6, type Ip6, formatCidr6 } from '../../lib/ip6.js';
-import type { Lease, LeaseEvent } from '../backend.js';
+import { type Lease, type LeaseEvent, leaseIdentity } from '../backend.js';
 import type { DatapathStats, Network, ReconcileResult } from '../backend.js';
 import type { EngineDataPath } from '../datapath/engine-datapath.js';
 import { ip6Bytes } from '../datapath/peer-table.js';
@@ -21,6 +24,7 @@ import { HandshakeQueue } from './session/handshake-queue.js';
 import { WireGuardSessions } from './session/sessions.js';
 import { type WgTable, wgSubnetFold6 } from './session/wg-table.js';
 import type { WireGuardConfig } from './wireguard-config.js';
+import { type OwnAddresses, type SingleDeviceMode, singleDeviceEndpoint, singleDevicePeerData } from './single-device.js';
 
 const TICK_MS = 100;
 
@@ -33,12 +37,18 @@ export interface WireGuardNetworkOptions {
   readonly ctrlRead: number;
   readonly ctrlWrite: number;
   readonly log: Logger;
-  /** 6: flannel-wg-v6, an engine of family 6 (default 4). */
+  /** 6: flannel-wg-v6, an engine of family 6 (default 4); with `single`, the outer family of the dual engine. */
   readonly family?: 4 | 6;
+  /** flannel-wg of a single-device mode: a dual engine, peers with both subnets, endpoints by the Mode. */
+  readonly single?: { readonly mode: SingleDeviceMode; readonly own: OwnAddresses };
 }
 
 /** A peer of either family: its subnet and endpoint address in the network's family. */
-interface Peer { readonly lease: Lease; readonly data: WireGuardPeerData; readonly subnet?: Cidr4; readonly subnet6?: Cidr6; readonly ip6?: Ip6 }
+interface Peer {
+  readonly lease: Lease; readonly data: WireGuardPeerData; readonly subnet?: Cidr4; readonly subnet6?: Cidr6; readonly ip6?: Ip6;
+  /** single device: the outer address its Mode dials */
+  readonly endpoint?: number | Ip6;
+}
 
 export class WireGuardNetwork implements Network {
   readonly lease: Lease;
@@ -86,6 +96,19 @@ export class WireGuardNetwork implements Network {
 
   private swap(events: readonly LeaseEvent[]): void {
     if (this.closed) return;
+    if (this.o.single) {
+      for (const ev of events) this.swapSingle(ev, this.o.single.mode, this.o.single.own);
+      this.o.dataPath.replacePeers([...this.peers.entries()].map(([key, p]) => ({
+        key, dual: true as const, port: p.data.port,
+        ...(p.subnet ? { subnet4: { ip: p.subnet.ip, prefixLen: p.subnet.prefixLen } } : {}),
+        ...(p.subnet6 ? { subnet6: { ip: p.subnet6.ip, prefixLen: p.subnet6.prefixLen } } : {}),
+        publicIp: typeof p.endpoint === 'number' ? p.endpoint : 0,
+        ...(typeof p.endpoint === 'bigint' ? { publicIp6: p.endpoint } : {}),
+      })));
+      this.pushSessions();
+      this.o.log.info({ peers: this.peers.size, mode: this.o.single.mode }, 'wireguard peers updated');
+      return;
+    }
     for (const ev of events) {
       if (this.family === 6) {
         this.swap6(ev);
@@ -142,12 +165,36 @@ export class WireGuardNetwork implements Network {
     this.peers.set(key, { lease: ev.lease, data, subnet6: ipv6Subnet, ip6: attrs.publicIpv6 });
   }
 
+  /** One lease event for flannel-wg of a single-device mode: one peer with the lease's subnets, at the address the Mode dials. */
+  private swapSingle(ev: LeaseEvent, mode: SingleDeviceMode, own: OwnAddresses): void {
+    const { subnet, ipv6Subnet, attrs } = ev.lease;
+    const key = leaseIdentity(ev.lease);
+    if (ev.kind === 'removed') {
+      const have = this.peers.get(key)?.lease.attrs;
+      if (have && have.publicIp === attrs.publicIp && have.publicIpv6 === attrs.publicIpv6) this.peers.delete(key);
+      return;
+    }
+    const data = attrs.backendType === 'wireguard' ? singleDevicePeerData(attrs, this.o.cfg.listenPort) : undefined;
+    const endpoint = data ? singleDeviceEndpoint(mode, attrs, own) : undefined;
+    // The one outer family of the engine: a peer the Mode would dial over the other one is left out.
+    if (!data || endpoint === undefined || (typeof endpoint === 'bigint') !== (this.family === 6)) {
+      this.peers.delete(key);
+      if (!this.ignored.has(key)) {
+        this.o.log.warn({ peer: key, backendType: attrs.backendType, mode }, `wireguard: ignoring a lease without a valid wireguard PublicKey or without the ${this.family === 6 ? 'PublicIPv6' : 'PublicIP'} Mode ${mode} dials`);
+      }
+      this.ignored.add(key);
+      return;
+    }
+    this.ignored.delete(key);
+    this.peers.set(key, { lease: ev.lease, data, endpoint, ...(subnet ? { subnet } : {}), ...(ipv6Subnet ? { subnet6: ipv6Subnet } : {}) });
+  }
+
   /** The sessions' view of the peers: keys, counter slots, lease endpoints (roamed ones reset). */
   private pushSessions(): void {
     this.sessions.setPeers([...this.peers.entries()].map(([key, p]) => ({
       key, publicKey: p.data.publicKey, slot: this.o.dataPath.slotOf(key),
       subnet: p.subnet6 ? wgSubnetFold6(p.subnet6.ip) : (p.subnet as Cidr4).ip,
-      endpointIp: p.ip6 ?? p.lease.attrs.publicIp, endpointPort: p.data.port, keepaliveSeconds: this.o.cfg.persistentKeepaliveSec,
+      endpointIp: p.endpoint ?? p.ip6 ?? p.lease.attrs.publicIp, endpointPort: p.data.port, keepaliveSeconds: this.o.cfg.persistentKeepaliveSec,
     })));
   }
 

@@ -7,8 +7,9 @@
 //  - TransportKeypair seals, C decap opens (the inner packet, its TTL decremented, compared);
 //  - the same counter sequence through C's replay window and ReplayWindow (wireguard-go replay.go);
 //  - the C-only groups: drops by reason with exact counters, handshake records on the pipe, TX without
-//    a session, NEXT confirmation, roaming, keepalives, and the family-6 engine (flannel-wg-v6), whose
-//    handshake record the TypeScript HandshakeRecordParser reads back.
+//    a session, NEXT confirmation, roaming, keepalives, the family-6 engine (flannel-wg-v6), whose
+//    handshake record the TypeScript HandshakeRecordParser reads back, and the dual engine (flannel-wg of
+//    the single-device modes: both inner families over outer IPv4 or IPv6, allowed IPs per family).
 // Built with AddressSanitizer and UBSan. A deviation found and not yet fixed is a C "KNOWN-FAILURE" line,
 // asserted here as a todo.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -254,6 +255,7 @@ const GROUPS: Record<string, RegExp> = {
   roaming: /roaming: endpoint follows authenticated packets only/,
   keepalive: /keepalive: ST_WG_KEEPALIVES_RECEIVED 3, SP_RX_KEEPALIVES 3 on slot 1/,
   v6: /v6: IPv6 sealed to \[PublicIPv6\]:port and opened, allowed IPs, foreign destination, IPv4 inner dropped both ways, roaming to an IPv6 source, 20-byte handshake records/,
+  dual: /dual: IPv4 and IPv6 inside one engine over outer IPv4 and outer IPv6, allowed IPs per family, spoofed and foreign dropped, roaming and records of the outer family/,
 };
 
 // Deviations found by these tests and not yet fixed in wireguard.c: the C test prints the line when it

@@ -42,6 +42,10 @@ export interface EngineSpec {
    * sockets (udpOpen6) with a peer table of IPv6 entries, and needs devIp6, ownSubnet6 and ownPrefix6;
    * devIp, ownSubnet and ownMask are then unused (pass 0). */
   readonly family?: 4 | 6;
+  /** wireguard mode, no offload: IPv4 and IPv6 inside one device (flannel-wg of the single-device modes),
+   * `family` the outer one; needs both devIp/ownSubnet/ownMask and devIp6/ownSubnet6/ownPrefix6 and a
+   * peer table of family 46. */
+  readonly dual?: boolean;
   /** family 6: our device's IPv6 address (the source of ICMPv6 Packet Too Big), 16 bytes. */
   readonly devIp6?: Uint8Array;
   /** family 6: our IPv6 subnet (16 bytes) and its prefix length: received inner destinations must lie in it. */

@@ -284,7 +284,9 @@ static void finalize_box(napi_env env, void *data, void *hint) {
 
 /* engineCreate({ mode, devFd, udpFd, stopFd, peerTable: Uint32Array, stats: BigUint64Array,
  *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array, offload, uso?, spinUs?,
- *   wgTable?: Uint8Array, ctrlFd?, family? (4 or 6), devIp6?, ownSubnet6?: Uint8Array(16), ownPrefix6? }) → external.
+ *   wgTable?: Uint8Array, ctrlFd?, family? (4 or 6), devIp6?, ownSubnet6?: Uint8Array(16), ownPrefix6?, dual? }) → external.
+ *   dual (wireguard mode, offload false): IPv4 and IPv6 inside one device, `family` the outer one; it needs devIp,
+ *   ownSubnet, ownMask and devIp6, ownSubnet6, ownPrefix6, and a peer table of PT_FAMILY 46.
  *   family 6 (vxlan mode: the IPv6 VTEP; wireguard mode: flannel-wg-v6) needs devIp6, ownSubnet6 and ownPrefix6, sockets of AF_INET6
  *   (udpOpen6) and a peer table of IPv6 entries (PT_FAMILY 6); devIp, ownSubnet and ownMask are then unused. wireguard mode needs wgTable (the shared state of
  *   layout.h) and ctrlFd (the write end of the control plane's handshake pipe). */
@@ -293,7 +295,7 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv)) return NULL;
   napi_value o = argv[0];
   double mode, dev_fd, udp_fd, stop_fd, dev_ip, own_subnet, own_mask, mtu, vni, spin, ctrl_fd, family, own_prefix6;
-  bool offload, uso;
+  bool offload, uso, dual = false;
   if (!int_prop(env, o, "mode", FL_MODE_UDP, FL_MODE_WIREGUARD, 0, 0, &mode) ||
       !int_prop(env, o, "ctrlFd", 0, FD_MAX, 1, -1, &ctrl_fd) ||
       !int_prop(env, o, "devFd", 0, FD_MAX, 0, 0, &dev_fd) || !int_prop(env, o, "udpFd", 0, FD_MAX, 0, 0, &udp_fd) ||
@@ -313,9 +315,14 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "engineCreate: wgTable must be a Uint8Array");
     return NULL;
   }
+  if (!bool_prop(env, o, "dual", &dual)) return NULL;
+  if (dual && (mode != FL_MODE_WIREGUARD || offload)) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: dual is for the wireguard mode without offload only");
+    return NULL;
+  }
   void *v6[2] = {NULL, NULL};
   if (family != 4 && family != 6) { napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: family must be 4 or 6"); return NULL; }
-  if (family == 6) {
+  if (family == 6 || dual) {
     if (mode != FL_MODE_VXLAN && mode != FL_MODE_WIREGUARD) { napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: family 6 is for the vxlan and wireguard modes only"); return NULL; }
     const char *names[2] = {"devIp6", "ownSubnet6"};
     for (int i = 0; i < 2; i++) {
@@ -343,12 +350,13 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
     return NULL;
   }
   /* The C side trusts PT_CAPACITY: it must fit the array it was given. */
-  uint32_t table_family = ((const uint32_t *)table)[PT_FAMILY] == 6 ? 6 : 4;
-  if (table_family != (uint32_t)family) {
+  uint32_t table_family = ((const uint32_t *)table)[PT_FAMILY];
+  table_family = table_family == 6 || table_family == 46 ? table_family : 4;
+  if (table_family != (dual ? 46u : (uint32_t)family)) {
     napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: the peer table's family (PT_FAMILY) is not the engine's");
     return NULL;
   }
-  if (((const uint32_t *)table)[PT_CAPACITY] > (n_words - PT_HEADER_WORDS) / (family == 6 ? PE6_WORDS : PE_WORDS)) {
+  if (((const uint32_t *)table)[PT_CAPACITY] > (n_words - PT_HEADER_WORDS) / (family == 6 || dual ? PE6_WORDS : PE_WORDS)) {
     napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "engineCreate: the peer table's capacity exceeds its array");
     return NULL;
   }
@@ -361,7 +369,8 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   fl_engine *e = &box->engine;
   e->mode = (int)mode;
   e->family = (int)family;
-  if (family == 6) {
+  e->dual = dual;
+  if (family == 6 || dual) {
     memcpy(e->dev_ip6, v6[0], 16);
     memcpy(e->own_subnet6, v6[1], 16);
     e->own_prefix6 = (uint32_t)own_prefix6;

@@ -30,7 +30,8 @@ int fl_engine_init(fl_engine *e) {
   if (e->mode < 0 || e->mode > FL_MODE_WIREGUARD) return -EINVAL;
   if (e->family == 0) e->family = 4;
   if (e->family != 4 && !(e->family == 6 && (e->mode == FL_MODE_VXLAN || e->mode == FL_MODE_WIREGUARD))) return -EINVAL; /* IPv6: vxlan and wireguard */
-  e->ops = e->family == 6 ? (e->mode == FL_MODE_VXLAN ? &fl_mode_vxlan6 : &fl_mode_wireguard6) : MODES[e->mode];
+  if (e->dual && (e->mode != FL_MODE_WIREGUARD || e->vnet)) return -EINVAL; /* dual: wireguard, plain loops only */
+  e->ops = e->dual ? &fl_mode_wireguard46 : e->family == 6 ? (e->mode == FL_MODE_VXLAN ? &fl_mode_vxlan6 : &fl_mode_wireguard6) : MODES[e->mode];
   e->slot_size = e->mtu + 64 < 2048 ? 2048 : ((e->mtu + 64 + 1023) & ~1023u);
   /* offload TX: a header slot, or for a sealing mode a whole datagram (prefix, inner packet, suffix) */
   e->tx_slot = e->ops->seal ? ((e->ops->prefix + e->mtu + e->ops->suffix + 63) & ~(size_t)63) : FL_TX_HDR;

@@ -53,6 +53,9 @@ typedef struct fl_engine_s {
   int mode;          /* FL_MODE_*: picks `ops` in fl_engine_init */
   int family;        /* 4 (0 reads as 4) or 6: the inner and outer IP version; 6 in vxlan mode (flannel-v6.<VNI>)
                       * and wireguard mode (flannel-wg-v6) */
+  int dual;          /* wireguard mode only: inner IPv4 and IPv6 through one device (flannel-wg of Mode auto,
+                      * ipv4, ipv6), `family` then being the outer one; a peer table of PT_FAMILY 46, both
+                      * own_subnet/own_mask and own_subnet6/own_prefix6, no offload (vnet 0) */
   const fl_mode *ops;
   int dev_fd;        /* TUN (udp mode) or TAP (vxlan mode) */
   int udp_fd;        /* the bound UDP socket: receives, and sends in udp mode */

@@ -9,7 +9,8 @@ enum {
   PT_SEQ = 0,
   PT_COUNT = 1,
   PT_CAPACITY = 2,
-  PT_FAMILY = 3,   /* entry format: 0 or 4 = IPv4 entries (PE_*), 6 = IPv6 entries (PE6_*); set once at creation */
+  PT_FAMILY = 3,   /* entry format: 0 or 4 = IPv4 entries (PE_*), 6 = IPv6 entries (PE6_*), 46 = both subnets
+                    * (PE46_*: a dual wireguard engine); set once at creation */
   PT_HEADER_WORDS = 8,
   PE_SUBNET = 0,   /* peer subnet network address, host order */
   PE_PREFIX = 1,   /* its prefix length */
@@ -35,6 +36,17 @@ enum {
   PE6_MAC_LO = 12,   /* bytes 2-5 */
   PE6_FLAGS = 13,
   PE6_WORDS = 16
+};
+
+/* Entries of both families (PT_FAMILY 46: flannel-wg of the single-device wireguard modes, one peer with
+ * an IPv4 and an IPv6 subnet): the PE6 layout, its PUBLIC_IP the PublicIPv6 (outer family 6), with the
+ * IPv4 subnet, its prefix and the PublicIP (outer family 4) in words the wireguard mode has no use for.
+ * A prefix above 32 (IPv4) or 128 (IPv6) means the peer has no subnet of that family. */
+enum {
+  PE46_SUBNET4 = 11,    /* the peer's IPv4 subnet, host order */
+  PE46_PREFIX4 = 12,    /* its prefix length (0-32; 255: none) */
+  PE46_PUBLIC_IP4 = 14, /* the peer's PublicIP, host order */
+  PE46_NO_SUBNET = 255
 };
 
 /* Counters: u64 slots in a SharedArrayBuffer. Every worker thread (the TX or RX worker of a queue, or

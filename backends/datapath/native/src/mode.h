@@ -4,7 +4,8 @@
  *   vxlan.c      RFC 7348: VXLAN header + Ethernet frame of the TAP VTEP
  *   wireguard.c  WireGuard v1 transport messages: 16-byte header, ChaCha20-Poly1305 ciphertext, tag
  *   vxlan6.c     family 6: vxlan over IPv6 (flannel-v6.<VNI>)
- *   wireguard.c  family 6 too (fl_mode_wireguard6: flannel-wg-v6, IPv6 in WireGuard over IPv6) */
+ *   wireguard.c  family 6 too (fl_mode_wireguard6: flannel-wg-v6, IPv6 in WireGuard over IPv6), and both inner
+ *                families over one outer one (fl_mode_wireguard46, engine.h `dual`: flannel-wg of Mode auto/ipv4/ipv6) */
 #ifndef FLANNEL_MODE_H
 #define FLANNEL_MODE_H
 #include <netinet/in.h>
@@ -49,5 +50,5 @@ typedef struct fl_mode {
   size_t (*decap)(struct fl_engine_s *e, const void *from, uint8_t **pkt, size_t len, const struct fl_peer_s **peer, int *partial);
 } fl_mode;
 
-extern const fl_mode fl_mode_udp, fl_mode_vxlan, fl_mode_wireguard, fl_mode_vxlan6, fl_mode_wireguard6;
+extern const fl_mode fl_mode_udp, fl_mode_vxlan, fl_mode_wireguard, fl_mode_vxlan6, fl_mode_wireguard6, fl_mode_wireguard46;
 #endif

@@ -59,7 +59,7 @@ static int copy_once(fl_peer *out, uint32_t cap, uint32_t *count, const uint32_t
   if (s1 & 1) return 0;
   uint32_t n = load_acquire(&shared[PT_COUNT]);
   if (n > cap) return 0;
-  if (family == 6) {
+  if (family == 6 || family == 46) {
     for (uint32_t i = 0; i < n; i++) {
       const uint32_t *e = shared + PT_HEADER_WORDS + i * PE6_WORDS;
       uint32_t w[PE6_WORDS];
@@ -74,6 +74,16 @@ static int copy_once(fl_peer *out, uint32_t cap, uint32_t *count, const uint32_t
       p->port = w[PE6_PORT];
       p->slot = w[PE6_SLOT];
       p->flags = w[PE6_FLAGS];
+      if (family == 46) { /* no MAC: those words hold the IPv4 side */
+        if (w[PE6_PREFIX] <= 128) p->has |= FL_PEER_HAS6;
+        if (w[PE46_PREFIX4] <= 32) {
+          p->has |= FL_PEER_HAS4;
+          p->mask = mask_of(w[PE46_PREFIX4]);
+          p->subnet = w[PE46_SUBNET4] & p->mask;
+        }
+        p->public_ip = w[PE46_PUBLIC_IP4];
+        continue;
+      }
       p->mac[0] = (uint8_t)(w[PE6_MAC_HI] >> 8); p->mac[1] = (uint8_t)w[PE6_MAC_HI];
       p->mac[2] = (uint8_t)(w[PE6_MAC_LO] >> 24); p->mac[3] = (uint8_t)(w[PE6_MAC_LO] >> 16);
       p->mac[4] = (uint8_t)(w[PE6_MAC_LO] >> 8); p->mac[5] = (uint8_t)w[PE6_MAC_LO];
@@ -109,7 +119,8 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
   if (p->peers && seq == p->seq) return 0;
   /* Read once: the allocation and the copy's bound must be the same number. */
   uint32_t cap = __atomic_load_n(&shared[PT_CAPACITY], __ATOMIC_RELAXED);
-  uint32_t family = __atomic_load_n(&shared[PT_FAMILY], __ATOMIC_RELAXED) == 6 ? 6 : 4; /* set before any engine reads it */
+  uint32_t family = __atomic_load_n(&shared[PT_FAMILY], __ATOMIC_RELAXED); /* set before any engine reads it */
+  family = family == 6 || family == 46 ? family : 4;
   fl_peer *peers = calloc(cap ? cap : 1, sizeof *peers);
   if (!peers) return -ENOMEM;
   uint32_t n = 0;
@@ -122,7 +133,11 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
   uint32_t *by_public = calloc(buckets, sizeof *by_public);
   uint32_t *by_mac = calloc(buckets, sizeof *by_mac);
   uint32_t *by_slot = calloc(buckets, sizeof *by_slot);
-  if (!by_subnet || !by_public || !by_mac || !by_slot) { free(peers); free(by_subnet); free(by_public); free(by_mac); free(by_slot); return -ENOMEM; }
+  uint32_t *by_subnet4 = family == 46 ? calloc(buckets, sizeof *by_subnet4) : NULL;
+  if (!by_subnet || !by_public || !by_mac || !by_slot || (family == 46 && !by_subnet4)) {
+    free(peers); free(by_subnet); free(by_public); free(by_mac); free(by_slot); free(by_subnet4);
+    return -ENOMEM;
+  }
   for (uint32_t i = 0; i < n; i++) insert(by_slot, buckets, peers[i].slot, i);
   uint8_t seen[129] = {0};
   uint32_t nlens = 0, lens[129];
@@ -132,6 +147,21 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
     insert(by_mac, buckets, mac_key(peers[i].mac), i);
     uint32_t len = peers[i].prefix6;
     if (!seen[len]) { seen[len] = 1; lens[nlens++] = len; }
+  }
+  uint8_t seen4[33] = {0};
+  uint32_t nlens4 = 0, lens4[33];
+  for (uint32_t i = 0; i < n && family == 46; i++) {
+    /* by_public (a family-6 index) is of no use to wireguard and stays empty; no MAC either */
+    if (peers[i].has & FL_PEER_HAS6) {
+      insert(by_subnet, buckets, key6(peers[i].subnet6, peers[i].prefix6), i);
+      uint32_t len = peers[i].prefix6;
+      if (!seen[len]) { seen[len] = 1; lens[nlens++] = len; }
+    }
+    if (peers[i].has & FL_PEER_HAS4) {
+      insert(by_subnet4, buckets, peers[i].subnet ^ peers[i].mask, i);
+      uint32_t len = (uint32_t)__builtin_popcount(peers[i].mask);
+      if (!seen4[len]) { seen4[len] = 1; lens4[nlens4++] = len; }
+    }
   }
   for (uint32_t i = 0; i < n && family == 4; i++) {
     insert(by_subnet, buckets, peers[i].subnet ^ peers[i].mask, i);
@@ -143,7 +173,12 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
   /* longest prefix first */
   for (uint32_t i = 1; i < nlens; i++)
     for (uint32_t j = i; j > 0 && lens[j] > lens[j - 1]; j--) { uint32_t t = lens[j]; lens[j] = lens[j - 1]; lens[j - 1] = t; }
+  for (uint32_t i = 1; i < nlens4; i++)
+    for (uint32_t j = i; j > 0 && lens4[j] > lens4[j - 1]; j--) { uint32_t t = lens4[j]; lens4[j] = lens4[j - 1]; lens4[j - 1] = t; }
   fl_peers_free(p);
+  p->by_subnet4 = by_subnet4;
+  memcpy(p->prefix_lens4, lens4, sizeof(uint32_t) * nlens4);
+  p->n_prefix_lens4 = nlens4;
   p->peers = peers; p->count = n; p->by_subnet = by_subnet; p->by_public = by_public; p->by_mac = by_mac; p->by_slot = by_slot; p->buckets = buckets;
   memcpy(p->prefix_lens, lens, sizeof(uint32_t) * nlens);
   p->n_prefix_lens = nlens;
@@ -154,14 +189,18 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
 
 const fl_peer *fl_peers_by_dst(const fl_peers *p, uint32_t ip) {
   if (!p->count) return NULL;
-  for (uint32_t k = 0; k < p->n_prefix_lens; k++) {
-    uint32_t mask = mask_of(p->prefix_lens[k]);
+  /* family 46: the IPv4 subnets have their own index */
+  const uint32_t *index = p->family == 46 ? p->by_subnet4 : p->by_subnet;
+  const uint32_t *lens = p->family == 46 ? p->prefix_lens4 : p->prefix_lens;
+  uint32_t nlens = p->family == 46 ? p->n_prefix_lens4 : p->n_prefix_lens;
+  for (uint32_t k = 0; k < nlens; k++) {
+    uint32_t mask = mask_of(lens[k]);
     uint32_t key = (ip & mask) ^ mask;
     for (uint32_t h = hash32(key) & (p->buckets - 1);; h = (h + 1) & (p->buckets - 1)) {
-      uint32_t v = p->by_subnet[h];
+      uint32_t v = index[h];
       if (v == 0) break;
       const fl_peer *e = &p->peers[v - 1];
-      if (e->mask == mask && e->subnet == (ip & mask)) return e;
+      if (e->mask == mask && e->subnet == (ip & mask) && (p->family != 46 || (e->has & FL_PEER_HAS4))) return e;
     }
   }
   return NULL;
@@ -195,7 +234,8 @@ const fl_peer *fl_peers_by_slot(const fl_peers *p, uint32_t slot) {
 }
 
 void fl_peers_free(fl_peers *p) {
-  free(p->peers); free(p->by_subnet); free(p->by_public); free(p->by_mac); free(p->by_slot);
+  free(p->peers); free(p->by_subnet); free(p->by_public); free(p->by_mac); free(p->by_slot); free(p->by_subnet4);
+  p->by_subnet4 = NULL; p->n_prefix_lens4 = 0;
   p->peers = NULL; p->by_subnet = NULL; p->by_public = NULL; p->by_mac = NULL; p->by_slot = NULL; p->count = 0;
 }
 

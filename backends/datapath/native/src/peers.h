@@ -5,12 +5,16 @@
 
 /* PE_FLAGS bits */
 #define FL_PEER_PARTIAL_CSUM 1u /* the peer accepts partial inner TCP checksums (a flannel-ts node) */
+#define FL_PEER_HAS4 1u /* fl_peer.has: an IPv4 subnet (subnet, mask) */
+#define FL_PEER_HAS6 2u /* an IPv6 subnet (subnet6, prefix6) */
 
 typedef struct fl_peer_s {
   uint32_t subnet, mask, public_ip, port, slot, flags;
   uint8_t mac[6];
-  /* IPv6 tables only (PT_FAMILY 6): subnet (host bits zero), its prefix length, the PublicIPv6; network order */
+  /* IPv6 tables only (PT_FAMILY 6 or 46): subnet (host bits zero), its prefix length, the PublicIPv6; network order */
   uint8_t prefix6;
+  /* PT_FAMILY 46: which subnets the peer has (FL_PEER_HAS4 / FL_PEER_HAS6) */
+  uint8_t has;
   uint8_t subnet6[16], public6[16];
 } fl_peer;
 
@@ -25,7 +29,11 @@ typedef struct {
   uint32_t prefix_lens[129];
   uint32_t n_prefix_lens;
   uint32_t seq;          /* table seq this snapshot was taken at */
-  uint32_t family;       /* 4 or 6: the entry format of the table (PT_FAMILY) */
+  uint32_t family;       /* 4, 6 or 46: the entry format of the table (PT_FAMILY) */
+  /* family 46: the IPv4 subnets' index and prefix lengths (by_subnet and prefix_lens hold the IPv6 ones) */
+  uint32_t *by_subnet4;
+  uint32_t prefix_lens4[33];
+  uint32_t n_prefix_lens4;
 } fl_peers;
 
 /* Refreshes `p` from the shared table if its seq changed. Returns 1 if reloaded, 0 if unchanged, -errno. */

@@ -13,6 +13,12 @@
  * under a seqlock). RX finds the peer by the keypair's peer slot (WGK_PEER_SUBNET holds a fold of its IPv6
  * subnet as a check), checks the inner IPv6 source against the peer's subnet (allowed IPs) and the
  * destination against ours, as vxlan6.c does. Its pipe records carry a 16-byte source address (CTRL_HEADER6).
+ * Dual (fl_mode_wireguard46, engine.h `dual`: flannel-wg of flannel's Mode auto, ipv4 and ipv6): IPv4 and
+ * IPv6 inside one device, WireGuard over the engine's family (4: IPv4 sockets to the peers' PublicIP, 6:
+ * IPv6 sockets to their PublicIPv6). Each peer has both subnets (PT_FAMILY 46); TX routes an inner packet
+ * by its version to the peer holding its destination; RX finds the peer by the keypair's slot, checks the
+ * inner source against the peer's subnet of the inner packet's version, then that version's checks.
+ * The roaming endpoint is the outer family's (WGP_ENDPOINT or WGP_EP6_*); the pipe records too.
  * Cryptography is OpenSSL's (Node's own libcrypto, through its headers): nothing here is a primitive. */
 #define _GNU_SOURCE
 #include "engine_internal.h"
@@ -389,6 +395,15 @@ static uint32_t fold6(const uint8_t *a) {
   return fl_rd32(a) ^ fl_rd32(a + 4) ^ fl_rd32(a + 8) ^ fl_rd32(a + 12);
 }
 
+/* family 6 roaming: the endpoint follows the last authenticated source (under the seqlock). */
+static void roam6(fl_engine *e, const fl_peer *peer, uint8_t *ps, const struct sockaddr_in6 *from) {
+  uint8_t cur[16];
+  uint32_t port = ep6_read(ps, cur), from_port = ntohs(from->sin6_port);
+  if (!port) { memcpy(cur, peer->public6, 16); port = peer->port; }
+  if ((port != from_port || memcmp(cur, from->sin6_addr.s6_addr, 16) != 0) && ep6_write(ps, from->sin6_addr.s6_addr, from_port))
+    STAT(e, ST_WG_ENDPOINT_UPDATES)++;
+}
+
 static size_t wg6_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t len, const fl_peer **peerp, int *partial) {
   const struct sockaddr_in6 *from = from_;
   uint8_t *d = *pkt;
@@ -400,13 +415,8 @@ static size_t wg6_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t l
   if (!kp) return 0;
   const fl_peer *peer = fl_peers_by_slot(&e->peers, ld32(kp + WGK_PEER_SLOT));
   if (!peer || fold6(peer->subnet6) != ld32(kp + WGK_PEER_SUBNET)) { STAT(e, ST_DROP_UNKNOWN_INDEX)++; return 0; } /* its peer left */
-  uint8_t *ps = confirm(e, peer, kp, slot), cur[16];
-  if (ps) { /* roaming: the endpoint follows the last authenticated source */
-    uint32_t port = ep6_read(ps, cur), from_port = ntohs(from->sin6_port);
-    if (!port) { memcpy(cur, peer->public6, 16); port = peer->port; }
-    if ((port != from_port || memcmp(cur, from->sin6_addr.s6_addr, 16) != 0) && ep6_write(ps, from->sin6_addr.s6_addr, from_port))
-      STAT(e, ST_WG_ENDPOINT_UPDATES)++;
-  }
+  uint8_t *ps = confirm(e, peer, kp, slot);
+  if (ps) roam6(e, peer, ps, from); /* roaming: the endpoint follows the last authenticated source */
   if (clen == 0) {
     STAT(e, ST_WG_KEEPALIVES_RECEIVED)++;
     PEER_STAT_ADD(e, peer, SP_RX_KEEPALIVES, 1);
@@ -424,6 +434,67 @@ static size_t wg6_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t l
   return total; /* authenticated: the inner TCP/UDP checksum is not verified (mode.h, `authenticated`) */
 }
 
+/* dual TX: by the inner packet's version, the peer whose IPv4 or IPv6 subnet holds its destination. */
+static const fl_peer *wg46_route(fl_engine *e, uint8_t *pkt, size_t *len, uint32_t *hash) {
+  if (*len >= 1 && pkt[0] >> 4 == 6) return wg6_route(e, pkt, len, hash);
+  const fl_peer *peer = wg_route(e, pkt, len, hash);
+  *hash = 0; /* one sending socket, as in family 6 */
+  return peer;
+}
+
+static void wg46_endpoint(fl_engine *e, const fl_peer *peer, void *to) {
+  if (e->family == 6) wg6_endpoint(e, peer, to);
+  else wg_endpoint(e, peer, to);
+}
+
+/* What a dual keypair's WGK_PEER_SUBNET holds: the fold of the peer's IPv6 subnet, or its IPv4 subnet
+ * when it has none (backends/wireguard/session, wgSubnetIdDual). */
+static uint32_t dual_id(const fl_peer *peer) {
+  return (peer->has & FL_PEER_HAS6) ? fold6(peer->subnet6) : peer->subnet;
+}
+
+static size_t wg46_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t len, const fl_peer **peerp, int *partial) {
+  const struct sockaddr *from = from_;
+  uint8_t *d = *pkt;
+  uint32_t slot;
+  size_t clen;
+  if (partial) *partial = 0;
+  if (from->sa_family != (e->family == 6 ? AF_INET6 : AF_INET)) { STAT(e, ST_DROP_UNKNOWN_SOURCE)++; return 0; }
+  uint8_t *kp = wg_open(e, from_, d, len, &slot, &clen);
+  if (!kp) return 0;
+  const fl_peer *peer = fl_peers_by_slot(&e->peers, ld32(kp + WGK_PEER_SLOT));
+  if (!peer || dual_id(peer) != ld32(kp + WGK_PEER_SUBNET)) { STAT(e, ST_DROP_UNKNOWN_INDEX)++; return 0; } /* its peer left */
+  if (e->family == 6) {
+    uint8_t *ps = confirm(e, peer, kp, slot);
+    if (ps) roam6(e, peer, ps, from_);
+  } else {
+    authenticated(e, peer, kp, slot, from_);
+  }
+  if (clen == 0) {
+    STAT(e, ST_WG_KEEPALIVES_RECEIVED)++;
+    PEER_STAT_ADD(e, peer, SP_RX_KEEPALIVES, 1);
+    return 0;
+  }
+  uint8_t *ip = d + HDR;
+  if (ip[0] >> 4 == 6) {
+    size_t total = fl_ipv6_len(ip, clen);
+    if (!total) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+    /* Cryptokey routing: the sender's allowed IPs of this version are its lease's IPv6 subnet. */
+    if (!(peer->has & FL_PEER_HAS6) || !fl_in_subnet6(ip + 8, peer->subnet6, peer->prefix6)) { STAT(e, ST_DROP_ALLOWED_IPS)++; return 0; }
+    if (!fl_in_subnet6(ip + 24, e->own_subnet6, e->own_prefix6)) { STAT(e, ST_DROP_FOREIGN_DESTINATION)++; return 0; }
+    if (!fl_ipv6_transport_ok(ip)) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+    *peerp = peer;
+    *pkt = ip;
+    return total;
+  }
+  if (clen < 20 || ip[0] >> 4 != 4) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  /* ... its IPv4 subnet */
+  if (!(peer->has & FL_PEER_HAS4) || (fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_ALLOWED_IPS)++; return 0; }
+  *peerp = peer;
+  *pkt = ip;
+  return fl_accept_ipv4(e, peer, ip, clen, partial);
+}
+
 const fl_mode fl_mode_wireguard = {
   .name = "wireguard", .init = wg_init, .free = wg_free, .l2 = 0, .prefix = HDR, .suffix = 15 + TAG,
   .peer_super_frames = 0, .gso_to_device = 0, .authenticated = 1,
@@ -434,4 +505,10 @@ const fl_mode fl_mode_wireguard6 = {
   .name = "wireguard6", .init = wg_init, .free = wg_free, .l2 = 0, .prefix = HDR, .suffix = 15 + TAG,
   .peer_super_frames = 0, .gso_to_device = 0, .authenticated = 1,
   .route = wg6_route, .seal = wg_seal, .wire_len = wg_wire_len, .endpoint = wg6_endpoint, .decap = wg6_decap,
+};
+
+const fl_mode fl_mode_wireguard46 = {
+  .name = "wireguard46", .init = wg_init, .free = wg_free, .l2 = 0, .prefix = HDR, .suffix = 15 + TAG,
+  .peer_super_frames = 0, .gso_to_device = 0, .authenticated = 1,
+  .route = wg46_route, .seal = wg_seal, .wire_len = wg_wire_len, .endpoint = wg46_endpoint, .decap = wg46_decap,
 };

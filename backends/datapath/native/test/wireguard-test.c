@@ -1013,6 +1013,168 @@ static void v6(void) {
   printf("v6: IPv6 sealed to [PublicIPv6]:port and opened, allowed IPs, foreign destination, IPv4 inner dropped both ways, roaming to an IPv6 source, 20-byte handshake records\n");
 }
 
+/* ================= dual: flannel-wg of Mode auto/ipv4/ipv6 (fl_mode_wireguard46) ================= */
+/* Both inner families through one engine, over outer IPv4 (Mode ipv4) or outer IPv6 (Mode ipv6). Each
+ * peer has both subnets (PT_FAMILY 46): slot 0 10.244.3.0/24 + fd00:10:244:3::/64, slot 1 (the peer
+ * under test) 10.244.2.0/24 + fd00:10:244:2::/64, PublicIP 192.168.0.2 and PublicIPv6 2001:db8::2. */
+static uint32_t table46[PT_HEADER_WORDS + PEER_CAP * PE6_WORDS];
+
+static void setup46(int outer) {
+  memset(table46, 0, sizeof table46);
+  memset(stats, 0, sizeof stats);
+  table46[PT_CAPACITY] = PEER_CAP;
+  table46[PT_COUNT] = PEER_CAP;
+  table46[PT_FAMILY] = 46;
+  uint32_t *p = table46 + PT_HEADER_WORDS;
+  words6(p + PE6_SUBNET, OTHER6); p[PE6_PREFIX] = 64; words6(p + PE6_PUBLIC_IP, OTHER_PUB6); p[PE6_PORT] = LEASE_PORT; p[PE6_SLOT] = 0;
+  p[PE46_SUBNET4] = OTHER_NET; p[PE46_PREFIX4] = 24; p[PE46_PUBLIC_IP4] = 0xc0a80003u;
+  p += PE6_WORDS;
+  words6(p + PE6_SUBNET, PEER6); p[PE6_PREFIX] = 64; words6(p + PE6_PUBLIC_IP, LEASE6); p[PE6_PORT] = LEASE_PORT; p[PE6_SLOT] = PEER_SLOT;
+  p[PE46_SUBNET4] = PEER_NET; p[PE46_PREFIX4] = 24; p[PE46_PUBLIC_IP4] = LEASE_IP;
+  wg = calloc(1, WG_BYTES);
+  if (!wg) exit(2);
+  s32(wg + WG_HDR_KP_CAPACITY, KP_CAP);
+  s32(wg + WG_HDR_PEER_CAPACITY, PEER_CAP);
+  s64(wg + WG_HDR_REJECT_AFTER_US, REJECT_US);
+  s64(wg + WG_HDR_REKEY_AFTER_US, REKEY_US);
+  if (pipe2(ctrl, O_NONBLOCK)) { perror("pipe2"); exit(2); }
+  memset(e, 0, sizeof *e);
+  e->mode = FL_MODE_WIREGUARD;
+  e->family = outer;
+  e->dual = 1;
+  e->dev_fd = e->udp_fd = e->stop_fd = -1;
+  e->peer_table = table46;
+  e->stats = stats;
+  e->stat_slots = PEER_CAP;
+  e->dev_ip = OWN_NET; e->own_subnet = OWN_NET; e->own_mask = 0xffffff00u;
+  memcpy(e->dev_ip6, OWN6, 16);
+  memcpy(e->own_subnet6, OWN6, 16);
+  e->own_prefix6 = 64;
+  e->mtu = MTU;
+  e->wg = wg;
+  e->wg_len = WG_BYTES;
+  e->ctrl_fd = ctrl[1];
+  int r = fl_engine_init(e);
+  if (r) { fprintf(stderr, "fl_engine_init (dual, outer %d): %d\n", outer, r); exit(2); }
+  CHECK(!strcmp(e->ops->name, "wireguard46"), "dual wireguard runs %s", e->ops->name);
+  fl_sync_peers(e);
+  CHECK(e->peers.count == PEER_CAP && e->peers.family == 46, "dual peers loaded: %u, family %u", e->peers.count, e->peers.family);
+}
+
+/* decap from the peer's lease address of the outer family, or from elsewhere (roam). */
+static size_t rx46(int outer, const uint8_t *m, size_t len, int roam) {
+  if (outer == 6) return rx6_from(m, len, roam ? ROAM6 : LEASE6, roam ? 7000 : LEASE_PORT);
+  return rx_from(m, len, roam ? 0xc633640du : LEASE_IP, roam ? 7000 : LEASE_PORT);
+}
+
+static void dual_outer(int outer) {
+  setup46(outer);
+  install(IDX, 0x77, KEY_A, KEY_B, WGK_F_INITIATOR, now_us(), PEER_SLOT, fold6(PEER6));
+  s32(ps(PEER_SLOT) + WGP_CURRENT, 3);
+  install(0x5a5a0005u, 0x66, KEY_A, KEY_B, WGK_F_INITIATOR, now_us(), 0, fold6(OTHER6));
+  s32(ps(0) + WGP_CURRENT, 6);
+  uint8_t pkt[2048], out[2048], m[2048], pt[2048];
+  size_t wire, len;
+  uint64_t ctr = 0;
+  fl_sockaddr to;
+  /* TX: an IPv4 and an IPv6 packet to the peer's two subnets, both to its slot and the outer family's endpoint. */
+  inner(pkt, 60, OWN_NET | 2, PEER_NET | 9, 5);
+  snap(); wire = tx(pkt, 60, out); EXPECT_NONE("dual tx v4");
+  CHECK(tx_peer && tx_peer->slot == PEER_SLOT && wire == 32 + 64, "dual tx v4: to slot %u, %zu bytes", tx_peer ? tx_peer->slot : 99, wire);
+  CHECK(open_into(out, wire, KEY_A, pt) == 64 && !memcmp(pt + 12, pkt + 12, 8) && pt[8] == 63, "dual tx v4: opens to the packet, TTL decremented");
+  inner6(pkt, 100, host6(OWN6, 2), host6(PEER6, 9), 1);
+  snap(); wire = tx(pkt, 100, out); EXPECT_NONE("dual tx v6");
+  CHECK(tx_peer && tx_peer->slot == PEER_SLOT && wire == 32 + 112, "dual tx v6: to slot %u, %zu bytes", tx_peer ? tx_peer->slot : 99, wire);
+  CHECK(open_into(out, wire, KEY_A, pt) == 112 && !memcmp(pt, pkt, 100), "dual tx v6: opens to the packet");
+  fl_peer_address(e, tx_peer, &to);
+  if (outer == 6)
+    CHECK(to.v6.sin6_family == AF_INET6 && !memcmp(&to.v6.sin6_addr, LEASE6, 16) && ntohs(to.v6.sin6_port) == LEASE_PORT && fl_addr_len(e) == sizeof(struct sockaddr_in6),
+          "dual outer 6: to [PublicIPv6]:ListenPort");
+  else
+    CHECK(to.v4.sin_family == AF_INET && ntohl(to.v4.sin_addr.s_addr) == LEASE_IP && ntohs(to.v4.sin_port) == LEASE_PORT && fl_addr_len(e) == sizeof(struct sockaddr_in),
+          "dual outer 4: to PublicIP:ListenPort");
+  /* The other peer's subnets route to it, in both families; a destination of no peer is dropped. */
+  inner(pkt, 60, OWN_NET | 2, OTHER_NET | 9, 5);
+  snap(); tx(pkt, 60, out); CHECK(tx_peer && tx_peer->slot == 0, "dual tx v4 to the other peer"); EXPECT_NONE("dual tx v4 other");
+  inner6(pkt, 100, host6(OWN6, 2), host6(OTHER6, 9), 1);
+  snap(); tx(pkt, 100, out); CHECK(tx_peer && tx_peer->slot == 0, "dual tx v6 to the other peer"); EXPECT_NONE("dual tx v6 other");
+  inner(pkt, 60, OWN_NET | 2, 0x0af49900u | 1, 5);
+  snap(); CHECK(!tx(pkt, 60, out) && !tx_peer, "dual tx v4: no peer's destination routed"); EXPECT("dual tx v4 no route", ST_DROP_NO_ROUTE);
+  inner6(pkt, 100, host6(OWN6, 2), host6((const uint8_t[16]){0xfd, 0, 0, 0x10, 0x02, 0x44, 0, 0x99}, 1), 1);
+  snap(); CHECK(!tx(pkt, 100, out) && !tx_peer, "dual tx v6: no peer's destination routed"); EXPECT("dual tx v6 no route", ST_DROP_NO_ROUTE);
+  /* RX: both families from the peer come out, the IPv4 one with its TTL decremented. */
+  len = msg(m, KEY_B, IDX, ctr++, 60, PEER_NET | 9);
+  snap(); CHECK(rx46(outer, m, len, 0) == 60 && rd32(rx_inner + 12) == (PEER_NET | 9) && rx_inner[8] == 63, "dual rx v4: the packet"); EXPECT_NONE("dual rx v4");
+  CHECK(rx_peer && rx_peer->slot == PEER_SLOT, "dual rx v4: from slot %u", PEER_SLOT);
+  inner6(pkt, 200, host6(PEER6, 9), host6(OWN6, 2), 3);
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 200);
+  snap(); CHECK(rx46(outer, m, len, 0) == 200 && !memcmp(rx_inner, pkt, 200), "dual rx v6: the packet, whole"); EXPECT_NONE("dual rx v6");
+  /* Allowed IPs per family: the other peer's IPv4 or IPv6 source on this peer's keypair is dropped. */
+  len = msg(m, KEY_B, IDX, ctr++, 60, OTHER_NET | 9);
+  snap(); CHECK(!rx46(outer, m, len, 0), "dual rx: a spoofed IPv4 source accepted"); EXPECT("dual rx v4 spoofed", ST_DROP_ALLOWED_IPS);
+  inner6(pkt, 200, host6(OTHER6, 9), host6(OWN6, 2), 3);
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 200);
+  snap(); CHECK(!rx46(outer, m, len, 0), "dual rx: a spoofed IPv6 source accepted"); EXPECT("dual rx v6 spoofed", ST_DROP_ALLOWED_IPS);
+  /* ... and the other peer's own keypair carries its own subnets only. */
+  len = msg(m, KEY_B, 0x5a5a0005u, 0, 60, OTHER_NET | 9);
+  snap(); CHECK(rx46(outer, m, len, 0) == 60 && rx_peer && rx_peer->slot == 0, "dual rx v4 from the other peer"); EXPECT("dual rx other (sent from the first peer's address: it roams there)", ST_WG_ENDPOINT_UPDATES);
+  inner6(pkt, 200, host6(PEER6, 9), host6(OWN6, 2), 3);
+  len = msg_raw(m, KEY_B, 0x5a5a0005u, 1, pkt, 200);
+  snap(); CHECK(!rx46(outer, m, len, 0), "dual rx: the peer's IPv6 source on the other peer's keypair"); EXPECT("dual rx v6 cross", ST_DROP_ALLOWED_IPS);
+  /* Foreign destinations, both families. */
+  uint8_t p4[64] = {0};
+  inner(p4, 60, PEER_NET | 9, OTHER_NET | 7, 9);
+  len = msg_raw(m, KEY_B, IDX, ctr++, p4, 60);
+  snap(); CHECK(!rx46(outer, m, len, 0), "dual rx: a foreign IPv4 destination accepted"); EXPECT("dual rx v4 foreign", ST_DROP_FOREIGN_DESTINATION);
+  inner6(pkt, 200, host6(PEER6, 9), host6(OTHER6, 2), 3);
+  len = msg_raw(m, KEY_B, IDX, ctr++, pkt, 200);
+  snap(); CHECK(!rx46(outer, m, len, 0), "dual rx: a foreign IPv6 destination accepted"); EXPECT("dual rx v6 foreign", ST_DROP_FOREIGN_DESTINATION);
+  /* Neither IPv4 nor IPv6 inside. */
+  memset(pt, 0, 64); pt[0] = 0x55;
+  len = msg_raw(m, KEY_B, IDX, ctr++, pt, 64);
+  snap(); CHECK(!rx46(outer, m, len, 0), "dual rx: version 5 accepted"); EXPECT("dual rx bad version", ST_DROP_RX_MALFORMED);
+  /* A datagram of the other outer family is refused before decryption. */
+  len = msg(m, KEY_B, IDX, ctr++, 60, PEER_NET | 9);
+  snap(); CHECK(!rx46(outer == 6 ? 4 : 6, m, len, 0), "dual rx: the other outer family accepted"); EXPECT("dual rx wrong outer family", ST_DROP_UNKNOWN_SOURCE);
+  /* Roaming in the outer family. */
+  len = msg(m, KEY_B, IDX, ctr++, 60, PEER_NET | 9);
+  snap(); CHECK(rx46(outer, m, len, 1) == 60, "dual rx from a new address refused"); EXPECT("dual roamed", ST_WG_ENDPOINT_UPDATES);
+  fl_peer_address(e, fl_peers_by_slot(&e->peers, PEER_SLOT), &to);
+  if (outer == 6) CHECK(!memcmp(&to.v6.sin6_addr, ROAM6, 16) && ntohs(to.v6.sin6_port) == 7000 && g64(ps(PEER_SLOT) + WGP_ENDPOINT) == 0, "dual outer 6 roams in WGP_EP6");
+  else CHECK(ntohl(to.v4.sin_addr.s_addr) == 0xc633640du && ntohs(to.v4.sin_port) == 7000 && g32(ps(PEER_SLOT) + WGP_EP6_PORT) == 0, "dual outer 4 roams in WGP_ENDPOINT");
+  /* A keypair whose peer left (its slot now another peer's subnets): nothing delivered. */
+  install(0x5a5a0004u, 0x78, KEY_A, KEY_B, 0, now_us(), PEER_SLOT, fold6(OTHER6));
+  len = msg(m, KEY_B, 0x5a5a0004u, 0, 60, PEER_NET | 9);
+  snap(); CHECK(!rx46(outer, m, len, 0), "dual rx: a keypair of another peer delivered"); EXPECT("dual rx peer left", ST_DROP_UNKNOWN_INDEX);
+  /* Handshake records: the outer family's header. */
+  for (size_t i = 0; i < 148; i++) m[i] = (uint8_t)(i * 11);
+  m[0] = 1; m[1] = m[2] = m[3] = 0;
+  snap(); CHECK(!rx46(outer, m, 148, 1), "an initiation returned a packet"); EXPECT("dual initiation queued", ST_WG_HANDSHAKES_QUEUED);
+  uint8_t rec[512];
+  ssize_t r = read(ctrl[0], rec, sizeof rec);
+  CHECK(r == (outer == 6 ? 20 : 8) + 148, "dual record of %zd bytes", r);
+  teardown();
+}
+
+static void dual(void) {
+  dual_outer(4);
+  dual_outer(6);
+  /* A peer with only an IPv4 subnet in a dual table: its IPv6 side routes nowhere. */
+  setup46(4);
+  table46[PT_HEADER_WORDS + PE6_WORDS + PE6_PREFIX] = PE46_NO_SUBNET;
+  table46[PT_SEQ] += 2;
+  fl_sync_peers(e);
+  uint8_t pkt[256], out[512];
+  inner6(pkt, 100, host6(OWN6, 2), host6(PEER6, 9), 1);
+  snap(); CHECK(!tx(pkt, 100, out) && !tx_peer, "dual: an IPv4-only peer got IPv6"); EXPECT("dual v4-only peer, v6", ST_DROP_NO_ROUTE);
+  inner(pkt, 60, OWN_NET | 2, PEER_NET | 9, 5);
+  install(IDX, 0x77, KEY_A, KEY_B, WGK_F_INITIATOR, now_us(), PEER_SLOT, PEER_NET);
+  s32(ps(PEER_SLOT) + WGP_CURRENT, 3);
+  snap(); tx(pkt, 60, out); CHECK(tx_peer && tx_peer->slot == PEER_SLOT, "dual: an IPv4-only peer's IPv4"); EXPECT_NONE("dual v4-only peer, v4");
+  teardown();
+  printf("dual: IPv4 and IPv6 inside one engine over outer IPv4 and outer IPv6, allowed IPs per family, spoofed and foreign dropped, roaming and records of the outer family\n");
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   const char *m = argc > 1 ? argv[1] : "";
@@ -1021,7 +1183,7 @@ int main(int argc, char **argv) {
   if (!strcmp(m, "replay-seq")) return mode_replay_seq();
   static const struct { const char *name; void (*fn)(void); } groups[] = {
     {"replay", replay}, {"drops", drops}, {"handshake", handshake}, {"tx", tx_checks},
-    {"confirm", confirm}, {"roaming", roaming}, {"keepalive", keepalive}, {"v6", v6},
+    {"confirm", confirm}, {"roaming", roaming}, {"keepalive", keepalive}, {"v6", v6}, {"dual", dual},
   };
   int ran = 0;
   for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
