@@ -4,15 +4,20 @@
 // --mixed (make cluster MIXED=1) runs the real flannel (deploy/local/real-flannel.ts) on every second node.
 // --ipv6 dual (make cluster IPV6=dual) makes the network dual-stack: pods get an address of each family and
 // the matrix is pinged on both. --ipv6 only (IPV6=only) makes it IPv6-only (EnableIPv4 false): pods get an
-// IPv6 address only.
+// IPv6 address only. --kube (make cluster KUBE=1) runs flanneld with --kube-subnet-mgr against a real
+// kube-apiserver (built from k8s.io/kubernetes, deploy/local/kube-apiserver.ts) on the same etcd, with flannel's
+// RBAC: each node's subnet is its Node's podCIDR (podCIDRs in dual-stack), net-conf.json is a file per node.
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
-import { basename, isAbsolute, join } from 'node:path';
+import { basename, dirname, isAbsolute, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { cidrEquals, parseCidr4 } from '../../lib/ip.js';
+import { cidr6Equals, parseCidr6 } from '../../lib/ip6.js';
 import { runCommand } from '../../lib/run-command.js';
 import { BACKEND_TYPES } from '../../subnet/network-config.js';
 import { type CniPod, type DaemonKind, LocalCluster, readEnvFile } from './local-cluster.js';
+import { buildKubeApiserver } from './kube-apiserver.js';
 import { buildRealFlannel } from './real-flannel.js';
 import { deleteNetns, runTag } from './netns.js';
 import type { NodeHost } from './topology.js';
@@ -22,7 +27,7 @@ const MIXED_BACKENDS = ['host-gw', 'udp', 'vxlan'] as const;
 /** The backends that carry IPv6 here, as in flannel. */
 const IPV6_BACKENDS = ['host-gw', 'vxlan', 'wireguard'] as const;
 const NETWORK6 = 'fd00:10:244::/56';
-const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--ipv6 dual|only] [--keep]
+const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--ipv6 dual|only] [--kube] [--keep]
        node dist/deploy/local/cluster-main.js --destroy TAG
   --backend  the flannel backend (default: $CLUSTER_BACKEND or host-gw)
   --nodes    nodes, 1-20 (default 3);  --pods  pods per node, 1-10 (default 2)
@@ -30,6 +35,8 @@ const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEN
              (make cluster MIXED=1); backends ${MIXED_BACKENDS.join(', ')}, at least 2 nodes
   --ipv6     dual: a dual-stack network (make cluster IPV6=dual), IPv6Network ${NETWORK6}, underlay 2001:db8::/64;
              only: IPv6-only (make cluster IPV6=only, EnableIPv4 false); backends ${IPV6_BACKENDS.join(', ')}
+  --kube     Kubernetes mode (make cluster KUBE=1): a real kube-apiserver (built with Go) on the etcd, flanneld with
+             --kube-subnet-mgr and flannel's RBAC, each node's subnet its Node's podCIDR; with --ipv6 dual too
   --keep     leave the cluster running and print how to use it and tear it down
   --destroy  tear down a cluster left running by --keep`;
 const RUN_ROOT = '/run/flannel-ts-cluster';
@@ -41,10 +48,10 @@ class ExitError extends Error {
 }
 
 type Ipv6Mode = 'off' | 'dual' | 'only';
-interface Options { backend: string; nodes: number; pods: number; mixed: boolean; ipv6: Ipv6Mode; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
+interface Options { backend: string; nodes: number; pods: number; mixed: boolean; ipv6: Ipv6Mode; kube: boolean; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, mixed: false, ipv6: 'off', keep: false, keeper: false };
+  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, mixed: false, ipv6: 'off', kube: false, keep: false, keeper: false };
   const int = (name: string, v: string, max: number): number => {
     if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) throw new ExitError(EXIT.USAGE, `--${name} must be 1-${max}, got ${JSON.stringify(v)}\n${USAGE}`);
     return Number(v);
@@ -58,6 +65,7 @@ function parseArgs(argv: readonly string[]): Options {
       case '--pods': o.pods = int('pods', value(), 10); break;
       case '--keep': o.keep = true; break;
       case '--mixed': o.mixed = true; break;
+      case '--kube': o.kube = true; break;
       case '--ipv6': o.ipv6 = ipv6Mode(value()); break;
       case '--keeper': o.keeper = true; break;
       case '--tag': o.tag = value(); break;
@@ -80,6 +88,13 @@ function parseArgs(argv: readonly string[]): Options {
   if (o.mixed && o.ipv6 === 'only') {
     throw new ExitError(EXIT.USAGE, '--mixed with --ipv6 only: the real flannel cannot run an IPv6-only network on etcd (every flannel node would share one lease); use IPV6=dual with MIXED=1');
   }
+  if (o.kube && o.mixed) {
+    throw new ExitError(EXIT.USAGE, '--kube with --mixed (KUBE=1 with MIXED=1) is not supported yet: run the real flannel beside ours on etcd (MIXED=1), '
+      + 'or Kubernetes mode with flannel-ts on every node (KUBE=1)');
+  }
+  if (o.kube && o.ipv6 === 'only') {
+    throw new ExitError(EXIT.USAGE, '--kube with --ipv6 only (KUBE=1 with IPV6=only) is not supported: the local Nodes get an IPv4 podCIDR first; use IPV6=dual with KUBE=1');
+  }
   if (o.mixed && o.nodes < 2) throw new ExitError(EXIT.USAGE, '--mixed (MIXED=1) needs at least 2 nodes: ours on node1, the real flannel on node2');
   return o;
 }
@@ -101,8 +116,10 @@ function removeRunDir(tag: string): void {
 /** Builds the cluster and reports on it; tears it down at the end, on failure and on a signal. */
 async function runCluster(o: Options): Promise<number> {
   const flannelBin = o.mixed ? await realFlannel() : undefined;
+  const apiserver = o.kube ? await kubeApiserver() : undefined;
   const tag = o.tag ?? runTag('fc');
-  console.log(`Building a ${o.nodes}-node ${{ off: '', dual: 'dual-stack ', only: 'IPv6-only ' }[o.ipv6]}cluster (tag ${tag}) with etcd and the ${o.backend} backend${flannelBin ? `, mixed: the real flannel ${flannelBin.version} on the even nodes, flannel-ts on the odd ones` : ''}...`);
+  const store = apiserver ? `a real kube-apiserver ${apiserver.version} (on etcd)` : 'etcd';
+  console.log(`Building a ${o.nodes}-node ${{ off: '', dual: 'dual-stack ', only: 'IPv6-only ' }[o.ipv6]}cluster (tag ${tag}) with ${store} and the ${o.backend} backend${flannelBin ? `, mixed: the real flannel ${flannelBin.version} on the even nodes, flannel-ts on the odd ones` : ''}...`);
   let cluster: LocalCluster | undefined;
   let stopping: Promise<void> | undefined;
   let interrupted = false;
@@ -111,7 +128,7 @@ async function runCluster(o: Options): Promise<number> {
     if (!cluster) return;
     console.log('Tearing down...');
     await cluster.destroy();
-    const left = await leftovers(tag, [cluster.stateDir, cluster.etcd.dataDir]);
+    const left = await leftovers(tag, statePaths(cluster));
     console.log(left.length === 0 ? 'Done: no namespace, device, process or file of this cluster is left.' : `Left behind: ${left.join(', ')}`);
   })());
   const onSignal = (sig: string): void => {
@@ -123,19 +140,24 @@ async function runCluster(o: Options): Promise<number> {
   };
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
   try {
-    cluster = await LocalCluster.create({ tag, nodes: o.nodes, ipv6: o.ipv6 !== 'off' });
-    if (o.keeper) writeFileSync(join(runDir(tag), 'paths.json'), JSON.stringify([cluster.stateDir, cluster.etcd.dataDir]));
+    cluster = await LocalCluster.create({ tag, nodes: o.nodes, ipv6: o.ipv6 !== 'off', ...(apiserver ? { kube: { bin: apiserver.bin } } : {}) });
+    if (o.keeper) writeFileSync(join(runDir(tag), 'paths.json'), JSON.stringify(statePaths(cluster)));
     if (interrupted) return EXIT.INTERRUPTED;
     const rows = await bringUp(cluster, o, flannelBin);
     const ok = await report(cluster, rows, () => interrupted, o.mixed, o.ipv6);
     if (!o.keeper || !ok) return ok ? EXIT.OK : EXIT.FAILED;
-    printKeepInstructions(tag, rows);
+    printKeepInstructions(tag, rows, cluster);
     console.log(READY_MARK);
     await new Promise<void>((resolve) => { stopRequested = resolve; });
     return EXIT.OK;
   } finally {
     await teardown();
   }
+}
+
+/** A cluster's directories outside the run dir: its state, etcd's data, the kube-apiserver's (Kubernetes mode). */
+function statePaths(cluster: LocalCluster): string[] {
+  return [cluster.stateDir, cluster.etcd.dataDir, ...(cluster.kube ? [dirname(cluster.kube.certDir)] : [])];
 }
 
 /** What of a cluster still exists: its namespaces (devices and processes live in them) and state dirs. */
@@ -160,13 +182,25 @@ async function realFlannel(): Promise<{ bin: string; version: string }> {
   return { bin: b.bin, version: b.version };
 }
 
+/** --kube: the real kube-apiserver (built from k8s.io/kubernetes the first time, about half an hour), or exit 69 saying why not. */
+async function kubeApiserver(): Promise<{ bin: string; version: string }> {
+  const build = buildKubeApiserver();
+  const slow = setTimeout(() => console.log('Building the real kube-apiserver from k8s.io/kubernetes (deploy/local/kube-apiserver; about half an hour on 2 cores, once)...'), 1000);
+  const b = await build.finally(() => clearTimeout(slow));
+  if (!b.ok) {
+    throw new ExitError(EXIT.UNAVAILABLE, `KUBE=1 needs the real kube-apiserver (k8s.io/kubernetes, built from its Go modules by deploy/local/kube-apiserver.ts), which is not available here:\n  ${b.reason}\n`
+      + '  Install Go (https://go.dev/dl/) and run `make deps`, or run `make cluster` without KUBE=1.');
+  }
+  return { bin: b.bin, version: b.version };
+}
+
 /** Which daemon a node runs: --mixed puts the real flannel on every second node (node2, node4...). */
 function daemonKindOf(index: number, mixed: boolean): DaemonKind {
   return mixed && index % 2 === 0 ? 'flannel' : 'flannel-ts';
 }
 
 /** A node's daemon in the node table and the matrix: flannel-ts, or the real flannel with its release. */
-interface Row { node: NodeHost; subnet: string; subnet6?: string; pods: CniPod[]; daemon: string }
+interface Row { node: NodeHost; subnet: string; subnet6?: string; pods: CniPod[]; daemon: string; podCidrs?: string[] }
 
 async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string; version: string } | undefined): Promise<Row[]> {
   const v4 = o.ipv6 === 'only' ? { EnableIPv4: false } : { Network: '10.244.0.0/16' };
@@ -181,7 +215,8 @@ async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string
     const pods: CniPod[] = [];
     for (let i = 0; i < o.pods; i++) pods.push(await cluster.addCniPod(node));
     const subnet6 = o.ipv6 === 'dual' ? readEnvFile(cluster.subnetFileOf(node)).FLANNEL_IPV6_SUBNET : undefined;
-    rows.push({ node, subnet, ...(subnet6 ? { subnet6 } : {}), pods, daemon: cluster.daemons.get(node.name)?.kind === 'flannel' ? `flannel ${flannel?.version ?? ''}`.trim() : 'flannel-ts' });
+    const podCidrs = cluster.kube ? (await cluster.kubeChecked('GET', `/api/v1/nodes/${node.name}`)).spec?.podCIDRs as string[] | undefined : undefined;
+    rows.push({ node, subnet, ...(subnet6 ? { subnet6 } : {}), ...(podCidrs ? { podCidrs } : {}), pods, daemon: cluster.daemons.get(node.name)?.kind === 'flannel' ? `flannel ${flannel?.version ?? ''}`.trim() : 'flannel-ts' });
   }
   return rows;
 }
@@ -205,20 +240,41 @@ async function report(cluster: LocalCluster, rows: readonly Row[], interrupted: 
   const daemonCol = (s: string): string => (mixed ? s.padEnd(Math.max(...rows.map((r) => r.daemon.length)) + 2) : '');
   const only = mode === 'only';
   const subnetTitle = only ? 'subnet (FLANNEL_IPV6_SUBNET)' : 'subnet (FLANNEL_SUBNET)';
-  console.log(`\n${'node'.padEnd(8)}${daemonCol('daemon')}${'underlay IP'.padEnd(15)}${subnetTitle.padEnd(only ? 30 : 26)}pods (added by the flannel CNI plugin)`);
+  // Kubernetes mode: a column with the Node's podCIDR the subnet came from (spec.podCIDRs, as the apiserver has it).
+  const kube = rows.some((r) => r.podCidrs);
+  const cidrCol = (s: string): string => (kube ? s.padEnd(22) : '');
+  console.log(`\n${'node'.padEnd(8)}${daemonCol('daemon')}${'underlay IP'.padEnd(15)}${subnetTitle.padEnd(only ? 30 : 26)}${cidrCol('from Node podCIDR')}pods (added by the flannel CNI plugin)`);
+  let ok = true;
   for (const r of rows) {
     const underlay = only ? r.node.underlayIp6 ?? '' : r.node.underlayIp;
-    console.log(`${r.node.name.padEnd(8)}${daemonCol(r.daemon)}${underlay.padEnd(15)}${r.subnet.padEnd(only ? 30 : 26)}${r.pods.map((p) => p.ip).join(', ')}`);
-    if (ipv6) console.log(`${''.padEnd(8)}${daemonCol('')}${(r.node.underlayIp6 ?? '').padEnd(15)}${(r.subnet6 ?? '').padEnd(26)}${r.pods.map((p) => p.ip6 ?? '-').join(', ')}`);
+    console.log(`${r.node.name.padEnd(8)}${daemonCol(r.daemon)}${underlay.padEnd(15)}${r.subnet.padEnd(only ? 30 : 26)}${cidrCol(r.podCidrs?.[0] ?? '')}${r.pods.map((p) => p.ip).join(', ')}`);
+    if (ipv6) console.log(`${''.padEnd(8)}${daemonCol('')}${(r.node.underlayIp6 ?? '').padEnd(15)}${(r.subnet6 ?? '').padEnd(26)}${cidrCol(r.podCidrs?.[1] ?? '')}${r.pods.map((p) => p.ip6 ?? '-').join(', ')}`);
+    if (kube) {
+      const mismatch = [[r.subnet, r.podCidrs?.[0]], ...(ipv6 ? [[r.subnet6, r.podCidrs?.[1]]] : [])].filter(([s, c]) => !sameNetwork(s, c));
+      for (const [s, c] of mismatch) console.log(`  ${r.node.name}: subnet ${s ?? '(none)'} is NOT its Node's podCIDR ${c ?? '(none)'}`);
+      if (mismatch.length > 0) ok = false;
+    }
   }
+  if (kube && ok) console.log(`Every node's subnet is its Node's podCIDR (spec.podCIDR${ipv6 ? 's' : ''}, read from the kube-apiserver).`);
   const pods4 = rows.flatMap((r) => r.pods);
-  let ok = await matrixReport(cluster, pods4, rows, interrupted, mixed, ipv6 ? 'IPv4' : only ? 'IPv6' : '');
+  ok = (await matrixReport(cluster, pods4, rows, interrupted, mixed, ipv6 ? 'IPv4' : only ? 'IPv6' : '')) && ok;
   if (ipv6 && !interrupted()) {
     const pods6 = pods4.map((p) => ({ ...p, ip: p.ip6 ?? 'no IPv6 address' }));
     ok = (await matrixReport(cluster, pods6, rows, interrupted, mixed, 'IPv6')) && ok;
   }
   if (!ok && !interrupted()) for (const d of cluster.daemons.values()) console.log(`--- ${d.kind === 'flannel' ? 'the real flanneld' : 'flanneld'} on ${d.node.name} ---\n${d.proc.output()}`);
   return ok;
+}
+
+/** A subnet.env subnet (the node's first address, e.g. 10.244.1.1/24) and a podCIDR (10.244.1.0/24): the same network? */
+function sameNetwork(subnet: string | undefined, podCidr: string | undefined): boolean {
+  if (!subnet || !podCidr) return false;
+  const a4 = parseCidr4(subnet);
+  const b4 = parseCidr4(podCidr);
+  if (a4 && b4) return cidrEquals(a4, b4);
+  const a6 = parseCidr6(subnet);
+  const b6 = parseCidr6(podCidr);
+  return !!a6 && !!b6 && cidr6Equals(a6, b6);
 }
 
 /** Pings every pod from every other pod (by `ip`) and prints the matrix (titled with the family in dual-stack); true when all pairs connect. */
@@ -240,7 +296,7 @@ async function matrixReport(cluster: LocalCluster, pods: readonly CniPod[], rows
   return failures === 0;
 }
 
-function printKeepInstructions(tag: string, rows: readonly Row[]): void {
+function printKeepInstructions(tag: string, rows: readonly Row[], cluster: LocalCluster): void {
   const pods = rows.flatMap((r) => r.pods);
   const [a, b] = [pods[0], pods.find((p) => p.node !== pods[0]?.node) ?? pods[1]];
   console.log(`\nThe cluster keeps running (tag ${tag}). Pods (namespace, address, node):`);
@@ -250,7 +306,10 @@ function printKeepInstructions(tag: string, rows: readonly Row[]): void {
     `  a shell in a pod:    ip netns exec ${a?.ns} bash`,
     `  ping across nodes:   ip netns exec ${a?.ns} ping ${b?.ip}`,
     `  a node's routes:     ip netns exec ${tag}-n1 ip route`,
-    `  the leases in etcd:  ip netns exec ${tag}-u env ETCDCTL_API=3 etcdctl get --prefix /coreos.com/network`,
+    ...(cluster.kube && rows[0]
+      ? [`  the Nodes (leases):  ip netns exec ${tag}-n1 kubectl --kubeconfig ${cluster.kubeconfigOf(rows[0].node)} get nodes -o custom-columns=NODE:.metadata.name,PODCIDRS:.spec.podCIDRs`,
+        `                       (flannel's RBAC, the kube-apiserver at ${cluster.kube.url}; \`-o yaml\` shows the flannel.alpha.coreos.com annotations)`]
+      : [`  the leases in etcd:  ip netns exec ${tag}-u env ETCDCTL_API=3 etcdctl get --prefix /coreos.com/network`]),
     `  tear it down:        make cluster ARGS="--destroy ${tag}"   (or: node dist/deploy/local/cluster-main.js --destroy ${tag})`,
     `  (every namespace of this cluster is named ${tag}-*; the log is ${join(runDir(tag), 'cluster.log')})`,
   ].join('\n'));

@@ -1,12 +1,14 @@
 // The README's main job end to end (the compiled deploy/local/cluster-main.js): real flanneld nodes,
 // pods added through our CNI plugin, the table and the all-pairs matrix, and teardown that leaves
-// nothing behind, also on Ctrl-C; --keep leaves a usable cluster that --destroy removes.
+// nothing behind, also on Ctrl-C; --keep leaves a usable cluster that --destroy removes; --kube (KUBE=1) runs a real
+// kube-apiserver and flanneld --kube-subnet-mgr, each node's subnet its Node's podCIDR.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
+import { kubeApiserverOrSkip } from '../../deploy/local/kube-apiserver.js';
 import { ping } from '../../deploy/local/local-cluster.js';
 import { runCommand } from '../../lib/run-command.js';
 
@@ -91,6 +93,33 @@ t.test('make cluster IPV6=only BACKEND=vxlan: pods get an IPv6 address only, eve
   t.notMatch(out, /10\.244\./, 'no IPv4 pod address anywhere');
   t.match(out, /IPv6: all 4 pairs connected\.\nTearing down\.\.\.\nDone: no namespace, device, process or file of this cluster is left\./);
   t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
+});
+
+t.test('make cluster KUBE=1: a real kube-apiserver, each subnet its Node\'s podCIDR, every pair connects, nothing is left', async (t) => {
+  const refused = start(['--kube', '--mixed']);
+  t.equal(await refused.done, 64, 'KUBE=1 with MIXED=1 is refused for now');
+  t.match(refused.out(), /--kube with --mixed \(KUBE=1 with MIXED=1\) is not supported yet/);
+  let reason = '';
+  if (!await kubeApiserverOrSkip((line) => { reason = line; })) { t.skip(reason); return; }
+  const run = start(['--kube', '--nodes', '2', '--pods', '1', '--backend', 'vxlan']);
+  t.teardown(() => { run.child.kill('SIGKILL'); });
+  const code = await run.done;
+  const out = run.out();
+  t.equal(code, 0, out);
+  t.match(out, /2-node cluster \(tag \w+\) with a real kube-apiserver v1\.\d+\.\d+ \(on etcd\) and the vxlan backend/);
+  t.match(out, /^node\s+underlay IP\s+subnet \(FLANNEL_SUBNET\)\s+from Node podCIDR\s+pods/m, 'the table has a podCIDR column');
+  const rows = [...out.matchAll(/^(node\d)\s+(192\.0\.2\.\d+)\s+(10\.244\.(\d+)\.1\/24)\s+(10\.244\.(\d+)\.0\/24)\s+(\S+)$/gm)];
+  t.equal(rows.length, 2, 'a row per node: underlay IP, FLANNEL_SUBNET, the Node\'s podCIDR, pod');
+  for (const r of rows) {
+    t.equal(r[4], r[6], `${r[1]}: FLANNEL_SUBNET ${r[3]} is its podCIDR ${r[5]}`);
+    t.ok(String(r[7]).startsWith(`10.244.${r[4]}.`), `${r[1]}'s pod ${r[7]} is in it`);
+  }
+  t.match(out, /Every node's subnet is its Node's podCIDR \(spec\.podCIDR, read from the kube-apiserver\)\./);
+  t.equal(out.match(/^10\.244\.\d+\.\d+(\s+pass){2}$/gm)?.length, 2, 'every cell of the 2x2 matrix passes');
+  t.match(out, /All 4 pairs connected\.\nTearing down\.\.\.\nDone: no namespace, device, process or file of this cluster is left\./);
+  t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
+  t.same(tmpDirs(), [], 'no state, etcd or kube-apiserver directory is left');
+  t.same(processesOf([tagOf(out)]), [], 'no process is left');
 });
 
 t.test('make cluster IPV6=dual with udp, and IPV6=only with MIXED=1, are refused, saying why', async (t) => {
