@@ -6,7 +6,8 @@
 // A build is never a failure of the caller: where Go, the proxy or the build is missing, the caller gets the reason.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -57,7 +58,8 @@ export function goToolBinaryPath(tool: GoTool, version: string, goMod: string, g
 const building = new Map<string, Promise<GoToolBinary>>();
 
 /** The cached binary, or built now with `go build`; or why not. Concurrent calls in one process share one build;
- * concurrent processes each build into a temporary name and the last rename wins (same bytes). */
+ * across processes a lock file (<binary>.lock, holding the builder's pid) makes the others wait for that build
+ * (`make deps` starts the long kube-apiserver build in the background, and the tests that need it wait here). */
 export function buildGoTool(tool: GoTool): Promise<GoToolBinary> {
   let p = building.get(tool.name);
   if (!p) {
@@ -93,6 +95,73 @@ async function build(tool: GoTool): Promise<GoToolBinary> {
   const go = await run('go', ['env', 'GOVERSION'], moduleDir, 30_000, {});
   if (go.missing) return { ok: false, reason: `no Go toolchain (go not on PATH): ${tool.module}@${version} is not built` };
   mkdirSync(dirname(bin), { recursive: true });
+  const lock = await takeBuildLock(bin, tool.buildTimeoutMs ?? BUILD_TIMEOUT_MS);
+  if (lock === 'built') return { ok: true, bin, version };
+  try {
+    return await compile(tool, moduleDir, bin, version, go.stdout.trim());
+  } finally {
+    lock();
+  }
+}
+
+/** The path `buildGoTool` builds `tool` into, when go.mod and go.sum pin it; undefined otherwise. */
+export function goToolBinaryOf(tool: GoTool): string | undefined {
+  try {
+    const moduleDir = goToolDir(tool.dir);
+    const goMod = readFileSync(join(moduleDir, 'go.mod'), 'utf8');
+    const version = pinnedVersionOf(goMod, tool.module);
+    return version ? goToolBinaryPath(tool, version, goMod, readFileSync(join(moduleDir, 'go.sum'), 'utf8')) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Marks `bin` as being built by process `pid` (a builder started in the background takes it over). */
+export function markBuilding(bin: string, pid: number): void {
+  mkdirSync(dirname(bin), { recursive: true });
+  const fd = openSync(`${bin}.lock`, 'w');
+  writeSync(fd, String(pid));
+  closeSync(fd);
+}
+
+/**
+ * The build lock of `bin`: a release function when this process may build, or 'built' when another process built
+ * it meanwhile. A lock left by a dead process (or by this one, handed over by markBuilding) is taken over.
+ */
+async function takeBuildLock(bin: string, timeoutMs: number): Promise<(() => void) | 'built'> {
+  const lock = `${bin}.lock`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (existsSync(bin)) return 'built';
+    try {
+      const fd = openSync(lock, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => rmSync(lock, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const holder = Number(readFileSync(lock, 'utf8').trim());
+    if (holder === process.pid || !alive(holder)) {
+      rmSync(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) return () => {}; // a stuck builder: build anyway (the rename is atomic)
+    await sleep(2000);
+  }
+}
+
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function compile(tool: GoTool, moduleDir: string, bin: string, version: string, goVersion: string): Promise<GoToolBinary> {
   // Into a temporary name first, so that an interrupted or concurrent build never leaves half a binary.
   const tmp = `${bin}.tmp-${process.pid}`;
   const args = ['build', '-trimpath', '-mod=readonly', '-buildvcs=false', '-o', tmp];
@@ -101,7 +170,7 @@ async function build(tool: GoTool): Promise<GoToolBinary> {
   if (r.code !== 0 || !existsSync(tmp)) {
     rmSync(tmp, { force: true });
     const words = (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ').slice(-400);
-    return { ok: false, reason: `go build ${tool.module}@${version} (${go.stdout.trim() || 'go'}) failed: ${words || `exit ${r.code}`}` };
+    return { ok: false, reason: `go build ${tool.module}@${version} (${goVersion || 'go'}) failed: ${words || `exit ${r.code}`}` };
   }
   renameSync(tmp, bin);
   return { ok: true, bin, version };
