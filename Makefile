@@ -12,7 +12,7 @@ build:
 ## `make cluster BACKEND=udp` picks the backend; ARGS passes more, e.g. ARGS=--keep or ARGS="--destroy <tag>".
 ## `make cluster MIXED=1` runs the real flannel (built with Go) on every second node (backends host-gw, udp, vxlan).
 ## `make cluster IPV6=dual` makes the network dual-stack and pings every pair on both families; IPV6=only makes it IPv6-only (host-gw, vxlan).
-## `make cluster KUBE=1` is Kubernetes mode: a real kube-apiserver (built with Go) and flanneld --kube-subnet-mgr, each subnet its Node's podCIDR (with IPV6=dual too).
+## `make cluster KUBE=1` is Kubernetes mode: a real kube-apiserver (built with Go) and flanneld --kube-subnet-mgr, each subnet its Node's podCIDR (with IPV6=dual and MIXED=1 too).
 cluster: deps
 	@node dist/deploy/local/cluster-main.js $(if $(BACKEND),--backend=$(BACKEND)) $(if $(filter-out 0 no false,$(MIXED)),--mixed) $(if $(IPV6),--ipv6=$(IPV6)) $(if $(filter-out 0 no false,$(KUBE)),--kube) $(ARGS)
 

@@ -6,7 +6,8 @@
 // the matrix is pinged on both. --ipv6 only (IPV6=only) makes it IPv6-only (EnableIPv4 false): pods get an
 // IPv6 address only. --kube (make cluster KUBE=1) runs flanneld with --kube-subnet-mgr against a real
 // kube-apiserver (built from k8s.io/kubernetes, deploy/local/kube-apiserver.ts) on the same etcd, with flannel's
-// RBAC: each node's subnet is its Node's podCIDR (podCIDRs in dual-stack), net-conf.json is a file per node.
+// RBAC: each node's subnet is its Node's podCIDR (podCIDRs in dual-stack), net-conf.json is a file per node; with
+// --mixed the real flannel runs in kube mode on every second node, on the same apiserver.
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
@@ -36,7 +37,8 @@ const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEN
   --ipv6     dual: a dual-stack network (make cluster IPV6=dual), IPv6Network ${NETWORK6}, underlay 2001:db8::/64;
              only: IPv6-only (make cluster IPV6=only, EnableIPv4 false); backends ${IPV6_BACKENDS.join(', ')}
   --kube     Kubernetes mode (make cluster KUBE=1): a real kube-apiserver (built with Go) on the etcd, flanneld with
-             --kube-subnet-mgr and flannel's RBAC, each node's subnet its Node's podCIDR; with --ipv6 dual too
+             --kube-subnet-mgr and flannel's RBAC, each node's subnet its Node's podCIDR; with --ipv6 dual and
+             --mixed too (the real flannel in kube mode), not with --ipv6 only
   --keep     leave the cluster running and print how to use it and tear it down
   --destroy  tear down a cluster left running by --keep`;
 const RUN_ROOT = '/run/flannel-ts-cluster';
@@ -87,10 +89,6 @@ function parseArgs(argv: readonly string[]): Options {
   }
   if (o.mixed && o.ipv6 === 'only') {
     throw new ExitError(EXIT.USAGE, '--mixed with --ipv6 only: the real flannel cannot run an IPv6-only network on etcd (every flannel node would share one lease); use IPV6=dual with MIXED=1');
-  }
-  if (o.kube && o.mixed) {
-    throw new ExitError(EXIT.USAGE, '--kube with --mixed (KUBE=1 with MIXED=1) is not supported yet: run the real flannel beside ours on etcd (MIXED=1), '
-      + 'or Kubernetes mode with flannel-ts on every node (KUBE=1)');
   }
   if (o.kube && o.ipv6 === 'only') {
     throw new ExitError(EXIT.USAGE, '--kube with --ipv6 only (KUBE=1 with IPV6=only) is not supported: the local Nodes get an IPv4 podCIDR first; use IPV6=dual with KUBE=1');
@@ -185,7 +183,7 @@ async function realFlannel(): Promise<{ bin: string; version: string }> {
 /** --kube: the real kube-apiserver (built from k8s.io/kubernetes the first time, about half an hour), or exit 69 saying why not. */
 async function kubeApiserver(): Promise<{ bin: string; version: string }> {
   const build = buildKubeApiserver();
-  const slow = setTimeout(() => console.log('Building the real kube-apiserver from k8s.io/kubernetes (deploy/local/kube-apiserver; about half an hour on 2 cores, once)...'), 1000);
+  const slow = setTimeout(() => console.log('Getting the real kube-apiserver (deploy/local/kube-apiserver; built from k8s.io/kubernetes the first time: about half an hour on 2 cores)...'), 1000);
   const b = await build.finally(() => clearTimeout(slow));
   if (!b.ok) {
     throw new ExitError(EXIT.UNAVAILABLE, `KUBE=1 needs the real kube-apiserver (k8s.io/kubernetes, built from its Go modules by deploy/local/kube-apiserver.ts), which is not available here:\n  ${b.reason}\n`
@@ -205,6 +203,14 @@ interface Row { node: NodeHost; subnet: string; subnet6?: string; pods: CniPod[]
 async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string; version: string } | undefined): Promise<Row[]> {
   const v4 = o.ipv6 === 'only' ? { EnableIPv4: false } : { Network: '10.244.0.0/16' };
   await cluster.putConfig({ ...v4, ...(o.ipv6 !== 'off' ? { EnableIPv6: true, IPv6Network: NETWORK6 } : {}), Backend: { Type: o.backend } });
+  if (cluster.kube && flannel) {
+    // The real flannel in kube mode panics on a Node with no annotations at all ("assignment to entry in nil map",
+    // kube.go:431); a real Node always has the one the kubelet writes when it registers, so ours get it too.
+    for (const node of cluster.nodes) {
+      await cluster.kubeChecked('PATCH', `/api/v1/nodes/${node.name}`, { metadata: { annotations: { 'volumes.kubernetes.io/controller-managed-attach-detach': 'true' } } },
+        { contentType: 'application/strategic-merge-patch+json' });
+    }
+  }
   for (const node of cluster.nodes) {
     if (flannel && daemonKindOf(node.index, true) === 'flannel') cluster.startFlannel(node, flannel.bin, ['--ip-masq']);
     else cluster.startDaemon(node, ['--ip-masq']);

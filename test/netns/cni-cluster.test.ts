@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { kubeApiserverOrSkip } from '../../deploy/local/kube-apiserver.js';
 import { ping } from '../../deploy/local/local-cluster.js';
+import { realFlannelOrSkip } from '../../deploy/local/real-flannel.js';
 import { runCommand } from '../../lib/run-command.js';
 
 const MAIN = new URL('../../dist/deploy/local/cluster-main.js', import.meta.url).pathname;
@@ -96,9 +97,9 @@ t.test('make cluster IPV6=only BACKEND=vxlan: pods get an IPv6 address only, eve
 });
 
 t.test('make cluster KUBE=1: a real kube-apiserver, each subnet its Node\'s podCIDR, every pair connects, nothing is left', async (t) => {
-  const refused = start(['--kube', '--mixed']);
-  t.equal(await refused.done, 64, 'KUBE=1 with MIXED=1 is refused for now');
-  t.match(refused.out(), /--kube with --mixed \(KUBE=1 with MIXED=1\) is not supported yet/);
+  const refused = start(['--kube', '--ipv6', 'only']);
+  t.equal(await refused.done, 64, 'KUBE=1 with IPV6=only is refused');
+  t.match(refused.out(), /--kube with --ipv6 only \(KUBE=1 with IPV6=only\) is not supported/);
   let reason = '';
   if (!await kubeApiserverOrSkip((line) => { reason = line; })) { t.skip(reason); return; }
   const run = start(['--kube', '--nodes', '2', '--pods', '1', '--backend', 'vxlan']);
@@ -120,6 +121,22 @@ t.test('make cluster KUBE=1: a real kube-apiserver, each subnet its Node\'s podC
   t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
   t.same(tmpDirs(), [], 'no state, etcd or kube-apiserver directory is left');
   t.same(processesOf([tagOf(out)]), [], 'no process is left');
+});
+
+t.test('make cluster KUBE=1 MIXED=1: the real flannel in kube mode on node2, ours on node1, one apiserver, every pair connects', async (t) => {
+  let reason = '';
+  if (!await kubeApiserverOrSkip((line) => { reason = line; }) || !await realFlannelOrSkip((line) => { reason = line; })) { t.skip(reason); return; }
+  const run = start(['--kube', '--mixed', '--nodes', '2', '--pods', '1', '--backend', 'host-gw']);
+  t.teardown(() => { run.child.kill('SIGKILL'); });
+  const code = await run.done;
+  const out = run.out();
+  t.equal(code, 0, out);
+  t.match(out, /with a real kube-apiserver v1\.\d+\.\d+ \(on etcd\) and the host-gw backend, mixed: the real flannel v\d+\.\d+\.\d+ on the even nodes/);
+  t.match(out, /^node1\s+flannel-ts\s+192\.0\.2\.1\s+10\.244\.1\.1\/24\s+10\.244\.1\.0\/24\s+10\.244\.1\.\d+$/m, 'node1: ours, its podCIDR');
+  t.match(out, /^node2\s+flannel v\d+\.\d+\.\d+\s+192\.0\.2\.2\s+10\.244\.2\.1\/24\s+10\.244\.2\.0\/24\s+10\.244\.2\.\d+$/m, 'node2: the real flannel, its podCIDR');
+  t.match(out, /All 4 pairs connected\.\nTearing down\.\.\.\nDone: no namespace, device, process or file of this cluster is left\./);
+  t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
+  t.same(tmpDirs(), [], 'no state, etcd or kube-apiserver directory is left');
 });
 
 t.test('make cluster IPV6=dual with udp, and IPV6=only with MIXED=1, are refused, saying why', async (t) => {
