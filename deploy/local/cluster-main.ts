@@ -180,10 +180,10 @@ async function realFlannel(): Promise<{ bin: string; version: string }> {
   return { bin: b.bin, version: b.version };
 }
 
-/** --kube: the real kube-apiserver (built from k8s.io/kubernetes the first time, about half an hour), or exit 69 saying why not. */
+/** --kube: the real kube-apiserver (built from k8s.io/kubernetes the first time, minutes), or exit 69 saying why not. */
 async function kubeApiserver(): Promise<{ bin: string; version: string }> {
   const build = buildKubeApiserver();
-  const slow = setTimeout(() => console.log('Getting the real kube-apiserver (deploy/local/kube-apiserver; built from k8s.io/kubernetes the first time: about half an hour on 2 cores)...'), 1000);
+  const slow = setTimeout(() => console.log('Getting the real kube-apiserver (deploy/local/kube-apiserver; built from k8s.io/kubernetes the first time, which takes minutes; `make deps` starts it)...'), 1000);
   const b = await build.finally(() => clearTimeout(slow));
   if (!b.ok) {
     throw new ExitError(EXIT.UNAVAILABLE, `KUBE=1 needs the real kube-apiserver (k8s.io/kubernetes, built from its Go modules by deploy/local/kube-apiserver.ts), which is not available here:\n  ${b.reason}\n`
