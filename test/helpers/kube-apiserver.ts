@@ -6,7 +6,7 @@ import type { EtcdServer } from '../../deploy/local/etcd-server.js';
 import { type KubeApiserver, type KubeTokenUser, kubeApiserverOrSkip as kubeApiserverBin, startKubeApiserver } from '../../deploy/local/kube-apiserver.js';
 import { clientEndpoints, startLoopbackEtcd } from './loopback-etcd.js';
 
-/** A build the first time takes about half an hour on 2 cores (`make deps` does it beforehand). */
+/** A build the first time takes about 6 minutes on 2 cores (cold) (`make deps` does it beforehand). */
 const FIRST_BUILD_TIMEOUT_MS = 65 * 60_000;
 
 /** A loopback etcd and a real kube-apiserver on it, both torn down at the end of `t`; undefined where the binary
