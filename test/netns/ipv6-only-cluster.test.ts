@@ -26,12 +26,8 @@ async function startIpv6Only(cluster: LocalCluster, args: readonly string[]): Pr
   for (const node of cluster.nodes) cluster.startDaemon(node, args);
   const out: V6Node[] = [];
   for (const node of cluster.nodes) {
-    const env = await until(`${node.name}'s FLANNEL_IPV6_SUBNET`, async () => {
-      const d = cluster.daemons.get(node.name);
-      if (d && d.proc.child.exitCode !== null) throw new Error(`flanneld on ${node.name} exited ${d.proc.child.exitCode}:\n${d.proc.output()}`);
-      const e = readEnvFile(cluster.subnetFileOf(node));
-      return e.FLANNEL_IPV6_SUBNET ? e : undefined;
-    }, 30_000);
+    await cluster.waitForSubnet(node, 30_000, 'FLANNEL_IPV6_SUBNET');
+    const env = readEnvFile(cluster.subnetFileOf(node));
     out.push({ node, subnet6: env.FLANNEL_IPV6_SUBNET as string, pod: await cluster.addCniPod(node) });
   }
   return out;

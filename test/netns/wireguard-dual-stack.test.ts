@@ -53,12 +53,8 @@ if (process.getuid?.() !== 0) {
     for (const node of cluster.nodes) cluster.startDaemon(node, ['--ip-masq', `--healthz-port=${METRICS_PORT}`]);
     const nodes: Node6[] = [];
     for (const node of cluster.nodes) {
-      const env = await until(`${node.name}'s FLANNEL_IPV6_SUBNET`, async () => {
-        const d = cluster.daemons.get(node.name);
-        if (d && d.proc.child.exitCode !== null) throw new Error(`flanneld on ${node.name} exited ${d.proc.child.exitCode}:\n${d.proc.output()}`);
-        const e = readEnvFile(cluster.subnetFileOf(node));
-        return e.FLANNEL_IPV6_SUBNET ? e : undefined;
-      }, 30_000);
+      await cluster.waitForSubnet(node, 30_000, 'FLANNEL_IPV6_SUBNET');
+      const env = readEnvFile(cluster.subnetFileOf(node));
       const pod = await cluster.addPod(node, env.FLANNEL_SUBNET as string, 2, env.FLANNEL_IPV6_SUBNET);
       nodes.push({ node, subnet: env.FLANNEL_SUBNET as string, subnet6: env.FLANNEL_IPV6_SUBNET as string, pod, pod6: { ...pod, ip: pod.ip6 as string } });
     }
