@@ -81,6 +81,11 @@ export function parseIp6(text: string): Ip6 | undefined {
   return ip;
 }
 
+/** ::ffff:a.b.c.d, the IPv6 form of an IPv4 address (a socket of both families sees and dials IPv4 so). */
+export function ip4Mapped(ip: number): Ip6 {
+  return 0xffff00000000n | BigInt(ip >>> 0);
+}
+
 /** True for ::ffff:a.b.c.d, which Go's net.IP.String() prints as a.b.c.d. */
 export function isIp4Mapped(ip: Ip6): boolean {
   return ip >> 32n === 0xffffn;

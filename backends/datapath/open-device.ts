@@ -32,7 +32,8 @@ export interface OpenEngineDeviceOptions {
   readonly queues: number;
   readonly bindIp: Ip4;
   /** An IPv6 engine (the IPv6 VTEP): its sockets are AF_INET6, bound to this address (bindIp is then
-   * unused), and the device is asked for TSO6 instead of TSO4. */
+   * unused), and the device is asked for TSO6 instead of TSO4. 0n (::): sockets of both families, IPv4 peers
+   * as ::ffff:a.b.c.d (wireguard's Mode auto). */
   readonly bindIp6?: Ip6;
   readonly port: number;
   /** Sending sockets on other source ports, picked per flow (default 8); 0: every datagram leaves from

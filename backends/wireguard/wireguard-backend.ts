@@ -10,12 +10,13 @@
 // <IPv6 subnet IP>/128, a route for the whole IPv6Network on it; the lease adds PublicIPv6 and
 // BackendV6Data {"PublicKey":…,"Port":ListenPortV6}; per peer the endpoint [PublicIPv6]:Port of its
 // BackendV6Data and allowed IPs = its IPv6 subnet.
-// Single device (Mode ipv4 or ipv6 with EnableIPv6 on a dual-stack network): one flannel-wg on ListenPort
-// for both families (a dual engine whose outer family is the Mode's), addresses <subnet>/32 and
-// <IPv6 subnet>/128, routes for both Networks; per peer one WireGuard peer with both subnets as allowed IPs,
-// dialed at PublicIP:Port (ipv4) or [PublicIPv6]:Port (ipv6); the lease has ListenPort in BackendData and
-// BackendV6Data (single-device.ts says why). Mode auto with EnableIPv6 (flannel chooses the outer family
-// per peer) is refused; without IPv6 auto and ipv4 are plain IPv4.
+// Single device (Mode auto, ipv4 or ipv6 with EnableIPv6 on a dual-stack network): one flannel-wg on
+// ListenPort for both families (a dual engine), addresses <subnet>/32 and <IPv6 subnet>/128, routes for both
+// Networks; per peer one WireGuard peer with both subnets as allowed IPs, dialed at PublicIP:Port (ipv4),
+// [PublicIPv6]:Port (ipv6), or either, chosen per peer by flannel's rule (auto, single-device.ts). ipv4 and
+// ipv6 have sockets of that family on our address; auto has one socket on [::]:ListenPort for both families
+// (IPv4 peers as ::ffff:a.b.c.d), so a peer is dialed, and roams, over either. The lease has ListenPort in
+// BackendData and BackendV6Data (single-device.ts says why). Without IPv6, auto and ipv4 are plain IPv4.
 // Split of the work: the packet engine (C, worker threads) seals and opens every transport message with
 // the keypairs published in shared memory; the handshake, cookies and timers run here on the main thread
 // (session/); handshake messages reach us through a pipe from the engine's RX workers.
@@ -56,12 +57,6 @@ export class WireGuardBackend implements Backend {
     this.cfg = parseWireGuardConfig(ctx.config.backend, { ipv6: ctx.config.ipv6 !== undefined });
     this.mtu = (this.cfg.mtu || ctx.ext.mtu) - WIREGUARD_OVERHEAD;
     this.log = ctx.log.child({ component: 'backend/wireguard' });
-    if (ctx.config.ipv6 && this.cfg.mode === 'auto') {
-      throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED',
-        'the wireguard backend\'s Mode "auto" with EnableIPv6 (one flannel-wg device, IPv4 or IPv6 chosen per peer) ' +
-        'is not supported by flannel-ts: use Mode "ipv4" or "ipv6" (one flannel-wg over that family), "separate" (the default: ' +
-        'flannel-wg for IPv4 and flannel-wg-v6 for IPv6), or set EnableIPv6 to false');
-    }
     if (ctx.config.ipv6 && this.cfg.mode !== 'separate' && !ctx.config.ipv4) {
       throw new FlannelError('FLN_ERR_BACKEND_UNSUPPORTED',
         `the wireguard backend's Mode ${JSON.stringify(this.cfg.mode)} on an IPv6-only network is not supported by flannel-ts: use Mode "separate" (flannel-wg-v6 alone)`);
@@ -91,7 +86,7 @@ export class WireGuardBackend implements Backend {
     return { ...attrs, publicIpv6: ext.publicIp6, backendV6Data: encodeWireGuardBackendData(this.key.publicKey, this.cfg.listenPortV6) };
   }
 
-  /** Mode ipv4 or ipv6 with EnableIPv6: one flannel-wg for both families. */
+  /** Mode auto, ipv4 or ipv6 with EnableIPv6: one flannel-wg for both families. */
   private singleMode(): SingleDeviceMode | undefined {
     return this.ctx.config.ipv6 && this.cfg.mode !== 'separate' ? this.cfg.mode : undefined;
   }
@@ -99,7 +94,8 @@ export class WireGuardBackend implements Backend {
   async start(lease: Lease): Promise<Network> {
     this.key ??= loadOrCreateKey(keyFilePath());
     const single = this.singleMode();
-    if (single) return this.startFamily(lease, singleDeviceOuterFamily(single) ?? 4, single);
+    // auto: an engine of family 6 on a socket of both families, every endpoint an IPv6 (or IPv4-mapped) address
+    if (single) return this.startFamily(lease, singleDeviceOuterFamily(single) ?? 6, single);
     const v4 = this.ctx.config.ipv4 ? await this.startFamily(lease, 4) : undefined;
     if (!this.ctx.config.ipv6) return v4 as WireGuardNetwork;
     try {
@@ -115,7 +111,7 @@ export class WireGuardBackend implements Backend {
   private async startFamily(lease: Lease, family: 4 | 6, single?: SingleDeviceMode): Promise<WireGuardNetwork> {
     const key = this.key as NodeKey;
     const queues = this.ctx.queues ?? 1;
-    const f = single ? this.deviceSingle(lease, family) : family === 6 ? this.device6(lease) : this.device4(lease);
+    const f = single ? this.deviceSingle(lease, family, single === 'auto') : family === 6 ? this.device6(lease) : this.device4(lease);
     const capacity = 2 ** Math.min(16, f.poolBits);
     const table = new WgTable(keypairCapacity(capacity), capacity * 2, WIREGUARD_TIMERS, monotonicMs, family);
     const [ctrlRead, ctrlWrite] = datapathAddon().pipeOpen();
@@ -151,12 +147,14 @@ export class WireGuardBackend implements Backend {
   }
 
   /** flannel-wg of a single-device mode: <subnet>/32 and <IPv6 subnet>/128, both Networks' routes, ListenPort,
-   * a dual engine whose sockets are of the Mode's outer family (IPv6: bound to the interface's IPv6 address). */
-  private deviceSingle(lease: Lease, outer: 4 | 6) {
+   * a dual engine whose sockets are of the Mode's outer family (IPv6: bound to the interface's IPv6 address),
+   * or for auto (`anyFamily`) of both, on [::]. */
+  private deviceSingle(lease: Lease, outer: 4 | 6, anyFamily: boolean) {
     const v4 = this.device4(lease), v6 = this.device6(lease);
     const { config } = this.ctx;
     return {
-      name: WIREGUARD_DEVICE, port: this.cfg.listenPort, poolBits: Math.max(v4.poolBits, v6.poolBits), device: outer === 6 ? v6.device : {},
+      name: WIREGUARD_DEVICE, port: this.cfg.listenPort, poolBits: Math.max(v4.poolBits, v6.poolBits),
+      device: anyFamily ? { bindIp6: 0n } : outer === 6 ? v6.device : {},
       settings: {
         address: v4.settings.address, route: v4.settings.route,
         more: [{ address: v6.settings.address, route: `${formatCidr6((config.ipv6 as NonNullable<typeof config.ipv6>).network)} dev ${WIREGUARD_DEVICE}` }],

@@ -6,12 +6,13 @@
 // Family 6 (flannel-wg-v6, `separate` mode): the same over IPv6, a second network beside the IPv4 one:
 // peers from the leases' IPv6Subnet, PublicIPv6 and BackendV6Data (Port missing or 0: our ListenPortV6),
 // named by their IPv6 subnet; leases without them (IPv4-only nodes) have no IPv6 peer.
-// Single device (flannel-wg of Mode ipv4 or ipv6 with EnableIPv6, a dual engine): one peer per lease,
+// Single device (flannel-wg of Mode auto, ipv4 or ipv6 with EnableIPv6, a dual engine): one peer per lease,
 // named by leaseIdentity, with both subnets as allowed IPs, dialed at the address its Mode picks
-// (single-device.ts) on the port of its BackendData (else BackendV6Data, else our ListenPort).
+// (single-device.ts) on the port of its BackendData (else BackendV6Data, else our ListenPort); in auto an
+// IPv4 address is dialed as ::ffff:a.b.c.d through the engine's socket of both families.
 import type { Logger } from 'pino';
 import { type Cidr4, formatCidr4 } from '../../lib/ip.js';
-import { type Cidr6, type Ip6, formatCidr6 } from '../../lib/ip6.js';
+import { type Cidr6, type Ip6, formatCidr6, ip4Mapped } from '../../lib/ip6.js';
 import { type Lease, type LeaseEvent, leaseIdentity } from '../backend.js';
 import type { DatapathStats, Network, ReconcileResult } from '../backend.js';
 import type { EngineDataPath } from '../datapath/engine-datapath.js';
@@ -175,7 +176,9 @@ export class WireGuardNetwork implements Network {
       return;
     }
     const data = attrs.backendType === 'wireguard' ? singleDevicePeerData(attrs, this.o.cfg.listenPort) : undefined;
-    const endpoint = data ? singleDeviceEndpoint(mode, attrs, own) : undefined;
+    const chosen = data ? singleDeviceEndpoint(mode, attrs, own) : undefined;
+    // auto: the engine's one socket serves both families; an IPv4 endpoint is dialed as ::ffff:a.b.c.d
+    const endpoint = mode === 'auto' && typeof chosen === 'number' ? ip4Mapped(chosen) : chosen;
     // The one outer family of the engine: a peer the Mode would dial over the other one is left out.
     if (!data || endpoint === undefined || (typeof endpoint === 'bigint') !== (this.family === 6)) {
       this.peers.delete(key);

@@ -1,4 +1,4 @@
-// Dual-stack (EnableIPv6) wireguard in flannel's single-device Modes ipv4 and ipv6, on 3 nodes of our own
+// Dual-stack (EnableIPv6) wireguard in flannel's single-device Modes ipv4, ipv6 and auto, on 3 nodes of our own
 // flanneld in real namespaces with a real etcd: one flannel-wg on ListenPort (51820) carries IPv4 and IPv6
 // pods, over IPv4 (Mode ipv4: PublicIP:51820) or IPv6 (Mode ipv6: [PublicIPv6]:51820); no flannel-wg-v6.
 // Checked per Mode: the lease (BackendData and BackendV6Data both with the key and Port 51820, the one port
@@ -7,6 +7,8 @@
 // sha256 TCP transfer over IPv6 and one over IPv4; on node1's eth0 (tcpdump) every UDP datagram is a
 // WireGuard message on 51820 ↔ 51820 over the Mode's outer family only, and no ping pattern appears in it;
 // reconcile restores a deleted IPv6 address and route; a clean stop removes flannel-wg.
+// Mode auto: one socket on [::]:51820 for both families, and the outer family flannel's rule picks per peer
+// seen on the wire (the handshake initiations), both ways, with every pair talking on both families.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -132,4 +134,91 @@ if (process.getuid?.() !== 0) {
       });
     });
   }
+
+  // Mode auto: flannel's selectPublicEndpoint per peer. node3 advertises an RFC 1918 PublicIP (--public-ip
+  // 10.99.0.3, on no interface: the rule must never dial it), so the others dial its PublicIPv6, which is
+  // not RFC 4193; node3 dials the others' PublicIP (not RFC 1918, and it has an IPv4 address of its own).
+  t.test('dual-stack wireguard, Mode auto: one flannel-wg, one socket of both families, the outer family chosen per peer', async (t) => {
+    const tag = runTag('wgsa');
+    const dir = mkdtempSync(join(tmpdir(), 'wgs-'));
+    const cluster = await LocalCluster.create({ tag, nodes: 3, ipv6: true });
+    t.teardown(async () => {
+      await cluster.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const PRIVATE_IP = '10.99.0.3';
+    await cluster.putConfig({ Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: 'wireguard', Mode: 'auto' } });
+    // From before the start: a new peer gets a handshake at once, and the first initiation each way shows
+    // the address its sender chose (later ones may follow a roamed endpoint).
+    const [, , node3] = cluster.nodes as [NodeHost, NodeHost, NodeHost];
+    const wire = await capture(node3.ns, 'eth0', join(dir, 'auto.pcap'), ['udp']);
+    cluster.nodes.forEach((node, i) => cluster.startDaemon(node, i === 2 ? ['--public-ip', PRIVATE_IP] : []));
+    const nodes: Node6[] = [];
+    for (const node of cluster.nodes) {
+      await cluster.waitForSubnet(node, 30_000, 'FLANNEL_IPV6_SUBNET');
+      const env = readEnvFile(cluster.subnetFileOf(node));
+      const pod = await cluster.addPod(node, env.FLANNEL_SUBNET as string, 2, env.FLANNEL_IPV6_SUBNET);
+      nodes.push({ node, subnet: env.FLANNEL_SUBNET as string, subnet6: env.FLANNEL_IPV6_SUBNET as string, pod, pod6: { ...pod, ip: pod.ip6 as string } });
+    }
+    const [a, b, c] = nodes as [Node6, Node6, Node6];
+
+    await t.test('leases and sockets: both families in the lease, one socket on [::]:51820', async (t) => {
+      const raw = await cluster.etcd.get(leaseKey(cluster.prefix, c.subnet, c.subnet6));
+      const lease = JSON.parse(raw ?? '{}') as { PublicIP?: string; PublicIPv6?: string; BackendData?: unknown; BackendV6Data?: unknown };
+      t.equal(lease.PublicIP, PRIVATE_IP, `${c.node.name}: PublicIP from --public-ip`);
+      t.equal(lease.PublicIPv6, c.node.underlayIp6, `${c.node.name}: PublicIPv6`);
+      t.same(lease.BackendV6Data, lease.BackendData, 'BackendV6Data the same as BackendData');
+      for (const n of nodes) {
+        t.not((await execIn(n.node.ns, 'ip', ['link', 'show', 'flannel-wg-v6'])).code, 0, `${n.node.name}: no flannel-wg-v6`);
+        const sockets = (await execIn(n.node.ns, 'ss', ['-u', '-l', '-n'])).stdout.split('\n').filter((l) => /:5182\d\b/.test(l));
+        t.equal(sockets.length, 1, `${n.node.name}: one socket on 51820 (${sockets.join(' | ').replace(/\s+/g, ' ')})`);
+        t.match(sockets[0] ?? '', /(\[::\]|\*):51820\b/, `${n.node.name}: bound to [::]:51820, both families`);
+      }
+    });
+
+    await t.test('the rule on the wire: the others dial node3 over IPv6, node3 dials them over IPv4; pods on both families', async (t) => {
+      let raw = Buffer.alloc(0);
+      try {
+        t.ok((await allPairsPing(cluster, nodes.map((n) => n.pod))).flat().every(Boolean), 'IPv4: all pairs');
+        t.ok((await allPairsPing(cluster, nodes.map((n) => n.pod6))).flat().every(Boolean), 'IPv6: all pairs');
+        await sha256Transfer(t, a.pod6, c.pod6, Math.min(MB, 8), 5208);
+        await sha256Transfer(t, c.pod, b.pod, Math.min(MB, 8), 5209);
+      } finally {
+        raw = await wire.stop();
+      }
+      const all = udpDatagrams(raw);
+      const addrs = (n: Node6) => [n.node.underlayIp, n.node.underlayIp6, ...(n === c ? [PRIVATE_IP] : [])];
+      const first = (from: Node6, to: Node6) => {
+        const d = all.find((x) => typeOf(x) === 1 && addrs(from).includes(x.src) && addrs(to).includes(x.dst));
+        return d && `${d.src} > ${d.dst}`;
+      };
+      for (const n of [a, b]) {
+        t.equal(first(n, c), `${n.node.underlayIp6} > ${c.node.underlayIp6}`, `${n.node.name} dials ${c.node.name} at its PublicIPv6 (its PublicIP is RFC 1918)`);
+        t.equal(first(c, n), `${c.node.underlayIp} > ${n.node.underlayIp}`, `${c.node.name} dials ${n.node.name} at its PublicIP (public, and ${c.node.name} has IPv4)`);
+      }
+      t.notOk(all.some((d) => d.dst === PRIVATE_IP), `nothing is sent to ${PRIVATE_IP}`);
+      t.ok(all.length > 1000, `${all.length} UDP datagrams on ${c.node.name}'s eth0`);
+      t.same(all.map((d) => wireProblem(d, 1420, WG_PORT)).filter(Boolean).slice(0, 10), [], 'every datagram is a WireGuard message of a valid type and size, 51820 ↔ 51820');
+    });
+
+    await t.test('between a and b (both PublicIPs public) only IPv4 crosses', async (t) => {
+      const wire = await capture(a.node.ns, 'eth0', join(dir, 'ab.pcap'), ['udp']);
+      let raw = Buffer.alloc(0);
+      try {
+        t.ok((await allPairsPing(cluster, [a.pod6, b.pod6])).flat().every(Boolean), 'IPv6 pods a ↔ b');
+        t.ok((await allPairsPing(cluster, [a.pod, b.pod])).flat().every(Boolean), 'IPv4 pods a ↔ b');
+      } finally {
+        raw = await wire.stop();
+      }
+      const ab = udpDatagrams(raw).filter((d) => [d.src, d.dst].some((x) => x === b.node.underlayIp || x === b.node.underlayIp6));
+      t.ok(ab.length > 0, `${ab.length} datagrams between a and b`);
+      t.same(ab.filter((d) => d.src.includes(':')).map((d) => `${d.src} > ${d.dst}`).slice(0, 5), [], 'none over IPv6');
+    });
+
+    await t.test('a clean stop removes flannel-wg and the socket', async (t) => {
+      t.equal(await cluster.stopDaemon(c.node), 0, `${c.node.name}: clean stop`);
+      t.not((await execIn(c.node.ns, 'ip', ['link', 'show', 'flannel-wg'])).code, 0, `${c.node.name}: flannel-wg is gone`);
+      t.notMatch((await execIn(c.node.ns, 'ss', ['-u', '-l', '-n'])).stdout, /:51820\b/, 'no socket left on 51820');
+    });
+  });
 }

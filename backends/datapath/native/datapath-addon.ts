@@ -64,7 +64,8 @@ export interface DatapathAddon {
   tunOpen(name: string, flags: number): { fd: number; name: string };
   tunSetOffload(fd: number, offloads: number): void;
   udpOpen(ip: number, port: number, reusePort: boolean, bufBytes: number): number;
-  /** An AF_INET6 (IPV6_V6ONLY) socket bound to ip (16 bytes, network order):port; also accepts datagrams without a UDP checksum. */
+  /** An AF_INET6 socket bound to ip (16 bytes, network order):port, IPV6_V6ONLY; bound to :: (all zeros) it serves
+   * both families (IPv4 peers as ::ffff:a.b.c.d). Also accepts datagrams without a UDP checksum. */
   udpOpen6(ip: Uint8Array, port: number, reusePort: boolean, bufBytes: number): number;
   /** A non-blocking pipe: [readFd, writeFd]. */
   pipeOpen(): [number, number];

@@ -153,7 +153,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
 /* Typed-array contents (defined below). */
 static int typed_data(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length);
 
-/* udpOpen6(ip: Uint8Array(16), port, reusePort, bufBytes) → fd: AF_INET6, IPV6_V6ONLY */
+/* udpOpen6(ip: Uint8Array(16), port, reusePort, bufBytes) → fd: AF_INET6, IPV6_V6ONLY unless ip is :: (sys.c) */
 static napi_value udp_open6(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!get_args(env, info, 4, argv)) return NULL;

@@ -90,7 +90,11 @@ int fl_udp6_open(const uint8_t ip[16], uint16_t port, int reuse_port, int buf_by
   int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   int one = 1;
-  if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) goto fail;
+  /* Bound to an address: IPv6 only. Bound to :: (all zeros): both families, IPv4 peers seen and dialed as
+   * ::ffff:a.b.c.d (wireguard's Mode auto, one socket for per-peer outer families). */
+  static const uint8_t any[16];
+  int v6only = memcmp(ip, any, 16) != 0;
+  if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) < 0) goto fail;
   if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) goto fail;
   /* Accept datagrams without a UDP checksum too (a peer with udp6zerocsumtx); ours always carry one. */
   setsockopt(fd, IPPROTO_UDP, FL_UDP_NO_CHECK6_RX, &one, sizeof one);
