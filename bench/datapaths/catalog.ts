@@ -92,7 +92,7 @@ export const DATAPATHS: readonly DataPathDef[] = [
     localOnly: 'built by hand in two node namespaces of one machine',
   },
   // IPv6, measured between the pods' IPv6 addresses of dual-stack nodes; ratios against kernel-vxlan6 (the reference
-  // of this family, in the same run). No udp row (IPv4-only, as flannel's) nor wireguard (refused with EnableIPv6 for now).
+  // of this family, in the same run). No udp row (IPv4-only, as flannel's).
   {
     id: 'kernel-vxlan6', label: 'kernel VXLAN IPv6 by hand (ref)', noFakePeerReason: 'no daemon', ipv6: true,
     localOnly: IPV6_LOCAL_ONLY,
@@ -116,6 +116,11 @@ export const DATAPATHS: readonly DataPathDef[] = [
   {
     id: 'flannel-vxlan6', label: `flannel ${REAL_FLANNEL_VERSION} vxlan IPv6`, backend: { Type: 'vxlan' }, daemon: 'flannel', ipv6: true,
     noFakePeerReason: IPV6_NO_FAKE_PEER, localOnly: REAL_FLANNEL_LOCAL_ONLY,
+  },
+  {
+    // flannel's default Mode separate: flannel-wg-v6 on ListenPortV6 over the IPv6 underlay
+    id: 'wireguard6', label: 'flanneld wireguard IPv6', backend: { Type: 'wireguard' }, ipv6: true,
+    noFakePeerReason: IPV6_NO_FAKE_PEER, noProgramPeersReason: IPV6_NO_PROGRAM_PEERS, localOnly: IPV6_LOCAL_ONLY,
   },
 ];
 

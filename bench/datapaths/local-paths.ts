@@ -33,6 +33,7 @@ const TAG_PREFIX: Record<string, string> = {
   'flannel-host-gw': 'fh', 'flannel-udp': 'fu', 'flannel-vxlan': 'fv',
   // Three characters: no other run tag of the tests starts with b6 or f6 (the smoke test's leftover check relies on it).
   'kernel-vxlan6': 'b6k', 'host-gw6': 'b6h', vxlan6: 'b6v', 'vxlan-kernel6': 'b6x', 'flannel-host-gw6': 'f6h', 'flannel-vxlan6': 'f6v',
+  wireguard6: 'b6w',
 };
 
 export async function setupLocalPath(def: DataPathDef): Promise<LocalPath> {

@@ -6,7 +6,7 @@ export const SCHEMA_ID = 'flannel-ts-bench/1';
 
 /** The rows measured over the pods' IPv6 addresses (dual-stack nodes, an IPv6 underlay), last in the table:
  * the hand-built reference first, then ours and the real flannel's of each backend. */
-export const IPV6_DATAPATH_IDS = ['kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan6', 'vxlan-kernel6', 'flannel-vxlan6'] as const;
+export const IPV6_DATAPATH_IDS = ['kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan6', 'vxlan-kernel6', 'flannel-vxlan6', 'wireguard6'] as const;
 /** The data paths a run measures by default (also named "default" in --datapaths): every row the harness
  * knows, in table order; the real flannel's rows (flannel-*) each right after ours of the same backend, and the
  * IPv6 rows last. In local mode each must measure (test/netns/bench-smoke.test.ts), with one exception: the rows

@@ -19,7 +19,7 @@ import {
 } from '../../bench/report/result-types.js';
 import { validateResult } from '../../bench/report/result-schema.js';
 
-const V6 = ['kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan6', 'vxlan-kernel6', 'flannel-vxlan6'];
+const V6 = ['kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan6', 'vxlan-kernel6', 'flannel-vxlan6', 'wireguard6'];
 
 /** A Progress that prints nothing. */
 const quiet = { addSteps: () => {}, start: () => {}, finish: () => {}, log: () => {}, close: () => {} } as unknown as Progress;
@@ -113,9 +113,9 @@ t.test('control plane: lease→first packet and program-peers list our IPv6 rows
   const defs = V6.map((id) => dataPathDef(id as DataPathId));
   t.equal(programPeersSteps(defs, 3, [10, 100]), 0, 'no program-peers step for the IPv6 rows');
   const pp = await programPeers(defs, 1, [10], quiet);
-  t.same(pp.map((p) => [p.datapath, p.status]), [['host-gw6', 'skipped'], ['vxlan6', 'skipped'], ['vxlan-kernel6', 'skipped']], 'ours listed (not the real flannel\'s, nor the hand-built)');
+  t.same(pp.map((p) => [p.datapath, p.status]), [['host-gw6', 'skipped'], ['vxlan6', 'skipped'], ['vxlan-kernel6', 'skipped'], ['wireguard6', 'skipped']], 'ours listed (not the real flannel\'s, nor the hand-built)');
   for (const p of pp) t.match(p.reason, /IPv6 row: .*IPv4-only.*IPv4 row/, `${p.datapath}: ${p.reason}`);
   const lp = await leaseToPacket(defs.map((def) => ({ def, status: 'measured' as const })), 1, quiet);
-  t.same(lp.map((l) => [l.datapath, l.status]), [['host-gw6', 'skipped'], ['flannel-host-gw6', 'skipped'], ['vxlan6', 'skipped'], ['vxlan-kernel6', 'skipped'], ['flannel-vxlan6', 'skipped']]);
+  t.same(lp.map((l) => [l.datapath, l.status]), [['host-gw6', 'skipped'], ['flannel-host-gw6', 'skipped'], ['vxlan6', 'skipped'], ['vxlan-kernel6', 'skipped'], ['flannel-vxlan6', 'skipped'], ['wireguard6', 'skipped']]);
   for (const l of lp) t.match(l.reason, /IPv6 row: the fake peer announces an IPv4-only lease/, `${l.datapath}: ${l.reason}`);
 });

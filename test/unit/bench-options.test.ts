@@ -33,7 +33,7 @@ t.test('parseOptions: every row by default, the real flannel\'s after ours, then
   t.same(parseOptions([])?.datapaths, [
     'raw', 'kernel-vxlan', 'host-gw', 'flannel-host-gw', 'tun-relay', 'udp', 'flannel-udp', 'vxlan', 'vxlan-kernel', 'flannel-vxlan',
     'wireguard', 'wireguard-go-latest', 'wireguard-go-debian',
-    'kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan6', 'vxlan-kernel6', 'flannel-vxlan6',
+    'kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan6', 'vxlan-kernel6', 'flannel-vxlan6', 'wireguard6',
   ]);
   t.same(parseOptions(['--quick'])?.datapaths, [...DATAPATH_IDS], '--quick measures the same rows');
   for (const id of DATAPATH_IDS) t.match(USAGE, new RegExp(`[ ,]${id}[,\\s]`), `--help names ${id}`);
