@@ -18,7 +18,7 @@ import { goToolBinaryPath } from '../../deploy/local/go-tool.js';
 
 t.test('--datapaths: the default set has the wireguard rows after vxlan-kernel; named rows, "default" and "all"', async (t) => {
   const ids = ['raw', 'kernel-vxlan', 'host-gw', 'flannel-host-gw', 'tun-relay', 'udp', 'flannel-udp', 'vxlan', 'vxlan-kernel', 'flannel-vxlan',
-    'wireguard', 'wireguard-go-latest', 'wireguard-go-debian', 'kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan6', 'vxlan-kernel6', 'flannel-vxlan6'];
+    'wireguard', 'wireguard-go-latest', 'wireguard-go-debian', 'kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan6', 'vxlan-kernel6', 'flannel-vxlan6', 'wireguard6'];
   t.same([...DATAPATH_IDS], ids, 'ours first among the wireguard rows, then the references; the IPv6 rows after them');
   t.same(parseOptions([])?.datapaths, ids, 'the default is every row');
   t.same(parseDataPaths('default'), ids);
