@@ -6,12 +6,14 @@
 // new handshake during the transfer (and the responder confirmed it), that each node's last-handshake
 // time moved and its keypair is young again, and that no packet was dropped for want of a session
 // (flanneld_datapath_dropped_packets_total{reason="no_session"} unchanged on both nodes).
+// In test/timers/ (see .taprc): a paced 2 MB/s stream waiting on the real timer, so it runs beside the
+// other timer test rather than alone like the CPU-bound tests of test/netns/.
 import t from 'tap';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
-import { FIXTURES, errorLines, daemonOf, isRunning, metrics, ms, networkOf, startEnv, until } from './fixtures/datapath-harness.js';
+import { FIXTURES, errorLines, daemonOf, isRunning, metrics, ms, networkOf, startEnv, until } from '../netns/fixtures/datapath-harness.js';
 
 /** REKEY_AFTER_TIME (whitepaper §6.1; backends/wireguard/protocol): not shortened here. */
 const REKEY_AFTER_S = 120;
