@@ -9,7 +9,7 @@ import type { Test } from 'tap';
 import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { execIn, ipIn, runTag } from '../../deploy/local/netns.js';
 import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
-import { allPairsPing, sha256Transfer } from '../helpers/pod-traffic.js';
+import { allPairsPing, checkPodMtu, sha256Transfer } from '../helpers/pod-traffic.js';
 import { until } from '../helpers/wait.js';
 import { scrapeMetric } from '../helpers/metrics.js';
 
@@ -51,18 +51,6 @@ async function startDualStack(cluster: LocalCluster, args: readonly string[]): P
     out.push({ node, subnet: env.FLANNEL_SUBNET as string, subnet6: env.FLANNEL_IPV6_SUBNET as string, pod, pod6: { ...pod, ip: pod.ip6 as string } });
   }
   return out;
-}
-
-/** DF pings of exactly `mtu` bytes pass on both families; one byte more is refused with the MTU named. */
-async function checkMtu(t: Test, from: Node6, to: Node6, mtu: number, tooBig: RegExp): Promise<void> {
-  const ping = (ip: string, size: number) => execIn(from.pod.ns, 'ping', ['-n', '-c', '2', '-W', '2', '-i', '0.2', '-M', 'do', '-s', String(size), ip]);
-  const v4 = await ping(to.pod.ip, mtu - 28);
-  t.equal(v4.code, 0, `IPv4: a ${mtu}-byte DF ping crosses${v4.code ? `: ${v4.stdout}${v4.stderr}` : ''}`);
-  const v6 = await ping(to.pod6.ip, mtu - 48);
-  t.equal(v6.code, 0, `IPv6: a ${mtu}-byte ping (IPv6 never fragments in flight) crosses${v6.code ? `: ${v6.stdout}${v6.stderr}` : ''}`);
-  const over = await ping(to.pod6.ip, mtu - 47);
-  t.not(over.code, 0, `IPv6: ${mtu + 1} bytes do not cross`);
-  t.match(`${over.stdout}${over.stderr}`, tooBig, `IPv6: ${mtu + 1} bytes get Packet Too Big naming the MTU`);
 }
 
 async function checkLeases(t: Test, cluster: LocalCluster, nodes: readonly Node6[], vxlan: boolean, userspace = false): Promise<void> {
@@ -125,7 +113,7 @@ t.test('dual-stack host-gw: IPv6 turned on in a running cluster keeps every IPv4
     t.ok((await allPairsPing(cluster, nodes.map((n) => n.pod6))).flat().every(Boolean), 'IPv6: all pairs');
     await sha256Transfer(t, nodes[0]!.pod6, nodes[2]!.pod6, 100);
     // host-gw: pods have the interface MTU; one byte more is refused by the pod's own link.
-    await checkMtu(t, nodes[0]!, nodes[1]!, 1500, /mtu[=:] ?1500/i);
+    await checkPodMtu(t, nodes[0]!.pod, nodes[1]!, 1500, /mtu[=:] ?1500/i);
   });
 
   await t.test('ip6tables rules for the IPv6 network, beside the IPv4 ones', async (t) => {
@@ -233,7 +221,7 @@ for (const datapath of ['kernel', 'userspace'] as const) t.test(`dual-stack vxla
       const received4 = await scrapeMetric(b.node.ns, METRICS_PORT, 'flanneld_peer_bytes_total', `peer="${c.subnet.replace(/\.1\//, '.0/')}",direction="rx"`);
       t.ok(received4 > 20e6, `/metrics: ${received4} bytes received from ${c.node.name}'s IPv4 subnet by the IPv4 engine, beside it`);
     }
-    await checkMtu(t, nodes[0]!, nodes[1]!, 1430, /mtu[=:] ?1430/i);
+    await checkPodMtu(t, nodes[0]!.pod, nodes[1]!, 1430, /mtu[=:] ?1430/i);
   });
 
   await t.test('ip6tables rules for the IPv6 network, beside the IPv4 ones', async (t) => {

@@ -3,7 +3,8 @@
 // 51821, the same key). Checked: the lease JSON (BackendV6Data with BackendData's PublicKey and Port 51821,
 // PublicIPv6), flannel-wg-v6's /128 address, MTU and IPv6Network route, its socket on the node's IPv6
 // address; pods of all pairs ping over IPv4 and IPv6; a TCP transfer over IPv6 with an equal sha256 and a
-// canary transfer; on node1's eth0 (tcpdump) every IPv6 UDP datagram is a WireGuard message of a valid type
+// canary transfer; DF pings of exactly 1420 bytes on both families (1420 + 80 fills the IPv6 underlay's
+// 1500) and Packet Too Big one byte above; on node1's eth0 (tcpdump) every IPv6 UDP datagram is a WireGuard message of a valid type
 // and size on 51821 ↔ 51821 and no canary or ping pattern appears, while cni0 sees them in clear; the
 // engine's per-family counters in /metrics; a node restarted on the per-packet path (no offloads) talks
 // IPv6 again; reconcile fixes nothing while all is in place and restores a deleted IPv6Network route; a
@@ -15,8 +16,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, execIn, ipIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
-import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
-import { allPairsPing, sha256Transfer } from '../helpers/pod-traffic.js';
+import { type DualStackNode, dualStackNodes } from '../helpers/dual-stack-nodes.js';
+import { allPairsPing, checkPodMtu, sha256Transfer } from '../helpers/pod-traffic.js';
 import { until } from '../helpers/wait.js';
 import { WG_PORT, WG_PORT_V6, capture, metricsDump, toolsPresent, typeOf, udpDatagrams, wireProblem } from './fixtures/wg-hand-peer.js';
 
@@ -26,7 +27,7 @@ const NETWORK6 = 'fd00:10:244::/56';
 const METRICS_PORT = 18094;
 const MB = Number(process.env.WG6_TRANSFER_MB ?? 64);
 
-interface Node6 { readonly node: NodeHost; readonly subnet: string; readonly subnet6: string; readonly pod: PodHost; readonly pod6: PodHost }
+type Node6 = DualStackNode;
 
 function leaseKey(prefix: string, subnet: string, subnet6: string): string {
   const [ip4, len4] = subnet.split('/') as [string, string];
@@ -51,13 +52,7 @@ if (process.getuid?.() !== 0) {
     });
     await cluster.putConfig({ Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: 'wireguard' } });
     for (const node of cluster.nodes) cluster.startDaemon(node, ['--ip-masq', `--healthz-port=${METRICS_PORT}`]);
-    const nodes: Node6[] = [];
-    for (const node of cluster.nodes) {
-      await cluster.waitForSubnet(node, 30_000, 'FLANNEL_IPV6_SUBNET');
-      const env = readEnvFile(cluster.subnetFileOf(node));
-      const pod = await cluster.addPod(node, env.FLANNEL_SUBNET as string, 2, env.FLANNEL_IPV6_SUBNET);
-      nodes.push({ node, subnet: env.FLANNEL_SUBNET as string, subnet6: env.FLANNEL_IPV6_SUBNET as string, pod, pod6: { ...pod, ip: pod.ip6 as string } });
-    }
+    const nodes = await dualStackNodes(cluster);
     const [a, b, c] = nodes as [Node6, Node6, Node6];
 
     await t.test('leases: BackendV6Data with the same key and port 51821, PublicIPv6', async (t) => {
@@ -118,6 +113,8 @@ if (process.getuid?.() !== 0) {
         await sha256Transfer(t, a.pod6, c.pod6, MB);
         t.comment(`${MB} MiB over IPv6 ${a.node.name} → ${c.node.name}: ${(MB * 8 * 1.048576 / (Date.now() - started)).toFixed(2)} Gbit/s (including start-up)`);
         await sha256Transfer(t, c.pod6, a.pod6, Math.min(MB, 16), 5203);
+        // flannel-wg's 1420 fills the IPv6 underlay's 1500 exactly: 1420 + 32 (WireGuard) + 8 (UDP) + 40 (IPv6)
+        await checkPodMtu(t, a.pod, c, 1420, /mtu[=:] ?1420/i);
       } finally {
         ethRaw = await wire.stop();
         cni = await inner.stop();

@@ -4,7 +4,8 @@
 // Checked per Mode: the lease (BackendData and BackendV6Data both with the key and Port 51820, the one port
 // that listens), flannel-wg's addresses <subnet>/32 and <IPv6 subnet>/128, both Networks routed into it,
 // one socket of the Mode's family on 51820 and none on 51821; pods of all pairs ping over IPv4 and IPv6; a
-// sha256 TCP transfer over IPv6 and one over IPv4; on node1's eth0 (tcpdump) every UDP datagram is a
+// sha256 TCP transfer over IPv6 and one over IPv4; DF pings at the exact MTU (1420) on both families and
+// Packet Too Big one byte above; on node1's eth0 (tcpdump) every UDP datagram is a
 // WireGuard message on 51820 ↔ 51820 over the Mode's outer family only, and no ping pattern appears in it;
 // reconcile restores a deleted IPv6 address and route; a clean stop removes flannel-wg.
 // Mode auto: one socket on [::]:51820 for both families, and the outer family flannel's rule picks per peer
@@ -15,8 +16,9 @@ import { join } from 'node:path';
 import t from 'tap';
 import { LocalCluster, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { execIn, ipIn, runTag } from '../../deploy/local/netns.js';
-import type { NodeHost, PodHost } from '../../deploy/local/topology.js';
-import { allPairsPing, sha256Transfer } from '../helpers/pod-traffic.js';
+import type { NodeHost } from '../../deploy/local/topology.js';
+import { type DualStackNode, dualStackNodes } from '../helpers/dual-stack-nodes.js';
+import { allPairsPing, checkPodMtu, sha256Transfer } from '../helpers/pod-traffic.js';
 import { until } from '../helpers/wait.js';
 import { WG_PORT, capture, toolsPresent, typeOf, udpDatagrams, wireProblem } from './fixtures/wg-hand-peer.js';
 
@@ -24,7 +26,7 @@ const NETWORK = '10.244.0.0/16';
 const NETWORK6 = 'fd00:10:244::/56';
 const MB = Number(process.env.WG_SINGLE_TRANSFER_MB ?? 24);
 
-interface Node6 { readonly node: NodeHost; readonly subnet: string; readonly subnet6: string; readonly pod: PodHost; readonly pod6: PodHost }
+type Node6 = DualStackNode;
 
 function leaseKey(prefix: string, subnet: string, subnet6: string): string {
   const [ip4, len4] = subnet.split('/') as [string, string];
@@ -50,13 +52,7 @@ if (process.getuid?.() !== 0) {
       });
       await cluster.putConfig({ Network: NETWORK, EnableIPv6: true, IPv6Network: NETWORK6, Backend: { Type: 'wireguard', Mode: mode } });
       for (const node of cluster.nodes) cluster.startDaemon(node, ['--ip-masq']);
-      const nodes: Node6[] = [];
-      for (const node of cluster.nodes) {
-        await cluster.waitForSubnet(node, 30_000, 'FLANNEL_IPV6_SUBNET');
-        const env = readEnvFile(cluster.subnetFileOf(node));
-        const pod = await cluster.addPod(node, env.FLANNEL_SUBNET as string, 2, env.FLANNEL_IPV6_SUBNET);
-        nodes.push({ node, subnet: env.FLANNEL_SUBNET as string, subnet6: env.FLANNEL_IPV6_SUBNET as string, pod, pod6: { ...pod, ip: pod.ip6 as string } });
-      }
+      const nodes = await dualStackNodes(cluster);
       const [a, b, c] = nodes as [Node6, Node6, Node6];
       const outer6 = mode === 'ipv6';
 
@@ -101,6 +97,7 @@ if (process.getuid?.() !== 0) {
           t.equal((await execIn(a.pod.ns, 'ping', ['-4', '-n', '-c', '3', '-i', '0.3', '-w', '10', '-p', pattern, c.pod.ip])).code, 0, 'an IPv4 ping with a pattern crosses');
           await sha256Transfer(t, a.pod6, c.pod6, MB, 5206);
           await sha256Transfer(t, c.pod, a.pod, Math.min(MB, 8), 5207);
+          await checkPodMtu(t, a.pod, c, 1420, /mtu[=:] ?1420/i);
         } finally {
           ethRaw = await wire.stop();
         }
@@ -153,13 +150,7 @@ if (process.getuid?.() !== 0) {
     const [, , node3] = cluster.nodes as [NodeHost, NodeHost, NodeHost];
     const wire = await capture(node3.ns, 'eth0', join(dir, 'auto.pcap'), ['udp']);
     cluster.nodes.forEach((node, i) => cluster.startDaemon(node, i === 2 ? ['--public-ip', PRIVATE_IP] : []));
-    const nodes: Node6[] = [];
-    for (const node of cluster.nodes) {
-      await cluster.waitForSubnet(node, 30_000, 'FLANNEL_IPV6_SUBNET');
-      const env = readEnvFile(cluster.subnetFileOf(node));
-      const pod = await cluster.addPod(node, env.FLANNEL_SUBNET as string, 2, env.FLANNEL_IPV6_SUBNET);
-      nodes.push({ node, subnet: env.FLANNEL_SUBNET as string, subnet6: env.FLANNEL_IPV6_SUBNET as string, pod, pod6: { ...pod, ip: pod.ip6 as string } });
-    }
+    const nodes = await dualStackNodes(cluster);
     const [a, b, c] = nodes as [Node6, Node6, Node6];
 
     await t.test('leases and sockets: both families in the lease, one socket on [::]:51820', async (t) => {
@@ -183,6 +174,9 @@ if (process.getuid?.() !== 0) {
         t.ok((await allPairsPing(cluster, nodes.map((n) => n.pod6))).flat().every(Boolean), 'IPv6: all pairs');
         await sha256Transfer(t, a.pod6, c.pod6, Math.min(MB, 8), 5208);
         await sha256Transfer(t, c.pod, b.pod, Math.min(MB, 8), 5209);
+        // both outer families at the exact MTU: a → c over IPv6, c → b over IPv4
+        await checkPodMtu(t, a.pod, c, 1420, /mtu[=:] ?1420/i);
+        await checkPodMtu(t, c.pod, b, 1420, /mtu[=:] ?1420/i);
       } finally {
         raw = await wire.stop();
       }
