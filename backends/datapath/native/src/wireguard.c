@@ -366,6 +366,39 @@ static uint8_t *wg_open(fl_engine *e, const void *from, uint8_t *d, size_t len, 
   return kp;
 }
 
+/* A transport message without payload is a keepalive: counted, nothing to deliver. */
+static int keepalive(fl_engine *e, const fl_peer *peer, size_t clen) {
+  if (clen) return 0;
+  STAT(e, ST_WG_KEEPALIVES_RECEIVED)++;
+  PEER_STAT_ADD(e, peer, SP_RX_KEEPALIVES, 1);
+  return 1;
+}
+
+/* The inner IPv4 packet `peer` sent (clen bytes at ip): delivered (fl_accept_ipv4), or 0, counted, when it is
+ * cut short or its source is outside the peer's allowed IPs (cryptokey routing: its lease's subnet; none
+ * without `has_subnet`, a dual peer with no IPv4 subnet). */
+static size_t inner4(fl_engine *e, const fl_peer *peer, int has_subnet, uint8_t *ip, size_t clen, const fl_peer **peerp, uint8_t **pkt, int *partial) {
+  if (clen < 20 || ip[0] >> 4 != 4) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  if (!has_subnet || (fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_ALLOWED_IPS)++; return 0; }
+  *peerp = peer;
+  *pkt = ip;
+  return fl_accept_ipv4(e, peer, ip, clen, partial);
+}
+
+/* The inner IPv6 packet `peer` sent: its length, or 0, counted, when it is malformed (not IPv6, cut short, a bad
+ * transport header), from outside the peer's allowed IPs (its lease's IPv6 subnet) or not for our subnet.
+ * Authenticated: the inner TCP/UDP checksum is not verified (mode.h, `authenticated`). */
+static size_t inner6(fl_engine *e, const fl_peer *peer, int has_subnet, uint8_t *ip, size_t clen, const fl_peer **peerp, uint8_t **pkt) {
+  size_t total = fl_ipv6_len(ip, clen);
+  if (!total) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  if (!has_subnet || !fl_in_subnet6(ip + 8, peer->subnet6, peer->prefix6)) { STAT(e, ST_DROP_ALLOWED_IPS)++; return 0; }
+  if (!fl_in_subnet6(ip + 24, e->own_subnet6, e->own_prefix6)) { STAT(e, ST_DROP_FOREIGN_DESTINATION)++; return 0; }
+  if (!fl_ipv6_transport_ok(ip)) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
+  *peerp = peer;
+  *pkt = ip;
+  return total;
+}
+
 static size_t wg_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t len, const fl_peer **peerp, int *partial) {
   const struct sockaddr_in *from = from_;
   uint8_t *d = *pkt;
@@ -376,18 +409,8 @@ static size_t wg_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t le
   const fl_peer *peer = fl_peers_by_dst(&e->peers, ld32(kp + WGK_PEER_SUBNET));
   if (!peer || peer->slot != ld32(kp + WGK_PEER_SLOT)) { STAT(e, ST_DROP_UNKNOWN_INDEX)++; return 0; } /* its peer left */
   authenticated(e, peer, kp, slot, from);
-  if (clen == 0) {
-    STAT(e, ST_WG_KEEPALIVES_RECEIVED)++;
-    PEER_STAT_ADD(e, peer, SP_RX_KEEPALIVES, 1);
-    return 0;
-  }
-  uint8_t *ip = d + HDR;
-  if (clen < 20) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
-  /* Cryptokey routing: the sender's allowed IPs are its lease's subnet. */
-  if ((fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_ALLOWED_IPS)++; return 0; }
-  *peerp = peer;
-  *pkt = ip;
-  return fl_accept_ipv4(e, peer, ip, clen, partial);
+  if (keepalive(e, peer, clen)) return 0;
+  return inner4(e, peer, 1, d + HDR, clen, peerp, pkt, partial);
 }
 
 /* The fold of an IPv6 subnet that a family-6 keypair's WGK_PEER_SUBNET holds: the XOR of its four words (host order). */
@@ -417,21 +440,8 @@ static size_t wg6_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t l
   if (!peer || fold6(peer->subnet6) != ld32(kp + WGK_PEER_SUBNET)) { STAT(e, ST_DROP_UNKNOWN_INDEX)++; return 0; } /* its peer left */
   uint8_t *ps = confirm(e, peer, kp, slot);
   if (ps) roam6(e, peer, ps, from); /* roaming: the endpoint follows the last authenticated source */
-  if (clen == 0) {
-    STAT(e, ST_WG_KEEPALIVES_RECEIVED)++;
-    PEER_STAT_ADD(e, peer, SP_RX_KEEPALIVES, 1);
-    return 0;
-  }
-  uint8_t *ip = d + HDR;
-  size_t total = fl_ipv6_len(ip, clen);
-  if (!total) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; } /* not IPv6 (an IPv4 packet sent to flannel-wg-v6), or cut short */
-  /* Cryptokey routing: the sender's allowed IPs are its lease's IPv6 subnet. */
-  if (!fl_in_subnet6(ip + 8, peer->subnet6, peer->prefix6)) { STAT(e, ST_DROP_ALLOWED_IPS)++; return 0; }
-  if (!fl_in_subnet6(ip + 24, e->own_subnet6, e->own_prefix6)) { STAT(e, ST_DROP_FOREIGN_DESTINATION)++; return 0; }
-  if (!fl_ipv6_transport_ok(ip)) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
-  *peerp = peer;
-  *pkt = ip;
-  return total; /* authenticated: the inner TCP/UDP checksum is not verified (mode.h, `authenticated`) */
+  if (keepalive(e, peer, clen)) return 0;
+  return inner6(e, peer, 1, d + HDR, clen, peerp, pkt); /* an IPv4 packet sent to flannel-wg-v6 is malformed here */
 }
 
 /* dual TX: by the inner packet's version, the peer whose IPv4 or IPv6 subnet holds its destination. */
@@ -470,29 +480,11 @@ static size_t wg46_decap(fl_engine *e, const void *from_, uint8_t **pkt, size_t 
   } else {
     authenticated(e, peer, kp, slot, from_);
   }
-  if (clen == 0) {
-    STAT(e, ST_WG_KEEPALIVES_RECEIVED)++;
-    PEER_STAT_ADD(e, peer, SP_RX_KEEPALIVES, 1);
-    return 0;
-  }
+  if (keepalive(e, peer, clen)) return 0;
   uint8_t *ip = d + HDR;
-  if (ip[0] >> 4 == 6) {
-    size_t total = fl_ipv6_len(ip, clen);
-    if (!total) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
-    /* Cryptokey routing: the sender's allowed IPs of this version are its lease's IPv6 subnet. */
-    if (!(peer->has & FL_PEER_HAS6) || !fl_in_subnet6(ip + 8, peer->subnet6, peer->prefix6)) { STAT(e, ST_DROP_ALLOWED_IPS)++; return 0; }
-    if (!fl_in_subnet6(ip + 24, e->own_subnet6, e->own_prefix6)) { STAT(e, ST_DROP_FOREIGN_DESTINATION)++; return 0; }
-    if (!fl_ipv6_transport_ok(ip)) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
-    *peerp = peer;
-    *pkt = ip;
-    return total;
-  }
-  if (clen < 20 || ip[0] >> 4 != 4) { STAT(e, ST_DROP_RX_MALFORMED)++; return 0; }
-  /* ... its IPv4 subnet */
-  if (!(peer->has & FL_PEER_HAS4) || (fl_rd32(ip + 12) & peer->mask) != peer->subnet) { STAT(e, ST_DROP_ALLOWED_IPS)++; return 0; }
-  *peerp = peer;
-  *pkt = ip;
-  return fl_accept_ipv4(e, peer, ip, clen, partial);
+  /* Each version against the peer's subnet of that version (a peer may have one only). */
+  if (ip[0] >> 4 == 6) return inner6(e, peer, (peer->has & FL_PEER_HAS6) != 0, ip, clen, peerp, pkt);
+  return inner4(e, peer, (peer->has & FL_PEER_HAS4) != 0, ip, clen, peerp, pkt, partial);
 }
 
 const fl_mode fl_mode_wireguard = {
