@@ -54,6 +54,32 @@ static void insert(uint32_t *table, uint32_t buckets, uint32_t key, uint32_t idx
 /* Copies the shared table into out[0..cap); returns 0 when the copy is torn (writer active), 1 when
  * consistent. The entries are read with relaxed atomic loads (the writer may be storing them), ordered
  * before the second read of the sequence by the acquire fence: the reader half of the seqlock. */
+/* The distinct prefix lengths of an index's subnets (lookups try each, longest first). */
+struct prefix_lens {
+  uint32_t n;
+  uint32_t len[129];
+  uint8_t seen[129];
+};
+
+static void add_len(struct prefix_lens *s, uint32_t len) {
+  if (!s->seen[len]) { s->seen[len] = 1; s->len[s->n++] = len; }
+}
+
+static void longest_first(struct prefix_lens *s) {
+  for (uint32_t i = 1; i < s->n; i++)
+    for (uint32_t j = i; j > 0 && s->len[j] > s->len[j - 1]; j--) { uint32_t t = s->len[j]; s->len[j] = s->len[j - 1]; s->len[j - 1] = t; }
+}
+
+static void index_subnet4(uint32_t *index, uint32_t buckets, const fl_peer *pe, uint32_t i, struct prefix_lens *s) {
+  insert(index, buckets, pe->subnet ^ pe->mask, i);
+  add_len(s, (uint32_t)__builtin_popcount(pe->mask));
+}
+
+static void index_subnet6(uint32_t *index, uint32_t buckets, const fl_peer *pe, uint32_t i, struct prefix_lens *s) {
+  insert(index, buckets, key6(pe->subnet6, pe->prefix6), i);
+  add_len(s, pe->prefix6);
+}
+
 static int copy_once(fl_peer *out, uint32_t cap, uint32_t *count, const uint32_t *shared, uint32_t *seq_out, uint32_t family) {
   uint32_t s1 = load_acquire(&shared[PT_SEQ]);
   if (s1 & 1) return 0;
@@ -138,50 +164,34 @@ int fl_peers_sync(fl_peers *p, const uint32_t *shared) {
     free(peers); free(by_subnet); free(by_public); free(by_mac); free(by_slot); free(by_subnet4);
     return -ENOMEM;
   }
-  for (uint32_t i = 0; i < n; i++) insert(by_slot, buckets, peers[i].slot, i);
-  uint8_t seen[129] = {0};
-  uint32_t nlens = 0, lens[129];
-  for (uint32_t i = 0; i < n && family == 6; i++) {
-    insert(by_subnet, buckets, key6(peers[i].subnet6, peers[i].prefix6), i);
-    insert(by_public, buckets, key6(peers[i].public6, 128), i);
-    insert(by_mac, buckets, mac_key(peers[i].mac), i);
-    uint32_t len = peers[i].prefix6;
-    if (!seen[len]) { seen[len] = 1; lens[nlens++] = len; }
-  }
-  uint8_t seen4[33] = {0};
-  uint32_t nlens4 = 0, lens4[33];
-  for (uint32_t i = 0; i < n && family == 46; i++) {
-    /* by_public (a family-6 index) is of no use to wireguard and stays empty; no MAC either */
-    if (peers[i].has & FL_PEER_HAS6) {
-      insert(by_subnet, buckets, key6(peers[i].subnet6, peers[i].prefix6), i);
-      uint32_t len = peers[i].prefix6;
-      if (!seen[len]) { seen[len] = 1; lens[nlens++] = len; }
-    }
-    if (peers[i].has & FL_PEER_HAS4) {
-      insert(by_subnet4, buckets, peers[i].subnet ^ peers[i].mask, i);
-      uint32_t len = (uint32_t)__builtin_popcount(peers[i].mask);
-      if (!seen4[len]) { seen4[len] = 1; lens4[nlens4++] = len; }
+  /* family 4 and 6: one subnet index and its prefix lengths; 46 (wireguard): the IPv6 subnets there and the
+   * IPv4 ones in by_subnet4 (by_public, a family-6 index, is of no use to it and stays empty; no MAC either) */
+  struct prefix_lens lens = {0}, lens4 = {0};
+  for (uint32_t i = 0; i < n; i++) {
+    const fl_peer *pe = &peers[i];
+    insert(by_slot, buckets, pe->slot, i);
+    if (family == 4) {
+      index_subnet4(by_subnet, buckets, pe, i, &lens);
+      insert(by_public, buckets, pe->public_ip, i);
+      insert(by_mac, buckets, mac_key(pe->mac), i);
+    } else if (family == 6) {
+      index_subnet6(by_subnet, buckets, pe, i, &lens);
+      insert(by_public, buckets, key6(pe->public6, 128), i);
+      insert(by_mac, buckets, mac_key(pe->mac), i);
+    } else {
+      if (pe->has & FL_PEER_HAS6) index_subnet6(by_subnet, buckets, pe, i, &lens);
+      if (pe->has & FL_PEER_HAS4) index_subnet4(by_subnet4, buckets, pe, i, &lens4);
     }
   }
-  for (uint32_t i = 0; i < n && family == 4; i++) {
-    insert(by_subnet, buckets, peers[i].subnet ^ peers[i].mask, i);
-    insert(by_public, buckets, peers[i].public_ip, i);
-    insert(by_mac, buckets, mac_key(peers[i].mac), i);
-    uint32_t len = (uint32_t)__builtin_popcount(peers[i].mask);
-    if (!seen[len]) { seen[len] = 1; lens[nlens++] = len; }
-  }
-  /* longest prefix first */
-  for (uint32_t i = 1; i < nlens; i++)
-    for (uint32_t j = i; j > 0 && lens[j] > lens[j - 1]; j--) { uint32_t t = lens[j]; lens[j] = lens[j - 1]; lens[j - 1] = t; }
-  for (uint32_t i = 1; i < nlens4; i++)
-    for (uint32_t j = i; j > 0 && lens4[j] > lens4[j - 1]; j--) { uint32_t t = lens4[j]; lens4[j] = lens4[j - 1]; lens4[j - 1] = t; }
+  longest_first(&lens);
+  longest_first(&lens4);
   fl_peers_free(p);
   p->by_subnet4 = by_subnet4;
-  memcpy(p->prefix_lens4, lens4, sizeof(uint32_t) * nlens4);
-  p->n_prefix_lens4 = nlens4;
+  memcpy(p->prefix_lens4, lens4.len, sizeof(uint32_t) * lens4.n);
+  p->n_prefix_lens4 = lens4.n;
   p->peers = peers; p->count = n; p->by_subnet = by_subnet; p->by_public = by_public; p->by_mac = by_mac; p->by_slot = by_slot; p->buckets = buckets;
-  memcpy(p->prefix_lens, lens, sizeof(uint32_t) * nlens);
-  p->n_prefix_lens = nlens;
+  memcpy(p->prefix_lens, lens.len, sizeof(uint32_t) * lens.n);
+  p->n_prefix_lens = lens.n;
   p->seq = seq;
   p->family = family;
   return 1;
