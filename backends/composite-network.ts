@@ -1,6 +1,7 @@
 // One Network made of per-family parts (dual-stack: an IPv4 part and an IPv6 part, each with its own
 // devices and routes). Lease events go to every part, each taking the family it serves; reconcile
 // results add up; the data-path hooks come from the parts that have them.
+import { FlannelError } from '../lib/errors.js';
 import type { DatapathStats, HandshakeStats, Lease, LeaseEvent, Network, ReconcileResult } from './backend.js';
 
 export class CompositeNetwork implements Network {
@@ -37,6 +38,26 @@ export class CompositeNetwork implements Network {
 /** The network itself when there is one part, else a composite of them. */
 export function combineNetworks(lease: Lease, parts: readonly Network[]): Network {
   return parts.length === 1 ? (parts[0] as Network) : new CompositeNetwork(lease, parts);
+}
+
+/**
+ * A backend's per-family parts started in order, IPv4 then IPv6 (`undefined`: that family is off; the
+ * network config has at least one on), as one Network. `v6` learns whether an IPv4 part runs; when it fails,
+ * the IPv4 part is closed again.
+ */
+export async function startFamilies(lease: Lease, v4: (() => Promise<Network>) | undefined, v6: ((withV4: boolean) => Promise<Network>) | undefined): Promise<Network> {
+  const first = v4 ? await v4() : undefined;
+  if (!v6) {
+    if (!first) throw new FlannelError('FLN_ERR_CONFIG_INVALID', 'the network config enables neither IPv4 nor IPv6');
+    return first;
+  }
+  try {
+    const second = await v6(first !== undefined);
+    return combineNetworks(lease, first ? [first, second] : [second]);
+  } catch (err) {
+    await first?.close();
+    throw err;
+  }
 }
 
 function mergeStats(all: readonly DatapathStats[]): DatapathStats {

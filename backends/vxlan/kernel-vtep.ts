@@ -6,7 +6,7 @@
 // by the next reconcile, and the per-peer state is then replayed by the same pass.
 import type { Logger } from 'pino';
 import { FlannelError } from '../../lib/errors.js';
-import { type Cidr4, formatIp4 } from '../../lib/ip.js';
+import { formatIp4 } from '../../lib/ip.js';
 import { canonicalIp6Text, formatIp6 } from '../../lib/ip6.js';
 import type { Lease } from '../backend.js';
 import type { ExternalInterface } from '../backend.js';
@@ -68,12 +68,10 @@ export class KernelVtep implements Vtep<VxlanPeer | VxlanPeer6> {
       this.mac = existing.address ?? this.o.mac;
     }
     if (!this.lease) return fixed;
-    const v6 = this.o.family === 6 ? this.lease.ipv6Subnet : undefined;
-    if (this.o.family === 6 && !v6) throw new FlannelError('FLN_ERR_KERNEL_OP', `${this.o.name} needs our lease's IPv6 subnet, and the lease has none`);
-    const v4 = this.o.family === 4 ? this.lease.subnet : undefined;
-    if (this.o.family === 4 && !v4) throw new FlannelError('FLN_ERR_KERNEL_OP', `${this.o.name} needs our lease's IPv4 subnet, and the lease has none`);
-    const address = v6 ? `${formatIp6(v6.ip)}/128` : `${formatIp4((v4 as Cidr4).ip)}/32`;
-    const state = new DeviceState({ name: this.o.name, address, mtu: this.o.mtu, ...(v6 ? { sysctls: { 'ipv6/accept_ra': '0' } } : {}) });
+    const subnet = this.o.family === 6 ? this.lease.ipv6Subnet : this.lease.subnet;
+    if (!subnet) throw new FlannelError('FLN_ERR_KERNEL_OP', `${this.o.name} needs our lease's IPv${this.o.family} subnet, and the lease has none`);
+    const address = typeof subnet.ip === 'bigint' ? `${formatIp6(subnet.ip)}/128` : `${formatIp4(subnet.ip)}/32`;
+    const state = new DeviceState({ name: this.o.name, address, mtu: this.o.mtu, ...(this.o.family === 6 ? { sysctls: { 'ipv6/accept_ra': '0' } } : {}) });
     return fixed + (await state.ensure());
   }
 

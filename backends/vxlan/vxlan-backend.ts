@@ -17,7 +17,7 @@ import { type Cidr4, formatIp4 } from '../../lib/ip.js';
 import { type Cidr6, formatIp6 } from '../../lib/ip6.js';
 import type { LeaseAttrs } from '../backend.js';
 import type { Backend, BackendContext, Lease, Network } from '../backend.js';
-import { combineNetworks } from '../composite-network.js';
+import { startFamilies } from '../composite-network.js';
 import { datapathAddon } from '../datapath/native/datapath-addon.js';
 import { KernelVtep } from './kernel-vtep.js';
 import { UserspaceVtep } from './userspace-vtep.js';
@@ -78,15 +78,9 @@ export class VxlanBackend implements Backend {
 
   async start(lease: Lease): Promise<Network> {
     const { ipv4, ipv6 } = this.ctx.config;
-    const v4 = ipv4 ? this.startFamily(lease, await this.vtep4(lease), 4, ipv4.network) : undefined;
-    if (!ipv6) return v4 as VxlanNetwork;
-    try {
-      const v6 = this.startFamily(lease, await this.vtep6(lease), 6, ipv6.network, !v4);
-      return combineNetworks(lease, v4 ? [v4, v6] : [v6]);
-    } catch (err) {
-      await v4?.close();
-      throw err;
-    }
+    return startFamilies(lease,
+      ipv4 && (async () => this.startFamily(lease, await this.vtep4(lease), 4, ipv4.network)),
+      ipv6 && (async (withV4) => this.startFamily(lease, await this.vtep6(lease), 6, ipv6.network, !withV4)));
   }
 
   private get device6(): string { return `${DEVICE_PREFIX[6]}${this.cfg.vni}`; }

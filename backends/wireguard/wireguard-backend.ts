@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import { FlannelError } from '../../lib/errors.js';
 import { formatCidr4, formatIp4, maskOf } from '../../lib/ip.js';
 import { formatCidr6, formatIp6 } from '../../lib/ip6.js';
-import { combineNetworks } from '../composite-network.js';
+import { startFamilies } from '../composite-network.js';
 import type { Lease, LeaseAttrs } from '../backend.js';
 import { type Backend, type BackendContext, type Network, ipv4Of } from '../backend.js';
 import { EngineDataPath } from '../datapath/engine-datapath.js';
@@ -96,15 +96,8 @@ export class WireGuardBackend implements Backend {
     const single = this.singleMode();
     // auto: an engine of family 6 on a socket of both families, every endpoint an IPv6 (or IPv4-mapped) address
     if (single) return this.startFamily(lease, singleDeviceOuterFamily(single) ?? 6, single);
-    const v4 = this.ctx.config.ipv4 ? await this.startFamily(lease, 4) : undefined;
-    if (!this.ctx.config.ipv6) return v4 as WireGuardNetwork;
-    try {
-      const v6 = await this.startFamily(lease, 6);
-      return combineNetworks(lease, v4 ? [v4, v6] : [v6]);
-    } catch (err) {
-      await v4?.close();
-      throw err;
-    }
+    const { ipv4, ipv6 } = this.ctx.config;
+    return startFamilies(lease, ipv4 && (() => this.startFamily(lease, 4)), ipv6 && (() => this.startFamily(lease, 6)));
   }
 
   /** flannel-wg (family 4) or flannel-wg-v6 (family 6): its TUN, engine, table and sessions. */
@@ -157,7 +150,7 @@ export class WireGuardBackend implements Backend {
       device: anyFamily ? { bindIp6: 0n } : outer === 6 ? v6.device : {},
       settings: {
         address: v4.settings.address, route: v4.settings.route,
-        more: [{ address: v6.settings.address, route: `${formatCidr6((config.ipv6 as NonNullable<typeof config.ipv6>).network)} dev ${WIREGUARD_DEVICE}` }],
+        more: [{ address: v6.settings.address, route: `${formatCidr6(v6.network)} dev ${WIREGUARD_DEVICE}` }],
         sysctls: { 'ipv4/accept_local': '1', 'ipv6/disable_ipv6': '0', 'ipv6/accept_ra': '0' },
       },
       spec: { ...v4.spec, family: outer, dual: true, devIp6: v6.spec.devIp6, ownSubnet6: v6.spec.ownSubnet6, ownPrefix6: v6.spec.ownPrefix6 },
@@ -172,7 +165,7 @@ export class WireGuardBackend implements Backend {
     }
     const subnet = lease.ipv6Subnet;
     return {
-      name: WIREGUARD_DEVICE_V6, port: this.cfg.listenPortV6, poolBits: config.ipv6.subnetLen - config.ipv6.network.prefixLen, device: { bindIp6: ext.ip6 },
+      name: WIREGUARD_DEVICE_V6, port: this.cfg.listenPortV6, poolBits: config.ipv6.subnetLen - config.ipv6.network.prefixLen, device: { bindIp6: ext.ip6 }, network: config.ipv6.network,
       settings: { address: `${formatIp6(subnet.ip)}/128`, route: `${formatCidr6(config.ipv6.network)} dev ${WIREGUARD_DEVICE_V6}`, sysctls: { 'ipv6/disable_ipv6': '0', 'ipv6/accept_ra': '0' } },
       spec: { family: 6 as const, devIp: 0, ownSubnet: 0, ownMask: 0, devIp6: ip6Bytes(subnet.ip), ownSubnet6: ip6Bytes(subnet.ip), ownPrefix6: subnet.prefixLen },
     };
