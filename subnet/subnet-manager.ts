@@ -4,9 +4,14 @@
 import type { Cidr4 } from '../lib/ip.js';
 import type { Cidr6 } from '../lib/ip6.js';
 import type { FlannelError } from '../lib/errors.js';
-import type { EtcdOp, WatchEndKind } from './etcd/etcd-registry.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from './lease.js';
 import type { NetworkConfig } from './network-config.js';
+
+/** The etcd operations, as metric labels (the vocabulary of the etcd store's events below). */
+export type EtcdOp = 'read_config' | 'list' | 'get' | 'grant' | 'create' | 'update' | 'delete' | 'watch';
+
+/** Why a watch stream ended: the store compacted past our revision, cancelled it, the stream failed, or it closed. */
+export type WatchEndKind = 'compacted' | 'canceled' | 'error' | 'ended';
 
 /** Why the lease watch listed again: how the watch ended, the periodic safety net, or the end of a data-loss grace period. */
 export type ResyncReason = WatchEndKind | 'periodic' | 'recovery';

@@ -7,6 +7,7 @@ import { FlannelError, errorMessage } from '../../lib/errors.js';
 import type { Cidr4 } from '../../lib/ip.js';
 import type { Cidr6 } from '../../lib/ip6.js';
 import { type KeySubnets, type Lease, type LeaseAttrs, decodeLeaseAttrs, encodeLeaseAttrs, subnetToKeyPart, subnetsFromKey } from '../lease.js';
+import type { EtcdOp, WatchEndKind } from '../subnet-manager.js';
 
 /**
  * Where a lease lives: its IPv4 subnet, its IPv6 subnet when dual-stack or IPv6-only, and the exact etcd key when
@@ -33,8 +34,6 @@ export type RegistryChange =
   /** The subnets of the deleted key: ipv6Subnet is set when it was a dual-stack or an IPv6-only one. */
   | ({ readonly kind: 'delete' } & KeySubnets);
 
-/** Why a watch stream ended: etcd compacted past our revision, cancelled it, the stream failed, or it closed. */
-export type WatchEndKind = 'compacted' | 'canceled' | 'error' | 'ended';
 
 export interface WatchHandlers {
   onChanges(changes: RegistryChange[], revision: string): void;
@@ -44,8 +43,6 @@ export interface WatchHandlers {
   onEnd(reason: string, kind: WatchEndKind): void;
 }
 
-/** The etcd operations, as metric labels. */
-export type EtcdOp = 'read_config' | 'list' | 'get' | 'grant' | 'create' | 'update' | 'delete' | 'watch';
 
 type Where = Cidr4 | LeaseLocation;
 

@@ -15,9 +15,9 @@ import { type Cidr4, cidrEquals, cidrOverlaps, formatCidr4, formatIp4 } from '..
 import { type Cidr6, cidr6Overlaps, formatCidr6, formatIp6 } from '../../lib/ip6.js';
 import { type Lease, type LeaseAttrs, type LeaseEvent, describeNode, describeSubnets, leaseIdentity, sameAttrs, sameNode } from '../lease.js';
 import { LeaseWatcher, type WatchOutput } from '../lease-watcher.js';
-import type { AcquireOptions, AcquireSource, ResyncReason, SubnetEvent, SubnetManager, WatchCallbacks } from '../subnet-manager.js';
+import type { AcquireOptions, AcquireSource, EtcdOp, ResyncReason, SubnetEvent, SubnetManager, WatchCallbacks } from '../subnet-manager.js';
 import { type Ipv4Pool, type Ipv6Pool, type NetworkConfig, parseNetworkConfig } from '../network-config.js';
-import type { EtcdOp, EtcdRegistry, LeaseLocation, StoredLease, WatchHandle } from './etcd-registry.js';
+import type { EtcdRegistry, LeaseLocation, StoredLease, WatchHandle } from './etcd-registry.js';
 
 export const DEFAULT_LEASE_TTL_SEC = 24 * 3600;
 /** After etcd lost its data, peers missing from it keep their routes this long while they re-register. */
