@@ -87,6 +87,10 @@ export interface KubeApiserver {
   writeKubeconfig(userOrToken: string, file?: string): string;
   /** The apiserver's log so far. */
   output(): string;
+  /** Stops the apiserver process (SIGTERM, then SIGKILL) but keeps its directory: start() runs it again. */
+  kill(): Promise<void>;
+  /** Runs a killed apiserver again with the same flags, serving cert and tokens; resolves with the ms until /readyz. */
+  start(): Promise<number>;
   /** Stops the apiserver (SIGTERM, then SIGKILL) and removes its directory. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -195,30 +199,34 @@ export async function startKubeApiserver(o: KubeApiserverOptions): Promise<KubeA
       ...(isLoopback(address) ? ['--endpoint-reconciler-type=none'] : []),
       ...(o.extraArgs ?? []),
     ];
-    const started = Date.now();
-    proc = spawnIn(o.ns, bin, args);
-    process.on('exit', killOnExit);
-
     const caFile = join(certDir, 'apiserver.crt');
-    const deadline = started + (o.readyTimeoutMs ?? 180_000);
-    let last = 'no answer yet';
     let caPem = '';
-    for (;;) {
-      if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
-        throw new Error(`kube-apiserver exited (${proc.child.exitCode ?? proc.child.signalCode}) before it was ready`);
+    // Spawns the apiserver and waits for /readyz: at start, and again after kill() (same flags, cert, tokens, etcd).
+    const launch = async (): Promise<number> => {
+      const started = Date.now();
+      const p = spawnIn(o.ns, bin as string, args);
+      proc = p;
+      const deadline = started + (o.readyTimeoutMs ?? 180_000);
+      let last = 'no answer yet';
+      for (;;) {
+        if (p.child.exitCode !== null || p.child.signalCode !== null) {
+          throw new Error(`kube-apiserver exited (${p.child.exitCode ?? p.child.signalCode}) before it was ready`);
+        }
+        if (Date.now() > deadline) throw new Error(`kube-apiserver not ready after ${Math.round((Date.now() - started) / 1000)} s: ${last}`);
+        // Read each time until ready: the apiserver writes it once at start, and a read may catch it half written.
+        caPem = existsSync(caFile) ? readFileSync(caFile, 'utf8') : '';
+        if (caPem.includes('-----END CERTIFICATE-----')) {
+          const r = await readyz(o.ns, url, caPem, caFile, adminToken);
+          if (r.ok) break;
+          last = r.what;
+        }
+        await sleep(250);
       }
-      if (Date.now() > deadline) throw new Error(`kube-apiserver not ready after ${Math.round((Date.now() - started) / 1000)} s: ${last}`);
-      // Read each time until ready: the apiserver writes it once at start, and a read may catch it half written.
-      caPem = existsSync(caFile) ? readFileSync(caFile, 'utf8') : '';
-      if (caPem.includes('-----END CERTIFICATE-----')) {
-        const r = await readyz(o.ns, url, caPem, caFile, adminToken);
-        if (r.ok) break;
-        last = r.what;
-      }
-      await sleep(250);
-    }
-    const startupMs = Date.now() - started;
-    const running = proc;
+      return Date.now() - started;
+    };
+    process.on('exit', killOnExit);
+    const startupMs = await launch();
+    let earlierLogs = '';
     let stopped: Promise<void> | undefined;
     return {
       url, address, port, certDir, caPem, caFile, adminToken, tokens, etcdPrefix, startupMs,
@@ -227,7 +235,17 @@ export async function startKubeApiserver(o: KubeApiserverOptions): Promise<KubeA
         const name = tokens[userOrToken] ? userOrToken.replace(/[^A-Za-z0-9._-]/g, '-') : 'token';
         return writeKubeconfigFile(file ?? join(dir, `kubeconfig-${name}-${randomBytes(3).toString('hex')}`), { server: url, caPem, token });
       },
-      output: () => running.output(),
+      async kill() {
+        if (!proc || proc.child.exitCode !== null || proc.child.signalCode !== null) return;
+        earlierLogs += proc.output();
+        await stopProcess(proc, 'SIGTERM', 10_000);
+      },
+      async start() {
+        if (stopped) throw new Error('kube-apiserver: stopped for good');
+        if (proc && proc.child.exitCode === null && proc.child.signalCode === null) return 0;
+        return launch();
+      },
+      output: () => earlierLogs + (proc?.output() ?? ''),
       stop: () => (stopped ??= cleanup()),
     };
   } catch (e) {

@@ -219,17 +219,20 @@ export class LocalCluster {
 
   /** Starts flanneld in a node's namespace. Extra flags are appended (they may override defaults). */
   /** In Kubernetes mode the daemon runs with --kube-subnet-mgr, the node's kubeconfig (flannel's RBAC) and net-conf.json, and NODE_NAME. */
-  startDaemon(node: NodeHost, extraArgs: readonly string[] = [], env: NodeJS.ProcessEnv = {}): DaemonHandle {
+  /** `o.kubeconfig: false` leaves out --kubeconfig-file (in-cluster config or a bare --kube-api-url); `o.wrapper` is
+   * a command the daemon's command line is appended to (e.g. `unshare -m … sh -c '…; exec "$@"' sh`). */
+  startDaemon(node: NodeHost, extraArgs: readonly string[] = [], env: NodeJS.ProcessEnv = {}, o: { kubeconfig?: boolean; wrapper?: readonly string[] } = {}): DaemonHandle {
     const subnetFile = this.subnetFileOf(node);
     let store = [`--etcd-endpoints=${this.etcdEndpoint}`, `--etcd-prefix=${this.prefix}`];
     let storeEnv: NodeJS.ProcessEnv = {};
     if (this.kube) {
       this.writeNetConf(node);
-      store = ['--kube-subnet-mgr', `--kubeconfig-file=${this.kubeconfigOf(node)}`, `--net-config-path=${this.netConfOf(node)}`];
+      store = ['--kube-subnet-mgr', ...(o.kubeconfig === false ? [] : [`--kubeconfig-file=${this.kubeconfigOf(node)}`]), `--net-config-path=${this.netConfOf(node)}`];
       storeEnv = { NODE_NAME: node.name };
     }
     const args = [daemonPath(), ...store, `--subnet-file=${subnetFile}`, '--iface=eth0', ...extraArgs];
-    const handle: DaemonHandle = { node, kind: 'flannel-ts', proc: spawnIn(node.ns, process.execPath, args, { WIREGUARD_KEY_FILE: this.wgKeyFileOf(node), ...storeEnv, ...env }), subnetFile };
+    const [file, ...pre] = o.wrapper && o.wrapper.length > 0 ? [...o.wrapper, process.execPath] : [process.execPath];
+    const handle: DaemonHandle = { node, kind: 'flannel-ts', proc: spawnIn(node.ns, file as string, [...pre, ...args], { WIREGUARD_KEY_FILE: this.wgKeyFileOf(node), ...storeEnv, ...env }), subnetFile };
     this.daemons.set(node.name, handle);
     return handle;
   }

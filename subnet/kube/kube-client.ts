@@ -145,6 +145,11 @@ export type WatchEnd = 'ended' | 'stopped';
 
 const REQUEST_TIMEOUT_MS = 15_000;
 
+/** Node's codes for a server certificate we cannot trust or that does not name the server. */
+const UNTRUSTED_CERT_CODES = new Set(['DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_SIGNATURE_FAILURE', 'CERT_UNTRUSTED', 'CERT_REJECTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
+
 export class KubeClient {
   private readonly agent: HttpsAgent | HttpAgent;
   private readonly https: boolean;
@@ -195,7 +200,7 @@ export class KubeClient {
     const msg = res.res;
     if (msg.statusCode !== 200) {
       const body = await readBody(msg).catch(() => '');
-      throw this.statusError(msg.statusCode ?? 0, body, 'nodes watch', 'Nodes', 'GET', path);
+      throw await this.refusal(msg.statusCode ?? 0, body, 'nodes watch', 'Nodes', 'GET', path);
     }
     h.onEstablished?.();
     msg.socket?.setKeepAlive(true, 15_000);
@@ -252,12 +257,30 @@ export class KubeClient {
   private async json(method: string, path: string, permission: string, what: string, body?: string, contentType?: string): Promise<unknown> {
     const r = await this.send(method, path, body, contentType, { timeoutMs: REQUEST_TIMEOUT_MS });
     const status = r.status ?? 0;
-    if (status < 200 || status > 299) throw this.statusError(status, r.text ?? '', permission, what, method, path);
+    if (status < 200 || status > 299) throw await this.refusal(status, r.text ?? '', permission, what, method, path);
     try {
       return JSON.parse(r.text ?? '');
     } catch {
       throw new FlannelError('FLN_ERR_KUBE_API', `${method} ${this.config.server}${path}: an answer that is not JSON: ${(r.text ?? '').slice(0, 120)}`);
     }
+  }
+
+  /**
+   * statusError, except that a 401 or 403 from a server whose /readyz is not ok is FLN_ERR_KUBE_UNAVAILABLE: a
+   * (re)starting kube-apiserver serves requests before its RBAC caches are filled and refuses them meanwhile.
+   */
+  private async refusal(status: number, body: string, permission: string, what: string, method: string, path: string): Promise<FlannelError> {
+    const err = this.statusError(status, body, permission, what, method, path);
+    if (status !== 401 && status !== 403) return err;
+    // Anonymous: /readyz is always authorized (--authorization-always-allow-paths), whatever our credentials are;
+    // a starting apiserver answers it 500, or even 403 for a moment before its authorizers are set up.
+    const readyz = (anonymous: boolean): Promise<number> =>
+      this.send('GET', '/readyz', undefined, undefined, { timeoutMs: 5000, anonymous }).then((r) => r.status ?? 0, () => 0);
+    let ready = await readyz(true);
+    if (ready === 403) ready = await readyz(false);
+    if (ready === 200 || ready === 401) return err; // ready, or it will not tell an anonymous client: the refusal stands
+    return new FlannelError('FLN_ERR_KUBE_UNAVAILABLE', `the Kubernetes API server ${this.config.server} is not ready yet (/readyz: ${ready || 'no answer'}) ` +
+      `and refused ${method} ${path} (${status}) meanwhile`, { cause: err, details: { status, method, path, server: this.config.server, permission } });
   }
 
   /** The error for a non-2xx answer: what it means and what to fix. */
@@ -270,8 +293,14 @@ export class KubeClient {
         `from ${this.config.source}: check the token or client certificate`, { details });
     }
     if (status === 403) {
-      return new FlannelError('FLN_ERR_KUBE_FORBIDDEN', `missing permission "${permission}": the Kubernetes API server refused ${method} ${path} (403 Forbidden: ${message}); ` +
-        'grant flannel\'s ClusterRole (pods get; nodes get, list, watch; nodes/status patch) to this user', { details: { ...details, permission } });
+      const anonymous = !this.config.token && !this.config.tokenFile && !this.config.cert;
+      const todo = anonymous
+        ? `our requests carry no credentials (${this.config.source}: a bare --kube-api-url sends none, so we are system:anonymous): ` +
+          'pass --kubeconfig-file with a token or client certificate bound to flannel\'s ClusterRole (pods get; nodes get, list, watch; nodes/status patch), ' +
+          'or run in a pod with the flannel ServiceAccount (no --kube-api-url, no --kubeconfig-file)'
+        : 'grant flannel\'s ClusterRole (pods get; nodes get, list, watch; nodes/status patch) to this user';
+      return new FlannelError('FLN_ERR_KUBE_FORBIDDEN', `missing permission "${permission}": the Kubernetes API server refused ${method} ${path} (403 Forbidden: ${message}); ${todo}`,
+        { details: { ...details, permission, anonymous } });
     }
     if (status === 404) return new FlannelError('FLN_ERR_KUBE_NOT_FOUND', `${what} not found in the Kubernetes API (${this.config.server}): ${message}`, { details });
     if (status === 410) return new FlannelError('FLN_ERR_KUBE_WATCH_GONE', `${method} ${path}: 410 Gone: ${message}`, { details });
@@ -290,9 +319,9 @@ export class KubeClient {
   }
 
   private send(method: string, path: string, body: string | undefined, contentType: string | undefined,
-    o: { signal?: AbortSignal; timeoutMs: number; headersOnly?: boolean }): Promise<{ status?: number; text?: string; res?: IncomingMessage }> {
+    o: { signal?: AbortSignal; timeoutMs: number; headersOnly?: boolean; anonymous?: boolean }): Promise<{ status?: number; text?: string; res?: IncomingMessage }> {
     const headers: Record<string, string> = { accept: 'application/json', 'user-agent': 'flannel-ts' };
-    const token = this.token();
+    const token = o.anonymous ? undefined : this.token();
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined) { headers['content-type'] = contentType ?? 'application/json'; headers['content-length'] = String(Buffer.byteLength(body)); }
     const url = `${this.config.server}${path}`;
@@ -310,6 +339,14 @@ export class KubeClient {
         settled = true;
         o.signal?.removeEventListener('abort', onAbort);
         if (o.signal?.aborted) { resolve({}); return; }
+        const tlsCode = (err as NodeJS.ErrnoException).code;
+        if (tlsCode && UNTRUSTED_CERT_CODES.has(tlsCode)) {
+          // Not an outage: retrying cannot help until the config names the right CA (client-go fails the same way).
+          reject(new FlannelError('FLN_ERR_KUBE_CONFIG', `cannot verify the certificate of the Kubernetes API server ${this.config.server} (${tlsCode}: ${err.message}) ` +
+            `with the CA of ${this.config.source}${this.config.ca ? '' : ' (none given: only the system\'s trusted CAs)'}: ` +
+            'use a kubeconfig (--kubeconfig-file) whose cluster has certificate-authority(-data) of this server, or run in-cluster', { cause: err }));
+          return;
+        }
         reject(new FlannelError('FLN_ERR_KUBE_UNAVAILABLE', `cannot reach the Kubernetes API server ${this.config.server} (${method} ${path}): ${err.message}`, { cause: err }));
       };
       const onAbort = (): void => { req.destroy(new Error('stopped')); };

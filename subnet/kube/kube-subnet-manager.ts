@@ -51,6 +51,7 @@ export class KubeSubnetManager implements SubnetManager {
   private readonly random: () => number;
   private nodeName: string | undefined;
   private families: Families = { ipv4: true, ipv6: false };
+  private reannotating = false;
 
   constructor(private readonly client: KubeClient, o: KubeSubnetManagerOptions) {
     this.log = o.log;
@@ -199,8 +200,9 @@ export class KubeSubnetManager implements SubnetManager {
 
   /**
    * The other Nodes as lease events until the signal fires: list, deliver the difference, watch from the list's
-   * resourceVersion; list again when the watch ends (its timeout is the resync period), on 410 Gone, or after an
-   * outage (with backoff; the peers known stay as they are meanwhile).
+   * resourceVersion; list again when the watch ends (its timeout is the resync period) or on 410 Gone. When the
+   * server cannot be reached the peers known stay as they are and the watch resumes, with backoff, from the last
+   * resourceVersion seen (client-go's reflector does the same): the server then sends what was missed, or 410.
    */
   async runLeaseWatch(own: Lease, cb: WatchCallbacks, signal: AbortSignal): Promise<void> {
     const self = this.nodeName ?? this.env.NODE_NAME ?? '';
@@ -224,7 +226,12 @@ export class KubeSubnetManager implements SubnetManager {
     };
     const onNode = (type: 'ADDED' | 'MODIFIED' | 'DELETED', node: KubeNode): void => {
       const name = node.metadata.name;
-      if (name === self && type === 'DELETED') this.log.warn({ node: name }, 'our own Node was deleted from the API; keeping our subnet until restarted');
+      if (name === self && type === 'DELETED') {
+        this.log.warn({ node: name, subnet: describeSubnets(own) }, 'our own Node was deleted from the API: the other nodes drop their routes to us; ' +
+          'keeping our subnet and our routes to them, and annotating the Node again if it comes back with the same podCIDR');
+      } else if (name === self) {
+        this.reannotateOwnNode(node, own, signal);
+      }
       const old = byNode.get(name);
       const lease = type === 'DELETED' ? undefined : peerOf(node);
       const events: LeaseEvent[] = [];
@@ -239,20 +246,33 @@ export class KubeSubnetManager implements SubnetManager {
       deliver(events);
     };
     let watchStarted = 0;
+    // Where a broken watch resumes, as client-go's reflector does: the last resourceVersion seen (an event's or a
+    // bookmark's). Undefined means list first: at start, after the periodic end of a watch, after a 410 Gone (the
+    // version was compacted away, or the apiserver's watch cache restarted past it) and after any other refusal.
+    let rv: string | undefined;
     while (!signal.aborted) {
       watchStarted = 0;
+      let resumed = false;
       try {
-        const list = await this.client.listNodes();
-        byNode.clear();
-        for (const node of list.items) {
-          const lease = peerOf(node);
-          if (lease) byNode.set(node.metadata.name, lease);
+        if (rv === undefined) {
+          const list = await this.client.listNodes();
+          byNode.clear();
+          for (const node of list.items) {
+            const lease = peerOf(node);
+            if (lease) byNode.set(node.metadata.name, lease);
+          }
+          const ownNode = self ? list.items.find((n) => n.metadata.name === self) : undefined;
+          if (self && !ownNode) this.log.warn({ node: self }, 'our own Node is not in the Node list (deleted from the API?); keeping our subnet');
+          else if (ownNode) this.reannotateOwnNode(ownNode, own, signal);
+          deliver(watcher.reset([...byNode.values()]).events);
+          this.emit({ type: 'peers', count: watcher.leases().length });
+          if (signal.aborted) return;
+          cb.onSynced?.();
+          rv = list.resourceVersion;
+        } else {
+          resumed = true;
+          this.log.info(`resuming the Node watch from resourceVersion ${rv}`);
         }
-        deliver(watcher.reset([...byNode.values()]).events);
-        this.emit({ type: 'peers', count: watcher.leases().length });
-        if (signal.aborted) return;
-        cb.onSynced?.();
-        let rv = list.resourceVersion;
         watchStarted = Date.now();
         const end = await this.client.watchNodes(rv, {
           onEvent: (ev) => {
@@ -262,6 +282,7 @@ export class KubeSubnetManager implements SubnetManager {
           },
         }, signal, Math.max(1, Math.round(this.resyncIntervalMs / 1000)));
         if (end === 'stopped' || signal.aborted) return;
+        rv = undefined;
         if (Date.now() - watchStarted >= 1000) backoff.reset();
         else {
           // A watch that ends at once (a proxy closing it, say) must not turn into a hot list/watch loop.
@@ -278,20 +299,61 @@ export class KubeSubnetManager implements SubnetManager {
         if (!(err instanceof FlannelError) || !err.code.startsWith('FLN_ERR_KUBE_')) throw err;
         const ranAWhile = watchStarted > 0 && Date.now() - watchStarted >= 1000;
         if (ranAWhile) backoff.reset(); // a watch that ran a while: start the backoff anew
+        // Only an unreachable server keeps the resume point: anything else is answered by a fresh list.
+        if (err.code !== 'FLN_ERR_KUBE_UNAVAILABLE') rv = undefined;
         if (err.code === 'FLN_ERR_KUBE_WATCH_GONE') {
-          this.log.info(`${err.message}; re-listing Nodes`);
+          this.log.info({ code: err.code }, `${err.message}; re-listing Nodes`);
           this.emit({ type: 'watch-resync', reason: 'compacted', detail: err.message });
           cb.onResync?.(err.message);
-          if (ranAWhile) continue; // else a pause first: no hot loop of lists and 410s
+          // At once after a resumed watch (the version aged while we were away); a pause first when the version of
+          // a fresh list is already gone: no hot loop of lists and 410s.
+          if (ranAWhile || resumed) continue;
         } else {
           const level = err.code === 'FLN_ERR_KUBE_UNAVAILABLE' ? 'warn' : 'error';
-          this.log[level]({ code: err.code }, `Node watch: ${err.message} (keeping the ${watcher.leases().length} known peers; trying again)`);
+          const next = rv === undefined ? 'listing again' : `resuming the watch from resourceVersion ${rv}`;
+          this.log[level]({ code: err.code }, `Node watch: ${err.message} (keeping the ${watcher.leases().length} known peers; ${next})`);
           this.emit({ type: 'watch-resync', reason: 'error', detail: err.message });
           cb.onResync?.(err.message);
         }
       }
       await sleep(backoff.next(), signal).catch(() => {});
     }
+  }
+
+  /**
+   * Our Node without our annotations while we run: it was deleted and created again (kubelet registers a deleted
+   * Node anew, without them), or someone removed them. flannel leaves it so until it is restarted, and meanwhile no
+   * peer routes to us; we patch them again, if the podCIDR is still our lease's (else a restart must take the new one).
+   */
+  private reannotateOwnNode(node: KubeNode, own: Lease, signal: AbortSignal): void {
+    const name = node.metadata.name;
+    const current = node.metadata.annotations;
+    if (current?.[this.names.subnetKubeManaged] === 'true' || this.reannotating) return;
+    let cidrs: ReturnType<typeof podCidrsOf>;
+    try { cidrs = podCidrsOf(node); } catch (err) { this.log.error(`our Node ${name}: ${errorMessage(err)}`); return; }
+    const same4 = (own.subnet && cidrs.v4) ? formatCidr4(own.subnet) === formatCidr4(cidrs.v4) : own.subnet === undefined;
+    const same6 = (own.ipv6Subnet && cidrs.v6) ? formatCidr6(own.ipv6Subnet) === formatCidr6(cidrs.v6) : own.ipv6Subnet === undefined;
+    if (!same4 || !same6) {
+      this.log.error({ node: name, subnet: describeSubnets(own), podCIDRs: node.spec?.podCIDRs ?? node.spec?.podCIDR ?? null },
+        'our Node came back without our annotations and with another (or no) podCIDR than our subnet: not annotating it; restart flanneld to take the new podCIDR');
+      return;
+    }
+    const patch = annotationsToPatch(desiredAnnotations(own.attrs, this.names), current);
+    if (!patch) return;
+    this.reannotating = true;
+    void (async () => {
+      try {
+        await this.retrying(`annotate node ${name} again`, signal, () => this.client.patchNodeStatus(name, { metadata: { annotations: patch } }));
+        if (this.setNodeNetworkUnavailable) {
+          await this.retrying(`set the NetworkUnavailable condition of node ${name}`, signal, () => this.client.patchNodeStatus(name, networkAvailablePatch(new Date())));
+        }
+        this.log.info({ node: name, annotations: Object.keys(patch) }, 'our Node is back without our annotations: annotated it again');
+      } catch (err) {
+        if (!isAbortError(err) && !signal.aborted) this.log.error({ code: isFlannelError(err) ? err.code : undefined }, `annotating our Node ${name} again: ${errorMessage(err)}`);
+      } finally {
+        this.reannotating = false;
+      }
+    })();
   }
 
   async close(): Promise<void> {

@@ -4,8 +4,13 @@
 // NetworkUnavailable=False/FlannelIsUp condition, a deleted Node's routes go away on the others, a Node added later
 // is routed. The daemons run with exactly flannel's RBAC (kube-flannel.yml's ClusterRole); a token without
 // `nodes/status patch` fails with a message naming it. The API server unreachable mid-run keeps the data path and
-// recovers by itself. Dual-stack vxlan: both subnets from podCIDRs, the IPv6 annotations, IPv6 pods ping. Skips in
-// one line where the apiserver cannot be built.
+// recovers by itself. On host-gw also: the API server stopped and etcd compacted meanwhile (the resumed watches get
+// 410 Gone and must re-list; a daemon started while it is down waits for it), the in-cluster config (service-account
+// files in a private mount namespace), our own Node deleted and created again, and a bare --kube-api-url.
+// Dual-stack vxlan: both subnets from podCIDRs, the IPv6 annotations, IPv6 pods ping. Skips in one line where the
+// apiserver cannot be built.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { kubeApiserverOrSkip } from '../../deploy/local/kube-apiserver.js';
@@ -151,7 +156,7 @@ for (const backend of bin ? ['host-gw', 'vxlan'] as const : []) {
       for (const n of [n1, n2]) {
         const r = await until(`${n.name} to drop ${cidr} after the outage`, async () => ((await ipIn(n.ns, ['route', 'show', cidr])).trim() === '' ? 'gone' : false), 60_000)
           .catch(() => 'still there');
-        t.equal(r, 'gone', `${n.name}: re-listed after the outage, ${later.name}'s route removed`);
+        t.equal(r, 'gone', `${n.name}: caught up after the outage (the resumed watch or a re-list), ${later.name}'s route removed`);
       }
       await cluster.stopDaemon(later);
     });
@@ -177,6 +182,166 @@ for (const backend of bin ? ['host-gw', 'vxlan'] as const : []) {
       t.match(out, /missing permission \\"nodes\/status patch\\"/, 'the message names the missing permission');
       t.match(out, /grant flannel's ClusterRole/, 'and says what to do');
       t.notOk(cluster.kube?.tokens[FLANNEL_KUBE_USER] === cluster.kube?.tokens[NO_PATCH_USER], 'a different token than flannel\'s');
+    });
+
+    // The API server stopped (not just unreachable) with etcd compacted meanwhile, then started again: the running
+    // daemons resume their watch from the last resourceVersion they saw, which is gone, so the server answers 410
+    // and they must list again; a daemon started while it is down waits for it. What changed while the daemons
+    // were cut off (the Node `ghost` deleted) only a re-list can tell them: no event for it comes any more.
+    let livePods: PodHost[] = []; // node1's, node2's and the late node's pods (node3's and node4's are gone)
+    await t.test('API server stopped, etcd compacted, started again: 410 Gone and a re-list; a daemon started meanwhile waits for it', async (t) => {
+      const api = cluster.kube as NonNullable<typeof cluster.kube>;
+      const [n1, n2] = cluster.nodes as [NodeHost, NodeHost];
+      const ghostCidr = '10.244.99.0/24';
+      await cluster.kubeChecked('POST', '/api/v1/nodes', {
+        apiVersion: 'v1', kind: 'Node', metadata: { name: 'ghost', annotations: {
+          [`${ANN}kube-subnet-manager`]: 'true', [`${ANN}backend-type`]: 'host-gw', [`${ANN}backend-data`]: 'null', [`${ANN}public-ip`]: '192.0.2.99' } },
+        spec: { podCIDR: ghostCidr, podCIDRs: [ghostCidr] },
+      });
+      const routed = async (n: NodeHost, cidr: string): Promise<boolean> => (await ipIn(n.ns, ['route', 'show', cidr])).trim() !== '';
+      for (const n of [n1, n2]) t.ok(await until(`${n.name} to route ${ghostCidr}`, () => routed(n, ghostCidr), 20_000).catch(() => false), `${n.name} routes the ghost's ${ghostCidr}`);
+      const out = (n: NodeHost): string => cluster.daemons.get(n.name)?.proc.output() ?? '';
+      const seen = new Map([n1, n2].map((n) => [n.name, out(n).length]));
+      const since = (n: NodeHost): string => out(n).slice(seen.get(n.name));
+      // Cut the daemons off (as in the outage above) so that they miss the deletion, then stop the server.
+      const rules = [['INPUT', '-i', 'br0', '-p', 'tcp', '--dport', String(KUBE_APISERVER_PORT), '-j', 'REJECT', '--reject-with', 'tcp-reset'],
+        ['OUTPUT', '-o', 'br0', '-p', 'tcp', '--sport', String(KUBE_APISERVER_PORT), '-j', 'DROP']];
+      const underlay = cluster.topo.underlayNs;
+      for (const rule of rules) await execCheckedIn(underlay, 'iptables', ['-w', '-I', ...rule]);
+      let blocked = true;
+      const unblock = async (): Promise<void> => {
+        if (!blocked) return;
+        blocked = false;
+        for (const rule of rules) await execIn(underlay, 'iptables', ['-w', '-D', ...rule]);
+      };
+      t.teardown(unblock);
+      t.teardown(() => api.start().then(() => undefined));
+      // Break their watch connections at once (as a reset would), rather than wait for TCP keepalive to notice.
+      for (const n of [n1, n2]) await execIn(n.ns, 'ss', ['-K', '-tn', 'dst', `192.0.2.254:${KUBE_APISERVER_PORT}`]);
+      const resuming = await until('the daemons to lose their watch', async () => [n1, n2].every((n) =>
+        /Node watch: .*resuming the watch from resourceVersion \d+/.test(since(n))), 60_000).catch(() => false);
+      t.ok(resuming, 'both daemons lost the watch and will resume it from the last resourceVersion');
+      await cluster.kubeChecked('DELETE', '/api/v1/nodes/ghost');
+      const late = await cluster.addKubeNode();
+      await api.kill();
+      const rev = JSON.parse(await cluster.etcd.ctlChecked(['endpoint', 'status', '-w', 'json']))[0]?.Status?.header?.revision as number;
+      await cluster.etcd.ctlChecked(['compact', String(rev)]);
+      t.comment(`etcd compacted to revision ${rev}`);
+      await unblock();
+
+      // A daemon started while the API server is down: it retries, and says why.
+      const d = cluster.startDaemon(late);
+      const waiting = await until(`${late.name}'s daemon to report the API server unreachable`, async () =>
+        /FLN_ERR_KUBE_UNAVAILABLE.*cannot reach the Kubernetes API server https:\/\/192\.0\.2\.254:6443.*trying again/.test(d.proc.output()), 30_000).catch(() => false);
+      t.ok(waiting, `${late.name}: FLN_ERR_KUBE_UNAVAILABLE, cannot reach the API server, trying again`);
+      // The data path while the server is down.
+      const m = await allPairs(cluster, [pods[0] as PodHost, pods[1] as PodHost], 10_000);
+      t.ok(m.flat().every(Boolean), `node1 and node2 pods ping while the API server is stopped: ${JSON.stringify(m)}`);
+      await sleep(1500);
+      t.equal(d.proc.child.exitCode, null, `${late.name}'s daemon keeps running while the API server is down`);
+      for (const n of [n1, n2]) t.ok(await routed(n, ghostCidr), `${n.name} still routes ${ghostCidr} (the deletion is not seen yet)`);
+
+      const restartMs = await api.start();
+      t.comment(`kube-apiserver started again in ${restartMs} ms`);
+      const subnet = await cluster.waitForSubnet(late, 60_000);
+      t.equal(subnet, `10.244.${late.index}.1/24`, `${late.name}: its podCIDR once the API server is back`);
+      t.same(Object.keys(flannelAnnotations(await cluster.kubeChecked('GET', `/api/v1/nodes/${late.name}`))).sort(),
+        ['backend-data', 'backend-type', 'kube-subnet-manager', 'public-ip'], `${late.name}: annotated`);
+      for (const n of [n1, n2]) {
+        const gone = await until(`${n.name} to get 410 Gone`, async () => /FLN_ERR_KUBE_WATCH_GONE.*410.*re-listing Nodes/.test(since(n)), 60_000).catch(() => false);
+        t.ok(gone, `${n.name}: the resumed watch got 410 Gone (FLN_ERR_KUBE_WATCH_GONE) and re-listed`);
+        if (!gone) t.comment(since(n).split('\n').filter((l) => /subnet\/kube/.test(l)).slice(-8).join('\n'));
+        const dropped = await until(`${n.name} to drop ${ghostCidr}`, async () => !(await routed(n, ghostCidr)), 20_000).catch(() => false);
+        t.ok(dropped, `${n.name}: the re-list found the ghost deleted and its route removed`);
+        if (!dropped) t.comment(since(n).split('\n').filter((l) => /subnet\/kube|route/.test(l)).slice(-12).join('\n'));
+      }
+      const pod = await cluster.addPod(late, subnet);
+      const m2 = await allPairs(cluster, [pods[0] as PodHost, pods[1] as PodHost, pod]);
+      t.ok(m2.flat().every(Boolean), `node1, node2 and ${late.name} pods ping each other: ${JSON.stringify(m2)}`);
+      livePods = [pods[0] as PodHost, pods[1] as PodHost, pod];
+    });
+
+    // The in-cluster config, as in a pod of the DaemonSet: no --kubeconfig-file, no --kube-api-url, the service's
+    // address in KUBERNETES_SERVICE_HOST/PORT and the ServiceAccount's token, CA and namespace under
+    // /var/run/secrets/kubernetes.io/serviceaccount, put there in a private mount namespace (an overlay on /run that
+    // only the daemon sees; the host's /run is not changed).
+    await t.test('in-cluster config: the service-account files and KUBERNETES_SERVICE_HOST/PORT give the daemon its subnet', async (t) => {
+      const api = cluster.kube as NonNullable<typeof cluster.kube>;
+      const n2 = cluster.nodes[1] as NodeHost;
+      const src = join(cluster.stateDir, n2.name, 'sa');
+      const mnt = join(cluster.stateDir, n2.name, 'run-overlay');
+      mkdirSync(src, { recursive: true });
+      mkdirSync(mnt, { recursive: true });
+      writeFileSync(join(src, 'token'), api.tokens[FLANNEL_KUBE_USER] as string, { mode: 0o600 });
+      writeFileSync(join(src, 'ca.crt'), api.caPem);
+      writeFileSync(join(src, 'namespace'), 'kube-flannel');
+      const hostHad = existsSync('/run/secrets/kubernetes.io/serviceaccount');
+      const script = 'mount -t tmpfs -o size=4m,mode=0700 flannel-ts-sa "$SA_MNT"; mkdir "$SA_MNT/up" "$SA_MNT/work"; ' +
+        'mount -t overlay overlay -o "lowerdir=/run,upperdir=$SA_MNT/up,workdir=$SA_MNT/work" /run; ' +
+        'mkdir -p /var/run/secrets/kubernetes.io/serviceaccount; cp "$SA_SRC/token" "$SA_SRC/ca.crt" "$SA_SRC/namespace" /var/run/secrets/kubernetes.io/serviceaccount/; ' +
+        'exec "$@"';
+      await cluster.stopDaemon(n2);
+      const d = cluster.startDaemon(n2, [], { KUBERNETES_SERVICE_HOST: '192.0.2.254', KUBERNETES_SERVICE_PORT: String(KUBE_APISERVER_PORT), SA_MNT: mnt, SA_SRC: src },
+        { kubeconfig: false, wrapper: ['unshare', '-m', '--propagation', 'private', 'sh', '-ec', script, 'sh'] });
+      const running = await until('the in-cluster daemon to run', async () => d.proc.output().includes('"msg":"running"') || d.proc.child.exitCode !== null, 30_000).catch(() => false);
+      const out = d.proc.output();
+      t.ok(running && d.proc.child.exitCode === null, 'the daemon runs');
+      t.match(out, /"server":"https:\/\/192\.0\.2\.254:6443","source":"in-cluster service account \(\/var\/run\/secrets\/kubernetes\.io\/serviceaccount\)"/,
+        'its client config: the in-cluster service account, the server from KUBERNETES_SERVICE_HOST/PORT');
+      t.match(out, /"subnet":"10\.244\.2\.0\/24".*"msg":"acquired lease/, 'its subnet: node2\'s podCIDR');
+      if (!running) t.comment(out.split('\n').slice(-10).join('\n'));
+      t.equal(existsSync('/run/secrets/kubernetes.io/serviceaccount'), hostHad, 'the host\'s /run is unchanged');
+      const m = await allPairs(cluster, livePods);
+      t.ok(m.flat().every(Boolean), `all pods ping: ${JSON.stringify(m)}`);
+    });
+
+    // flannel: our Node's deletion is a removed event like any other and nothing else; it keeps its subnet, and a Node
+    // created again (kubelet registers it anew, without flannel's annotations) stays unannotated until flannel
+    // restarts, so no peer routes to it meanwhile. Ours: the same, said in the log, and it annotates the Node again
+    // when it comes back with the same podCIDR.
+    await t.test('our own Node deleted while running: a clear log, no exit, our routes kept; annotated again when it comes back', async (t) => {
+      const [n1, n2] = cluster.nodes as [NodeHost, NodeHost];
+      const late = cluster.nodes[5] as NodeHost;
+      const d = cluster.daemons.get(n2.name);
+      const from = d?.proc.output().length ?? 0;
+      const since = (): string => (d?.proc.output() ?? '').slice(from);
+      const routed = async (n: NodeHost, cidr: string): Promise<boolean> => (await ipIn(n.ns, ['route', 'show', cidr])).trim() !== '';
+      await cluster.kubeChecked('DELETE', `/api/v1/nodes/${n2.name}`);
+      t.ok(await until('node1 to drop node2\'s subnet', async () => !(await routed(n1, '10.244.2.0/24')), 20_000).catch(() => false), 'node1 drops its route to node2 (node2\'s Node is gone)');
+      t.ok(await until('the log', async () => /our own Node was deleted from the API/.test(since()), 20_000).catch(() => false), 'node2 logs that its own Node was deleted');
+      await sleep(1000);
+      t.equal(d?.proc.child.exitCode, null, 'node2\'s daemon keeps running');
+      for (const cidr of ['10.244.1.0/24', `10.244.${late.index}.0/24`]) t.ok(await routed(n2, cidr), `node2 still routes ${cidr}`);
+      const m = await allPairs(cluster, [livePods[0] as PodHost, livePods[2] as PodHost], 10_000);
+      t.ok(m.flat().every(Boolean), `node1 and ${late.name} pods still ping: ${JSON.stringify(m)}`);
+      await cluster.registerNode(n2); // as the kubelet registers its Node again: the same podCIDR, no flannel annotations
+      t.ok(await until('node2 to annotate its Node again', async () => /annotated it again/.test(since()), 30_000).catch(() => false), 'node2 annotates its Node again');
+      t.same(Object.keys(flannelAnnotations(await cluster.kubeChecked('GET', `/api/v1/nodes/${n2.name}`))).sort(), ['backend-data', 'backend-type', 'kube-subnet-manager', 'public-ip'], 'flannel\'s annotations are back');
+      const back = await allPairs(cluster, livePods);
+      t.ok(back.flat().every(Boolean), `node1 routes to node2 again: all pods ping: ${JSON.stringify(back)}`);
+    });
+
+    // A bare --kube-api-url (no --kubeconfig-file) carries no CA and no credentials, as in flannel (client-go's
+    // BuildConfigFromFlags with a URL only). With a self-signed apiserver the certificate cannot be verified; with its
+    // CA trusted by the process (NODE_EXTRA_CA_CERTS, as SSL_CERT_FILE would be for flannel) we are system:anonymous,
+    // which RBAC refuses: both must say so and what to do instead, and exit rather than retry for ever.
+    await t.test('a bare --kube-api-url: an untrusted certificate, then anonymous and refused, each says what to do', async (t) => {
+      const api = cluster.kube as NonNullable<typeof cluster.kube>;
+      const node = cluster.nodes[4] as NodeHost;
+      const exited = (d: ReturnType<typeof cluster.startDaemon>): Promise<number | null | string> =>
+        Promise.race([d.proc.exited, new Promise<string>((r) => setTimeout(() => r('still running'), 30_000))]);
+      const bare = ['--kube-api-url=https://192.0.2.254:6443'];
+      const d1 = cluster.startDaemon(node, bare, {}, { kubeconfig: false });
+      t.equal(await exited(d1), 1, 'without the CA: exits 1');
+      t.match(d1.proc.output(), /FLN_ERR_KUBE_CONFIG.*cannot verify the certificate of the Kubernetes API server https:\/\/192\.0\.2\.254:6443 \((?:SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT)/,
+        'FLN_ERR_KUBE_CONFIG: cannot verify the server\'s certificate');
+      t.match(d1.proc.output(), /use a kubeconfig \(--kubeconfig-file\) whose cluster has certificate-authority/, 'and what to do');
+      const d2 = cluster.startDaemon(node, bare, { NODE_EXTRA_CA_CERTS: api.caFile }, { kubeconfig: false });
+      t.equal(await exited(d2), 1, 'with the CA trusted: exits 1');
+      const out = d2.proc.output();
+      t.match(out, /FLN_ERR_KUBE_FORBIDDEN/, 'FLN_ERR_KUBE_FORBIDDEN');
+      t.match(out, /missing permission \\"nodes get\\".*User \\"system:anonymous\\"/, 'names the permission, refused to system:anonymous');
+      t.match(out, /a bare --kube-api-url sends none.*pass --kubeconfig-file with a token or client certificate/, 'and says what to do');
     });
   });
 }
