@@ -3,8 +3,9 @@
 // peer table that outlives them. ensure() keeps the settings; if the device was deleted by hand (its
 // fds then fail with EBADFD and the workers die), it opens everything again on the same peer table,
 // so peers and counters carry over, as a deleted kernel VXLAN device is re-created.
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { DatapathStats, DatapathThreading } from '../backend.js';
+import type { DatapathStats, DatapathThreading, KernelDrops } from '../backend.js';
 import { runCommand } from '../../lib/run-command.js';
 import { DeviceState, type DeviceSpec } from './device-state.js';
 import { datapathAddon } from './native/datapath-addon.js';
@@ -45,6 +46,8 @@ export class EngineDataPath {
   private queue: Promise<unknown> = Promise.resolve();
   /** Worker restarts of engines replaced since start. */
   private restartsBefore = 0;
+  /** Kernel drops at devices and sockets replaced since start (a re-created device starts at 0). */
+  private dropsBefore = { tx: 0n, rx: 0n, socket: 0n };
 
   private constructor(private readonly o: EngineDataPathOptions, private readonly table: AnyPeerTable, private current: Opened) {}
 
@@ -95,7 +98,17 @@ export class EngineDataPath {
 
   datapathStats(peers: Iterable<string>): DatapathStats {
     const s = this.current.engine.datapathStats(peers);
-    return { ...s, workerRestarts: s.workerRestarts + this.restartsBefore };
+    return { ...s, workerRestarts: s.workerRestarts + this.restartsBefore, kernelDrops: this.kernelDrops() };
+  }
+
+  /** The device's tx_dropped and rx_dropped (sysfs) and our sockets' receive drops (SO_MEMINFO), each
+   * read once now, plus what the devices and sockets this one replaced had counted. */
+  kernelDrops(): KernelDrops {
+    const now = currentDrops(this.current);
+    return {
+      devices: [{ device: this.current.name, txDropped: now.tx + this.dropsBefore.tx, rxDropped: now.rx + this.dropsBefore.rx }],
+      socketReceive: now.socket + this.dropsBefore.socket,
+    };
   }
 
   crashWorker(direction: 'tx' | 'rx'): void {
@@ -109,6 +122,8 @@ export class EngineDataPath {
   private async closeCurrent(): Promise<void> {
     await this.current.engine.stop();
     this.restartsBefore += this.current.engine.restarts;
+    const last = currentDrops(this.current);
+    this.dropsBefore = { tx: this.dropsBefore.tx + last.tx, rx: this.dropsBefore.rx + last.rx, socket: this.dropsBefore.socket + last.socket };
     const addon = datapathAddon();
     for (const fd of this.current.fds.splice(0)) addon.closeFd(fd);
   }
@@ -118,4 +133,29 @@ export class EngineDataPath {
     this.queue = run.catch(() => {});
     return run;
   }
+}
+
+/** A device statistic from sysfs (0 when the device is gone: a deleted device's counters are lost with it). */
+function deviceStat(name: string, stat: 'tx_dropped' | 'rx_dropped'): bigint {
+  try {
+    return BigInt(readFileSync(`/sys/class/net/${name}/statistics/${stat}`, 'utf8').trim());
+  } catch {
+    return 0n;
+  }
+}
+
+/** Receive drops of every UDP socket of the data path (receiving and sending ones; a closed one reads 0). */
+function socketDrops(o: Opened): bigint {
+  const fds = new Set(o.queues.flatMap((q) => [q.udpFd, ...q.txFds]));
+  let n = 0n;
+  for (const fd of fds) {
+    try {
+      n += BigInt(datapathAddon().socketDrops(fd));
+    } catch { /* closed under us */ }
+  }
+  return n;
+}
+
+function currentDrops(o: Opened): { tx: bigint; rx: bigint; socket: bigint } {
+  return { tx: deviceStat(o.name, 'tx_dropped'), rx: deviceStat(o.name, 'rx_dropped'), socket: socketDrops(o) };
 }
