@@ -14,7 +14,7 @@ import { installCrashHandlers, installSignalHandlers, teardownAll } from './cli/
 import { dataPathDef } from './datapaths/catalog.js';
 import { type LocalPath, setupLocalPath } from './datapaths/local-paths.js';
 import { execOn, withTimeout } from './lib/exec.js';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { ALL_DATAPATH_IDS, type DataPathId } from './report/result-types.js';
 
 const METRICS_PORT = 18490;
@@ -78,10 +78,36 @@ async function daemonCounters(ns: string, into: Snapshot): Promise<void> {
   }
 }
 
+/** CPU seconds (utime + stime) of every thread living in one of `namespaces`, summed by process name and
+ * thread name, and the machine's softirq and busy time from /proc/stat. */
+async function cpuTimes(namespaces: readonly string[], into: Snapshot): Promise<void> {
+  const hz = 100;
+  const inodes = new Map<number, string>();
+  for (const ns of namespaces) inodes.set((await stat(`/run/netns/${ns}`)).ino, ns);
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const link = await readlink(`/proc/${pid}/ns/net`).catch(() => '');
+    const ns = inodes.get(Number(/\[(\d+)\]/.exec(link)?.[1]));
+    if (!ns) continue;
+    const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '?')).trim();
+    for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+      const text = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
+      const close = text.lastIndexOf(')');
+      if (close < 0) continue;
+      const name = text.slice(text.indexOf('(') + 1, close);
+      const f = text.slice(close + 2).split(' ');
+      const key = `${ns} cpu-ms ${comm}/${name}`;
+      into.set(key, (into.get(key) ?? 0) + ((Number(f[11]) + Number(f[12])) * 1000) / hz);
+    }
+  }
+  const cpu = (await readFile('/proc/stat', 'utf8')).split('\n')[0]?.split(/\s+/).slice(1).map(Number) ?? [];
+  into.set('machine cpu-ms softirq (all CPUs)', ((cpu[6] ?? 0) * 1000) / hz);
+  into.set('machine cpu-ms idle (all CPUs)', (((cpu[3] ?? 0) + (cpu[4] ?? 0)) * 1000) / hz);
+}
+
 async function snapshot(path: LocalPath, daemon: boolean): Promise<Snapshot> {
   const s: Snapshot = new Map();
-  const namespaces = [path.pods[0]?.ns, ...path.topo.nodes.map((n) => n.ns), path.topo.underlayNs, path.pods[1]?.ns].filter((n): n is string => !!n);
-  for (const ns of namespaces) {
+  for (const ns of namespacesOf(path)) {
     await linkCounters(ns, s);
     await udpCounters(ns, s);
   }
@@ -92,11 +118,27 @@ async function snapshot(path: LocalPath, daemon: boolean): Promise<Snapshot> {
 
 interface IperfUdp { end?: { sum?: { packets?: number; lost_packets?: number; seconds?: number }; sum_sent?: { packets?: number }; sum_received?: { packets?: number; lost_packets?: number } } }
 
-async function flood(path: LocalPath, durationSec: number): Promise<string> {
+function namespacesOf(path: LocalPath): string[] {
+  return [path.pods[0]?.ns, ...path.topo.nodes.map((n) => n.ns), path.topo.underlayNs, path.pods[1]?.ns].filter((n): n is string => !!n);
+}
+
+async function flood(path: LocalPath, durationSec: number, cpu: { before?: Snapshot; after?: Snapshot; ms?: number }, v: Variant): Promise<string> {
   const server = execOn(path.ready.server.ns, 'iperf3', ['-s', '-1', '-B', path.ready.server.ip]);
   await new Promise((r) => setTimeout(r, 500));
-  const r = await withTimeout(execOn(path.ready.client.ns, 'iperf3', ['-c', path.ready.server.ip, '-u', '-l', '64', '-b', '0', '-t', String(durationSec), '-J']), (durationSec + 30) * 1000, 'iperf3 client');
+  // CPU of every thread in the path's namespaces, from 0.5 s into the flood to 0.5 s before its end.
+  const sampler = (async () => {
+    await new Promise((r) => setTimeout(r, 500));
+    const before: Snapshot = new Map();
+    await cpuTimes(namespacesOf(path), before);
+    const t0 = Date.now();
+    await new Promise((r) => setTimeout(r, durationSec * 1000 - 1000));
+    const after: Snapshot = new Map();
+    await cpuTimes(namespacesOf(path), after);
+    Object.assign(cpu, { before, after, ms: Date.now() - t0 });
+  })();
+  const r = await withTimeout(execOn(path.ready.client.ns, 'iperf3', ['-c', path.ready.server.ip, '-u', '-l', '64', '-b', v.rate, ...(v.window ? ['-w', v.window] : []), '-t', String(durationSec), '-J']), (durationSec + 30) * 1000, 'iperf3 client');
   await withTimeout(server, 10_000, 'iperf3 server');
+  await sampler;
   const j = JSON.parse(r.stdout) as IperfUdp;
   const sent = j.end?.sum_sent?.packets ?? j.end?.sum?.packets;
   const rx = j.end?.sum_received ?? j.end?.sum;
@@ -104,38 +146,78 @@ async function flood(path: LocalPath, durationSec: number): Promise<string> {
   return `iperf3: client sent ${sent}, server counted ${rx?.packets} (its highest sequence number), lost ${rx?.lost_packets}, received ${got} = ${(got / (j.end?.sum?.seconds ?? durationSec) / 1000).toFixed(0)} kpps, loss ${((100 * (rx?.lost_packets ?? 0)) / (rx?.packets || 1)).toFixed(1)} %`;
 }
 
-async function account(id: DataPathId, durationSec: number): Promise<void> {
+/** One flood's settings: iperf3 -b (0: unthrottled) and -w (socket buffers, 0: the default), and the
+ * txqueuelen of the path's TUN/TAP devices (0: as created). */
+interface Variant { readonly name: string; readonly rate: string; readonly window: string; readonly txqueuelen: number }
+
+function parseVariant(text: string): Variant {
+  const v = { name: text, rate: '0', window: '', txqueuelen: 0 };
+  for (const part of text.split('+')) {
+    const [k, val = ''] = part.split('=');
+    if (k === 'base') continue;
+    if (k === 'rate') v.rate = val;
+    else if (k === 'window') v.window = val;
+    else if (k === 'txqueuelen') v.txqueuelen = Number(val);
+    else throw new UsageError(`--variants: ${part} is not base, rate=<iperf3 -b>, window=<iperf3 -w> or txqueuelen=<n>`);
+  }
+  return v;
+}
+
+const TUNNEL_DEVICES = ['flannel0', 'flannel.1', 'trelay0'];
+
+async function setTxqueuelen(path: LocalPath, len: number): Promise<void> {
+  for (const n of path.topo.nodes) {
+    for (const dev of TUNNEL_DEVICES) await execIn(n.ns, 'ip', ['link', 'set', 'dev', dev, 'txqueuelen', String(len)]);
+  }
+}
+
+async function account(id: DataPathId, durationSec: number, variants: readonly Variant[]): Promise<void> {
   const def = dataPathDef(id);
   const ours = def.backend !== undefined && def.daemon !== 'flannel';
   const path = await setupLocalPath(def, ours ? { daemonArgs: [`--healthz-port=${METRICS_PORT}`] } : {});
   try {
-    const before = await snapshot(path, ours);
-    const summary = await flood(path, durationSec);
-    await new Promise((r) => setTimeout(r, 300));
-    const after = await snapshot(path, ours);
-    process.stdout.write(`\n== ${def.label} (${id}): client ${path.ready.client.ns} ${path.ready.client.ip} → server ${path.ready.server.ns} ${path.ready.server.ip}\n${summary}\n`);
-    for (const [k, v] of after) {
-      const d = v - (before.get(k) ?? 0);
-      if (d !== 0 && !/ (Out|In)CsumErrors|IgnoredMulti|MemErrors/.test(k)) process.stdout.write(`  ${String(d).padStart(10)}  ${k}\n`);
+    const initialQueue = /qlen (\d+)/.exec((await Promise.all(path.topo.nodes.map((n) => execIn(n.ns, 'ip', ['link', 'show'])))).map((r) => r.stdout).join('\n').split('\n').find((l) => TUNNEL_DEVICES.some((d) => l.includes(` ${d}:`))) ?? '')?.[1];
+    for (const v of variants) {
+      await setTxqueuelen(path, v.txqueuelen || Number(initialQueue ?? 500));
+      const before = await snapshot(path, ours);
+      const cpu: { before?: Snapshot; after?: Snapshot; ms?: number } = {};
+      const summary = await flood(path, durationSec, cpu, v);
+      await new Promise((r) => setTimeout(r, 300));
+      const after = await snapshot(path, ours);
+      process.stdout.write(`\n== ${def.label} (${id}), ${v.name}: client ${path.ready.client.ns} ${path.ready.client.ip} → server ${path.ready.server.ns} ${path.ready.server.ip}\n${summary}\n`);
+      for (const [k, val] of after) {
+        const d = val - (before.get(k) ?? 0);
+        if (d !== 0 && !/ (Out|In)CsumErrors|IgnoredMulti|MemErrors/.test(k)) process.stdout.write(`  ${String(d).padStart(10)}  ${k}\n`);
+      }
+      process.stdout.write(`  CPU during ${cpu.ms} ms of the flood, % of one CPU:\n`);
+      for (const [k, val] of cpu.after ?? []) {
+        const d = val - (cpu.before?.get(k) ?? 0);
+        if (d > 0) process.stdout.write(`  ${((100 * d) / (cpu.ms ?? 1)).toFixed(0).padStart(10)}  ${k.replace(' cpu-ms', '')}\n`);
+      }
     }
   } finally {
     await path.destroy();
   }
 }
 
+const USAGE = 'usage: loss-accounting [--datapaths=kernel-vxlan,tun-relay,udp,vxlan] [--duration=3] [--variants=base,txqueuelen=4096,window=4M,rate=30M,…] (+ joins settings)';
+
 async function main(argv: readonly string[]): Promise<number> {
   let ids: DataPathId[] = ['kernel-vxlan', 'tun-relay', 'udp', 'vxlan'];
   let duration = 3;
+  let variants: Variant[] = [parseVariant('base')];
   for (const arg of argv) {
-    const m = /^--(datapaths|duration)=(.+)$/.exec(arg);
-    if (!m) throw new UsageError(`usage: loss-accounting [--datapaths=${ids.join(',')}] [--duration=3]`);
+    const m = /^--(datapaths|duration|variants)=(.+)$/.exec(arg);
+    if (!m) throw new UsageError(USAGE);
     if (m[1] === 'duration') duration = Number(m[2]);
+    else if (m[1] === 'variants') variants = (m[2] as string).split(',').map(parseVariant);
     else ids = (m[2] as string).split(',').map((s) => {
       if (!(ALL_DATAPATH_IDS as readonly string[]).includes(s)) throw new UsageError(`unknown data path ${s}`);
       return s as DataPathId;
     });
   }
-  for (const id of ids) await account(id, duration);
+  if (!(duration >= 2)) throw new UsageError(`--duration must be at least 2 s\n${USAGE}`);
+  for (const id of ids) await account(id, duration, variants);
   return 0;
 }
 
