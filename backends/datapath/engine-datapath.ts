@@ -24,6 +24,15 @@ export interface EngineDataPathOptions {
   readonly log: Logger;
 }
 
+/** The TUN/TAP device's queue towards the engine, in packets (the kernel makes it 500). Every packet for a
+ * peer waits there until a TX worker reads it; when the queue is full the kernel drops the packet (the
+ * device's tx_dropped, flanneld_datapath_device_dropped_packets_total). A burst of small packets (a 64-byte
+ * UDP flood from a pod) fills 500 while a worker waits for a CPU on a busy node: measured with
+ * bench/loss-accounting.ts on a 2-core VM, 4096 cut these drops from 7.6 % to 0.9 % of a flood (udp and
+ * userspace vxlan, bench/README.md). The cost is memory, and only while the engine falls behind: at most
+ * 4096 queued packets, which with TSO/USO super-packets of up to 64 KiB bounds it at 256 MiB (32 MiB at 500). */
+export const ENGINE_TXQUEUELEN = 4096;
+
 interface Opened { readonly name: string; readonly state: DeviceState; readonly engine: PacketEngine; readonly fds: number[]; readonly queues: readonly EngineQueue[] }
 
 type AnyPeerTable = PeerTable<EnginePeer | EnginePeer6 | EnginePeerDual>;
@@ -31,7 +40,7 @@ type AnyPeerTable = PeerTable<EnginePeer | EnginePeer6 | EnginePeerDual>;
 async function openOnce(o: EngineDataPathOptions, table: AnyPeerTable): Promise<Opened> {
   const dev = openEngineDevice({ ...o.device, log: o.log });
   try {
-    const state = new DeviceState({ ...o.settings, name: dev.name });
+    const state = new DeviceState({ minTxqueuelen: ENGINE_TXQUEUELEN, ...o.settings, name: dev.name });
     await state.ensure();
     const engine = new PacketEngine({ table, queues: dev.queues, log: o.log, spec: { ...o.spec, offload: dev.offload, uso: dev.uso }, ...(o.threading ? { threading: o.threading } : {}) });
     await engine.start();

@@ -293,12 +293,15 @@ t.test('malformed GRO trains from the wire are dropped and counted; the daemon k
 // reads its TUN device or its UDP socket; pod 2 sends into flannel0, whose queue (txqueuelen) fills, and
 // node 1's engine sends pod 1's datagrams to node 2's socket, whose receive buffer fills. The metrics must
 // be 0 before, and after equal what the kernel itself says (sysfs, /proc/net/udp), which is more than 0.
+// pod 2 sends 8000 datagrams: more than the 4096 the device queues.
 t.test('kernel drops at the TUN device and our UDP sockets are exported, 0 when idle', async (t) => {
   const withMetrics = [`--healthz-port=${HEALTHZ}`];
   const { cluster, n2, p1, p2 } = await pair(t, { Type: 'udp' }, withMetrics, withMetrics);
   const DEVICE_TX = 'flanneld_datapath_device_dropped_packets_total{device="flannel0",direction="tx"}';
   const DEVICE_RX = 'flanneld_datapath_device_dropped_packets_total{device="flannel0",direction="rx"}';
   const SOCKET = 'flanneld_datapath_socket_receive_drops_total';
+  const link = JSON.parse(await execCheckedIn(n2.ns, 'ip', ['-j', 'link', 'show', 'flannel0'])) as Array<{ txqlen: number }>;
+  t.equal(link[0]?.txqlen, 4096, 'flannel0 queues up to 4096 packets towards the engine (the kernel\'s default is 500)');
   const idle = await scrape(n2, HEALTHZ);
   t.same([sample(idle, DEVICE_TX), sample(idle, DEVICE_RX), sample(idle, SOCKET)], [0, 0, 0], 'idle: device tx/rx drops and socket drops present, at 0');
   const pid = cluster.daemons.get(n2.name)!.proc.child.pid as number;
@@ -306,7 +309,7 @@ t.test('kernel drops at the TUN device and our UDP sockets are exported, 0 when 
   t.teardown(() => { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } });
   const seq = join(FIXTURES, 'udp-seq.mjs');
   await Promise.all([
-    execCheckedIn(p2.ns, process.execPath, [seq, 'send', p1.ip, '5301', '3000', '64', '100000']),
+    execCheckedIn(p2.ns, process.execPath, [seq, 'send', p1.ip, '5301', '8000', '64', '100000']),
     execCheckedIn(p1.ns, process.execPath, [seq, 'send', p2.ip, '5301', '20000', '1000', '100000']),
   ]);
   await new Promise((r) => setTimeout(r, 300));
