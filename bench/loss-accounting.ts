@@ -122,7 +122,9 @@ function namespacesOf(path: LocalPath): string[] {
   return [path.pods[0]?.ns, ...path.topo.nodes.map((n) => n.ns), path.topo.underlayNs, path.pods[1]?.ns].filter((n): n is string => !!n);
 }
 
-async function flood(path: LocalPath, durationSec: number, cpu: { before?: Snapshot; after?: Snapshot; ms?: number }, v: Variant): Promise<string> {
+interface FloodResult { readonly text: string; readonly sent: number; readonly received: number; readonly kpps: number; readonly lossPct: number }
+
+async function flood(path: LocalPath, durationSec: number, cpu: { before?: Snapshot; after?: Snapshot; ms?: number }, v: Variant): Promise<FloodResult> {
   const server = execOn(path.ready.server.ns, 'iperf3', ['-s', '-1', '-B', path.ready.server.ip]);
   await new Promise((r) => setTimeout(r, 500));
   // CPU of every thread in the path's namespaces, from 0.5 s into the flood to 0.5 s before its end.
@@ -143,7 +145,12 @@ async function flood(path: LocalPath, durationSec: number, cpu: { before?: Snaps
   const sent = j.end?.sum_sent?.packets ?? j.end?.sum?.packets;
   const rx = j.end?.sum_received ?? j.end?.sum;
   const got = (rx?.packets ?? 0) - (rx?.lost_packets ?? 0);
-  return `iperf3: client sent ${sent}, server counted ${rx?.packets} (its highest sequence number), lost ${rx?.lost_packets}, received ${got} = ${(got / (j.end?.sum?.seconds ?? durationSec) / 1000).toFixed(0)} kpps, loss ${((100 * (rx?.lost_packets ?? 0)) / (rx?.packets || 1)).toFixed(1)} %`;
+  const kpps = got / (j.end?.sum?.seconds ?? durationSec) / 1000;
+  const lossPct = (100 * (rx?.lost_packets ?? 0)) / (rx?.packets || 1);
+  return {
+    text: `iperf3: client sent ${sent}, server counted ${rx?.packets} (its highest sequence number), lost ${rx?.lost_packets}, received ${got} = ${kpps.toFixed(0)} kpps, loss ${lossPct.toFixed(1)} %`,
+    sent: sent ?? 0, received: got, kpps, lossPct,
+  };
 }
 
 /** One flood's settings: iperf3 -b (0: unthrottled) and -w (socket buffers, 0: the default), and the
@@ -171,6 +178,39 @@ async function setTxqueuelen(path: LocalPath, len: number): Promise<void> {
   }
 }
 
+const summary: string[] = [];
+
+/** Where the datagrams the receiver did not get went, by the counters that moved: sent − received =
+ * the tunnel device's tx_dropped (sender side) + rx_dropped + drops at the nodes' UDP sockets (ours, or
+ * the kernel VXLAN socket: the nodes' Udp RcvbufErrors) + our engine's drops by reason + drops of any
+ * other link (veth, bridge) + the backlog (softnet, machine-wide) + the receiving application's socket
+ * (the server pod's Udp RcvbufErrors) + what is left (in flight when iperf3 stopped, or unexplained). */
+function accountFor(path: LocalPath, before: Snapshot, after: Snapshot, r: FloodResult): string {
+  const delta = (match: (k: string) => boolean): number => {
+    let n = 0;
+    for (const [k, v] of after) if (match(k)) n += v - (before.get(k) ?? 0);
+    return n;
+  };
+  const nodes = path.topo.nodes.map((n) => n.ns);
+  const server = path.pods[1]?.ns ?? '';
+  const onNode = (k: string): boolean => nodes.some((n) => k.startsWith(`${n} `));
+  const tunnel = (k: string): boolean => TUNNEL_DEVICES.some((d) => k.includes(` link ${d} `));
+  const parts: Array<[string, number]> = [
+    ['device tx_dropped', delta((k) => onNode(k) && tunnel(k) && k.endsWith(' tx_dropped'))],
+    ['device rx_dropped', delta((k) => onNode(k) && tunnel(k) && k.endsWith(' rx_dropped'))],
+    ['node UDP sockets', delta((k) => onNode(k) && k.endsWith(' snmp Udp RcvbufErrors'))],
+    ['engine drops', delta((k) => onNode(k) && k.includes(' metric flanneld_datapath_dropped_packets_total'))],
+    ['other links', delta((k) => !tunnel(k) && / link .* (rx|tx)_dropped$/.test(k))],
+    ['backlog', delta((k) => k === 'machine softnet dropped (netdev_max_backlog)')],
+    ['receiver socket', delta((k) => k.startsWith(`${server} `) && k.endsWith(' snmp Udp RcvbufErrors'))],
+  ];
+  const lost = r.sent - r.received;
+  const rest = lost - parts.reduce((n, [, v]) => n + v, 0);
+  const pct = (n: number): string => `${((100 * n) / (r.sent || 1)).toFixed(1)} %`;
+  return `sent ${r.sent}, received ${r.received} (${r.kpps.toFixed(0)} kpps), lost ${lost} (${pct(lost)}) = ` +
+    [...parts, ['rest', rest] as [string, number]].map(([name, n]) => `${name} ${n} (${pct(n)})`).join(' + ');
+}
+
 async function account(id: DataPathId, durationSec: number, variants: readonly Variant[]): Promise<void> {
   const def = dataPathDef(id);
   const ours = def.backend !== undefined && def.daemon !== 'flannel';
@@ -181,10 +221,13 @@ async function account(id: DataPathId, durationSec: number, variants: readonly V
       await setTxqueuelen(path, v.txqueuelen || Number(initialQueue ?? 500));
       const before = await snapshot(path, ours);
       const cpu: { before?: Snapshot; after?: Snapshot; ms?: number } = {};
-      const summary = await flood(path, durationSec, cpu, v);
+      const result = await flood(path, durationSec, cpu, v);
       await new Promise((r) => setTimeout(r, 300));
       const after = await snapshot(path, ours);
-      process.stdout.write(`\n== ${def.label} (${id}), ${v.name}: client ${path.ready.client.ns} ${path.ready.client.ip} → server ${path.ready.server.ns} ${path.ready.server.ip}\n${summary}\n`);
+      process.stdout.write(`\n== ${def.label} (${id}), ${v.name}: client ${path.ready.client.ns} ${path.ready.client.ip} → server ${path.ready.server.ns} ${path.ready.server.ip}\n${result.text}\n`);
+      const line = accountFor(path, before, after, result);
+      process.stdout.write(`  ${line}\n`);
+      summary.push(`${id.padEnd(13)} ${v.name.padEnd(26)} ${line}`);
       for (const [k, val] of after) {
         const d = val - (before.get(k) ?? 0);
         if (d !== 0 && !/ (Out|In)CsumErrors|IgnoredMulti|MemErrors/.test(k)) process.stdout.write(`  ${String(d).padStart(10)}  ${k}\n`);
@@ -218,6 +261,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   if (!(duration >= 2)) throw new UsageError(`--duration must be at least 2 s\n${USAGE}`);
   for (const id of ids) await account(id, duration, variants);
+  process.stdout.write(`\nSummary (loss as a share of what the client sent):\n${summary.join('\n')}\n`);
   return 0;
 }
 
