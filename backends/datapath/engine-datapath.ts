@@ -28,8 +28,9 @@ export interface EngineDataPathOptions {
  * peer waits there until a TX worker reads it; when the queue is full the kernel drops the packet (the
  * device's tx_dropped, flanneld_datapath_device_dropped_packets_total). A burst of small packets (a 64-byte
  * UDP flood from a pod) fills 500 while a worker waits for a CPU on a busy node: measured with
- * bench/loss-accounting.ts on a 2-core VM, 4096 cut these drops from 7.6 % to 0.9 % of a flood (udp and
- * userspace vxlan, bench/README.md). The cost is memory, and only while the engine falls behind: at most
+ * bench/loss-accounting.ts on a 2-core VM (bench/results/2026-12-04-loss.txt, README "Loss under a 64-byte
+ * UDP flood"), 4096 took these drops from 6.8–9.4 % of a flood to 0 in the median floods of udp and
+ * userspace vxlan. The cost is memory, and only while the engine falls behind: at most
  * 4096 queued packets, which with TSO/USO super-packets of up to 64 KiB bounds it at 256 MiB (32 MiB at 500). */
 export const ENGINE_TXQUEUELEN = 4096;
 
