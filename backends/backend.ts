@@ -89,6 +89,15 @@ export interface DatapathStats {
   readonly workerRestarts: number;
   /** Backends with a handshake (wireguard): its counters and each peer's last handshake. */
   readonly handshake?: HandshakeStats;
+  /** What the kernel dropped on the data path's doorsteps, read when asked: each TUN/TAP device's
+   * tx_dropped (its queue towards the engine was full) and rx_dropped, and the datagrams dropped at the
+   * engine's UDP sockets (receive buffer full; SO_MEMINFO), all since the data path started. */
+  readonly kernelDrops?: KernelDrops;
+}
+
+export interface KernelDrops {
+  readonly devices: ReadonlyArray<{ readonly device: string; readonly txDropped: bigint; readonly rxDropped: bigint }>;
+  readonly socketReceive: bigint;
 }
 
 export interface HandshakeStats {

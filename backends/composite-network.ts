@@ -65,11 +65,13 @@ function mergeStats(all: readonly DatapathStats[]): DatapathStats {
   const counters: Record<string, bigint> = {};
   for (const s of all) for (const [name, v] of Object.entries(s.counters)) counters[name] = (counters[name] ?? 0n) + v;
   const handshake = mergeHandshakes(all.flatMap((s) => (s.handshake ? [s.handshake] : [])));
+  const drops = all.flatMap((s) => (s.kernelDrops ? [s.kernelDrops] : []));
   return {
     counters,
     peers: all.flatMap((s) => s.peers),
     workerRestarts: all.reduce((n, s) => n + s.workerRestarts, 0),
     ...(handshake ? { handshake } : {}),
+    ...(drops.length > 0 ? { kernelDrops: { devices: drops.flatMap((d) => d.devices), socketReceive: drops.reduce((n, d) => n + d.socketReceive, 0n) } } : {}),
   };
 }
 

@@ -39,12 +39,13 @@ export function createMetrics(src: MetricsSource): DaemonMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'flanneld_' });
   const stats = () => src.network()?.datapathStats?.();
-  const mirror = (name: string, help: string, labelNames: string[], fill: (set: (labels: Record<string, string>, v: bigint) => void) => void) =>
+  // keepZero: a series at 0 is shown too (the kernel-drop counters, present from the start for each device).
+  const mirror = (name: string, help: string, labelNames: string[], fill: (set: (labels: Record<string, string>, v: bigint) => void) => void, keepZero = false) =>
     new Counter({
       name, help, labelNames, registers: [registry],
       collect() {
         this.reset();
-        fill((labels, v) => { if (v > 0n) this.inc(labels, Number(v)); });
+        fill((labels, v) => { if (v > 0n || keepZero) this.inc(labels, Number(v)); });
       },
     });
   for (const metric of ['packets', 'bytes'] as const) {
@@ -60,6 +61,15 @@ export function createMetrics(src: MetricsSource): DaemonMetrics {
   }
   mirror('flanneld_datapath_dropped_packets_total', 'packets dropped by the userspace data path, by reason', ['reason'], (set) => {
     for (const [name, v] of Object.entries(stats()?.counters ?? {})) if (name.startsWith('drop_')) set({ reason: name.slice(5) }, v);
+  });
+  mirror('flanneld_datapath_device_dropped_packets_total', 'packets the kernel dropped at the userspace data path\'s TUN/TAP device (its tx_dropped and rx_dropped), by device and direction: tx = on their way to the engine, the device\'s queue (txqueuelen) being full because the engine did not read fast enough; rx = written by the engine and refused by the kernel', ['device', 'direction'], (set) => {
+    for (const d of stats()?.kernelDrops?.devices ?? []) {
+      set({ device: d.device, direction: 'tx' }, d.txDropped);
+      set({ device: d.device, direction: 'rx' }, d.rxDropped);
+    }
+  }, true);
+  mirror('flanneld_datapath_socket_receive_drops_total', 'datagrams from peers the kernel dropped at the userspace data path\'s UDP sockets before the engine read them (receive buffer full; SO_MEMINFO drops, the drops column of /proc/net/udp), summed over its sockets', [], (set) => {
+    set({}, stats()?.kernelDrops?.socketReceive ?? 0n);
   });
   mirror('flanneld_datapath_offload_events_total', 'offload work of the userspace data path, by event: coalesced_super_packets (RX segments merged for the device), segmented_super_frames, checksums_completed, tx_partial_checksums (segments sent to AcceptsPartialChecksums peers without summing their payload), rx_partial_checksums (handed to the device with NEEDS_CSUM), split_uso_packets (UDP GSO packets from the device split into datagrams), coalesced_udp_packets (of the coalesced super-packets, those of UDP datagrams, written with USO)', ['event'], (set) => {
     const s = stats()?.counters;

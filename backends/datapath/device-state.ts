@@ -21,9 +21,12 @@ export interface DeviceSpec {
   readonly more?: ReadonlyArray<{ readonly address: string; readonly route?: string }>;
   /** Per-device sysctls by family/key (net.<family>.conf.<dev>.<key>), e.g. { 'ipv4/accept_local': '1' }. */
   readonly sysctls?: Readonly<Record<string, string>>;
+  /** The device's queue towards its reader (txqueuelen) is at least this long: raised when shorter, never
+   * lowered (an operator's longer queue stays). */
+  readonly minTxqueuelen?: number;
 }
 
-interface LinkJson { mtu?: number; flags?: string[]; address?: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }
+interface LinkJson { mtu?: number; txqlen?: number; flags?: string[]; address?: string; addr_info?: Array<{ family: string; local: string; prefixlen: number }> }
 
 export class DeviceState {
   constructor(readonly spec: DeviceSpec) {}
@@ -55,6 +58,8 @@ export class DeviceState {
       }
     }
     if (link.mtu !== mtu) commands.push(`link set ${name} mtu ${mtu}`);
+    const minQueue = this.spec.minTxqueuelen;
+    if (minQueue !== undefined && link.txqlen !== undefined && link.txqlen < minQueue) commands.push(`link set ${name} txqueuelen ${minQueue}`);
     if (!(link.flags ?? []).includes('UP')) commands.push(`link set ${name} up`);
     for (const { route: rt } of pairs) {
       if (!rt) continue;

@@ -3,8 +3,9 @@
 // peer table that outlives them. ensure() keeps the settings; if the device was deleted by hand (its
 // fds then fail with EBADFD and the workers die), it opens everything again on the same peer table,
 // so peers and counters carry over, as a deleted kernel VXLAN device is re-created.
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import type { DatapathStats, DatapathThreading } from '../backend.js';
+import type { DatapathStats, DatapathThreading, KernelDrops } from '../backend.js';
 import { runCommand } from '../../lib/run-command.js';
 import { DeviceState, type DeviceSpec } from './device-state.js';
 import { datapathAddon } from './native/datapath-addon.js';
@@ -23,6 +24,16 @@ export interface EngineDataPathOptions {
   readonly log: Logger;
 }
 
+/** The TUN/TAP device's queue towards the engine, in packets (the kernel makes it 500). Every packet for a
+ * peer waits there until a TX worker reads it; when the queue is full the kernel drops the packet (the
+ * device's tx_dropped, flanneld_datapath_device_dropped_packets_total). A burst of small packets (a 64-byte
+ * UDP flood from a pod) fills 500 while a worker waits for a CPU on a busy node: measured with
+ * bench/loss-accounting.ts on a 2-core VM (bench/results/2026-12-04-loss.txt, README "Loss under a 64-byte
+ * UDP flood"), 4096 took these drops from 6.8–9.4 % of a flood to 0 in the median floods of udp and
+ * userspace vxlan. The cost is memory, and only while the engine falls behind: at most
+ * 4096 queued packets, which with TSO/USO super-packets of up to 64 KiB bounds it at 256 MiB (32 MiB at 500). */
+export const ENGINE_TXQUEUELEN = 4096;
+
 interface Opened { readonly name: string; readonly state: DeviceState; readonly engine: PacketEngine; readonly fds: number[]; readonly queues: readonly EngineQueue[] }
 
 type AnyPeerTable = PeerTable<EnginePeer | EnginePeer6 | EnginePeerDual>;
@@ -30,7 +41,7 @@ type AnyPeerTable = PeerTable<EnginePeer | EnginePeer6 | EnginePeerDual>;
 async function openOnce(o: EngineDataPathOptions, table: AnyPeerTable): Promise<Opened> {
   const dev = openEngineDevice({ ...o.device, log: o.log });
   try {
-    const state = new DeviceState({ ...o.settings, name: dev.name });
+    const state = new DeviceState({ minTxqueuelen: ENGINE_TXQUEUELEN, ...o.settings, name: dev.name });
     await state.ensure();
     const engine = new PacketEngine({ table, queues: dev.queues, log: o.log, spec: { ...o.spec, offload: dev.offload, uso: dev.uso }, ...(o.threading ? { threading: o.threading } : {}) });
     await engine.start();
@@ -45,6 +56,8 @@ export class EngineDataPath {
   private queue: Promise<unknown> = Promise.resolve();
   /** Worker restarts of engines replaced since start. */
   private restartsBefore = 0;
+  /** Kernel drops at devices and sockets replaced since start (a re-created device starts at 0). */
+  private dropsBefore = { tx: 0n, rx: 0n, socket: 0n };
 
   private constructor(private readonly o: EngineDataPathOptions, private readonly table: AnyPeerTable, private current: Opened) {}
 
@@ -95,7 +108,17 @@ export class EngineDataPath {
 
   datapathStats(peers: Iterable<string>): DatapathStats {
     const s = this.current.engine.datapathStats(peers);
-    return { ...s, workerRestarts: s.workerRestarts + this.restartsBefore };
+    return { ...s, workerRestarts: s.workerRestarts + this.restartsBefore, kernelDrops: this.kernelDrops() };
+  }
+
+  /** The device's tx_dropped and rx_dropped (sysfs) and our sockets' receive drops (SO_MEMINFO), each
+   * read once now, plus what the devices and sockets this one replaced had counted. */
+  kernelDrops(): KernelDrops {
+    const now = currentDrops(this.current);
+    return {
+      devices: [{ device: this.current.name, txDropped: now.tx + this.dropsBefore.tx, rxDropped: now.rx + this.dropsBefore.rx }],
+      socketReceive: now.socket + this.dropsBefore.socket,
+    };
   }
 
   crashWorker(direction: 'tx' | 'rx'): void {
@@ -109,6 +132,8 @@ export class EngineDataPath {
   private async closeCurrent(): Promise<void> {
     await this.current.engine.stop();
     this.restartsBefore += this.current.engine.restarts;
+    const last = currentDrops(this.current);
+    this.dropsBefore = { tx: this.dropsBefore.tx + last.tx, rx: this.dropsBefore.rx + last.rx, socket: this.dropsBefore.socket + last.socket };
     const addon = datapathAddon();
     for (const fd of this.current.fds.splice(0)) addon.closeFd(fd);
   }
@@ -118,4 +143,29 @@ export class EngineDataPath {
     this.queue = run.catch(() => {});
     return run;
   }
+}
+
+/** A device statistic from sysfs (0 when the device is gone: a deleted device's counters are lost with it). */
+function deviceStat(name: string, stat: 'tx_dropped' | 'rx_dropped'): bigint {
+  try {
+    return BigInt(readFileSync(`/sys/class/net/${name}/statistics/${stat}`, 'utf8').trim());
+  } catch {
+    return 0n;
+  }
+}
+
+/** Receive drops of every UDP socket of the data path (receiving and sending ones; a closed one reads 0). */
+function socketDrops(o: Opened): bigint {
+  const fds = new Set(o.queues.flatMap((q) => [q.udpFd, ...q.txFds]));
+  let n = 0n;
+  for (const fd of fds) {
+    try {
+      n += BigInt(datapathAddon().socketDrops(fd));
+    } catch { /* closed under us */ }
+  }
+  return n;
+}
+
+function currentDrops(o: Opened): { tx: bigint; rx: bigint; socket: bigint } {
+  return { tx: deviceStat(o.name, 'tx_dropped'), rx: deviceStat(o.name, 'rx_dropped'), socket: socketDrops(o) };
 }

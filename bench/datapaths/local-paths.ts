@@ -36,9 +36,10 @@ const TAG_PREFIX: Record<string, string> = {
   wireguard6: 'b6w',
 };
 
-export async function setupLocalPath(def: DataPathDef): Promise<LocalPath> {
+/** `daemonArgs`: more flags for our flanneld on both nodes (e.g. --healthz-port, to read its /metrics). */
+export async function setupLocalPath(def: DataPathDef, o: { daemonArgs?: readonly string[] } = {}): Promise<LocalPath> {
   const tag = benchTag(TAG_PREFIX[def.id] ?? 'bb');
-  if (def.backend) return setupFlanneldPath(def, tag);
+  if (def.backend) return setupFlanneldPath(def, tag, o.daemonArgs ?? []);
   // A wireguard-go row without its binary is unavailable, found before any namespace is made.
   const wgBin = def.id.startsWith('wireguard-go-') ? await wireguardGoBinary(def) : undefined;
   const topo = await Topology.create(tag, 2, { ipv6: def.ipv6 === true });
@@ -165,7 +166,7 @@ async function addPods(topo: Topology, mtu: number, ipv6 = false): Promise<PodHo
 
 /** A LocalCluster with the data path's config and, on both nodes, our flanneld (exiting 69 means "not in this
  * build") or the real flannel (unavailable where it can be neither found nor built, found before any namespace). */
-async function setupFlanneldPath(def: DataPathDef, tag: string): Promise<LocalPath> {
+async function setupFlanneldPath(def: DataPathDef, tag: string, daemonArgs: readonly string[]): Promise<LocalPath> {
   let realFlannel: string | undefined;
   if (def.daemon === 'flannel') {
     const b = await buildRealFlannel();
@@ -179,7 +180,7 @@ async function setupFlanneldPath(def: DataPathDef, tag: string): Promise<LocalPa
     await cluster.putConfig({ Network: OVERLAY_NETWORK, ...(ipv6 ? { EnableIPv6: true, IPv6Network: OVERLAY_NETWORK6 } : {}), Backend: def.backend });
     for (const node of cluster.nodes) {
       if (realFlannel) cluster.startFlannel(node, realFlannel);
-      else cluster.startDaemon(node, ['--log-level=warn']);
+      else cluster.startDaemon(node, ['--log-level=warn', ...daemonArgs]);
     }
     const pods: PodHost[] = [];
     for (const node of cluster.nodes) {

@@ -1,9 +1,11 @@
-// A self-made SVG chart of a result: bar panels for TCP throughput, small-packet UDP rate and
-// round-trip latency per data path, median bars with min–max whiskers, "n/a" where not measured.
+// A self-made SVG chart of a result: bar panels for TCP throughput, small-packet UDP rate with its loss
+// beside it (on a right-hand 0–100 % axis) and round-trip latency per data path, median bars with
+// min–max whiskers, "n/a" where not measured.
 import type { Stat } from '../lib/stats.js';
 import type { BenchResult, DataPathResult } from './result-types.js';
 
-interface Series { readonly name: string; readonly color: string; readonly pick: (d: DataPathResult) => Stat | null }
+/** A series on the right-hand axis is a percentage, drawn against a fixed 0–100 % scale. */
+interface Series { readonly name: string; readonly color: string; readonly pick: (d: DataPathResult) => Stat | null; readonly right?: boolean }
 interface Panel { readonly title: string; readonly scale: number; readonly digits: number; readonly log?: boolean; readonly series: readonly Series[] }
 
 const PANELS: readonly Panel[] = [
@@ -14,8 +16,9 @@ const PANELS: readonly Panel[] = [
     ],
   },
   {
-    title: 'UDP 64-byte datagrams received, kpps (higher is better)', scale: 1 / 1000, digits: 0, series: [
+    title: 'UDP 64-byte flood: received, kpps (higher is better); lost, % (right axis)', scale: 1 / 1000, digits: 0, series: [
       { name: 'received', color: '#4a9c5d', pick: (d) => d.summary.udp64Pps },
+      { name: 'lost %', color: '#c94a4a', pick: (d) => d.summary.udp64LossPct, right: true },
     ],
   },
   {
@@ -30,6 +33,9 @@ const PANELS: readonly Panel[] = [
 const widthFor = (rows: number): number => Math.max(960, LEFT + 20 + rows * 66);
 const PANEL_H = 270;
 const LEFT = 60;
+/** Room right of the plot: the right-hand axis labels of a panel that has one. */
+const RIGHT = 20;
+const RIGHT_AXIS = 50;
 const TOP = 70;
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -62,38 +68,46 @@ function axis(p: Panel, values: readonly number[], y0: number, plotH: number): {
 function panel(p: Panel, dps: readonly DataPathResult[], y0: number): string {
   const W = widthFor(dps.length);
   const plotH = PANEL_H - 100;
-  const plotW = W - LEFT - 20;
+  const hasRight = p.series.some((s) => s.right);
+  const right = hasRight ? RIGHT_AXIS : RIGHT;
+  const plotW = W - LEFT - right;
   const groupW = plotW / Math.max(1, dps.length);
   const barW = Math.min(40, (groupW - 24) / p.series.length);
   const values = dps.flatMap((d) => p.series.flatMap((s) => {
-    const st = s.pick(d);
+    const st = s.right ? null : s.pick(d);
     return st ? [st.min * p.scale, st.max * p.scale] : [];
   }));
-  const { y, ticks } = axis(p, values, y0, plotH);
+  const { y: yLeft, ticks } = axis(p, values, y0, plotH);
+  // The right-hand axis: 0–100 %, its grid lines those of the left axis (both have four steps).
+  const yRight = (v: number): number => y0 + plotH - (Math.min(100, Math.max(0, v)) / 100) * plotH;
   const out = [text(LEFT, y0 - 22, p.title, 'font-size="14" font-weight="bold"')];
   p.series.forEach((s, i) => {
-    out.push(`<rect x="${W - 260 + i * 110}" y="${y0 - 33}" width="12" height="12" fill="${s.color}"/>`, text(W - 243 + i * 110, y0 - 23, s.name, 'font-size="12"'));
+    out.push(`<rect x="${W - 260 + i * 110}" y="${y0 - 12}" width="12" height="12" fill="${s.color}"/>`, text(W - 243 + i * 110, y0 - 2, s.name, 'font-size="12"'));
   });
-  for (const [v, label] of ticks) {
-    out.push(`<line x1="${LEFT}" x2="${W - 20}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#ddd"/>`,
-      text(LEFT - 6, y(v) + 4, label, 'font-size="11" text-anchor="end" fill="#555"'));
+  for (const [k, [v, label]] of ticks.entries()) {
+    out.push(`<line x1="${LEFT}" x2="${W - right}" y1="${yLeft(v).toFixed(1)}" y2="${yLeft(v).toFixed(1)}" stroke="#ddd"/>`,
+      text(LEFT - 6, yLeft(v) + 4, label, 'font-size="11" text-anchor="end" fill="#555"'));
+    if (hasRight && !p.log && ticks.length === 5) out.push(text(W - right + 6, yLeft(v) + 4, `${k * 25} %`, 'font-size="11" fill="#c94a4a"'));
   }
   dps.forEach((d, g) => {
     const gx = LEFT + g * groupW + (groupW - barW * p.series.length) / 2;
     p.series.forEach((s, i) => {
       const st = s.pick(d);
       const x = gx + i * barW;
+      const y = s.right ? yRight : yLeft;
+      const scale = s.right ? 1 : p.scale;
+      const digits = s.right ? 1 : p.digits;
       if (!st) {
         out.push(text(x + barW / 2, y0 + plotH - 4, 'n/a', 'font-size="11" text-anchor="middle" fill="#999"'));
         return;
       }
-      const [med, lo, hi] = [st.median, st.min, st.max].map((v) => v * p.scale) as [number, number, number];
+      const [med, lo, hi] = [st.median, st.min, st.max].map((v) => v * scale) as [number, number, number];
       out.push(`<rect x="${(x + 2).toFixed(1)}" y="${y(med).toFixed(1)}" width="${(barW - 4).toFixed(1)}" height="${(y0 + plotH - y(med)).toFixed(1)}" fill="${s.color}"/>`);
       if (st.n > 1) {
         const cx = (x + barW / 2).toFixed(1);
         out.push(`<path d="M${cx} ${y(lo).toFixed(1)}V${y(hi).toFixed(1)}M${(x + barW / 2 - 5).toFixed(1)} ${y(hi).toFixed(1)}h10M${(x + barW / 2 - 5).toFixed(1)} ${y(lo).toFixed(1)}h10" stroke="#222" fill="none"/>`);
       }
-      out.push(text(x + barW / 2, y(hi) - 4, med.toFixed(p.digits), 'font-size="10" text-anchor="middle"'));
+      out.push(text(x + barW / 2, y(hi) - 4, med.toFixed(digits), 'font-size="10" text-anchor="middle"'));
     });
     // The real flannel's rows ("flannel v0.28.10 vxlan") on three lines: flannel, the backend, the release. The
     // IPv6 rows ("flanneld host-gw IPv6") as their IPv4 row, with a last line "IPv6".
@@ -105,7 +119,7 @@ function panel(p: Panel, dps: readonly DataPathResult[], y0: number): string {
     if (d.status !== 'measured') lines.push(d.status);
     lines.forEach((line, k) => out.push(text(LEFT + g * groupW + groupW / 2, y0 + plotH + 15 + k * 13, line, `font-size="11" text-anchor="middle"${k > 0 ? ' fill="#555"' : ''}`)));
   });
-  out.push(`<line x1="${LEFT}" x2="${W - 20}" y1="${y0 + plotH}" y2="${y0 + plotH}" stroke="#333"/>`);
+  out.push(`<line x1="${LEFT}" x2="${W - right}" y1="${y0 + plotH}" y2="${y0 + plotH}" stroke="#333"/>`);
   return out.join('\n');
 }
 

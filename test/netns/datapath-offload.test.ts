@@ -1,7 +1,7 @@
 // The userspace data paths with and without offloads (TSO split, UDP GSO/GRO, coalescing):
 // 1 GB checksummed transfers through every backend pairing, DF pings at the maximum size with equal
 // and mixed MTUs, IP options and fragments, ordering of non-TCP flows during coalescing, and
-// malformed GRO trains from the wire.
+// malformed GRO trains from the wire, and the kernel's drops at the TUN device and our sockets in /metrics.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { until } from '../helpers/wait.js';
@@ -287,4 +287,39 @@ t.test('malformed GRO trains from the wire are dropped and counted; the daemon k
   t.ok(malformed > 1000, `malformed datagrams counted: ${malformed}`);
   t.equal(cluster.daemons.get(n1.name)!.proc.child.exitCode, null, 'daemon up');
   t.ok((await cluster.pingMatrix([p1, p2])).flat().every(Boolean), 'still forwarding');
+});
+
+// Loss the kernel counts on our doorsteps is in /metrics: node 2's daemon is stopped (SIGSTOP), so nothing
+// reads its TUN device or its UDP socket; pod 2 sends into flannel0, whose queue (txqueuelen) fills, and
+// node 1's engine sends pod 1's datagrams to node 2's socket, whose receive buffer fills. The metrics must
+// be 0 before, and after equal what the kernel itself says (sysfs, /proc/net/udp), which is more than 0.
+// pod 2 sends 8000 datagrams: more than the 4096 the device queues.
+t.test('kernel drops at the TUN device and our UDP sockets are exported, 0 when idle', async (t) => {
+  const withMetrics = [`--healthz-port=${HEALTHZ}`];
+  const { cluster, n2, p1, p2 } = await pair(t, { Type: 'udp' }, withMetrics, withMetrics);
+  const DEVICE_TX = 'flanneld_datapath_device_dropped_packets_total{device="flannel0",direction="tx"}';
+  const DEVICE_RX = 'flanneld_datapath_device_dropped_packets_total{device="flannel0",direction="rx"}';
+  const SOCKET = 'flanneld_datapath_socket_receive_drops_total';
+  const link = JSON.parse(await execCheckedIn(n2.ns, 'ip', ['-j', 'link', 'show', 'flannel0'])) as Array<{ txqlen: number }>;
+  t.equal(link[0]?.txqlen, 4096, 'flannel0 queues up to 4096 packets towards the engine (the kernel\'s default is 500)');
+  const idle = await scrape(n2, HEALTHZ);
+  t.same([sample(idle, DEVICE_TX), sample(idle, DEVICE_RX), sample(idle, SOCKET)], [0, 0, 0], 'idle: device tx/rx drops and socket drops present, at 0');
+  const pid = cluster.daemons.get(n2.name)!.proc.child.pid as number;
+  process.kill(pid, 'SIGSTOP');
+  t.teardown(() => { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } });
+  const seq = join(FIXTURES, 'udp-seq.mjs');
+  await Promise.all([
+    execCheckedIn(p2.ns, process.execPath, [seq, 'send', p1.ip, '5301', '8000', '64', '100000']),
+    execCheckedIn(p1.ns, process.execPath, [seq, 'send', p2.ip, '5301', '20000', '1000', '100000']),
+  ]);
+  await new Promise((r) => setTimeout(r, 300));
+  process.kill(pid, 'SIGCONT');
+  const kernelTx = Number((await execCheckedIn(n2.ns, 'cat', ['/sys/class/net/flannel0/statistics/tx_dropped'])).trim());
+  const udp = await execCheckedIn(n2.ns, 'cat', ['/proc/net/udp']);
+  const kernelSocket = udp.trim().split('\n').slice(1).reduce((n, l) => n + Number(l.trim().split(/\s+/)[12]), 0);
+  const after = await scrape(n2, HEALTHZ);
+  t.ok(kernelTx > 0 && kernelSocket > 0, `the kernel dropped ${kernelTx} packets at flannel0's queue and ${kernelSocket} datagrams at the sockets`);
+  t.equal(sample(after, DEVICE_TX), kernelTx, 'flannel0 tx drops in /metrics are the device\'s tx_dropped');
+  t.equal(sample(after, SOCKET), kernelSocket, 'socket receive drops in /metrics are the drops of /proc/net/udp');
+  t.ok((await cluster.pingMatrix([p1, p2])).flat().every(Boolean), 'forwarding again once the daemon runs');
 });

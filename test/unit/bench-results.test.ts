@@ -1,9 +1,12 @@
 // The result files committed under bench/results/ (quoted by the README) still match the schema the
-// harness checks its own output against, including files written before a field was added.
+// harness checks its own output against, including files written before a field was added; the chart
+// drawn from one puts the UDP loss beside the received rate.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { validateResult } from '../../bench/report/result-schema.js';
+import type { BenchResult } from '../../bench/report/result-types.js';
+import { renderSvg } from '../../bench/report/svg-chart.js';
 
 const DIR = new URL('../../bench/results/', import.meta.url).pathname;
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json'));
@@ -21,4 +24,23 @@ t.test('a file from before machine CPU was measured still validates; one with a 
   const dp = broken.datapaths.find((d) => d.summary.machineCpuSecPerGB);
   if (dp) dp.summary.machineCpuSecPerGB = { median: 9, min: 1, max: 2, n: 3 };
   t.ok(validateResult(broken).some((p) => p.includes('machineCpuSecPerGB')), 'the new figure is checked when present');
+});
+
+t.test('chart: the 64-byte UDP panel shows each row\'s loss beside its received rate, on a 0–100 % axis', async (t) => {
+  const r = JSON.parse(readFileSync(join(DIR, '2026-12-04.json'), 'utf8')) as BenchResult;
+  const svg = renderSvg(r);
+  t.match(svg, '>lost %</text>', 'a "lost %" series in the legend');
+  t.match(svg, '>100 %</text>', 'its right-hand axis');
+  for (const d of r.datapaths) {
+    const loss = d.summary.udp64LossPct;
+    if (!loss) continue;
+    t.match(svg, `>${loss.median.toFixed(1)}</text>`, `${d.id}: its median loss ${loss.median.toFixed(1)} % is labelled`);
+  }
+  const relay = r.datapaths.find((d) => d.id === 'tun-relay')?.summary.udp64LossPct;
+  const ref = r.datapaths.find((d) => d.id === 'kernel-vxlan')?.summary.udp64LossPct;
+  const barHeight = (median: number): number => {
+    const m = new RegExp(`<rect [^>]*height="([\\d.]+)" fill="#c94a4a"/>\\n<path[^\\n]*\\n<text [^>]*>${median.toFixed(1)}</text>`).exec(svg);
+    return Number(m?.[1]);
+  };
+  t.ok(relay && ref && barHeight(relay.median) > 10 * barHeight(ref.median), 'a loss of 53.5 % is drawn far taller than one of 1.8 %');
 });

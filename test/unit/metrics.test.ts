@@ -7,6 +7,8 @@
 import t, { type Test } from 'tap';
 import { type Logger, pino } from 'pino';
 import { createMetrics } from '../../flanneld/metrics.js';
+import type { Network } from '../../backends/backend.js';
+import { CompositeNetwork } from '../../backends/composite-network.js';
 import { FlannelError, isFlannelError } from '../../lib/errors.js';
 import type { CallObserver, EtcdRegistry, WatchHandlers } from '../../subnet/etcd/etcd-registry.js';
 import type { EtcdOp } from '../../subnet/subnet-manager.js';
@@ -365,4 +367,27 @@ t.test('etcd unreachable from the start: not counted as a transition to unavaila
   reg.setDown(true);
   await mgr.acquireLease(cfg, { publicIp: ip('192.0.2.1'), backendType: 'host-gw' }, { signal: AbortSignal.timeout(1500) }).catch(() => undefined);
   t.equal(events.filter((e) => e.type === 'etcd-unavailable').length, 1, 'then a failure is a transition to unavailable');
+});
+
+t.test('createMetrics: the kernel\'s drops at a data path\'s devices and sockets, read on each scrape, added up over a dual-stack network\'s parts', async (t) => {
+  let drops = { v4: { tx: 0n, rx: 0n, socket: 0n }, v6: { tx: 0n, rx: 0n, socket: 0n } };
+  const part = (device: string, family: 'v4' | 'v6'): Network => ({
+    lease: {} as Lease, apply: async () => {}, reconcile: async () => ({ fixed: 0, removed: 0, failed: 0 }), close: async () => {},
+    datapathStats: () => ({
+      counters: {}, peers: [], workerRestarts: 0,
+      kernelDrops: { devices: [{ device, txDropped: drops[family].tx, rxDropped: drops[family].rx }], socketReceive: drops[family].socket },
+    }),
+  });
+  const network = new CompositeNetwork({} as Lease, [part('flannel.1', 'v4'), part('flannel-v6.1', 'v6')]);
+  const m = createMetrics({ network: () => network });
+  const TX = 'flanneld_datapath_device_dropped_packets_total{device="flannel.1",direction="tx"}';
+  const RX6 = 'flanneld_datapath_device_dropped_packets_total{device="flannel-v6.1",direction="rx"}';
+  const SOCKET = 'flanneld_datapath_socket_receive_drops_total';
+  let text = await m.registry.metrics();
+  t.same([value(text, TX), value(text, RX6), value(text, SOCKET)], [0, 0, 0], 'each device\'s series and the socket drops are present at 0');
+  drops = { v4: { tx: 1500n, rx: 0n, socket: 7n }, v6: { tx: 0n, rx: 3n, socket: 5n } };
+  text = await m.registry.metrics();
+  t.same([value(text, TX), value(text, RX6), value(text, SOCKET)], [1500, 3, 12], 'the next scrape reads them again; socket drops of both parts added');
+  const none = createMetrics({ network: () => undefined });
+  t.equal(value(await none.registry.metrics(), SOCKET), 0, 'no userspace data path: the socket drops read 0');
 });

@@ -75,6 +75,8 @@ export interface DatapathAddon {
   udpSendTo6(fd: number, bytes: Uint8Array, ip: Uint8Array, port: number): number;
   /** Keyed BLAKE2s (key 1-32 bytes, output outLen 1-32 bytes) from Node's libcrypto (EVP_MAC BLAKE2SMAC). */
   blake2sMac(key: Uint8Array, input: Uint8Array, outLen: number): Buffer;
+  /** Datagrams the kernel dropped at UDP socket `fd` since it was opened (receive buffer full): SO_MEMINFO's SK_MEMINFO_DROPS. */
+  socketDrops(fd: number): number;
   eventfdOpen(): number;
   eventfdSignal(fd: number): void;
   closeFd(fd: number): void;

@@ -246,6 +246,16 @@ static napi_value blake2s_mac(napi_env env, napi_callback_info info) {
   return r < 0 ? throw_errno(env, r, "EVP_MAC(BLAKE2SMAC)") : buf;
 }
 
+/* socketDrops(fd) → datagrams the kernel dropped at this socket (SO_MEMINFO SK_MEMINFO_DROPS). */
+static napi_value socket_drops(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  double fd;
+  if (!get_int(env, argv[0], "fd", 0, FD_MAX, &fd)) return NULL;
+  int64_t r = fl_socket_drops((int)fd);
+  return r < 0 ? throw_errno(env, (int)r, "getsockopt(SO_MEMINFO)") : num(env, (double)r);
+}
+
 static napi_value eventfd_open(napi_env env, napi_callback_info info) {
   (void)info;
   int fd = fl_eventfd_open();
@@ -474,6 +484,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"udpSendTo", NULL, udp_send_to, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpSendTo6", NULL, udp_send_to6, NULL, NULL, NULL, napi_enumerable, NULL},
     {"blake2sMac", NULL, blake2s_mac, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"socketDrops", NULL, socket_drops, NULL, NULL, NULL, napi_enumerable, NULL},
     {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
     {"engineCreate", NULL, engine_create, NULL, NULL, NULL, napi_enumerable, NULL},

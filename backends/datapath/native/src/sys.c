@@ -64,6 +64,18 @@ fail : {
 }
 }
 
+#define FL_SO_MEMINFO 55         /* SO_MEMINFO, <asm-generic/socket.h> */
+#define FL_SK_MEMINFO_DROPS 8    /* <linux/sock_diag.h> */
+#define FL_SK_MEMINFO_VARS 9
+
+int64_t fl_socket_drops(int fd) {
+  uint32_t mem[FL_SK_MEMINFO_VARS] = {0};
+  socklen_t len = sizeof mem;
+  if (getsockopt(fd, SOL_SOCKET, FL_SO_MEMINFO, mem, &len) < 0) return -errno;
+  if (len <= FL_SK_MEMINFO_DROPS * sizeof mem[0]) return -EOPNOTSUPP;
+  return mem[FL_SK_MEMINFO_DROPS];
+}
+
 int fl_eventfd_open(void) {
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   return fd < 0 ? -errno : fd;

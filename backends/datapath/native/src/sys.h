@@ -24,6 +24,9 @@ int fl_pipe_open(int fds[2]);
 int fl_udp_send(int fd, const void *buf, size_t len, uint32_t ip, uint16_t port);
 /* sendto [ip]:port (16 bytes, network order) on an AF_INET6 socket, MSG_DONTWAIT; returns bytes sent or -errno. */
 int fl_udp6_send(int fd, const void *buf, size_t len, const uint8_t ip[16], uint16_t port);
+/* Datagrams the kernel dropped at socket `fd` since it was opened (receive buffer full, or refused by
+ * a filter): SO_MEMINFO's SK_MEMINFO_DROPS, the `drops` column of /proc/net/udp. Returns it or -errno. */
+int64_t fl_socket_drops(int fd);
 int fl_eventfd_open(void);
 int fl_eventfd_signal(int fd);
 int fl_close(int fd);
