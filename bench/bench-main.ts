@@ -40,7 +40,7 @@ function buildResult(o: BenchOptions, out: RunOutput, started: Date, env: BenchR
       durationSec: o.durationSec, repeats: o.repeats, pings: o.pings, peers: o.peers, quick: o.quick,
     },
     datapaths,
-    controlPlane: { programPeers: out.programPeers, leaseToPacket: out.leaseToPacket },
+    controlPlane: { programPeers: out.programPeers, leaseToPacket: out.leaseToPacket, ...(out.kubeNodes ? { kubeNodes: out.kubeNodes } : {}) },
     notes,
   };
 }

@@ -45,7 +45,8 @@ export const USAGE = `usage: npm run bench -- [flags]
   --repeats=N        repeats of every measurement, reported as median [min-max] (default 3; --quick 2,
                      and program-peers once)
   --pings=N          echo requests per latency measurement, at least 200 (default 300; --quick 200)
-  --peers=LIST       peer counts for program-peers (default 10,100,1000,5000)
+  --peers=LIST       peer counts for program-peers (default 10,100,1000,5000), and for kube-nodes
+                     those up to 250 (N Nodes in a real kube-apiserver → flanneld's routes, kube mode)
   --quick            short runs; finishes in about 2 minutes
   --out=PREFIX       result files PREFIX.json/.svg/.txt (default bench/results/<date>[-quick], then
                      <date>-2, -3… so that a second run of the day keeps the first; --out overwrites)

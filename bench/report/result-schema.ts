@@ -116,6 +116,18 @@ function checkControlPlane(c: Checker, v: unknown): void {
     c.arr(o?.samples, `${p}.samples`).forEach((s, j) => c.num(c.obj(s, `${p}.samples[${j}]`)?.ms, `${p}.samples[${j}].ms`, true));
     c.stat(o?.summary, `${p}.summary`);
   });
+  if (cp.kubeNodes === undefined) return;
+  const k = c.obj(cp.kubeNodes, 'controlPlane.kubeNodes');
+  c.str(k?.status, 'controlPlane.kubeNodes.status', STATUSES);
+  c.arr(k?.samples, 'controlPlane.kubeNodes.samples').forEach((s, j) => {
+    const so = c.obj(s, `controlPlane.kubeNodes.samples[${j}]`);
+    for (const f of ['repeat', 'nodes', 'createMs', 'routedMs', 'removedMs']) c.num(so?.[f], `controlPlane.kubeNodes.samples[${j}].${f}`);
+  });
+  c.arr(k?.summary, 'controlPlane.kubeNodes.summary').forEach((s, j) => {
+    const so = c.obj(s, `controlPlane.kubeNodes.summary[${j}]`);
+    c.num(so?.nodes, `controlPlane.kubeNodes.summary[${j}].nodes`);
+    for (const f of ['createMs', 'routedMs', 'perNodeUs', 'removedMs']) c.stat(so?.[f], `controlPlane.kubeNodes.summary[${j}].${f}`);
+  });
 }
 
 export function validateResult(v: unknown): string[] {

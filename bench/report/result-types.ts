@@ -32,7 +32,7 @@ export const referenceOf = (id: DataPathId): DataPathId => (isIpv6Row(id) ? 'ker
 export const DATAPATH_METRICS = ['tcp1', 'tcp4', 'udp64', 'latency'] as const;
 export type DataPathMetric = (typeof DATAPATH_METRICS)[number];
 /** Control-plane micro-benchmarks. */
-export const CONTROL_METRICS = ['program-peers', 'lease-to-packet'] as const;
+export const CONTROL_METRICS = ['program-peers', 'lease-to-packet', 'kube-nodes'] as const;
 export type ControlMetric = (typeof CONTROL_METRICS)[number];
 
 export const STATUSES = ['measured', 'unavailable', 'failed', 'skipped'] as const;
@@ -173,6 +173,26 @@ export interface ResultOptions {
   readonly quick: boolean;
 }
 
+export interface KubeNodesSample {
+  readonly repeat: number;
+  readonly nodes: number;
+  /** From the first POST of a Node to the last one answered (16 in flight). */
+  readonly createMs: number;
+  /** From the first POST to flanneld's route to every one of them. */
+  readonly routedMs: number;
+  /** From one DELETE of them all (a label selector) to every route gone. */
+  readonly removedMs: number;
+}
+
+/** N Nodes in the Kubernetes API → routes programmed by flanneld --kube-subnet-mgr (host-gw). */
+export interface KubeNodesResult {
+  readonly backend: 'host-gw';
+  readonly status: Status;
+  readonly reason?: string;
+  readonly samples: KubeNodesSample[];
+  readonly summary: Array<{ readonly nodes: number; readonly createMs: Stat | null; readonly routedMs: Stat | null; readonly perNodeUs: Stat | null; readonly removedMs: Stat | null }>;
+}
+
 export interface BenchResult {
   readonly schema: typeof SCHEMA_ID;
   readonly startedAt: string;
@@ -184,6 +204,8 @@ export interface BenchResult {
   readonly controlPlane: {
     readonly programPeers: ProgramPeersResult[];
     readonly leaseToPacket: LeaseToPacketResult[];
+    /** Kube mode (absent in results written before it, and when not asked for). */
+    readonly kubeNodes?: KubeNodesResult;
   };
   /** Caveats seen during the run (machine load, failed samples). */
   readonly notes: string[];

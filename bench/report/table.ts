@@ -78,6 +78,18 @@ function controlRows(r: BenchResult): string[] {
     const w = Math.max(16, ...lp.map((e) => e.datapath.length + 2));
     for (const e of lp) lines.push(`${e.datapath.padEnd(w)}${e.status === 'measured' ? ms(e.summary) : `${e.status}: ${e.reason ?? ''}`}`);
   }
+  const kn = r.controlPlane.kubeNodes;
+  if (kn) {
+    lines.push('', `Control plane, kube mode: N Nodes created in a real kube-apiserver → ${kn.backend} routes to all of them programmed by flanneld --kube-subnet-mgr, ms from the first create`);
+    if (kn.status !== 'measured') {
+      lines.push(`kube-nodes      ${kn.status}: ${kn.reason ?? ''}`);
+    } else {
+      lines.push(`${'step'.padEnd(16)}${kn.summary.map((s) => `N=${s.nodes}`.padEnd(22)).join('')}`);
+      for (const [step, label] of [['createMs', 'created'], ['routedMs', 'routed'], ['removedMs', 'removed']] as const) {
+        lines.push(`${label.padEnd(16)}${kn.summary.map((s) => ms(s[step]).padEnd(22)).join('')}`);
+      }
+    }
+  }
   return lines;
 }
 

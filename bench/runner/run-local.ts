@@ -1,20 +1,23 @@
 // Local mode: every selected data path is built in namespaces of this machine and kept up for the
 // whole run; then the interleaved measurement loop, lease→first packet (needs the running clusters),
-// teardown of the data paths, and last the program-peers micro-benchmark on a quiet machine.
+// teardown of the data paths, and last the program-peers micro-benchmark on a quiet machine, then kube mode's
+// N Nodes → routes (control-plane/kube-nodes.ts).
 import type { BenchOptions } from '../cli/options.js';
 import type { Progress } from '../cli/progress.js';
+import { kubeNodes, kubeNodesSteps } from '../control-plane/kube-nodes.js';
 import { leaseToPacket, leaseToPacketSteps, type LeaseTarget } from '../control-plane/lease-to-packet.js';
 import { programPeers, programPeersSteps } from '../control-plane/program-peers.js';
 import { dataPathDef, UnavailableError } from '../datapaths/catalog.js';
 import { type LocalPath, setupLocalPath } from '../datapaths/local-paths.js';
 import { errorText } from '../lib/exec.js';
-import type { LeaseToPacketResult, ProgramPeersResult } from '../report/result-types.js';
+import type { KubeNodesResult, LeaseToPacketResult, ProgramPeersResult } from '../report/result-types.js';
 import { measureDataPaths, measurableCount, type PathUnderTest } from './measure-datapaths.js';
 
 export interface RunOutput {
   readonly paths: PathUnderTest[];
   readonly programPeers: ProgramPeersResult[];
   readonly leaseToPacket: LeaseToPacketResult[];
+  readonly kubeNodes?: KubeNodesResult;
 }
 
 export async function runLocal(o: BenchOptions, progress: Progress): Promise<RunOutput> {
@@ -25,7 +28,8 @@ export async function runLocal(o: BenchOptions, progress: Progress): Promise<Run
   const defs = paths.map((p) => p.def);
   const leaseEstimate = o.control.includes('lease-to-packet') ? defs.filter((d) => d.fakePeer).length * o.repeats : 0;
   const peersEstimate = o.control.includes('program-peers') ? programPeersSteps(defs, peerRepeats, o.peers) : 0;
-  progress.addSteps(paths.length + o.repeats * paths.length * o.metrics.length + leaseEstimate + peersEstimate);
+  const kubeEstimate = o.control.includes('kube-nodes') ? 1 + kubeNodesSteps(peerRepeats, o.peers) : 0;
+  progress.addSteps(paths.length + o.repeats * paths.length * o.metrics.length + leaseEstimate + peersEstimate + kubeEstimate);
   try {
     for (const p of paths) {
       progress.start(`setting up ${p.def.label}`);
@@ -60,7 +64,8 @@ export async function runLocal(o: BenchOptions, progress: Progress): Promise<Run
     if (o.control.includes('program-peers')) {
       peerResults = await programPeers(defs, peerRepeats, o.peers, progress);
     }
-    return { paths, programPeers: peerResults, leaseToPacket: leaseResults };
+    const kube = o.control.includes('kube-nodes') ? await kubeNodes(peerRepeats, o.peers, progress) : undefined;
+    return { paths, programPeers: peerResults, leaseToPacket: leaseResults, ...(kube ? { kubeNodes: kube } : {}) };
   } finally {
     for (const lp of built.values()) await lp.destroy();
   }

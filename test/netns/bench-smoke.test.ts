@@ -14,12 +14,13 @@ import { deleteNetns, runTag, type SpawnedProcess, spawnIn, stopProcess } from '
 import { runCommand } from '../../lib/run-command.js';
 import { validateResult } from '../../bench/report/result-schema.js';
 import { DATAPATH_IDS, type BenchResult } from '../../bench/report/result-types.js';
+import { kubeApiserverOrSkip } from '../../deploy/local/kube-apiserver.js';
 import { buildLatestWireguardGo } from '../../deploy/local/wireguard-go.js';
 import { buildRealFlannel } from '../../deploy/local/real-flannel.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const BENCH = ['--import=tsx', join(ROOT, 'bench/bench-main.ts')];
-const TAG_PREFIXES = ['br', 'bk', 'bh', 'bt', 'bu', 'bv', 'bx', 'bw', 'bl', 'bd', 'fh', 'fu', 'fv', 'b6k', 'b6h', 'b6v', 'b6x', 'b6w', 'f6h', 'f6v', 'bc', 'ua', 'ub'];
+const TAG_PREFIXES = ['br', 'bk', 'bh', 'bt', 'bu', 'bv', 'bx', 'bw', 'bl', 'bd', 'fh', 'fu', 'fv', 'b6k', 'b6h', 'b6v', 'b6x', 'b6w', 'f6h', 'f6v', 'bc', 'bkn', 'ua', 'ub'];
 const IPV6_ROWS = ['kernel-vxlan6', 'host-gw6', 'flannel-host-gw6', 'vxlan6', 'vxlan-kernel6', 'flannel-vxlan6', 'wireguard6'];
 // A quick bench of every data path (twenty: the three WireGuard rows, the real flannel's three and the seven IPv6
 // rows included), an underlay run and two interrupted runs: 285-330 s on the 2-core test VM under load from other
@@ -50,10 +51,12 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   // The same for the real flannel's rows (flannel-*): a cached build, or built now (about 80 s), or the reason.
   const realFlannel = await buildRealFlannel();
   if (!realFlannel.ok) t.comment(`flannel-host-gw, flannel-udp, flannel-vxlan, flannel-host-gw6 and flannel-vxlan6 are expected to be unavailable: ${realFlannel.reason}`);
+  // And the kube-apiserver of the kube-nodes row (a cached build, built now, or the reason).
+  const kubeBin = await kubeApiserverOrSkip((line) => t.comment(`kube-nodes is expected to be unavailable: ${line}`));
   const unavailableHere = (id: string): boolean => (id === 'wireguard-go-latest' && !latestWg.ok) || (id.startsWith('flannel-') && !realFlannel.ok);
   const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
   const out = join(dir, 'quick');
-  const proc = bench(['--quick', '--repeats=1', '--duration=1', '--peers=10', '--metrics=tcp1,udp64,latency,program-peers,lease-to-packet', `--out=${out}`]);
+  const proc = bench(['--quick', '--repeats=1', '--duration=1', '--peers=10', '--metrics=tcp1,udp64,latency,program-peers,lease-to-packet,kube-nodes', `--out=${out}`]);
   t.teardown(async () => {
     await stopProcess(proc, 'SIGINT', 60_000);
     if (proc.child.pid) await deleteNetns(await leftovers(proc.child.pid));
@@ -126,6 +129,17 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   t.match(result.controlPlane.leaseToPacket.find((l) => l.datapath === 'wireguard')?.reason, /handshake/, 'wireguard: skipped for its handshake');
   for (const l of result.controlPlane.leaseToPacket.filter((x) => x.status === 'measured')) {
     t.ok((l.summary?.median ?? 0) > 0, `lease-to-packet ${l.datapath}: ${l.summary?.median} ms`);
+  }
+  // kube mode: 10 Nodes created in a real kube-apiserver are routed by flanneld --kube-subnet-mgr (host-gw);
+  // unavailable, with deploy/local/go-tool.ts's reason, only where the apiserver can be neither found nor built.
+  const kube = result.controlPlane.kubeNodes;
+  if (kubeBin) {
+    t.equal(kube?.status, 'measured', `kube-nodes measured${kube?.reason ? ` (${kube.reason})` : ''}`);
+    const s = kube?.summary.find((x) => x.nodes === 10);
+    t.ok((s?.routedMs?.median ?? 0) > 0 && (s?.routedMs?.median ?? 0) >= (s?.createMs?.median ?? Infinity), `kube-nodes N=10: created ${s?.createMs?.median} ms, routed ${s?.routedMs?.median} ms`);
+    t.match(readFileSync(`${out}.txt`, 'utf8'), /Control plane, kube mode: N Nodes created in a real kube-apiserver/, 'in the table');
+  } else {
+    t.equal(kube?.status, 'unavailable', `kube-nodes unavailable: ${kube?.reason}`);
   }
   t.ok(existsSync(`${out}.svg`) && readFileSync(`${out}.svg`, 'utf8').startsWith('<svg'), 'an SVG chart');
   t.match(readFileSync(`${out}.txt`, 'utf8'), /kernel VXLAN by hand/, 'the table');

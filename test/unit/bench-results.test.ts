@@ -7,6 +7,7 @@ import t from 'tap';
 import { validateResult } from '../../bench/report/result-schema.js';
 import type { BenchResult } from '../../bench/report/result-types.js';
 import { renderSvg } from '../../bench/report/svg-chart.js';
+import { renderTable } from '../../bench/report/table.js';
 
 const DIR = new URL('../../bench/results/', import.meta.url).pathname;
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json'));
@@ -43,4 +44,22 @@ t.test('chart: the 64-byte UDP panel shows each row\'s loss beside its received 
     return Number(m?.[1]);
   };
   t.ok(relay && ref && barHeight(relay.median) > 10 * barHeight(ref.median), 'a loss of 53.5 % is drawn far taller than one of 1.8 %');
+});
+
+t.test('kube-nodes: a result with the kube-mode control-plane row validates and prints; a broken one does not', async (t) => {
+  const r = JSON.parse(readFileSync(join(DIR, '2026-12-04.json'), 'utf8')) as BenchResult;
+  const stat = (v: number) => ({ median: v, min: v, max: v, n: 1 });
+  const kubeNodes: NonNullable<BenchResult['controlPlane']['kubeNodes']> = {
+    backend: 'host-gw', status: 'measured',
+    samples: [{ repeat: 1, nodes: 10, createMs: 103, routedMs: 120, removedMs: 71.2 }],
+    summary: [{ nodes: 10, createMs: stat(103), routedMs: stat(120), perNodeUs: stat(12000), removedMs: stat(71.2) }],
+  };
+  const withKube: BenchResult = { ...r, controlPlane: { ...r.controlPlane, kubeNodes } };
+  t.same(validateResult(withKube), [], 'validates');
+  t.match(renderTable(withKube), /Control plane, kube mode: N Nodes created in a real kube-apiserver → host-gw routes[^\n]*\nstep\s+N=10\s*\ncreated\s+103\s*\nrouted\s+120\s*\nremoved\s+71\.2/, 'the table');
+  t.notMatch(renderTable(r), /kube mode/, 'absent when not measured');
+  const broken = { ...withKube, controlPlane: { ...withKube.controlPlane, kubeNodes: { ...kubeNodes, status: 'fine', samples: [{ repeat: 1, nodes: 10 }] } } };
+  const problems = validateResult(broken);
+  t.ok(problems.some((p) => p.startsWith('controlPlane.kubeNodes.status')), 'a bad status is caught');
+  t.ok(problems.some((p) => p.startsWith('controlPlane.kubeNodes.samples[0].routedMs')), 'and a missing figure');
 });
