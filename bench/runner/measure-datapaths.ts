@@ -85,12 +85,12 @@ async function measureOne(path: ReadyPath, iperf: IperfControl, metric: DataPath
       case 'tcp1':
       case 'tcp4': {
         await iperf.ensure();
-        const tcp = await tcpThroughput(path.client, serverIp, o.durationSec, metric === 'tcp1' ? 1 : 4);
+        const tcp = await retryControlError(iperf, () => tcpThroughput(path.client, serverIp, o.durationSec, metric === 'tcp1' ? 1 : 4));
         return { repeat, metric, value: round(tcp.bitsPerSecond / 1e9, 3), tcp, machineCpuSec: machine(), daemonCpuSec: await cpu() };
       }
       case 'udp64': {
         await iperf.ensure();
-        const udp = await udpSmallPackets(path.client, serverIp, o.durationSec);
+        const udp = await retryControlError(iperf, () => udpSmallPackets(path.client, serverIp, o.durationSec));
         return { repeat, metric, value: Math.round(udp.pps), udp, daemonCpuSec: await cpu() };
       }
       case 'latency': {
@@ -101,6 +101,24 @@ async function measureOne(path: ReadyPath, iperf: IperfControl, metric: DataPath
   } catch (err) {
     if (metric !== 'latency') await iperf.restart().catch(() => {});
     return { repeat, metric, value: null, error: errorText(err), daemonCpuSec: await cpu() };
+  }
+}
+
+/** iperf3's errors of its control connection (not of the data it measures). */
+const IPERF_CONTROL_ERROR = /iperf3: (unable to (receive|send|read|write) control message|the server is busy)|control socket has closed unexpectedly/i;
+
+/**
+ * One retry on a fresh server when iperf3's control connection broke: seen once in many runs right after a
+ * 64-byte flood through a slow path (the server reset the connection while draining the flood). A data
+ * error (no figures, a timeout) is not retried.
+ */
+async function retryControlError<T>(iperf: IperfControl, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (!IPERF_CONTROL_ERROR.test(errorText(err))) throw err;
+    await iperf.restart();
+    return run();
   }
 }
 
