@@ -13,6 +13,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
+import type { Test } from 'tap';
 import { kubeApiserverOrSkip } from '../../deploy/local/kube-apiserver.js';
 import { FLANNEL_KUBE_USER, KUBE_APISERVER_PORT, LocalCluster } from '../../deploy/local/local-cluster.js';
 import { execCheckedIn, execIn, ipIn, runTag } from '../../deploy/local/netns.js';
@@ -36,6 +37,23 @@ async function allPairs(cluster: LocalCluster, pods: readonly PodHost[], timeout
     return last.flat().every(Boolean);
   }, timeoutMs).catch(() => undefined);
   return last;
+}
+
+/** Cuts the nodes off the API server (new connections reset, its answers dropped) until the returned function, or
+ * the test's end, lifts it. */
+async function blockApiserver(t: Test, cluster: LocalCluster): Promise<() => Promise<void>> {
+  const rules = [['INPUT', '-i', 'br0', '-p', 'tcp', '--dport', String(KUBE_APISERVER_PORT), '-j', 'REJECT', '--reject-with', 'tcp-reset'],
+    ['OUTPUT', '-o', 'br0', '-p', 'tcp', '--sport', String(KUBE_APISERVER_PORT), '-j', 'DROP']];
+  const underlay = cluster.topo.underlayNs;
+  for (const rule of rules) await execCheckedIn(underlay, 'iptables', ['-w', '-I', ...rule]);
+  let blocked = true;
+  const unblock = async (): Promise<void> => {
+    if (!blocked) return;
+    blocked = false;
+    for (const rule of rules) await execIn(underlay, 'iptables', ['-w', '-D', ...rule]);
+  };
+  t.teardown(unblock);
+  return unblock;
 }
 
 for (const backend of bin ? ['host-gw', 'vxlan'] as const : []) {
@@ -126,22 +144,12 @@ for (const backend of bin ? ['host-gw', 'vxlan'] as const : []) {
       const later = cluster.nodes[3] as NodeHost;
       const cidr = `10.244.${later.index}.0/24`;
       // Both directions of the API server's port on the switch: requests in, and the watch events out.
-      const rules = [['INPUT', '-i', 'br0', '-p', 'tcp', '--dport', String(KUBE_APISERVER_PORT), '-j', 'REJECT', '--reject-with', 'tcp-reset'],
-        ['OUTPUT', '-o', 'br0', '-p', 'tcp', '--sport', String(KUBE_APISERVER_PORT), '-j', 'DROP']];
-      const underlay = cluster.topo.underlayNs;
       for (const n of [n1, n2]) {
         const earlier = (cluster.daemons.get(n.name)?.proc.output() ?? '').split('\n').filter((l) => /Node watch/.test(l));
         if (earlier.length > 0) t.comment(`${n.name} before the outage: ${earlier.map((l) => l.slice(0, 300)).join(' | ')}`);
       }
       const seen = new Map([n1, n2].map((n) => [n.name, cluster.daemons.get(n.name)?.proc.output().length ?? 0]));
-      for (const rule of rules) await execCheckedIn(underlay, 'iptables', ['-w', '-I', ...rule]);
-      let blocked = true;
-      const unblock = async (): Promise<void> => {
-        if (!blocked) return;
-        blocked = false;
-        for (const rule of rules) await execIn(underlay, 'iptables', ['-w', '-D', ...rule]);
-      };
-      t.teardown(unblock);
+      const unblock = await blockApiserver(t, cluster);
       const noticed = await until('the daemons to notice the outage', async () => [n1, n2].every((n) =>
         /Node watch: .*keeping the \d+ known peers/.test((cluster.daemons.get(n.name)?.proc.output() ?? '').slice(seen.get(n.name)))), 60_000).catch(() => false);
       t.ok(noticed, 'both daemons report the API server unreachable and keep their peers');
@@ -204,17 +212,7 @@ for (const backend of bin ? ['host-gw', 'vxlan'] as const : []) {
       const seen = new Map([n1, n2].map((n) => [n.name, out(n).length]));
       const since = (n: NodeHost): string => out(n).slice(seen.get(n.name));
       // Cut the daemons off (as in the outage above) so that they miss the deletion, then stop the server.
-      const rules = [['INPUT', '-i', 'br0', '-p', 'tcp', '--dport', String(KUBE_APISERVER_PORT), '-j', 'REJECT', '--reject-with', 'tcp-reset'],
-        ['OUTPUT', '-o', 'br0', '-p', 'tcp', '--sport', String(KUBE_APISERVER_PORT), '-j', 'DROP']];
-      const underlay = cluster.topo.underlayNs;
-      for (const rule of rules) await execCheckedIn(underlay, 'iptables', ['-w', '-I', ...rule]);
-      let blocked = true;
-      const unblock = async (): Promise<void> => {
-        if (!blocked) return;
-        blocked = false;
-        for (const rule of rules) await execIn(underlay, 'iptables', ['-w', '-D', ...rule]);
-      };
-      t.teardown(unblock);
+      const unblock = await blockApiserver(t, cluster);
       t.teardown(() => api.start().then(() => undefined));
       // Break their watch connections at once (as a reset would), rather than wait for TCP keepalive to notice.
       for (const n of [n1, n2]) await execIn(n.ns, 'ss', ['-K', '-tn', 'dst', `192.0.2.254:${KUBE_APISERVER_PORT}`]);
