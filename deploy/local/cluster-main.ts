@@ -37,8 +37,8 @@ const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEN
   --ipv6     dual: a dual-stack network (make cluster IPV6=dual), IPv6Network ${NETWORK6}, underlay 2001:db8::/64;
              only: IPv6-only (make cluster IPV6=only, EnableIPv4 false); backends ${IPV6_BACKENDS.join(', ')}
   --kube     Kubernetes mode (make cluster KUBE=1): a real kube-apiserver (built with Go) on the etcd, flanneld with
-             --kube-subnet-mgr and flannel's RBAC, each node's subnet its Node's podCIDR; with --ipv6 dual and
-             --mixed too (the real flannel in kube mode), not with --ipv6 only
+             --kube-subnet-mgr and flannel's RBAC, each node's subnet its Node's podCIDR; with --ipv6 dual or
+             only (the Nodes' podCIDRs IPv6 only), and --mixed (the real flannel in kube mode)
   --keep     leave the cluster running and print how to use it and tear it down
   --destroy  tear down a cluster left running by --keep`;
 const RUN_ROOT = '/run/flannel-ts-cluster';
@@ -90,9 +90,6 @@ function parseArgs(argv: readonly string[]): Options {
   if (o.mixed && o.ipv6 === 'only') {
     throw new ExitError(EXIT.USAGE, '--mixed with --ipv6 only: the real flannel cannot run an IPv6-only network on etcd (every flannel node would share one lease); use IPV6=dual with MIXED=1');
   }
-  if (o.kube && o.ipv6 === 'only') {
-    throw new ExitError(EXIT.USAGE, '--kube with --ipv6 only (KUBE=1 with IPV6=only) is not supported: the local Nodes get an IPv4 podCIDR first; use IPV6=dual with KUBE=1');
-  }
   if (o.mixed && o.nodes < 2) throw new ExitError(EXIT.USAGE, '--mixed (MIXED=1) needs at least 2 nodes: ours on node1, the real flannel on node2');
   return o;
 }
@@ -138,7 +135,7 @@ async function runCluster(o: Options): Promise<number> {
   };
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
   try {
-    cluster = await LocalCluster.create({ tag, nodes: o.nodes, ipv6: o.ipv6 !== 'off', ...(apiserver ? { kube: { bin: apiserver.bin } } : {}) });
+    cluster = await LocalCluster.create({ tag, nodes: o.nodes, ipv6: o.ipv6 === 'only' ? 'only' : o.ipv6 === 'dual', ...(apiserver ? { kube: { bin: apiserver.bin } } : {}) });
     if (o.keeper) writeFileSync(join(runDir(tag), 'paths.json'), JSON.stringify(statePaths(cluster)));
     if (interrupted) return EXIT.INTERRUPTED;
     const rows = await bringUp(cluster, o, flannelBin);

@@ -81,16 +81,22 @@ export class LocalCluster {
   /** In Kubernetes mode, the net-conf.json every node's flanneld reads (set by putConfig). */
   private netConf: string | undefined;
 
+  /** Whether the Nodes get an IPv4 podCIDR (not on an IPv6-only cluster). */
+  private ipv4PodCidrs = true;
+
   private constructor(readonly topo: Topology, readonly etcd: EtcdServer, readonly prefix: string) {}
 
   /**
    * Builds the hosts and starts etcd on the switch (192.0.2.254, and 127.0.0.1 inside its namespace). With `kube`,
    * also a real kube-apiserver beside it (see startKubeApiserver): the daemons then run with --kube-subnet-mgr.
+   * `ipv6: 'only'`: the hosts are dual-stack as with `true`, and the Nodes get an IPv6 podCIDR only (an
+   * IPv6-only network in kube mode).
    */
-  static async create(o: { tag: string; nodes: number; prefix?: string; ipv6?: boolean; kube?: boolean | { users?: readonly KubeTokenUser[]; bin?: string } }): Promise<LocalCluster> {
-    const topo = await Topology.create(o.tag, o.nodes, { ipv6: o.ipv6 ?? false });
+  static async create(o: { tag: string; nodes: number; prefix?: string; ipv6?: boolean | 'only'; kube?: boolean | { users?: readonly KubeTokenUser[]; bin?: string } }): Promise<LocalCluster> {
+    const topo = await Topology.create(o.tag, o.nodes, { ipv6: o.ipv6 !== undefined && o.ipv6 !== false });
     const etcd = new EtcdServer({ ns: topo.underlayNs, listenIps: [UNDERLAY_GATEWAY, '127.0.0.1'] });
     const cluster = new LocalCluster(topo, etcd, o.prefix ?? DEFAULT_PREFIX);
+    cluster.ipv4PodCidrs = o.ipv6 !== 'only';
     try {
       await etcd.start();
       if (o.kube) await cluster.startKubeApiserver(typeof o.kube === 'object' ? o.kube : {});
@@ -175,9 +181,10 @@ export class LocalCluster {
     }
   }
 
-  /** The podCIDRs a node is registered with: 10.244.<i>.0/24, and fd00:10:244:<i>::/64 on a dual-stack cluster. */
+  /** The podCIDRs a node is registered with: 10.244.<i>.0/24, and fd00:10:244:<i>::/64 on a dual-stack cluster
+   * (that one alone on an IPv6-only cluster). */
   podCidrsOf(node: NodeHost): string[] {
-    return [`10.244.${node.index}.0/24`, ...(this.topo.ipv6 ? [`fd00:10:244:${node.index.toString(16)}::/64`] : [])];
+    return [...(this.ipv4PodCidrs ? [`10.244.${node.index}.0/24`] : []), ...(this.topo.ipv6 ? [`fd00:10:244:${node.index.toString(16)}::/64`] : [])];
   }
 
   /** Creates the Node object of `node` (named after it) with its podCIDR(s), as kube-controller-manager would assign them. */
