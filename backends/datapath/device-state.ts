@@ -5,6 +5,7 @@ import { FlannelError } from '../../lib/errors.js';
 import { ipBatch } from '../kernel/kernel-routes.js';
 import { runCommand } from '../../lib/run-command.js';
 import { canonicalIp6Text } from '../../lib/ip6.js';
+import { datapathAddon } from './native/datapath-addon.js';
 
 export interface DeviceSpec {
   readonly name: string;
@@ -42,8 +43,9 @@ export class DeviceState {
       const path = `/proc/sys/net/${family}/conf/${name}/${setting}`;
       const current = await readFile(path, 'utf8').catch(() => undefined); // e.g. IPv6 disabled in the kernel
       if (current !== undefined && current.trim() !== value) {
-        await writeFile(path, value);
-        sysctls.push(`sysctl ${key}=${value}`);
+        const how = await writeSysctl(path, name, family, setting, value);
+        if (how === 'addrgenmode') commands.push(`link set dev ${name} addrgenmode none`);
+        if (how !== 'unchanged') sysctls.push(`sysctl ${key}=${value}${how === 'proc' ? '' : ` (${how})`}`);
       }
     }
     if (mac && link.address !== mac) commands.push(`link set ${name} address ${mac}`);
@@ -68,6 +70,37 @@ export class DeviceState {
       throw new FlannelError('FLN_ERR_KERNEL_OP', `configuring ${name} failed: ${failed.map((f) => `${f.command}: ${f.error}`).join('; ')}`);
     }
     return commands.length + sysctls.length;
+  }
+}
+
+/**
+ * Writes net.<family>.conf.<dev>.<setting> through /proc/sys; where that is read-only (a container without
+ * privileges: Kubernetes mounts /proc/sys read-only), the same with CAP_NET_ADMIN alone: an IPv4 setting through
+ * rtnetlink (the datapath addon), IPv6 disable_ipv6=1 (no IPv6 chatter on an IPv4 overlay) as `addrgenmode none`
+ * (no link-local address, so no router solicitations), accept_ra=0 skipped where the device forwards (the kernel
+ * then ignores router advertisements anyway). Anything else throws, naming the setting and the way out.
+ */
+async function writeSysctl(path: string, dev: string, family: string, setting: string, value: string): Promise<'proc' | 'netlink' | 'addrgenmode' | 'unchanged'> {
+  try {
+    await writeFile(path, value);
+    return 'proc';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EROFS' && code !== 'EACCES' && code !== 'EPERM') throw err;
+    if (family === 'ipv4') {
+      datapathAddon().ipv4DevconfSet(dev, setting, Number(value));
+      return 'netlink';
+    }
+    if (setting === 'disable_ipv6' && value === '1') {
+      const link = await runCommand('ip', ['-d', '-j', 'link', 'show', 'dev', dev]);
+      const mode = (JSON.parse(link.stdout || '[]') as Array<{ inet6_addr_gen_mode?: string }>)[0]?.inet6_addr_gen_mode;
+      return mode === 'none' ? 'unchanged' : 'addrgenmode';
+    }
+    if (setting === 'accept_ra' && value === '0' && (await readFile(`/proc/sys/net/ipv6/conf/${dev}/forwarding`, 'utf8').catch(() => '')).trim() === '1') {
+      return 'unchanged';
+    }
+    throw new FlannelError('FLN_ERR_KERNEL_OP', `cannot set net.${family}.conf.${dev}.${setting}=${value}: ${path} is read-only (${code}) and there is no other way to set it; ` +
+      'set it on the node, or run flanneld where /proc/sys is writable', { cause: err });
   }
 }
 
