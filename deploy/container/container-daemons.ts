@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { runCommand } from '../../lib/run-command.js';
 import { FLANNEL_KUBE_USER, KUBE_APISERVER_PORT, type DaemonHandle, type LocalCluster } from '../local/local-cluster.js';
 import { execIn, spawnIn } from '../local/netns.js';
@@ -108,7 +109,8 @@ export class ContainerDaemons {
   /** The container's log so far (podman logs), for failure reports. */
   async logs(node: NodeHost, lines = 40): Promise<string> {
     const r = await this.podman(['logs', '--tail', String(lines), this.containerName(node)]);
-    return (r.stdout + r.stderr).trim() || (this.cluster.daemons.get(node.name)?.proc.output().split('\n').slice(-lines).join('\n') ?? '');
+    if (r.code === 0) return (r.stdout + r.stderr).trim();
+    return this.cluster.daemons.get(node.name)?.proc.output().split('\n').slice(-lines).join('\n') ?? r.stderr.trim();
   }
 
   /** A probe of the main container, as the kubelet makes it: HTTP GET to the pod's IP (the node's: hostNetwork). */
@@ -119,6 +121,21 @@ export class ContainerDaemons {
     const r = await execIn(node.ns, 'curl', ['-sS', '--max-time', String(probe.timeoutSeconds ?? 1), '-w', '\n%{http_code}', url]);
     const nl = r.stdout.lastIndexOf('\n');
     return { status: r.code === 0 ? Number(r.stdout.slice(nl + 1)) : 0, body: r.code === 0 ? r.stdout.slice(0, nl) : r.stderr.trim() };
+  }
+
+  /** Waits until the readinessProbe answers 200, as the kubelet marks the pod Ready; throws if the container exits first. */
+  async waitReady(node: NodeHost, timeoutMs = 60_000): Promise<void> {
+    const d = this.cluster.daemons.get(node.name);
+    const deadline = Date.now() + timeoutMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      if (d && d.proc.child.exitCode !== null) throw new Error(`the container on ${node.name} exited ${d.proc.child.exitCode}:\n${d.proc.output().split('\n').slice(-30).join('\n')}`);
+      const r = await this.probe(node, 'readinessProbe');
+      if (r.status === 200) return;
+      last = `${r.status} ${r.body}`;
+      await sleep(200);
+    }
+    throw new Error(`the container on ${node.name} is not ready after ${timeoutMs} ms (readinessProbe: ${last}):\n${await this.logs(node)}`);
   }
 
   /** The conflist the install-cni init container put on the node. */

