@@ -169,6 +169,19 @@ async function build(root: string, key: string, log: (line: string) => void): Pr
     '--label', `io.flannel-ts.node=${NODE_VERSION}`, '--label', `io.flannel-ts.debian=${DEBIAN_SUITE}:${DEBIAN_PACKAGES.join(',')}`,
     '-t', keyedImage(key), ctx], log);
   rmSync(ctx, { recursive: true, force: true });
+  await removeOlderImages(key, base);
+}
+
+/** Untags (and so deletes) the images of earlier inputs: only this repository's own names, never anything else. */
+async function removeOlderImages(key: string, base: string): Promise<void> {
+  const r = await runCommand('podman', ['images', '--format', '{{.Repository}}:{{.Tag}}']);
+  const old = r.stdout.split('\n').filter((n) => (n.startsWith('localhost/flannel-ts:in-') && n !== keyedImage(key))
+    || (n.startsWith('localhost/flannel-ts-base:') && n !== base));
+  if (old.length) await runCommand('podman', ['rmi', '--force', ...old]);
+  // The Containerfile's prebuilt stage, left untagged by podman build (it carries this label, the final image does not).
+  await runCommand('podman', ['image', 'prune', '--force', '--filter', 'label=io.flannel-ts.stage=prebuilt']);
+  // Untagged images of earlier builds (their labelled steps), now that no tag holds them.
+  await runCommand('podman', ['image', 'prune', '--force', '--filter', 'label=io.flannel-ts.inputs']);
 }
 
 /** podman image inspect: the image's id and size. */
