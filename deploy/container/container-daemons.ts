@@ -19,7 +19,8 @@ export class ContainerDaemons {
   private readonly placements = new Map<string, PodPlacement>();
   readonly label: string;
 
-  constructor(readonly cluster: LocalCluster, readonly pod: DaemonSetPod) {
+  /** `secrets`: the Secrets the pod refers to (name → data), as the API server would hand them to the kubelet. */
+  constructor(readonly cluster: LocalCluster, readonly pod: DaemonSetPod, readonly secrets: Readonly<Record<string, Readonly<Record<string, string>>>> = {}) {
     this.label = `io.flannel-ts.cluster=${cluster.topo.tag}`;
   }
 
@@ -35,7 +36,7 @@ export class ContainerDaemons {
     at = {
       nodeName: node.name, netns: node.ns, podName,
       nodeRoot: join(this.cluster.stateDir, node.name, 'root'), podDir: join(this.cluster.stateDir, node.name, 'pod'),
-      containerPrefix: `${this.cluster.topo.tag}-${node.name}`,
+      containerPrefix: `${this.cluster.topo.tag}-${node.name}`, secrets: this.secrets,
       ...(api ? { kube: { host: UNDERLAY_GATEWAY, port: KUBE_APISERVER_PORT, token: api.tokens[FLANNEL_KUBE_USER] as string, caPem: api.caPem } } : {}),
     };
     this.placements.set(node.name, at);

@@ -128,10 +128,17 @@ function mountsOf(c: Obj, pod: DaemonSetPod, at: PodPlacement): string[] {
       const name = String(v.configMap?.name ?? v.secret?.secretName);
       const data = v.configMap ? pod.configMaps.get(name) : at.secrets?.[name];
       if (!data) throw new Error(`${c.name}: volume ${v.name}: ${v.configMap ? 'ConfigMap' : 'Secret'} ${name} is not in ${pod.file}`);
+      const src = (v.configMap ?? v.secret) as Obj;
       const dir = join(at.podDir, 'volumes', String(v.name));
       rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir, { recursive: true });
-      for (const [k, text] of Object.entries(data)) writeFileSync(join(dir, k), text, { mode: v.secret ? 0o400 : 0o644 });
+      const files = src.items
+        ? (src.items as Obj[]).map((i) => {
+          if (data[String(i.key)] === undefined) throw new Error(`${c.name}: volume ${v.name}: no key ${String(i.key)} in ${name}`);
+          return [String(i.path), data[String(i.key)] as string, i.mode as number | undefined] as const;
+        })
+        : Object.entries(data).map(([k, text]) => [k, text, undefined] as const);
+      for (const [path, text, mode] of files) writeFileSync(join(dir, path), text, { mode: mode ?? (src.defaultMode as number | undefined) ?? 0o644 });
       out.push('--volume', `${dir}:${m.mountPath}:ro`);
     } else throw new Error(`${c.name}: volume ${v.name}: only hostPath, configMap and secret volumes are supported`);
   }

@@ -93,9 +93,10 @@ export class LocalCluster {
    * Builds the hosts and starts etcd on the switch (192.0.2.254, and 127.0.0.1 inside its namespace). With `kube`,
    * also a real kube-apiserver beside it (see startKubeApiserver): the daemons then run with --kube-subnet-mgr.
    */
-  static async create(o: { tag: string; nodes: number; prefix?: string; ipv6?: boolean; kube?: boolean | { users?: readonly KubeTokenUser[]; bin?: string } }): Promise<LocalCluster> {
+  static async create(o: { tag: string; nodes: number; prefix?: string; ipv6?: boolean; kube?: boolean | { users?: readonly KubeTokenUser[]; bin?: string };
+    etcdTls?: { certFile: string; keyFile: string; caFile: string } }): Promise<LocalCluster> {
     const topo = await Topology.create(o.tag, o.nodes, { ipv6: o.ipv6 ?? false });
-    const etcd = new EtcdServer({ ns: topo.underlayNs, listenIps: [UNDERLAY_GATEWAY, '127.0.0.1'] });
+    const etcd = new EtcdServer({ ns: topo.underlayNs, listenIps: [UNDERLAY_GATEWAY, '127.0.0.1'], ...(o.etcdTls ? { tls: o.etcdTls } : {}) });
     const cluster = new LocalCluster(topo, etcd, o.prefix ?? DEFAULT_PREFIX);
     try {
       await etcd.start();
@@ -108,7 +109,8 @@ export class LocalCluster {
   }
 
   get nodes(): NodeHost[] { return this.topo.nodes; }
-  get etcdEndpoint(): string { return `http://${UNDERLAY_GATEWAY}:${this.etcd.clientPort}`; }
+  /** etcd on the switch: http, or https where created with etcdTls (mutual TLS). */
+  get etcdEndpoint(): string { return this.etcd.endpoints([UNDERLAY_GATEWAY])[0] as string; }
 
   /** The network config: in etcd, or in Kubernetes mode the net-conf.json file of every node (written as each daemon starts). */
   async putConfig(config: unknown): Promise<void> {
