@@ -34,9 +34,14 @@ export async function startContainerDaemons(cluster: LocalCluster, netConf: unkn
   return daemons;
 }
 
+/** The names of the containers (running or not) of the cluster tagged `tag`; none where podman is missing. */
+export async function containersOf(tag: string): Promise<string[]> {
+  const r = await runCommand('podman', ['ps', '--all', '--format', '{{.Names}}', '--filter', `label=io.flannel-ts.cluster=${tag}`]).catch(() => ({ code: 1, stdout: '' }));
+  return r.code === 0 ? r.stdout.split('\n').filter(Boolean).map((n) => `container ${n}`) : [];
+}
+
 /** Removes every container of the cluster tagged `tag` (for --destroy after a killed keeper). Never throws. */
 export async function removeContainersOf(tag: string): Promise<void> {
-  const r = await runCommand('podman', ['ps', '--all', '--quiet', '--filter', `label=io.flannel-ts.cluster=${tag}`]).catch(() => ({ code: 1, stdout: '' }));
-  const ids = r.code === 0 ? r.stdout.split('\n').filter(Boolean) : [];
-  if (ids.length) await runCommand('podman', ['rm', '--force', '--time', '3', ...ids]).catch(() => null);
+  const names = (await containersOf(tag)).map((n) => n.slice('container '.length));
+  if (names.length) await runCommand('podman', ['rm', '--force', '--time', '3', ...names]).catch(() => null);
 }

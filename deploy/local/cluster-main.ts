@@ -21,7 +21,7 @@ import { type CniPod, type DaemonKind, LocalCluster, readEnvFile } from './local
 import { buildKubeApiserver } from './kube-apiserver.js';
 import { buildRealFlannel } from './real-flannel.js';
 import { deleteNetns, runTag } from './netns.js';
-import { CONTAINERS_MANIFEST, containerImage, removeContainersOf, startContainerDaemons } from '../container/cluster-containers.js';
+import { CONTAINERS_MANIFEST, containerImage, containersOf, removeContainersOf, startContainerDaemons } from '../container/cluster-containers.js';
 import type { NodeHost } from './topology.js';
 
 /** The backends both our flanneld and the real flannel run here (flannel's wireguard needs the kernel module). */
@@ -168,7 +168,7 @@ function statePaths(cluster: LocalCluster): string[] {
 
 /** What of a cluster still exists: its namespaces (devices and processes live in them) and state dirs. */
 async function leftovers(tag: string, paths: readonly string[]): Promise<string[]> {
-  return [...await clusterNamespaces(tag), ...paths.filter((p) => existsSync(p))];
+  return [...await clusterNamespaces(tag), ...paths.filter((p) => existsSync(p)), ...await containersOf(tag)];
 }
 
 async function clusterNamespaces(tag: string): Promise<string[]> {
