@@ -178,6 +178,7 @@ async function removeOlderImages(key: string, base: string): Promise<void> {
   const old = r.stdout.split('\n').filter((n) => (n.startsWith('localhost/flannel-ts:in-') && n !== keyedImage(key))
     || (n.startsWith('localhost/flannel-ts-base:') && n !== base));
   if (old.length) await runCommand('podman', ['rmi', '--force', ...old]);
+  for (const f of readdirSync(cacheDir())) if (/^image-\w+\.built$/.test(f) && f !== `image-${key}.built`) rmSync(join(cacheDir(), f), { force: true });
   // The Containerfile's prebuilt stage, left untagged by podman build (it carries this label, the final image does not).
   await runCommand('podman', ['image', 'prune', '--force', '--filter', 'label=io.flannel-ts.stage=prebuilt']);
   // Untagged images of earlier builds (their labelled steps), now that no tag holds them.
