@@ -2,9 +2,10 @@
 // optional route through it. ensure() checks the kernel and fixes only what is missing, in one batch.
 import { readFile, writeFile } from 'node:fs/promises';
 import { FlannelError } from '../../lib/errors.js';
-import { ipBatch } from '../kernel/kernel-routes.js';
+import { ROUTE_PROTOCOL, type Route, ipBatch, listOwnRoutes } from '../kernel/kernel-routes.js';
+import { cidrContains, parseCidr4 } from '../../lib/ip.js';
 import { runCommand } from '../../lib/run-command.js';
-import { canonicalIp6Text } from '../../lib/ip6.js';
+import { canonicalIp6Text, cidr6Contains, parseCidr6 } from '../../lib/ip6.js';
 import { datapathAddon } from './native/datapath-addon.js';
 
 export interface DeviceSpec {
@@ -61,6 +62,7 @@ export class DeviceState {
     for (const { route: rt } of pairs) {
       if (!rt) continue;
       const dst = rt.split(' ')[0] as string;
+      commands.push(...await staleOwnRoutesWithin(dst, name));
       // `ip route show` lists IPv4 routes unless told -6, even for an IPv6 `exact` prefix.
       const have = await runCommand('ip', [...(dst.includes(':') ? ['-6'] : []), 'route', 'show', 'exact', dst, 'dev', name]);
       if (have.stdout.trim() === '') commands.push(`route replace ${rt}`);
@@ -71,6 +73,24 @@ export class DeviceState {
     }
     return commands.length + sysctls.length;
   }
+}
+
+/**
+ * `route del` for every route of ours (flannel's protocol number) inside `dst` that does not go through `dev`: the
+ * per-node routes a host-gw or vxlan flanneld left (as flannel, it keeps them when it stops) would shadow this
+ * device's route to the whole network after a switch to udp or wireguard.
+ */
+async function staleOwnRoutesWithin(dst: string, dev: string): Promise<string[]> {
+  const v6 = dst.includes(':');
+  const net4 = v6 ? undefined : parseCidr4(dst);
+  const net6 = v6 ? parseCidr6(dst) : undefined;
+  const inside = (r: Route): boolean => {
+    if (net4) { const c = parseCidr4(r.dst); return c !== undefined && c.prefixLen >= net4.prefixLen && cidrContains(net4, c.ip); }
+    const c = parseCidr6(r.dst);
+    return net6 !== undefined && c !== undefined && c.prefixLen >= net6.prefixLen && cidr6Contains(net6, c.ip);
+  };
+  const own = await listOwnRoutes(v6 ? 6 : 4);
+  return own.filter((r) => r.dev !== dev && inside(r)).map((r) => `route del ${r.dst} via ${r.via} dev ${r.dev} proto ${ROUTE_PROTOCOL}`);
 }
 
 /**

@@ -5,8 +5,8 @@
 // /dev/net/tun, xtables lock, CNI and config mounts, the init containers; the kubelet's part emulated: node and pod
 // names, the ServiceAccount token and CA with KUBERNETES_SERVICE_HOST/PORT).
 // The image: every addon of binding.gyp loads in it, no compiler, npm or dev dependency is in it, and its iptables
-// uses the host's backend. Then ONE cluster goes through every backend (udp, wireguard, vxlan userspace, vxlan kernel,
-// host-gw), switched as an operator would: the ConfigMap's net-conf.json edited, the containers stopped and
+// uses the host's backend. Then ONE cluster goes through every backend (host-gw, udp, vxlan kernel, wireguard,
+// vxlan userspace), switched as an operator would: the ConfigMap's net-conf.json edited, the containers stopped and
 // started again. On each: every node's subnet is its Node's podCIDR, the CNI plugin and conflist the init containers
 // installed add a pod per node, all pairs ping through the backend's device, the liveness and readiness probes
 // answer 200, and `podman stop` (SIGTERM through tini) ends flanneld with exit 0 and its iptables rules gone.
@@ -28,17 +28,17 @@ import { allPairsPing } from '../helpers/pod-traffic.js';
 const ROOT = new URL('../../', import.meta.url).pathname;
 const MANIFEST = join(ROOT, 'deploy/kubernetes/kube-flannel-ts.yml');
 /**
- * Each backend, and the device the route to another node's pod must leave by ('eth0' for host-gw). The order
- * matters: a stopped flanneld leaves its kernel routes (as flannel does, so pods keep talking across a restart), and
- * host-gw's or kernel vxlan's per-node /24 routes would shadow the /16 device route of udp and wireguard started
- * after them (the route check below catches exactly that). The userspace devices vanish with their daemon.
+ * Each backend, and the device the route to another node's pod must leave by ('eth0' for host-gw). A stopped
+ * flanneld leaves its kernel routes (as flannel does, so pods keep talking across a restart): host-gw's and kernel
+ * vxlan's per-node routes stay when the next backend starts, so host-gw first and kernel vxlan before udp check that
+ * udp and wireguard remove them (they would shadow their device's route to the whole network).
  */
 const BACKENDS = [
+  { name: 'host-gw', backend: { Type: 'host-gw' }, dev: 'eth0' },
   { name: 'udp', backend: { Type: 'udp' }, dev: 'flannel0' },
+  { name: 'vxlan (kernel)', backend: { Type: 'vxlan', Datapath: 'kernel' }, dev: 'flannel.1' },
   { name: 'wireguard', backend: { Type: 'wireguard' }, dev: 'flannel-wg' },
   { name: 'vxlan (userspace)', backend: { Type: 'vxlan' }, dev: 'flannel.1' },
-  { name: 'vxlan (kernel)', backend: { Type: 'vxlan', Datapath: 'kernel' }, dev: 'flannel.1' },
-  { name: 'host-gw', backend: { Type: 'host-gw' }, dev: 'eth0' },
 ] as const;
 
 let skip = '';
