@@ -21,6 +21,8 @@ import { allPairsPing } from '../helpers/pod-traffic.js';
 
 const MANIFEST = new URL('../../deploy/kubernetes/kube-flannel-ts-etcd.yml', import.meta.url).pathname;
 
+// On a fresh machine this may first wait for make deps' background builds (the image; the kube-apiserver, minutes).
+t.setTimeout(10 * 60_000);
 const missing = await missingTools();
 const image = missing.length ? undefined : await buildImage();
 if (missing.length) t.plan(0, `the container tests skipped: ${missing.join(', ')} not installed (make deps installs them)`);

@@ -41,6 +41,8 @@ const BACKENDS = [
   { name: 'vxlan (userspace)', backend: { Type: 'vxlan' }, dev: 'flannel.1' },
 ] as const;
 
+// On a fresh machine this may first wait for make deps' background builds (the image; the kube-apiserver, minutes).
+t.setTimeout(10 * 60_000);
 let skip = '';
 const missing = await missingTools();
 if (missing.length) skip = `the container tests skipped: ${missing.join(', ')} not installed (make deps installs them)`;
