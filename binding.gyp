@@ -29,6 +29,7 @@
         "backends/datapath/native/src/offload_rx.c",
         "backends/datapath/native/src/csum.c",
         "backends/datapath/native/src/sys.c",
+        "backends/datapath/native/src/devconf.c",
         "backends/datapath/native/src/mac.c"
       ],
       "defines": ["NAPI_VERSION=8"],

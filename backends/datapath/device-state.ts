@@ -2,9 +2,11 @@
 // optional route through it. ensure() checks the kernel and fixes only what is missing, in one batch.
 import { readFile, writeFile } from 'node:fs/promises';
 import { FlannelError } from '../../lib/errors.js';
-import { ipBatch } from '../kernel/kernel-routes.js';
+import { ROUTE_PROTOCOL, type Route, ipBatch, listOwnRoutes } from '../kernel/kernel-routes.js';
+import { cidrContains, parseCidr4 } from '../../lib/ip.js';
 import { runCommand } from '../../lib/run-command.js';
-import { canonicalIp6Text } from '../../lib/ip6.js';
+import { canonicalIp6Text, cidr6Contains, parseCidr6 } from '../../lib/ip6.js';
+import { datapathAddon } from './native/datapath-addon.js';
 
 export interface DeviceSpec {
   readonly name: string;
@@ -45,8 +47,9 @@ export class DeviceState {
       const path = `/proc/sys/net/${family}/conf/${name}/${setting}`;
       const current = await readFile(path, 'utf8').catch(() => undefined); // e.g. IPv6 disabled in the kernel
       if (current !== undefined && current.trim() !== value) {
-        await writeFile(path, value);
-        sysctls.push(`sysctl ${key}=${value}`);
+        const how = await writeSysctl(path, name, family, setting, value);
+        if (how === 'addrgenmode') commands.push(`link set dev ${name} addrgenmode none`);
+        if (how !== 'unchanged') sysctls.push(`sysctl ${key}=${value}${how === 'proc' ? '' : ` (${how})`}`);
       }
     }
     if (mac && link.address !== mac) commands.push(`link set ${name} address ${mac}`);
@@ -64,6 +67,7 @@ export class DeviceState {
     for (const { route: rt } of pairs) {
       if (!rt) continue;
       const dst = rt.split(' ')[0] as string;
+      commands.push(...await staleOwnRoutesWithin(dst, name));
       // `ip route show` lists IPv4 routes unless told -6, even for an IPv6 `exact` prefix.
       const have = await runCommand('ip', [...(dst.includes(':') ? ['-6'] : []), 'route', 'show', 'exact', dst, 'dev', name]);
       if (have.stdout.trim() === '') commands.push(`route replace ${rt}`);
@@ -73,6 +77,55 @@ export class DeviceState {
       throw new FlannelError('FLN_ERR_KERNEL_OP', `configuring ${name} failed: ${failed.map((f) => `${f.command}: ${f.error}`).join('; ')}`);
     }
     return commands.length + sysctls.length;
+  }
+}
+
+/**
+ * `route del` for every route of ours (flannel's protocol number) inside `dst` that does not go through `dev`: the
+ * per-node routes a host-gw or vxlan flanneld left (as flannel, it keeps them when it stops) would shadow this
+ * device's route to the whole network after a switch to udp or wireguard.
+ */
+async function staleOwnRoutesWithin(dst: string, dev: string): Promise<string[]> {
+  const v6 = dst.includes(':');
+  const net4 = v6 ? undefined : parseCidr4(dst);
+  const net6 = v6 ? parseCidr6(dst) : undefined;
+  const inside = (r: Route): boolean => {
+    if (net4) { const c = parseCidr4(r.dst); return c !== undefined && c.prefixLen >= net4.prefixLen && cidrContains(net4, c.ip); }
+    const c = parseCidr6(r.dst);
+    return net6 !== undefined && c !== undefined && c.prefixLen >= net6.prefixLen && cidr6Contains(net6, c.ip);
+  };
+  const own = await listOwnRoutes(v6 ? 6 : 4);
+  return own.filter((r) => r.dev !== dev && inside(r)).map((r) => `route del ${r.dst} via ${r.via} dev ${r.dev} proto ${ROUTE_PROTOCOL}`);
+}
+
+/**
+ * Writes net.<family>.conf.<dev>.<setting> through /proc/sys; where that is read-only (a container without
+ * privileges: Kubernetes mounts /proc/sys read-only), the same with CAP_NET_ADMIN alone: an IPv4 setting through
+ * rtnetlink (the datapath addon), IPv6 disable_ipv6=1 (no IPv6 chatter on an IPv4 overlay) as `addrgenmode none`
+ * (no link-local address, so no router solicitations), accept_ra=0 skipped where the device forwards (the kernel
+ * then ignores router advertisements anyway). Anything else throws, naming the setting and the way out.
+ */
+async function writeSysctl(path: string, dev: string, family: string, setting: string, value: string): Promise<'proc' | 'netlink' | 'addrgenmode' | 'unchanged'> {
+  try {
+    await writeFile(path, value);
+    return 'proc';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EROFS' && code !== 'EACCES' && code !== 'EPERM') throw err;
+    if (family === 'ipv4') {
+      datapathAddon().ipv4DevconfSet(dev, setting, Number(value));
+      return 'netlink';
+    }
+    if (setting === 'disable_ipv6' && value === '1') {
+      const link = await runCommand('ip', ['-d', '-j', 'link', 'show', 'dev', dev]);
+      const mode = (JSON.parse(link.stdout || '[]') as Array<{ inet6_addr_gen_mode?: string }>)[0]?.inet6_addr_gen_mode;
+      return mode === 'none' ? 'unchanged' : 'addrgenmode';
+    }
+    if (setting === 'accept_ra' && value === '0' && (await readFile(`/proc/sys/net/ipv6/conf/${dev}/forwarding`, 'utf8').catch(() => '')).trim() === '1') {
+      return 'unchanged';
+    }
+    throw new FlannelError('FLN_ERR_KERNEL_OP', `cannot set net.${family}.conf.${dev}.${setting}=${value}: ${path} is read-only (${code}) and there is no other way to set it; ` +
+      'set it on the node, or run flanneld where /proc/sys is writable', { cause: err });
   }
 }
 

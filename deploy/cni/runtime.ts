@@ -48,6 +48,8 @@ export interface CniCall {
   /** Environment beyond the CNI_* variables; default: only this process's PATH. */
   readonly env?: Readonly<Record<string, string>>;
   readonly cniPath?: string;
+  /** The plugin to run; dist/cni/flannel unless given (e.g. the copy an init container installed). */
+  readonly plugin?: string;
 }
 
 export interface CniReply {
@@ -66,7 +68,7 @@ export async function callPlugin(c: CniCall): Promise<CniReply> {
   };
   const assignments = Object.entries(vars).map(([k, v]) => `${k}=${v}`);
   const input = typeof c.config === 'string' ? c.config : JSON.stringify(c.config);
-  const r = await runCommand('ip', ['netns', 'exec', c.nodeNs, 'env', '-i', ...assignments, cniPluginPath()], input);
+  const r = await runCommand('ip', ['netns', 'exec', c.nodeNs, 'env', '-i', ...assignments, c.plugin ?? cniPluginPath()], input);
   let json: Record<string, unknown> | undefined;
   try { json = JSON.parse(r.stdout) as Record<string, unknown>; } catch { json = undefined; }
   return { ...r, json };

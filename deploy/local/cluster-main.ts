@@ -21,6 +21,7 @@ import { type CniPod, type DaemonKind, LocalCluster, readEnvFile } from './local
 import { buildKubeApiserver } from './kube-apiserver.js';
 import { buildRealFlannel } from './real-flannel.js';
 import { deleteNetns, runTag } from './netns.js';
+import { CONTAINERS_MANIFEST, containerImage, containersOf, removeContainersOf, startContainerDaemons } from '../container/cluster-containers.js';
 import type { NodeHost } from './topology.js';
 
 /** The backends both our flanneld and the real flannel run here (flannel's wireguard needs the kernel module). */
@@ -28,7 +29,7 @@ const MIXED_BACKENDS = ['host-gw', 'udp', 'vxlan'] as const;
 /** The backends that carry IPv6 here, as in flannel. */
 const IPV6_BACKENDS = ['host-gw', 'vxlan', 'wireguard'] as const;
 const NETWORK6 = 'fd00:10:244::/56';
-const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--ipv6 dual|only] [--kube] [--keep]
+const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEND_TYPES.join('|')}] [--nodes N] [--pods N] [--mixed] [--ipv6 dual|only] [--kube] [--containers] [--keep]
        node dist/deploy/local/cluster-main.js --destroy TAG
   --backend  the flannel backend (default: $CLUSTER_BACKEND or host-gw)
   --nodes    nodes, 1-20 (default 3);  --pods  pods per node, 1-10 (default 2)
@@ -39,6 +40,9 @@ const USAGE = `Usage: node dist/deploy/local/cluster-main.js [--backend ${BACKEN
   --kube     Kubernetes mode (make cluster KUBE=1): a real kube-apiserver (built with Go) on the etcd, flanneld with
              --kube-subnet-mgr and flannel's RBAC, each node's subnet its Node's podCIDR; with --ipv6 dual or
              only (the Nodes' podCIDRs IPv6 only), and --mixed (the real flannel in kube mode)
+  --containers  every flanneld in a container of the built image (make cluster CONTAINERS=1; implies --kube): the
+             pod spec of ${CONTAINERS_MANIFEST} run with podman (runc) in each node, the init containers installing
+             the CNI plugin that adds the pods; the image is built first if needed (npm run image); not with --mixed
   --keep     leave the cluster running and print how to use it and tear it down
   --destroy  tear down a cluster left running by --keep`;
 const RUN_ROOT = '/run/flannel-ts-cluster';
@@ -50,10 +54,10 @@ class ExitError extends Error {
 }
 
 type Ipv6Mode = 'off' | 'dual' | 'only';
-interface Options { backend: string; nodes: number; pods: number; mixed: boolean; ipv6: Ipv6Mode; kube: boolean; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
+interface Options { backend: string; nodes: number; pods: number; mixed: boolean; ipv6: Ipv6Mode; kube: boolean; containers: boolean; keep: boolean; keeper: boolean; tag?: string; destroy?: string }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, mixed: false, ipv6: 'off', kube: false, keep: false, keeper: false };
+  const o: Options = { backend: process.env.CLUSTER_BACKEND || 'host-gw', nodes: 3, pods: 2, mixed: false, ipv6: 'off', kube: false, containers: false, keep: false, keeper: false };
   const int = (name: string, v: string, max: number): number => {
     if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) throw new ExitError(EXIT.USAGE, `--${name} must be 1-${max}, got ${JSON.stringify(v)}\n${USAGE}`);
     return Number(v);
@@ -68,6 +72,7 @@ function parseArgs(argv: readonly string[]): Options {
       case '--keep': o.keep = true; break;
       case '--mixed': o.mixed = true; break;
       case '--kube': o.kube = true; break;
+      case '--containers': o.containers = true; o.kube = true; break;
       case '--ipv6': o.ipv6 = ipv6Mode(value()); break;
       case '--keeper': o.keeper = true; break;
       case '--tag': o.tag = value(); break;
@@ -90,6 +95,7 @@ function parseArgs(argv: readonly string[]): Options {
   if (o.mixed && o.ipv6 === 'only') {
     throw new ExitError(EXIT.USAGE, '--mixed with --ipv6 only: the real flannel cannot run an IPv6-only network on etcd (every flannel node would share one lease); use IPV6=dual with MIXED=1');
   }
+  if (o.containers && o.mixed) throw new ExitError(EXIT.USAGE, '--containers (CONTAINERS=1) runs flannel-ts from the image on every node; it does not mix with --mixed (MIXED=1)');
   if (o.mixed && o.nodes < 2) throw new ExitError(EXIT.USAGE, '--mixed (MIXED=1) needs at least 2 nodes: ours on node1, the real flannel on node2');
   return o;
 }
@@ -112,8 +118,10 @@ function removeRunDir(tag: string): void {
 async function runCluster(o: Options): Promise<number> {
   const flannelBin = o.mixed ? await realFlannel() : undefined;
   const apiserver = o.kube ? await kubeApiserver() : undefined;
+  const image = o.containers ? await containerImage((line) => console.log(line)).catch((err: Error) => { throw new ExitError(EXIT.UNAVAILABLE, err.message); }) : undefined;
   const tag = o.tag ?? runTag('fc');
   const store = apiserver ? `a real kube-apiserver ${apiserver.version} (on etcd)` : 'etcd';
+  if (image) console.log(`Image ${image.image} (${Math.round(image.sizeBytes / 1e6)} MB): flanneld runs in it on every node, from ${CONTAINERS_MANIFEST}'s pod spec.`);
   console.log(`Building a ${o.nodes}-node ${{ off: '', dual: 'dual-stack ', only: 'IPv6-only ' }[o.ipv6]}cluster (tag ${tag}) with ${store} and the ${o.backend} backend${flannelBin ? `, mixed: the real flannel ${flannelBin.version} on the even nodes, flannel-ts on the odd ones` : ''}...`);
   let cluster: LocalCluster | undefined;
   let stopping: Promise<void> | undefined;
@@ -157,7 +165,7 @@ function statePaths(cluster: LocalCluster): string[] {
 
 /** What of a cluster still exists: its namespaces (devices and processes live in them) and state dirs. */
 async function leftovers(tag: string, paths: readonly string[]): Promise<string[]> {
-  return [...await clusterNamespaces(tag), ...paths.filter((p) => existsSync(p))];
+  return [...await clusterNamespaces(tag), ...paths.filter((p) => existsSync(p)), ...await containersOf(tag)];
 }
 
 async function clusterNamespaces(tag: string): Promise<string[]> {
@@ -199,7 +207,8 @@ interface Row { node: NodeHost; subnet: string; subnet6?: string; pods: CniPod[]
 
 async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string; version: string } | undefined): Promise<Row[]> {
   const v4 = o.ipv6 === 'only' ? { EnableIPv4: false } : { Network: '10.244.0.0/16' };
-  await cluster.putConfig({ ...v4, ...(o.ipv6 !== 'off' ? { EnableIPv6: true, IPv6Network: NETWORK6 } : {}), Backend: { Type: o.backend } });
+  const netConf = { ...v4, ...(o.ipv6 !== 'off' ? { EnableIPv6: true, IPv6Network: NETWORK6 } : {}), Backend: { Type: o.backend } };
+  await cluster.putConfig(netConf);
   if (cluster.kube && flannel) {
     // The real flannel in kube mode panics on a Node with no annotations at all ("assignment to entry in nil map",
     // kube.go:431); a real Node always has the one the kubelet writes when it registers, so ours get it too.
@@ -208,9 +217,12 @@ async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string
         { contentType: 'application/strategic-merge-patch+json' });
     }
   }
-  for (const node of cluster.nodes) {
-    if (flannel && daemonKindOf(node.index, true) === 'flannel') cluster.startFlannel(node, flannel.bin, ['--ip-masq']);
-    else cluster.startDaemon(node, ['--ip-masq']);
+  if (o.containers) await startContainerDaemons(cluster, netConf);
+  else {
+    for (const node of cluster.nodes) {
+      if (flannel && daemonKindOf(node.index, true) === 'flannel') cluster.startFlannel(node, flannel.bin, ['--ip-masq']);
+      else cluster.startDaemon(node, ['--ip-masq']);
+    }
   }
   const rows: Row[] = [];
   for (const node of cluster.nodes) {
@@ -219,7 +231,7 @@ async function bringUp(cluster: LocalCluster, o: Options, flannel: { bin: string
     for (let i = 0; i < o.pods; i++) pods.push(await cluster.addCniPod(node));
     const subnet6 = o.ipv6 === 'dual' ? readEnvFile(cluster.subnetFileOf(node)).FLANNEL_IPV6_SUBNET : undefined;
     const podCidrs = cluster.kube ? (await cluster.kubeChecked('GET', `/api/v1/nodes/${node.name}`)).spec?.podCIDRs as string[] | undefined : undefined;
-    rows.push({ node, subnet, ...(subnet6 ? { subnet6 } : {}), ...(podCidrs ? { podCidrs } : {}), pods, daemon: cluster.daemons.get(node.name)?.kind === 'flannel' ? `flannel ${flannel?.version ?? ''}`.trim() : 'flannel-ts' });
+    rows.push({ node, subnet, ...(subnet6 ? { subnet6 } : {}), ...(podCidrs ? { podCidrs } : {}), pods, daemon: cluster.daemons.get(node.name)?.kind === 'flannel' ? `flannel ${flannel?.version ?? ''}`.trim() : o.containers ? 'flannel-ts (container)' : 'flannel-ts' });
   }
   return rows;
 }
@@ -361,6 +373,7 @@ async function destroyKept(tag: string): Promise<number> {
     for (let i = 0; i < 600 && cmdline(); i++) await sleep(100);
     if (cmdline()) process.kill(pid, 'SIGKILL');
   }
+  await removeContainersOf(tag);
   const stray = await clusterNamespaces(tag);
   await deleteNetns(stray);
   for (const p of (JSON.parse(read('paths.json') || '[]') as string[])) {

@@ -128,7 +128,7 @@ export function markBuilding(bin: string, pid: number): void {
  * The build lock of `bin`: a release function when this process may build, or 'built' when another process built
  * it meanwhile. A lock left by a dead process (or by this one, handed over by markBuilding) is taken over.
  */
-async function takeBuildLock(bin: string, timeoutMs: number): Promise<(() => void) | 'built'> {
+export async function takeBuildLock(bin: string, timeoutMs: number): Promise<(() => void) | 'built'> {
   const lock = `${bin}.lock`;
   const deadline = Date.now() + timeoutMs;
   for (;;) {

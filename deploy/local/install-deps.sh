@@ -8,7 +8,7 @@ need=()
 for pair in etcd:etcd-server etcdctl:etcd-client ip:iproute2 iptables:iptables iperf3:iperf3 \
             ping:iputils-ping socat:socat openssl:openssl python3:python3 make:make g++:g++ \
             tcpdump:tcpdump bridge:iproute2 systemd-analyze:systemd clang:clang strace:strace \
-            wireguard-go:wireguard-go wg:wireguard-tools; do
+            wireguard-go:wireguard-go wg:wireguard-tools podman:podman runc:runc mmdebstrap:mmdebstrap; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
@@ -26,3 +26,6 @@ fi
 npm run --silent build
 # The real peers built from Go modules (flannel, the latest wireguard-go); skipped with a reason where Go is missing.
 node dist/deploy/local/build-go-tools.js
+# The DaemonSet's image (podman, mmdebstrap; no registry): started in the background when its inputs changed, so the
+# container tests of `make test` wait for it instead of building it themselves.
+node dist/deploy/container/build-image.js --background

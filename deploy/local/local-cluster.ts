@@ -74,6 +74,12 @@ export class LocalCluster {
   readonly daemons = new Map<string, DaemonHandle>();
   /** Pods to DEL through the CNI plugin at teardown, as a runtime would (also after a failed ADD). */
   private readonly cniAttachments: Array<{ node: NodeHost; containerId: string; ns: string }> = [];
+  /** Per node: a CNI plugin and config other than dist/cni/flannel with cniNetworkOf's (useCni). */
+  private readonly cniOverrides = new Map<string, { plugin: string; config: Record<string, unknown> }>();
+  /** Per node: a subnet file other than the state dir's (a daemon adopted with adoptDaemon writes its own). */
+  private readonly subnetFiles = new Map<string, string>();
+  /** Run first by destroy(), last registered first (e.g. removing the containers of deploy/container). */
+  private readonly cleanups: Array<() => Promise<void>> = [];
   readonly stateDir = mkdtempSync(join(tmpdir(), 'flannel-ts-cluster-'));
 
   /** The real kube-apiserver of a Kubernetes-mode cluster (create({ kube: true }) or startKubeApiserver()). */
@@ -92,9 +98,10 @@ export class LocalCluster {
    * `ipv6: 'only'`: the hosts are dual-stack as with `true`, and the Nodes get an IPv6 podCIDR only (an
    * IPv6-only network in kube mode).
    */
-  static async create(o: { tag: string; nodes: number; prefix?: string; ipv6?: boolean | 'only'; kube?: boolean | { users?: readonly KubeTokenUser[]; bin?: string } }): Promise<LocalCluster> {
+  static async create(o: { tag: string; nodes: number; prefix?: string; ipv6?: boolean | 'only'; kube?: boolean | { users?: readonly KubeTokenUser[]; bin?: string };
+    etcdTls?: { certFile: string; keyFile: string; caFile: string } }): Promise<LocalCluster> {
     const topo = await Topology.create(o.tag, o.nodes, { ipv6: o.ipv6 !== undefined && o.ipv6 !== false });
-    const etcd = new EtcdServer({ ns: topo.underlayNs, listenIps: [UNDERLAY_GATEWAY, '127.0.0.1'] });
+    const etcd = new EtcdServer({ ns: topo.underlayNs, listenIps: [UNDERLAY_GATEWAY, '127.0.0.1'], ...(o.etcdTls ? { tls: o.etcdTls } : {}) });
     const cluster = new LocalCluster(topo, etcd, o.prefix ?? DEFAULT_PREFIX);
     cluster.ipv4PodCidrs = o.ipv6 !== 'only';
     try {
@@ -108,7 +115,8 @@ export class LocalCluster {
   }
 
   get nodes(): NodeHost[] { return this.topo.nodes; }
-  get etcdEndpoint(): string { return `http://${UNDERLAY_GATEWAY}:${this.etcd.clientPort}`; }
+  /** etcd on the switch: http, or https where created with etcdTls (mutual TLS). */
+  get etcdEndpoint(): string { return this.etcd.endpoints([UNDERLAY_GATEWAY])[0] as string; }
 
   /** The network config: in etcd, or in Kubernetes mode the net-conf.json file of every node (written as each daemon starts). */
   async putConfig(config: unknown): Promise<void> {
@@ -219,7 +227,21 @@ export class LocalCluster {
     writeFileSync(this.netConfOf(node), this.netConf);
   }
 
-  subnetFileOf(node: NodeHost): string { return join(this.stateDir, node.name, 'subnet.env'); }
+  subnetFileOf(node: NodeHost): string { return this.subnetFiles.get(node.name) ?? join(this.stateDir, node.name, 'subnet.env'); }
+
+  /** Registers a daemon started elsewhere (e.g. in a container): waitForSubnet reads its subnet file, destroy stops it. */
+  adoptDaemon(handle: DaemonHandle): void {
+    this.subnetFiles.set(handle.node.name, handle.subnetFile);
+    this.daemons.set(handle.node.name, handle);
+  }
+
+  /** addCniPod on `node` calls `plugin` with `config` (e.g. the plugin and conflist an init container installed). */
+  useCni(node: NodeHost, plugin: string, config: Record<string, unknown>): void {
+    this.cniOverrides.set(node.name, { plugin, config });
+  }
+
+  /** `fn` runs first when the cluster is destroyed (never throwing is its job). */
+  onDestroy(fn: () => Promise<void>): void { this.cleanups.push(fn); }
 
   /** A node's WireGuard key file: namespaces share /run, so each node of the cluster keeps its own here. */
   wgKeyFileOf(node: NodeHost): string { return join(this.stateDir, node.name, 'wgkey'); }
@@ -300,12 +322,16 @@ export class LocalCluster {
     return { subnetFile: this.subnetFileOf(node), dataDir: join(dir, 'flannel'), ipamDataDir: join(dir, 'networks') };
   }
 
+  private cniOf(node: NodeHost): { config: Record<string, unknown>; plugin?: string } {
+    return this.cniOverrides.get(node.name) ?? { config: flannelNetConf(this.cniNetworkOf(node)) };
+  }
+
   /** Adds a pod the way a container runtime does: a fresh namespace, then dist/cni/flannel ADD. */
   async addCniPod(node: NodeHost): Promise<CniPod> {
     const ns = await this.topo.addPodNamespace(node);
     const attachment = { node, containerId: ns, ns };
     this.cniAttachments.push(attachment);
-    const result = await callPluginChecked({ nodeNs: node.ns, command: 'ADD', containerId: ns, netns: `/run/netns/${ns}`, config: flannelNetConf(this.cniNetworkOf(node)) });
+    const result = await callPluginChecked({ nodeNs: node.ns, command: 'ADD', containerId: ns, netns: `/run/netns/${ns}`, ...this.cniOf(node) });
     const ip6 = resultIp6(result);
     return { ns, ip: resultIp(result), ...(ip6 ? { ip6 } : {}), node, containerId: ns, result };
   }
@@ -314,7 +340,7 @@ export class LocalCluster {
   async deleteCniPods(): Promise<string[]> {
     const failures: string[] = [];
     for (const a of this.cniAttachments.splice(0)) {
-      const r = await callPlugin({ nodeNs: a.node.ns, command: 'DEL', containerId: a.containerId, netns: `/run/netns/${a.ns}`, config: flannelNetConf(this.cniNetworkOf(a.node)) }).catch((err: unknown) => ({ code: -1, stdout: String(err) }));
+      const r = await callPlugin({ nodeNs: a.node.ns, command: 'DEL', containerId: a.containerId, netns: `/run/netns/${a.ns}`, ...this.cniOf(a.node) }).catch((err: unknown) => ({ code: -1, stdout: String(err) }));
       if (r.code !== 0) failures.push(`${a.containerId}: ${r.stdout}`);
     }
     return failures;
@@ -332,6 +358,7 @@ export class LocalCluster {
   /** Stops every daemon, etcd and all namespaces; safe after a partial start or a failure. */
   async destroy(): Promise<void> {
     await this.deleteCniPods();
+    for (const fn of this.cleanups.splice(0).reverse()) await fn().catch(() => {});
     for (const d of this.daemons.values()) await stopProcess(d.proc, 'SIGTERM', 3000).catch(() => null);
     await this.kube?.stop().catch(() => {});
     await this.etcd.destroy().catch(() => {});

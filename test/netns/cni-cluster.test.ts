@@ -2,12 +2,15 @@
 // pods added through our CNI plugin, the table and the all-pairs matrix, and teardown that leaves
 // nothing behind, also on Ctrl-C; --keep leaves a usable cluster that --destroy removes; --kube (KUBE=1) runs a real
 // kube-apiserver and flanneld --kube-subnet-mgr, each node's subnet its Node's podCIDR.
+// --containers (CONTAINERS=1) runs every flanneld in a container of the image, and no container is left.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
+import { containersOf } from '../../deploy/container/cluster-containers.js';
+import { missingTools } from '../../deploy/container/image.js';
 import { kubeApiserverOrSkip } from '../../deploy/local/kube-apiserver.js';
 import { ping } from '../../deploy/local/local-cluster.js';
 import { realFlannelOrSkip } from '../../deploy/local/real-flannel.js';
@@ -121,6 +124,26 @@ t.test('make cluster KUBE=1: a real kube-apiserver, each subnet its Node\'s podC
   t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
   t.same(tmpDirs(), [], 'no state, etcd or kube-apiserver directory is left');
   t.same(processesOf([tagOf(out)]), [], 'no process is left');
+});
+
+t.test('make cluster CONTAINERS=1: every flanneld in a container of the image, every pair connects, no container is left', async (t) => {
+  const refused = start(['--containers', '--mixed']);
+  t.equal(await refused.done, 64, 'CONTAINERS=1 with MIXED=1 is refused');
+  let reason = '';
+  const missing = await missingTools();
+  if (missing.length) { t.skip(`CONTAINERS=1 skipped: ${missing.join(', ')} not installed`); return; }
+  if (!await kubeApiserverOrSkip((line) => { reason = line; })) { t.skip(reason); return; }
+  const run = start(['--containers', '--nodes', '2', '--pods', '1', '--backend', 'udp']);
+  t.teardown(() => { run.child.kill('SIGKILL'); });
+  const code = await run.done;
+  const out = run.out();
+  t.equal(code, 0, out);
+  t.match(out, /^Image localhost\/flannel-ts:0\.1\.0 \(\d+ MB\): flanneld runs in it on every node, from deploy\/kubernetes\/kube-flannel-ts\.yml's pod spec\.$/m);
+  t.match(out, /Every node's subnet is its Node's podCIDR/);
+  t.match(out, /All 4 pairs connected\.\nTearing down\.\.\.\nDone: no namespace, device, process or file of this cluster is left\./);
+  t.same(await containersOf(tagOf(out)), [], 'no container is left');
+  t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
+  t.same(tmpDirs(), [], 'no state directory is left');
 });
 
 t.test('make cluster KUBE=1 MIXED=1: the real flannel in kube mode on node2, ours on node1, one apiserver, every pair connects', async (t) => {

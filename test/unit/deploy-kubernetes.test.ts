@@ -209,17 +209,29 @@ t.test('every flag in the manifests is one flanneld accepts (through parseFlags)
 
 t.test('Containerfile: slim Debian, iproute2, iptables, tini; everything the manifests run is in the image', async (t) => {
   const text = readFileSync(join(REPO, 'deploy/container/Containerfile'), 'utf8');
-  const froms = [...text.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]);
-  t.ok(froms.length === 2 && froms.every((f) => /bookworm-slim$/.test(String(f))), `slim Debian bases: ${froms.join(', ')}`);
+  const stages = new Map([...text.matchAll(/^FROM (\S+)(?: AS (\S+))?$/gm)].map((m) => [m[2] ?? 'final', String(m[1])]));
+  // Where a registry is reachable (no build args): a bookworm-slim builder and runtime; npm run image passes
+  // BASE (its mmdebstrap base) and PAYLOAD=prebuilt (the payload staged by assemble-payload.sh).
+  t.match(text, /^ARG BASE=registry-base$/m, 'BASE defaults to the registry base');
+  t.match(text, /^ARG PAYLOAD=from-source$/m, 'PAYLOAD defaults to compiling from source');
+  t.equal(stages.get('registry-base'), 'docker.io/library/node:20-bookworm-slim');
+  t.equal(stages.get('from-source'), 'docker.io/library/node:20-bookworm-slim');
+  t.equal(stages.get('prebuilt'), 'scratch');
+  t.equal(stages.get('payload'), '${PAYLOAD}');
+  t.equal(stages.get('final'), '${BASE}');
+  const stage = (name: string): string => text.slice(text.indexOf(`AS ${name}\n`)).split(/\nFROM /)[0] as string;
+  t.match(stage('registry-base'), /apt-get install -y --no-install-recommends[^\n]*\biproute2\b[^\n]*\biptables\b[^\n]*\btini\b/);
+  t.match(stage('from-source'), /sh deploy\/container\/assemble-payload\.sh \/src \/src\/node_modules \/payload/, 'the from-source payload is assembled by the same script');
   const final = text.slice(text.lastIndexOf('\nFROM '));
-  t.match(final, /apt-get install -y --no-install-recommends[^\n]*\biproute2\b[^\n]*\biptables\b[^\n]*\btini\b/);
+  t.match(final, /^COPY --from=payload \/payload\/ \/$/m);
   t.match(final, /^ENTRYPOINT \["\/usr\/bin\/tini", "--"\]$/m);
-  for (const m of text.matchAll(/^COPY (?!--from)(.+) \S+$/gm)) {
+  t.match(final, /^WORKDIR \/opt\/flannel-ts$/m);
+  for (const m of stage('from-source').matchAll(/^COPY (?!--from)(.+) \S+$/gm)) {
     for (const src of String(m[1]).split(' ')) t.ok(existsSync(join(REPO, src)), `COPY source ${src} exists`);
   }
-  t.match(final, /^COPY --from=build \/src\/dist\/ dist\/$/m);
-  t.match(final, /^WORKDIR \/opt\/flannel-ts$/m);
-  t.match(final, /^COPY deploy\/container\/install-file\.sh \/opt\/flannel-ts\/bin\/install-file$/m);
+  const assemble = readFileSync(join(REPO, 'deploy/container/assemble-payload.sh'), 'utf8');
+  t.match(assemble, /target_name/, 'assemble-payload.sh copies every binding.gyp target (build/Release/<target>.node)');
+  t.match(assemble, /install-file\.sh" "\$dest\/bin\/install-file"/, 'and install-file to /opt/flannel-ts/bin/install-file');
   const inImage = (p: string): string | undefined => p.startsWith('/opt/flannel-ts/dist/') ? join(REPO, p.slice('/opt/flannel-ts/'.length))
     : p === '/opt/flannel-ts/bin/install-file' ? join(REPO, 'deploy/container/install-file.sh') : undefined;
   const used = [...pod.initContainers, ...pod.containers, ...kpod.initContainers, ...kpod.containers].flatMap((c: Obj) => c.command as string[]).filter((a) => a.startsWith('/opt/flannel-ts/'));

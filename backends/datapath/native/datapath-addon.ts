@@ -63,6 +63,9 @@ export interface EngineFeatures {
 export interface DatapathAddon {
   tunOpen(name: string, flags: number): { fd: number; name: string };
   tunSetOffload(fd: number, offloads: number): void;
+  /** net.ipv4.conf.<ifname>.<key> = value through rtnetlink, for where /proc/sys is read-only (an unprivileged container);
+   * keys: accept_local, rp_filter, forwarding, send_redirects, accept_redirects. */
+  ipv4DevconfSet(ifname: string, key: string, value: number): void;
   udpOpen(ip: number, port: number, reusePort: boolean, bufBytes: number): number;
   /** An AF_INET6 socket bound to ip (16 bytes, network order):port, IPV6_V6ONLY; bound to :: (all zeros) it serves
    * both families (IPv4 peers as ::ffff:a.b.c.d). Also accepts datagrams without a UDP checksum. */

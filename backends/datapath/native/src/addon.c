@@ -13,6 +13,7 @@
 #include "engine_internal.h"
 #include "sys.h"
 #include "mac.h"
+#include "devconf.h"
 
 typedef struct {
   fl_engine engine;
@@ -125,6 +126,20 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   CHECK(napi_set_named_property(env, obj, "fd", num(env, fd)));
   CHECK(napi_set_named_property(env, obj, "name", jname));
   return obj;
+}
+
+/* ipv4DevconfSet(ifname, key, value): net.ipv4.conf.<ifname>.<key> = value through rtnetlink (see devconf.c). */
+static napi_value ipv4_devconf_set(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  char name[IFNAMSIZ] = {0}, key[32] = {0};
+  size_t len;
+  CHECK(napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len));
+  CHECK(napi_get_value_string_utf8(env, argv[1], key, sizeof key, &len));
+  double value;
+  if (!get_int(env, argv[2], "ipv4DevconfSet value", 0, 0xffffffffu, &value)) return NULL;
+  int r = fl_ipv4_devconf_set(name, key, (uint32_t)value);
+  return r < 0 ? throw_errno(env, r, "RTM_SETLINK IFLA_INET_CONF") : NULL;
 }
 
 /* tunSetOffload(fd, offloads): TUNSETOFFLOAD; throws with the errno when the kernel refuses. */
@@ -477,6 +492,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"tunOpen", NULL, tun_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"tunSetOffload", NULL, tun_set_offload, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"ipv4DevconfSet", NULL, ipv4_devconf_set, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
     {"udpOpen6", NULL, udp_open6, NULL, NULL, NULL, napi_enumerable, NULL},
     {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
