@@ -100,9 +100,6 @@ t.test('make cluster IPV6=only BACKEND=vxlan: pods get an IPv6 address only, eve
 });
 
 t.test('make cluster KUBE=1: a real kube-apiserver, each subnet its Node\'s podCIDR, every pair connects, nothing is left', async (t) => {
-  const refused = start(['--kube', '--ipv6', 'only']);
-  t.equal(await refused.done, 64, 'KUBE=1 with IPV6=only is refused');
-  t.match(refused.out(), /--kube with --ipv6 only \(KUBE=1 with IPV6=only\) is not supported/);
   let reason = '';
   if (!await kubeApiserverOrSkip((line) => { reason = line; })) { t.skip(reason); return; }
   const run = start(['--kube', '--nodes', '2', '--pods', '1', '--backend', 'vxlan']);
@@ -124,6 +121,23 @@ t.test('make cluster KUBE=1: a real kube-apiserver, each subnet its Node\'s podC
   t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
   t.same(tmpDirs(), [], 'no state, etcd or kube-apiserver directory is left');
   t.same(processesOf([tagOf(out)]), [], 'no process is left');
+});
+
+t.test('make cluster KUBE=1 IPV6=only: the Nodes\' podCIDRs IPv6 only, every pair connects over IPv6, nothing is left', async (t) => {
+  let reason = '';
+  if (!await kubeApiserverOrSkip((line) => { reason = line; })) { t.skip(reason); return; }
+  const run = start(['--kube', '--ipv6', 'only', '--nodes', '2', '--pods', '1', '--backend', 'host-gw']);
+  t.teardown(() => { run.child.kill('SIGKILL'); });
+  const code = await run.done;
+  const out = run.out();
+  t.equal(code, 0, out);
+  t.match(out, /2-node IPv6-only cluster \(tag \w+\) with a real kube-apiserver/);
+  const rows = [...out.matchAll(/^(node\d)\s+(2001:db8::\d+)\s+(fd00:10:244:([0-9a-f]+)::1\/64)\s+(fd00:10:244:([0-9a-f]+)::\/64)\s+(\S+)$/gm)];
+  t.equal(rows.length, 2, 'a row per node: underlay IPv6 address, FLANNEL_IPV6_SUBNET, the Node\'s podCIDR, pod');
+  for (const r of rows) t.equal(r[4], r[6], `${r[1]}: FLANNEL_IPV6_SUBNET ${r[3]} is its podCIDR ${r[5]}`);
+  t.notMatch(out, /10\.244\./, 'no IPv4 subnet or pod address anywhere');
+  t.match(out, /IPv6: all 4 pairs connected\.\nTearing down\.\.\.\nDone: no namespace, device, process or file of this cluster is left\./);
+  t.same(await namespacesOf(tagOf(out)), [], 'no namespace is left');
 });
 
 t.test('make cluster CONTAINERS=1: every flanneld in a container of the image, every pair connects, no container is left', async (t) => {
