@@ -3,7 +3,7 @@
 // restart; mutual TLS to etcd; command-line flags, environment variables and secret redaction.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,6 +12,7 @@ import { EtcdServer } from '../../deploy/local/etcd-server.js';
 import { LocalCluster, daemonPath, readEnvFile } from '../../deploy/local/local-cluster.js';
 import { type SpawnedProcess, execIn, runTag, spawnIn, stopProcess } from '../../deploy/local/netns.js';
 import { Topology, UNDERLAY_GATEWAY } from '../../deploy/local/topology.js';
+import { makeEtcdTestCerts } from '../helpers/etcd-test-certs.js';
 
 const HEALTHZ_PORT = 10256;
 const VALID = { Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } };
@@ -88,11 +89,6 @@ async function etcdKeys(etcd: EtcdServer, prefix: string): Promise<string[]> {
 function keyPartOf(flannelSubnet: string): string {
   const [ip, len] = flannelSubnet.split('/') as [string, string];
   return `${ip.split('.').slice(0, 3).join('.')}.0-${len}`;
-}
-
-async function openssl(dir: string, ...args: string[]): Promise<void> {
-  const r = await runCommand('sh', ['-c', `cd "$0" && exec openssl "$@"`, dir, ...args]);
-  if (r.code !== 0) throw new Error(`openssl ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
 }
 
 /** A clean environment for direct runs of the daemon: no FLANNELD_* leaking in from the test's. */
@@ -230,14 +226,7 @@ if (process.getuid?.() !== 0) {
       rmSync(dir, { recursive: true, force: true });
     });
 
-    const f = (name: string): string => join(dir, name);
-    writeFileSync(f('server.ext'), `subjectAltName=IP:${UNDERLAY_GATEWAY},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n`);
-    writeFileSync(f('client.ext'), 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n');
-    await openssl(dir, 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=flannel-ts test CA');
-    for (const who of ['server', 'client']) {
-      await openssl(dir, 'req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${who}.key`, '-out', `${who}.csr`, '-subj', `/CN=${who === 'server' ? 'etcd' : 'flanneld'}`);
-      await openssl(dir, 'x509', '-req', '-in', `${who}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${who}.crt`, '-days', '2', '-extfile', `${who}.ext`);
-    }
+    const f = await makeEtcdTestCerts(dir);
 
     topo = await Topology.create(runTag('ft'), 2);
     etcd = new EtcdServer({ ns: topo.underlayNs, listenIps: [UNDERLAY_GATEWAY, '127.0.0.1'], tls: { certFile: f('server.crt'), keyFile: f('server.key'), caFile: f('ca.crt') } });

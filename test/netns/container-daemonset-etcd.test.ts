@@ -6,7 +6,7 @@
 // backend (vxlan, userspace), pods added by the installed CNI plugin ping each other, a container killed with
 // SIGKILL and started again keeps its lease and subnet, and `podman stop` exits 0.
 // Skips in one line where podman, mmdebstrap or runc is missing; kube mode is container-daemonset.test.ts.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -15,9 +15,9 @@ import { loadDaemonSetPod } from '../../deploy/container/daemonset-pod.js';
 import { buildImage, missingTools } from '../../deploy/container/image.js';
 import { LocalCluster } from '../../deploy/local/local-cluster.js';
 import { runTag } from '../../deploy/local/netns.js';
-import { type PodHost, UNDERLAY_GATEWAY } from '../../deploy/local/topology.js';
-import { runCommand } from '../../lib/run-command.js';
+import type { PodHost } from '../../deploy/local/topology.js';
 import { allPairsPing } from '../helpers/pod-traffic.js';
+import { makeEtcdTestCerts } from '../helpers/etcd-test-certs.js';
 
 const MANIFEST = new URL('../../deploy/kubernetes/kube-flannel-ts-etcd.yml', import.meta.url).pathname;
 
@@ -28,23 +28,11 @@ const image = missing.length ? undefined : await buildImage();
 if (missing.length) t.plan(0, `the container tests skipped: ${missing.join(', ')} not installed (make deps installs them)`);
 else if (!image?.ok) t.fail(`the image could not be built: ${image?.ok === false ? image.reason : ''}`);
 
-async function openssl(dir: string, ...args: string[]): Promise<void> {
-  const r = await runCommand('sh', ['-c', `cd "$0" && exec openssl "$@"`, dir, ...args]);
-  if (r.code !== 0) throw new Error(`openssl ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-}
-
 if (image?.ok) {
   t.test('the etcd-mode DaemonSet in containers on 3 nodes, etcd with mutual TLS', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'flannel-ts-container-etcd-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    const f = (name: string): string => join(dir, name);
-    writeFileSync(f('server.ext'), `subjectAltName=IP:${UNDERLAY_GATEWAY},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n`);
-    writeFileSync(f('client.ext'), 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n');
-    await openssl(dir, 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=flannel-ts test CA');
-    for (const who of ['server', 'client']) {
-      await openssl(dir, 'req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${who}.key`, '-out', `${who}.csr`, '-subj', `/CN=${who === 'server' ? 'etcd' : 'flanneld'}`);
-      await openssl(dir, 'x509', '-req', '-in', `${who}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${who}.crt`, '-days', '2', '-extfile', `${who}.ext`);
-    }
+    const f = await makeEtcdTestCerts(dir);
     const cluster = await LocalCluster.create({ tag: runTag('ce'), nodes: 3, etcdTls: { certFile: f('server.crt'), keyFile: f('server.key'), caFile: f('ca.crt') } });
     const pod = loadDaemonSetPod(MANIFEST);
     const secret = { endpoints: cluster.etcdEndpoint, 'ca.crt': readFileSync(f('ca.crt'), 'utf8'), 'tls.crt': readFileSync(f('client.crt'), 'utf8'), 'tls.key': readFileSync(f('client.key'), 'utf8') };
