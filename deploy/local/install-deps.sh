@@ -8,7 +8,8 @@ need=()
 for pair in etcd:etcd-server etcdctl:etcd-client ip:iproute2 iptables:iptables iperf3:iperf3 \
             ping:iputils-ping socat:socat openssl:openssl python3:python3 make:make g++:g++ \
             tcpdump:tcpdump bridge:iproute2 systemd-analyze:systemd clang:clang strace:strace \
-            wireguard-go:wireguard-go wg:wireguard-tools podman:podman runc:runc mmdebstrap:mmdebstrap; do
+            wireguard-go:wireguard-go wg:wireguard-tools podman:podman runc:runc mmdebstrap:mmdebstrap \
+            sockperf:sockperf; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
