@@ -17,6 +17,7 @@
       "sources": [
         "backends/datapath/native/src/addon.c",
         "backends/datapath/native/src/engine.c",
+        "backends/datapath/native/src/adaptive.c",
         "backends/datapath/native/src/udp.c",
         "backends/datapath/native/src/vxlan.c",
         "backends/datapath/native/src/vxlan6.c",

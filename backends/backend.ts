@@ -45,10 +45,11 @@ export interface BackendContext {
   readonly threading?: DatapathThreading;
 }
 
-/** Per device queue, one worker serving both directions ('shared') or a TX and an RX worker ('pair');
- * `spinUs`: how long a worker stays busy after traffic before it sleeps in poll. */
+/** Per device queue: one worker serving both directions ('shared'), a TX and an RX worker ('pair'), or
+ * one worker that serves both directions while traffic is light and lends RX to a second one under load
+ * ('adaptive'); `spinUs`: how long a worker stays busy after traffic before it sleeps in poll. */
 export interface DatapathThreading {
-  readonly workers: 'shared' | 'pair';
+  readonly workers: 'shared' | 'pair' | 'adaptive';
   readonly spinUs: number;
 }
 

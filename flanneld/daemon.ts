@@ -2,7 +2,7 @@
 // them in flannel's start order. The only module that knows every layer; it holds no policy itself.
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
-import type { Network } from '../backends/backend.js';
+import type { DatapathThreading, Network } from '../backends/backend.js';
 import { IptablesRules } from '../backends/kernel/masquerade.js';
 import { createBackend } from '../backends/registry.js';
 import { sleep } from '../subnet/backoff.js';
@@ -54,7 +54,7 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     });
     log.info({ iface: ext.name, mtu: ext.mtu, ...(ext.publicIp6 !== undefined ? { publicIpv6: formatIp6(ext.publicIp6) } : {}) }, 'using external interface');
     const queues = flags['datapath-queues'] || Math.max(1, Math.floor(availableParallelism() / 2));
-    const threading = { workers: flags['datapath-threads'] as 'shared' | 'pair', spinUs: flags['datapath-spin-us'] };
+    const threading = { workers: flags['datapath-threads'] as DatapathThreading['workers'], spinUs: flags['datapath-spin-us'] };
     const backend = createBackend(config.backendType, { ext, config, log, offload: flags['datapath-offload'], queues, threading });
     const attrs = await backend.prepare();
     health.reason = 'acquiring a subnet lease';

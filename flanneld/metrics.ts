@@ -75,6 +75,11 @@ export function createMetrics(src: MetricsSource): DaemonMetrics {
     const s = stats()?.counters;
     for (const event of OFFLOAD_EVENTS) set({ event }, s?.[event] ?? 0n);
   });
+  mirror('flanneld_datapath_worker_handovers_total', 'adaptive packet workers (--datapath-threads=adaptive): RX handed to the second worker of a queue under load (to="assist") and back when the load dropped (to="lead")', ['to'], (set) => {
+    const s = stats()?.counters;
+    set({ to: 'assist' }, s?.assist_joins ?? 0n);
+    set({ to: 'lead' }, s?.assist_leaves ?? 0n);
+  });
   mirror('flanneld_datapath_icmp_unreachable_sent_total', 'ICMP net-unreachable replies sent for packets to no leased subnet', [], (set) => {
     set({}, stats()?.counters.icmp_unreachable_sent ?? 0n);
   });

@@ -46,7 +46,7 @@ const FLAGS = {
   'healthz-port': { kind: 'int', default: 0, min: 0, max: 65535, help: 'the port for the healthz server to listen on (0 to disable)' },
   'datapath-offload': { kind: 'bool', default: true, help: 'flannel-ts extension: use TSO, UDP GSO/GRO and coalescing in the udp and userspace vxlan data paths (false forces the per-packet path)' },
   'datapath-queues': { kind: 'int', default: 0, min: 0, max: 64, help: 'flannel-ts extension: device queues of the udp and userspace vxlan data paths, (0 = one per two cores)' },
-  'datapath-threads': { kind: 'string', default: 'pair', help: 'flannel-ts extension: per device queue, a TX and an RX worker ("pair") or one worker for both directions ("shared": fewer threads, less throughput on 2 cores)' },
+  'datapath-threads': { kind: 'string', default: 'adaptive', help: 'flannel-ts extension: per device queue, a TX and an RX worker ("pair"), one worker for both directions ("shared": fewer threads and wakeups, less throughput on 2 cores), or one worker for both directions while traffic is light and a second one for RX under load ("adaptive")' },
   'datapath-spin-us': { kind: 'int', default: 0, min: 0, max: 10000, help: 'flannel-ts extension: microseconds a packet worker stays busy after traffic before it sleeps (0 = sleep at once)' },
   'vxlan-datapath': { kind: 'string', default: '', help: 'flannel-ts extension: override the vxlan Backend.Datapath on this node ("userspace" or "kernel")' },
   'log-level': { kind: 'string', default: 'info', help: 'flannel-ts extension: log level (fatal, error, warn, info, debug, trace)' },
@@ -140,8 +140,8 @@ function validate(f: Flags): void {
   for (const re of f['iface-regex']) {
     try { new RegExp(re); } catch (err) { throw usageError(`invalid --iface-regex ${JSON.stringify(re)}: ${(err as Error).message}`); }
   }
-  if (!/^(shared|pair)$/.test(f['datapath-threads'])) {
-    throw usageError(`invalid --datapath-threads ${JSON.stringify(f['datapath-threads'])}: expected shared or pair`);
+  if (!/^(shared|pair|adaptive)$/.test(f['datapath-threads'])) {
+    throw usageError(`invalid --datapath-threads ${JSON.stringify(f['datapath-threads'])}: expected adaptive, pair or shared`);
   }
   if (!/^(|userspace|kernel)$/.test(f['vxlan-datapath'])) {
     throw usageError(`invalid --vxlan-datapath ${JSON.stringify(f['vxlan-datapath'])}: expected userspace or kernel`);

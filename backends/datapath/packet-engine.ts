@@ -1,6 +1,7 @@
 // The main-thread side of the packet engine: per device queue, one worker serving both directions
-// ('shared') or a TX and an RX worker ('pair') over that queue's fd and socket, all sharing the peer
-// table; restarts a worker that dies (with backoff, counted); stops them through an eventfd. Reads
+// ('shared'), a TX and an RX worker ('pair'), or the adaptive pair ('adaptive': a lead serving both
+// directions that lends RX to an assist under load, native/src/adaptive.c) over that queue's fd and
+// socket, all sharing the peer table; restarts a worker that dies (with backoff, counted); stops them through an eventfd. Reads
 // counters from shared memory, never per packet.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
@@ -12,17 +13,29 @@ import type { WorkerData, WorkerDirection, WorkerMessage, WorkerReport } from '.
 
 type WorkerKey = `${WorkerDirection}${number}`;
 
-/** The default: a TX and an RX worker per queue, sleeping as soon as there is no traffic. */
-export const DEFAULT_THREADING: DatapathThreading = { workers: 'pair', spinUs: 0 };
+/** The default: the adaptive pair per queue (one worker while traffic is light), sleeping as soon as there is no traffic. */
+export const DEFAULT_THREADING: DatapathThreading = { workers: 'adaptive', spinUs: 0 };
 
-/** Worker threads per queue: one serving both directions, or a TX and an RX worker. */
+/** Worker threads per queue: one serving both directions, or two (a TX and an RX worker, the adaptive pair). */
 export function workersPerQueue(threading: DatapathThreading): number {
   return threading.workers === 'shared' ? 1 : 2;
 }
 
+/** The workers of one queue. */
+export function queueDirections(threading: DatapathThreading): readonly WorkerDirection[] {
+  return threading.workers === 'shared' ? ['both'] : threading.workers === 'adaptive' ? ['lead', 'assist'] : ['tx', 'rx'];
+}
+
 /** The counter region (PeerTable.region) a worker writes: one per worker, so no counter has two writers. */
 export function counterRegion(threading: DatapathThreading, direction: WorkerDirection, queue: number): number {
-  return queue * workersPerQueue(threading) + (direction === 'rx' ? 1 : 0);
+  return queue * workersPerQueue(threading) + (direction === 'rx' || direction === 'assist' ? 1 : 0);
+}
+
+/** An adaptive queue's shared state: who serves RX, and the eventfds of the hand-overs. */
+interface Handoff {
+  readonly rxOwner: Uint32Array;
+  readonly joinFd: number;
+  readonly backFd: number;
 }
 
 /** The fds of one device queue: its TUN/TAP fd, its receiving socket, and the sending sockets. */
@@ -48,6 +61,7 @@ export class PacketEngine {
   private readonly workers = new Map<WorkerKey, Worker>();
   private readonly backoffMs = new Map<WorkerKey, number>();
   private stopFd = -1;
+  private handoffs: Handoff[] = [];
   private stopping = false;
   private stopped: Promise<void> | undefined;
 
@@ -59,14 +73,15 @@ export class PacketEngine {
     if (o.table.writers !== writers) throw new RangeError(`the peer table has ${o.table.writers} counter regions; ${writers} workers need one each`);
   }
 
-  private get directions(): readonly WorkerDirection[] {
-    return this.threading.workers === 'shared' ? ['both'] : ['tx', 'rx'];
-  }
-
   async start(): Promise<void> {
     this.stopFd = datapathAddon().eventfdOpen();
+    if (this.threading.workers === 'adaptive') {
+      this.handoffs = this.o.queues.map(() => ({
+        rxOwner: new Uint32Array(new SharedArrayBuffer(4)), joinFd: datapathAddon().eventfdOpen(), backFd: datapathAddon().eventfdOpen(),
+      }));
+    }
     try {
-      await Promise.all(this.o.queues.flatMap((_, q) => this.directions.map((d) => this.spawn(d, q))));
+      await Promise.all(this.o.queues.flatMap((_, q) => queueDirections(this.threading).map((d) => this.spawn(d, q))));
     } catch (err) {
       await this.stop();
       throw err;
@@ -102,9 +117,11 @@ export class PacketEngine {
     };
   }
 
-  /** Fault injection: makes a worker throw, as a crash would (the shared worker for either direction). */
+  /** Fault injection: makes a worker throw, as a crash would (the shared worker for either direction; of
+   * the adaptive pair, the lead for tx and the assist for rx). */
   crashWorker(direction: 'tx' | 'rx', queue = 0): void {
-    const d: WorkerDirection = this.threading.workers === 'shared' ? 'both' : direction;
+    const w = this.threading.workers;
+    const d: WorkerDirection = w === 'shared' ? 'both' : w === 'adaptive' ? (direction === 'tx' ? 'lead' : 'assist') : direction;
     this.workers.get(`${d}${queue}`)?.postMessage({ type: 'crash' } satisfies WorkerMessage);
   }
 
@@ -127,13 +144,17 @@ export class PacketEngine {
     datapathAddon().eventfdSignal(this.stopFd);
     await Promise.all(exits);
     datapathAddon().closeFd(this.stopFd);
+    for (const h of this.handoffs.splice(0)) { datapathAddon().closeFd(h.joinFd); datapathAddon().closeFd(h.backFd); }
     this.stopFd = -1;
   }
 
   private spawn(direction: WorkerDirection, queue: number): Promise<void> {
     const key: WorkerKey = `${direction}${queue}`;
     const q = this.o.queues[queue] as EngineQueue;
-    const spec = { ...this.o.spec, ...q, stopFd: this.stopFd, peerTable: this.o.table.words, stats: this.o.table.region(counterRegion(this.threading, direction, queue)), spinUs: this.threading.spinUs };
+    const spec = {
+      ...this.o.spec, ...q, ...this.handoffs[queue], stopFd: this.stopFd, peerTable: this.o.table.words,
+      stats: this.o.table.region(counterRegion(this.threading, direction, queue)), spinUs: this.threading.spinUs,
+    };
     const data: WorkerData = { direction, spec };
     const worker = new Worker(WORKER_URL, { workerData: data, name: `engine-${key}` });
     this.workers.set(key, worker);
@@ -156,8 +177,8 @@ export class PacketEngine {
 
   /** Logs once which offload features the engine really uses, and which are missing. */
   private onReport(m: WorkerReport): void {
-    if (m.type !== 'features' || m.direction === 'tx' || this.reported) return;
-    const per = this.threading.workers === 'shared' ? 'one worker for both directions' : 'one TX and one RX worker';
+    if (m.type !== 'features' || m.direction === 'tx' || m.direction === 'assist' || this.reported) return;
+    const per = { shared: 'one worker for both directions', pair: 'one TX and one RX worker', adaptive: 'one worker for both directions, a second one for RX under load' }[this.threading.workers];
     this.o.log.info({ queues: this.o.queues.length, workers: this.threading.workers, spinUs: this.threading.spinUs }, `packet engine: ${this.o.queues.length} queue(s), ${per} per queue`);
     this.reported = true;
     const f = m.features;
@@ -179,7 +200,7 @@ export class PacketEngine {
   }
 }
 
-/** "tx worker 0", "rx worker 0", "worker 0" (one worker for both directions). */
+/** "tx worker 0", "rx worker 0", "lead worker 0", "worker 0" (one worker for both directions). */
 function workerName(direction: WorkerDirection, queue: number): string {
   return `${direction === 'both' ? '' : `${direction} `}worker ${queue}`;
 }

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const NATIVE = new URL('../../backends/datapath/native/', import.meta.url).pathname;
-export const ENGINE = ['offload_tx.c', 'offload_rx.c', 'csum.c', 'engine.c', 'udp.c', 'vxlan.c', 'vxlan6.c', 'wireguard.c', 'peers.c', 'ipv4.c', 'ipv6.c', 'segment.c'];
+export const ENGINE = ['offload_tx.c', 'offload_rx.c', 'csum.c', 'engine.c', 'adaptive.c', 'udp.c', 'vxlan.c', 'vxlan6.c', 'wireguard.c', 'peers.c', 'ipv4.c', 'ipv6.c', 'segment.c'];
 export const ENGINE_LIBS = ['-lcrypto'];
 
 /** The engine sources found in `srcDir` (an older tree may lack the newer files). */

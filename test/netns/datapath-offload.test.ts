@@ -176,13 +176,14 @@ t.test('UDP GSO sends are split into their datagrams and UDP trains are coalesce
   });
 });
 
-// Worker layouts: the default is a TX and an RX worker per queue that sleep as soon as there is no
-// traffic; one worker per queue for both directions, several queues and a busy spell after traffic
-// must carry the same traffic intact.
+// Worker layouts: the default is the adaptive pair per queue (one worker for both directions while
+// traffic is light, a second one for RX under load); a TX and an RX worker, one worker for both
+// directions, several queues and a busy spell after traffic must carry the same traffic intact.
 const LAYOUTS = [
   { what: 'one worker per queue, busy 50 µs after traffic', flags: ['--datapath-threads=shared', '--datapath-spin-us=50'], log: /1 queue\(s\), one worker for both directions per queue/ },
   { what: 'two queues, one worker each', flags: ['--datapath-queues=2', '--datapath-threads=shared'], log: /2 queue\(s\), one worker for both directions per queue/ },
-  { what: 'two queues, a TX and an RX worker each, busy 50 µs after traffic', flags: ['--datapath-queues=2', '--datapath-spin-us=50'], log: /2 queue\(s\), one TX and one RX worker per queue/ },
+  { what: 'two queues, a TX and an RX worker each, busy 50 µs after traffic', flags: ['--datapath-queues=2', '--datapath-threads=pair', '--datapath-spin-us=50'], log: /2 queue\(s\), one TX and one RX worker per queue/ },
+  { what: 'two queues, the adaptive pair each', flags: ['--datapath-queues=2'], log: /2 queue\(s\), one worker for both directions, a second one for RX under load per queue/ },
 ] as const;
 
 t.test('worker layouts carry 256 MB intact on udp and userspace vxlan', async (t) => {
@@ -195,6 +196,37 @@ t.test('worker layouts carry 256 MB intact on udp and userspace vxlan', async (t
         await transfer(t, p2, p1, GB / 4, `${backend.Type} ← ${backend.Type}`);
       });
     }
+  }
+});
+
+// The adaptive pair (the default): pings alone never wake the second worker; bulk TCP makes the lead
+// hand RX to it on both nodes, and it hands RX back once the transfer is over; traffic after that
+// (pings, another transfer) still flows, so no direction was left without a worker.
+t.test('adaptive workers: the second worker joins under bulk TCP and leaves after it', async (t) => {
+  const withMetrics = [`--healthz-port=${HEALTHZ}`];
+  const handovers = async (node: NodeHost): Promise<{ assist: number; lead: number }> => {
+    const m = await scrape(node, HEALTHZ);
+    return { assist: sample(m, 'flanneld_datapath_worker_handovers_total{to="assist"}') ?? 0, lead: sample(m, 'flanneld_datapath_worker_handovers_total{to="lead"}') ?? 0 };
+  };
+  for (const backend of [{ Type: 'udp' }, { Type: 'vxlan' }]) {
+    await t.test(backend.Type, async (t) => {
+      const { cluster, n1, n2, p1, p2 } = await pair(t, backend, withMetrics, withMetrics);
+      t.match(cluster.daemons.get(n1.name)?.proc.output(), /one worker for both directions, a second one for RX under load/, 'the daemon runs the adaptive pair by default');
+      t.equal((await ping(p1, p2.ip, ['-c', '50', '-i', '0.01'])).code, 0, '50 pings pass');
+      const light = [await handovers(n1), await handovers(n2)];
+      t.same(light.map((h) => h.assist), [0, 0], `pings alone: RX never handed to the second worker (${JSON.stringify(light)})`);
+      await transfer(t, p1, p2, GB / 4, `${backend.Type} → ${backend.Type}`);
+      const busy = [await handovers(n1), await handovers(n2)];
+      t.ok(busy.every((h) => h.assist >= 1), `bulk TCP: both nodes handed RX to the second worker (${JSON.stringify(busy)})`);
+      // Back to light: each node's assist hands RX back within a rate window (20 ms) of the load dropping.
+      const settled = await until('RX handed back on both nodes', async () => {
+        const h = [await handovers(n1), await handovers(n2)];
+        return h.every((x) => x.lead === x.assist) ? h : undefined;
+      }, 5000);
+      t.ok(settled.every((h) => h.lead >= 1), `after the transfer: RX handed back to the first worker as often as it was lent (${JSON.stringify(settled)})`);
+      t.equal((await ping(p1, p2.ip, ['-c', '20', '-i', '0.01'])).code, 0, 'pings pass afterwards');
+      await transfer(t, p2, p1, GB / 4, `${backend.Type} ← ${backend.Type}, after the hand-back`);
+    });
   }
 });
 

@@ -104,7 +104,7 @@ t.test('udp backend cluster', async (t) => {
     const d = cluster.daemons.get(n1.name)!;
     process.kill(d.proc.child.pid!, 'SIGUSR2');
     await until('a worker restart', async () => (await metric(n1, 'flanneld_datapath_worker_restarts_total')) >= 1);
-    t.match(d.proc.output(), /packet engine (tx )?worker 0 died; restarting it/);
+    t.match(d.proc.output(), /packet engine (tx |lead )?worker 0 died; restarting it/);
     t.ok(await until('traffic again', async () => (await cluster.pingMatrix([p1, p3])).flat().every(Boolean)), 'forwarding after the restart');
   });
 

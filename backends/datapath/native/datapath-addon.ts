@@ -9,7 +9,7 @@ export const TUN_OFFLOADS = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08,
 export const ENGINE_MODE = { UDP: 0, VXLAN: 1, WIREGUARD: 2 } as const;
 export const PUMP = { IDLE: 0, STOPPED: 1 } as const;
 /** pump() directions: device → UDP, UDP → device, or both on one thread. */
-export const PUMP_DIRS = { TX: 1, RX: 2, BOTH: 3 } as const;
+export const PUMP_DIRS = { TX: 1, RX: 2, BOTH: 3, LEAD: 4, ASSIST: 8 } as const;
 
 /** An engine context; owned by the worker that created it. */
 export type EngineHandle = { readonly __engine: unique symbol };
@@ -34,6 +34,11 @@ export interface EngineSpec {
   readonly uso?: boolean;
   /** Stay busy this many µs after the last packet before sleeping in poll (0 or absent: never). */
   readonly spinUs?: number;
+  /** The adaptive pair (PUMP_DIRS.LEAD/ASSIST), all three or none: one shared word, who serves RX (0 the lead,
+   * 1 the assist), and the eventfds that wake the assist (join) and the lead (back). */
+  readonly rxOwner?: Uint32Array;
+  readonly joinFd?: number;
+  readonly backFd?: number;
   /** wireguard mode: the shared keypair and peer state (layout.ts WG_*), over a SharedArrayBuffer. */
   readonly wgTable?: Uint8Array;
   /** wireguard mode: the write end of the pipe that carries handshake messages to the control plane. */

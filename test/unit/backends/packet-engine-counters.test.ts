@@ -109,6 +109,57 @@ t.test('pair mode: the TX and the RX worker each count into their own region', a
   /1 counter regions; 2 workers need one each/, 'a table without a region per worker is refused');
 });
 
+t.test('adaptive mode: the lead serves both directions until an RX flood makes it lend RX to the assist, which gives it back', async (t) => {
+  const [devPort, udpPort] = [await freePort('127.0.0.1'), await freePort('127.0.0.1')];
+  const devFd = addon.udpOpen(LOOPBACK, devPort, false, 1 << 20);
+  const udpFd = addon.udpOpen(LOOPBACK, udpPort, false, 4 << 20);
+  const peerSock = await boundSocket('127.0.0.2');
+  const pod = await boundSocket('127.0.0.1');
+  const threading = { workers: 'adaptive' as const, spinUs: 0 };
+  const table = new PeerTable(4, 2);
+  const engine = new PacketEngine({ table, log, threading, queues: [{ devFd, udpFd, txFds: new Int32Array(0) }],
+    spec: { mode: ENGINE_MODE.UDP, devIp: OWN, ownSubnet: OWN, ownMask: 0xffffff00, mtu: 1472, vni: 0, devMac: new Uint8Array(6), offload: false } });
+  t.teardown(async () => { await engine.stop(); addon.closeFd(devFd); addon.closeFd(udpFd); peerSock.close(); pod.close(); });
+  await engine.start();
+  engine.replacePeers([peer('10.244.2.0/24', PEER, peerSock.address().port)]);
+  const forwarded: Buffer[] = [];
+  peerSock.on('message', (m) => forwarded.push(m));
+  const lead = counterRegion(threading, 'lead', 0), assist = counterRegion(threading, 'assist', 0);
+  t.not(lead, assist, 'the lead and the assist get different regions');
+
+  // Light: a packet each way; the lead moves both (RX writes to the "device", a socket with no destination, fail and count).
+  pod.send(icmpPacket(OWN | 2, PEER | 7, 64), devPort, '127.0.0.1');
+  peerSock.send(icmpPacket(PEER | 7, OWN | 2, 64), udpPort, '127.0.0.1');
+  await until('the lead moved both', () => regionStat(table, lead, 'tx_packets') === 1n && regionStat(table, lead, 'rx_write_errors') === 1n);
+  t.equal(forwarded.length, 1, 'TX forwarded by the lead');
+  t.equal(regionStat(table, assist, 'rx_write_errors'), 0n, 'light traffic: nothing in the assist\'s region');
+  t.equal(engine.stats().assist_joins, 0n, 'light traffic: RX not lent');
+
+  // Heavy: an RX flood, sent in bursts, keeps the lead busy round after round; it lends RX, the assist takes it.
+  const packet = icmpPacket(PEER | 7, OWN | 2, 64);
+  const flood = async (n: number): Promise<void> => {
+    for (let i = 0; i < n; i += 500) {
+      await Promise.all(Array.from({ length: 500 }, () => new Promise<void>((resolve) => peerSock.send(packet, udpPort, '127.0.0.1', () => resolve()))));
+    }
+  };
+  for (let round = 0; round < 10 && engine.stats().assist_joins === 0n; round++) await flood(20_000);
+  t.ok(engine.stats().assist_joins >= 1n, `an RX flood: RX lent to the assist (${engine.stats().assist_joins} time(s))`);
+  await until('the assist moved RX', () => regionStat(table, assist, 'rx_write_errors') > 0n);
+  t.pass(`the assist wrote ${regionStat(table, assist, 'rx_write_errors')} of them, the lead ${regionStat(table, lead, 'rx_write_errors')}`);
+  // Quiet again: within a rate window (20 ms) the assist hands RX back, and the lead serves it again.
+  await until('RX handed back', () => engine.stats().assist_leaves === engine.stats().assist_joins, 2000);
+  const before = regionStat(table, lead, 'rx_write_errors');
+  peerSock.send(packet, udpPort, '127.0.0.1');
+  await until('the lead serves RX again', () => regionStat(table, lead, 'rx_write_errors') === before + 1n);
+  t.equal(engine.stats().assist_joins, engine.stats().assist_leaves, `RX handed back as often as lent (${engine.stats().assist_leaves})`);
+  // The lead crashes and comes back (the owner word and the eventfds outlive it): RX and TX still flow.
+  engine.crashWorker('tx');
+  await until('the lead restarted', () => engine.restarts === 1 && engine.alive === 2, 5000);
+  pod.send(icmpPacket(OWN | 2, PEER | 7, 64), devPort, '127.0.0.1');
+  await until('TX after the restart', () => forwarded.length === 2);
+  t.pass('a restarted lead forwards');
+});
+
 t.test('a removed peer\'s counter slot is quarantined until every worker has moved on', async (t) => {
   const fds = [addon.udpOpen(LOOPBACK, 0, false, 1 << 16), addon.udpOpen(LOOPBACK, 0, false, 1 << 16), addon.eventfdOpen()];
   t.teardown(() => { for (const fd of fds) addon.closeFd(fd); });
@@ -191,5 +242,8 @@ t.test('the addon refuses bad numbers instead of casting them', async (t) => {
   t.throws(() => addon.pump(e, 9, 0, 1), { code: 'ERR_INVALID_ARG_VALUE', message: /dirs/ }, 'pump dirs 9');
   t.throws(() => addon.pump(e, PUMP_DIRS.RX, -5, 1), { code: 'ERR_INVALID_ARG_VALUE', message: /timeoutMs/ }, 'a negative timeout');
   t.equal(addon.pump(e, PUMP_DIRS.RX, 0, 1), 0, 'good arguments pump');
+  t.throws(() => addon.pump(e, PUMP_DIRS.LEAD, 0, 1), { code: 'ERR_INVALID_ARG_TYPE', message: /adaptive role needs/ }, 'an adaptive role on an engine without rxOwner');
+  t.throws(() => addon.engineCreate({ ...good, rxOwner: new Uint32Array(new SharedArrayBuffer(4)) }), { code: 'ERR_INVALID_ARG_TYPE', message: /go together/ }, 'rxOwner without joinFd and backFd');
+  t.throws(() => addon.engineCreate({ ...good, joinFd: 1, backFd: 1, rxOwner: new Uint32Array(0) }), { code: 'ERR_INVALID_ARG_TYPE', message: /rxOwner/ }, 'an empty rxOwner');
   t.comment(`checked with peers at ${ipText(0x7f000002)}`);
 });

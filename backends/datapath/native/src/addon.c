@@ -17,7 +17,7 @@
 
 typedef struct {
   fl_engine engine;
-  napi_ref refs[5];  /* peer table, stats, tx fds, mac, wireguard state: keeps the shared memory alive */
+  napi_ref refs[6];  /* peer table, stats, tx fds, mac, wireguard state, RX owner: keeps the shared memory alive */
   int open;
 } engine_box;
 
@@ -298,7 +298,7 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
 static void release(napi_env env, engine_box *box) {
   if (box->open) fl_engine_free(&box->engine);
   box->open = 0;
-  for (int i = 0; i < 5; i++) if (box->refs[i]) { napi_delete_reference(env, box->refs[i]); box->refs[i] = NULL; }
+  for (int i = 0; i < 6; i++) if (box->refs[i]) { napi_delete_reference(env, box->refs[i]); box->refs[i] = NULL; }
 }
 
 static void finalize_box(napi_env env, void *data, void *hint) {
@@ -309,7 +309,10 @@ static void finalize_box(napi_env env, void *data, void *hint) {
 
 /* engineCreate({ mode, devFd, udpFd, stopFd, peerTable: Uint32Array, stats: BigUint64Array,
  *   devIp, ownSubnet, ownMask, mtu, vni, devMac: Uint8Array(6), txFds: Int32Array, offload, uso?, spinUs?,
- *   wgTable?: Uint8Array, ctrlFd?, family? (4 or 6), devIp6?, ownSubnet6?: Uint8Array(16), ownPrefix6?, dual? }) → external.
+ *   wgTable?: Uint8Array, ctrlFd?, family? (4 or 6), devIp6?, ownSubnet6?: Uint8Array(16), ownPrefix6?, dual?,
+ *   rxOwner?: Uint32Array (shared, ≥ 1 element), joinFd?, backFd? }) → external.
+ *   rxOwner, joinFd and backFd (all or none): the adaptive pair's shared RX owner word and eventfds (adaptive.c);
+ *   only an engine with them may pump FL_DIR_LEAD or FL_DIR_ASSIST.
  *   dual (wireguard mode, offload false): IPv4 and IPv6 inside one device, `family` the outer one; it needs devIp,
  *   ownSubnet, ownMask and devIp6, ownSubnet6, ownPrefix6, and a peer table of PT_FAMILY 46.
  *   family 6 (vxlan mode: the IPv6 VTEP; wireguard mode: flannel-wg-v6) needs devIp6, ownSubnet6 and ownPrefix6, sockets of AF_INET6
@@ -319,10 +322,11 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
   napi_value o = argv[0];
-  double mode, dev_fd, udp_fd, stop_fd, dev_ip, own_subnet, own_mask, mtu, vni, spin, ctrl_fd, family, own_prefix6;
+  double mode, dev_fd, udp_fd, stop_fd, dev_ip, own_subnet, own_mask, mtu, vni, spin, ctrl_fd, family, own_prefix6, join_fd, back_fd;
   bool offload, uso, dual = false;
   if (!int_prop(env, o, "mode", FL_MODE_UDP, FL_MODE_WIREGUARD, 0, 0, &mode) ||
       !int_prop(env, o, "ctrlFd", 0, FD_MAX, 1, -1, &ctrl_fd) ||
+      !int_prop(env, o, "joinFd", 0, FD_MAX, 1, -1, &join_fd) || !int_prop(env, o, "backFd", 0, FD_MAX, 1, -1, &back_fd) ||
       !int_prop(env, o, "devFd", 0, FD_MAX, 0, 0, &dev_fd) || !int_prop(env, o, "udpFd", 0, FD_MAX, 0, 0, &udp_fd) ||
       !int_prop(env, o, "stopFd", 0, FD_MAX, 0, 0, &stop_fd) || !int_prop(env, o, "devIp", 0, U32_MAX, 0, 0, &dev_ip) ||
       !int_prop(env, o, "ownSubnet", 0, U32_MAX, 0, 0, &own_subnet) || !int_prop(env, o, "ownMask", 0, U32_MAX, 0, 0, &own_mask) ||
@@ -330,8 +334,20 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
       !int_prop(env, o, "spinUs", 0, 1000000, 1, 0, &spin) || !int_prop(env, o, "family", 4, 6, 1, 4, &family) ||
       !int_prop(env, o, "ownPrefix6", 0, 128, 1, 0, &own_prefix6) || !bool_prop(env, o, "offload", &offload) || !bool_prop(env, o, "uso", &uso))
     return NULL;
-  napi_value arrays[5] = {prop(env, o, "peerTable"), prop(env, o, "stats"), prop(env, o, "txFds"), prop(env, o, "devMac"), prop(env, o, "wgTable")};
-  for (int i = 0; i < 5; i++) if (!arrays[i]) return NULL;
+  napi_value arrays[6] = {prop(env, o, "peerTable"), prop(env, o, "stats"), prop(env, o, "txFds"), prop(env, o, "devMac"), prop(env, o, "wgTable"), prop(env, o, "rxOwner")};
+  for (int i = 0; i < 6; i++) if (!arrays[i]) return NULL;
+  napi_valuetype owner_type;
+  if (napi_typeof(env, arrays[5], &owner_type) != napi_ok) return NULL;
+  size_t n_owner = 0;
+  void *rx_owner = NULL;
+  if (owner_type != napi_undefined && (!typed_data(env, arrays[5], napi_uint32_array, &rx_owner, &n_owner) || n_owner < 1)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "engineCreate: rxOwner must be a Uint32Array of at least one element");
+    return NULL;
+  }
+  if ((rx_owner != NULL) != (join_fd >= 0) || (join_fd >= 0) != (back_fd >= 0)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "engineCreate: rxOwner, joinFd and backFd go together");
+    return NULL;
+  }
   napi_valuetype wg_type;
   if (napi_typeof(env, arrays[4], &wg_type) != napi_ok) return NULL;
   size_t n_wg = 0;
@@ -420,12 +436,15 @@ static napi_value engine_create(napi_env env, napi_callback_info info) {
   e->wg = wg;
   e->wg_len = n_wg;
   e->ctrl_fd = (int)ctrl_fd;
+  e->rx_owner = rx_owner;
+  e->join_fd = (int)join_fd;
+  e->back_fd = (int)back_fd;
   int r = fl_engine_init(e);
   if (r < 0) { fl_engine_free(e); free(box); return throw_errno(env, r, "engineCreate"); }
   if (e->vnet) fl_offload_probe(e);
   box->open = 1;
-  for (int i = 0; i < 5; i++) {
-    if (i == 4 && !wg) break;
+  for (int i = 0; i < 6; i++) {
+    if ((i == 4 && !wg) || (i == 5 && !rx_owner)) continue;
     if (napi_create_reference(env, arrays[i], 1, &box->refs[i]) != napi_ok) {
       release(env, box);
       free(box);
@@ -449,16 +468,26 @@ static engine_box *unwrap(napi_env env, napi_value v) {
   return box;
 }
 
-/* pump(engine, dirs, timeoutMs, maxBatches): dirs 1 = TX, 2 = RX, 3 = both on one thread. */
+/* pump(engine, dirs, timeoutMs, maxBatches): dirs 1 = TX, 2 = RX, 3 = both on one thread, 4 = the adaptive
+ * lead, 8 = the adaptive assist (an engine made with rxOwner, joinFd and backFd). */
 static napi_value pump(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   if (!get_args(env, info, 4, argv)) return NULL;
   engine_box *box = unwrap(env, argv[0]);
   if (!box) return NULL;
   double dirs, timeout, batches;
-  if (!get_int(env, argv[1], "pump dirs (1 TX, 2 RX, 3 both)", FL_DIR_TX, FL_DIR_TX | FL_DIR_RX, &dirs) ||
+  if (!get_int(env, argv[1], "pump dirs (1 TX, 2 RX, 3 both, 4 lead, 8 assist)", FL_DIR_TX, FL_DIR_ASSIST, &dirs) ||
       !get_int(env, argv[2], "pump timeoutMs", 0, 60000, &timeout) || !get_int(env, argv[3], "pump maxBatches", 1, 1000000, &batches))
     return NULL;
+  int d = (int)dirs;
+  if (d != FL_DIR_TX && d != FL_DIR_RX && d != (FL_DIR_TX | FL_DIR_RX) && d != FL_DIR_LEAD && d != FL_DIR_ASSIST) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "pump dirs must be 1, 2, 3, 4 or 8");
+    return NULL;
+  }
+  if ((d == FL_DIR_LEAD || d == FL_DIR_ASSIST) && !box->engine.rx_owner) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "pump: an adaptive role needs an engine made with rxOwner, joinFd and backFd");
+    return NULL;
+  }
   int r = fl_pump(&box->engine, (int)dirs, (int)timeout, (int)batches);
   return r < 0 ? throw_errno(env, r, "pump") : num(env, r);
 }

@@ -354,18 +354,25 @@ static int wait_dirs(fl_engine *e, int dirs, int timeout_ms) {
   return r > 0 ? 1 : 0;
 }
 
+int fl_tx_step(fl_engine *e) { return e->vnet ? fl_tx_step_offload(e) : tx_step_plain(e); }
+int fl_rx_step(fl_engine *e) {
+  if (!e->rx_bufs && !(e->rx_bufs = malloc((size_t)FL_RX_SLOT * FL_BATCH))) return -ENOMEM;
+  return e->vnet ? fl_rx_step_offload(e) : rx_step_plain(e);
+}
+
 int fl_pump(fl_engine *e, int dirs, int timeout_ms, int max_batches) {
   if (fl_stop_requested(e)) return FL_PUMP_STOPPED;
-  if ((dirs & FL_DIR_RX) && !e->rx_bufs && !(e->rx_bufs = malloc((size_t)FL_RX_SLOT * FL_BATCH))) return -ENOMEM;
+  if (dirs & FL_DIR_LEAD) return fl_pump_lead(e, timeout_ms, max_batches);
+  if (dirs & FL_DIR_ASSIST) return fl_pump_assist(e, timeout_ms, max_batches);
   for (int b = 0; b < max_batches; b++) {
     fl_sync_peers(e);
     int did = 0, r;
     if (dirs & FL_DIR_TX) {
-      if ((r = e->vnet ? fl_tx_step_offload(e) : tx_step_plain(e)) < 0) return r;
+      if ((r = fl_tx_step(e)) < 0) return r;
       did += r;
     }
     if (dirs & FL_DIR_RX) {
-      if ((r = e->vnet ? fl_rx_step_offload(e) : rx_step_plain(e)) < 0) return r;
+      if ((r = fl_rx_step(e)) < 0) return r;
       did += r;
     }
     if (did) {

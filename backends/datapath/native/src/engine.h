@@ -48,6 +48,8 @@ typedef union {
 #define FL_PUMP_STOPPED 1
 #define FL_DIR_TX 1 /* device → UDP */
 #define FL_DIR_RX 2 /* UDP → device */
+#define FL_DIR_LEAD 4   /* adaptive lead: TX, and RX while it owns it (adaptive.c) */
+#define FL_DIR_ASSIST 8 /* adaptive assist: RX while the lead lends it */
 
 typedef struct fl_engine_s {
   int mode;          /* FL_MODE_*: picks `ops` in fl_engine_init */
@@ -80,6 +82,15 @@ typedef struct fl_engine_s {
   int uso;           /* the device has USO: UDP GSO packets come from it, coalesced UDP may go to it */
   int spin_us;       /* stay busy this long after the last traffic before sleeping in poll (0: never) */
   int64_t active_us; /* when the pump last moved traffic (CLOCK_MONOTONIC) */
+  /* adaptive threading (adaptive.c): who serves RX (0 the lead, 1 the assist), in shared memory; the
+   * eventfds that wake the assist (join) and the lead (back); each side's load measurements */
+  uint32_t *rx_owner;
+  int join_fd, back_fd;
+  int64_t busy_since_us;    /* lead: start of the current run of rounds that all moved packets */
+  uint32_t busy_rounds;     /* lead: rounds in that run */
+  uint64_t busy_rx;         /* lead: RX messages in that run */
+  int64_t window_start_us;  /* assist: its current rate window */
+  uint64_t window_packets;  /* assist: RX messages in it */
   uint8_t *tx_rbuf;  /* offload TX: FL_TX_READS reads of FL_SUPER */
   uint8_t *tx_hdrs;  /* offload TX: FL_TX_SEGS header slots of FL_TX_HDR */
   struct iovec *tx_iov; /* offload TX: FL_TX_IOVS, the gathered datagrams of a batch */
@@ -111,7 +122,8 @@ typedef struct fl_engine_s {
 /* Allocates buffers; returns 0 or -errno. The caller fills the fields above first. */
 int fl_engine_init(fl_engine *e);
 void fl_engine_free(fl_engine *e);
-/* Moves packets in the directions `dirs` (FL_DIR_TX | FL_DIR_RX) until idle for timeout_ms or
+/* Moves packets in the directions `dirs` (FL_DIR_TX | FL_DIR_RX, or one adaptive role: FL_DIR_LEAD,
+ * FL_DIR_ASSIST, which need rx_owner, join_fd and back_fd) until idle for timeout_ms or
  * max_batches steps. Returns FL_PUMP_STOPPED, FL_PUMP_IDLE, or -errno. With both directions one
  * thread serves the queue: a reply the RX step's write produced is sent by the next TX step, with
  * no thread wakeup in between. */

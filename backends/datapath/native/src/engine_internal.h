@@ -66,4 +66,10 @@ void fl_offload_probe(fl_engine *e);
 /* One offload step per direction: > 0 work done, 0 nothing to do, -errno. */
 int fl_tx_step_offload(fl_engine *e);
 int fl_rx_step_offload(fl_engine *e);
+/* One step of a direction, offload or per-packet as the engine runs: > 0 work done, 0 nothing, -errno. */
+int fl_tx_step(fl_engine *e);
+int fl_rx_step(fl_engine *e);
+/* The adaptive pair's loops (adaptive.c), with fl_pump's arguments and results. */
+int fl_pump_lead(fl_engine *e, int timeout_ms, int max_batches);
+int fl_pump_assist(fl_engine *e, int timeout_ms, int max_batches);
 #endif

@@ -77,6 +77,8 @@ enum {
   ST_WG_KEEPALIVES_RECEIVED = 39,
   ST_WG_ENDPOINT_UPDATES = 40,     /* RX: an authenticated packet from a new source address (roaming) */
   ST_WG_KEYPAIRS_CONFIRMED = 41,   /* RX: first packet on a responder's new keypair made it current */
+  ST_ASSIST_JOINS = 42,            /* adaptive lead: handed RX to the assist under load */
+  ST_ASSIST_LEAVES = 43,           /* adaptive assist: handed RX back when the load dropped */
   ST_GLOBAL_COUNT = 48,
   SP_TX_PACKETS = 0, SP_TX_BYTES = 1, SP_RX_PACKETS = 2, SP_RX_BYTES = 3,
   SP_RX_KEEPALIVES = 4, /* wireguard: authenticated keepalives (the timers need every authenticated packet) */
