@@ -35,9 +35,17 @@ export class DeviceState {
 
   /** Returns how many settings had to be fixed. */
   async ensure(): Promise<number> {
+    const fixed = await this.ensureIfPresent();
+    if (fixed === undefined) throw new FlannelError('FLN_ERR_KERNEL_OP', `device ${this.spec.name} is gone`);
+    return fixed;
+  }
+
+  /** ensure(), or undefined when the device does not exist (one `ip` run tells both). */
+  async ensureIfPresent(): Promise<number | undefined> {
     const { name, address, mtu, route, mac } = this.spec;
     const r = await runCommand('ip', ['-j', 'addr', 'show', 'dev', name]);
-    if (r.code !== 0) throw new FlannelError('FLN_ERR_KERNEL_OP', `device ${name} is gone: ${r.stderr.trim()}`);
+    if (r.code !== 0 && /does not exist/i.test(r.stderr)) return undefined;
+    if (r.code !== 0) throw new FlannelError('FLN_ERR_KERNEL_OP', `reading device ${name} failed: ${r.stderr.trim()}`);
     const link = (JSON.parse(r.stdout || '[]') as LinkJson[])[0] ?? {};
     const commands: string[] = [];
     const sysctls: string[] = [];

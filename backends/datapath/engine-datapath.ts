@@ -98,7 +98,8 @@ export class EngineDataPath {
   /** Fixes the device's settings, or re-creates the device if it is gone; returns how many things were fixed. */
   ensure(): Promise<number> {
     return this.serial(async () => {
-      if ((await runCommand('ip', ['link', 'show', 'dev', this.current.name])).code === 0) return this.current.state.ensure();
+      const fixed = await this.current.state.ensureIfPresent();
+      if (fixed !== undefined) return fixed;
       this.o.log.warn({ device: this.current.name }, 'the device was deleted: re-creating it and restarting the packet engine');
       await this.closeCurrent();
       this.current = await openOnce(this.o, this.table);
