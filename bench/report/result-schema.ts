@@ -58,7 +58,11 @@ function checkSample(c: Checker, v: unknown, path: string): void {
   // Added after the first results were committed: optional, so those files stay valid.
   if (s.machineCpuSec !== undefined) c.num(s.machineCpuSec, `${path}.machineCpuSec`, true);
   if (s.error !== undefined) c.str(s.error, `${path}.error`);
-  if (s.value !== null && s.tcp === undefined && s.udp === undefined && s.latency === undefined) c.fail(path, 'a sample with a value needs its raw figures (tcp, udp or latency)');
+  if (s.value !== null && s.tcp === undefined && s.udp === undefined && s.latency === undefined && s.rpc === undefined && s.idle === undefined) {
+    c.fail(path, 'a sample with a value needs its raw figures (tcp, udp, latency, rpc or idle)');
+  }
+  if (s.rpc !== undefined) for (const k of ['observations', 'dropped', 'p50Us', 'p99Us', 'seconds']) c.num(c.obj(s.rpc, `${path}.rpc`)?.[k], `${path}.rpc.${k}`);
+  if (s.idle !== undefined) for (const k of ['seconds', 'daemons', 'cpuPctPerDaemon']) c.num(c.obj(s.idle, `${path}.idle`)?.[k], `${path}.idle.${k}`);
   if (s.tcp !== undefined) for (const k of ['bitsPerSecond', 'bytes', 'seconds']) c.num(c.obj(s.tcp, `${path}.tcp`)?.[k], `${path}.tcp.${k}`);
   if (s.udp !== undefined) for (const k of ['packets', 'lostPackets', 'lostPercent', 'seconds', 'pps']) c.num(c.obj(s.udp, `${path}.udp`)?.[k], `${path}.udp.${k}`);
   if (s.latency !== undefined) {

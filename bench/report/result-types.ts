@@ -29,7 +29,7 @@ export const isIpv6Row = (id: DataPathId): boolean => (IPV6_DATAPATH_IDS as read
 export const referenceOf = (id: DataPathId): DataPathId => (isIpv6Row(id) ? 'kernel-vxlan6' : 'kernel-vxlan');
 
 /** Data-path metrics, measured for every data path in every repeat. */
-export const DATAPATH_METRICS = ['tcp1', 'tcp4', 'udp64', 'latency'] as const;
+export const DATAPATH_METRICS = ['tcp1', 'tcp4', 'udp64', 'latency', 'rpc', 'idle'] as const;
 export type DataPathMetric = (typeof DATAPATH_METRICS)[number];
 /** Control-plane micro-benchmarks. */
 export const CONTROL_METRICS = ['program-peers', 'lease-to-packet', 'kube-nodes'] as const;
@@ -64,15 +64,37 @@ export interface LatencyRaw {
   readonly rttUs: readonly number[];
 }
 
+/** sockperf UDP ping-pong (64-byte messages, back to back, full round trips). */
+export interface RpcRaw {
+  readonly observations: number;
+  readonly dropped: number;
+  readonly p50Us: number;
+  readonly p99Us: number;
+  readonly seconds: number;
+}
+
+/** The daemons' CPU while no traffic flows: percent of one core, per daemon (their sum over their count). */
+export interface IdleRaw {
+  readonly seconds: number;
+  readonly daemons: number;
+  readonly cpuPctPerDaemon: number;
+}
+
+/** How long the idle metric watches the daemons with no traffic: two iperf3 runs' time, at least 3 s. */
+export const idleSeconds = (o: { readonly durationSec: number }): number => Math.max(3, 2 * o.durationSec);
+
 export interface Sample {
   readonly repeat: number;
   readonly metric: DataPathMetric;
-  /** The headline figure: Gbit/s (tcp), received datagrams/s (udp64), p50 µs (latency); null on error. */
+  /** The headline figure: Gbit/s (tcp), received datagrams/s (udp64), p50 µs (latency, rpc), % of a core
+   * per daemon (idle); null on error. */
   readonly value: number | null;
   readonly error?: string;
   readonly tcp?: TcpRaw;
   readonly udp?: UdpRaw;
   readonly latency?: LatencyRaw;
+  readonly rpc?: RpcRaw;
+  readonly idle?: IdleRaw;
   /** CPU seconds (utime+stime) used by every flanneld during this sample; null without a daemon. */
   readonly daemonCpuSec: number | null;
   /** CPU seconds the whole machine was busy during this sample (local mode; null between two hosts). */
@@ -96,13 +118,16 @@ export interface DataPathSummary {
   readonly udp64LossPct: Stat | null;
   readonly rttP50Us: Stat | null;
   readonly rttP99Us: Stat | null;
+  readonly rpcP50Us?: Stat | null;
+  readonly rpcP99Us?: Stat | null;
+  readonly idleCpuPct?: Stat | null;
   readonly cpuSecPerGB: Stat | null;
   readonly peakRssMB: Stat | null;
   readonly machineCpuSecPerGB?: Stat | null;
 }
-export const SUMMARY_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'udp64Pps', 'udp64LossPct', 'rttP50Us', 'rttP99Us', 'cpuSecPerGB', 'peakRssMB', 'machineCpuSecPerGB'] as const;
+export const SUMMARY_KEYS = ['tcp1Gbps', 'tcp4Gbps', 'udp64Pps', 'udp64LossPct', 'rttP50Us', 'rttP99Us', 'rpcP50Us', 'rpcP99Us', 'idleCpuPct', 'cpuSecPerGB', 'peakRssMB', 'machineCpuSecPerGB'] as const;
 /** Summary keys added after results were first committed: files written before them lack them. */
-export const LATER_SUMMARY_KEYS: ReadonlySet<string> = new Set(['machineCpuSecPerGB']);
+export const LATER_SUMMARY_KEYS: ReadonlySet<string> = new Set(['machineCpuSecPerGB', 'rpcP50Us', 'rpcP99Us', 'idleCpuPct']);
 
 export interface DataPathResult {
   readonly id: DataPathId;

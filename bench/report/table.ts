@@ -3,7 +3,7 @@
 // with [min–max] underneath; then the control-plane figures.
 import type { Stat } from '../lib/stats.js';
 import {
-  type BenchResult, DATAPATH_METRICS, type DataPathResult, type DataPathSummary, isIpv6Row, referenceOf,
+  type BenchResult, DATAPATH_METRICS, type DataPathResult, type DataPathSummary, idleSeconds, isIpv6Row, referenceOf,
 } from './result-types.js';
 
 interface Column { readonly key: keyof DataPathSummary; readonly title: string; readonly unit: string; readonly fmt: (v: number) => string; readonly ratio: boolean; readonly daemon?: boolean }
@@ -16,6 +16,9 @@ const COLUMNS: readonly Column[] = [
   { key: 'udp64LossPct', title: 'UDP loss', unit: '%', fmt: fixed(1), ratio: false },
   { key: 'rttP50Us', title: 'RTT p50', unit: 'µs', fmt: fixed(0), ratio: true },
   { key: 'rttP99Us', title: 'RTT p99', unit: 'µs', fmt: fixed(0), ratio: true },
+  { key: 'rpcP50Us', title: 'UDP RPC p50', unit: 'µs', fmt: fixed(0), ratio: true },
+  { key: 'rpcP99Us', title: 'UDP RPC p99', unit: 'µs', fmt: fixed(0), ratio: true },
+  { key: 'idleCpuPct', title: 'idle CPU', unit: '% of a core', fmt: fixed(2), ratio: false, daemon: true },
   { key: 'cpuSecPerGB', title: 'daemon CPU', unit: 's per GB', fmt: fixed(2), ratio: false, daemon: true },
   { key: 'peakRssMB', title: 'daemon RSS', unit: 'MiB', fmt: fixed(0), ratio: false, daemon: true },
   { key: 'machineCpuSecPerGB', title: 'machine CPU', unit: 's per GB', fmt: fixed(2), ratio: true },
@@ -100,6 +103,8 @@ export function renderTable(r: BenchResult): string {
     `${env.cpuModel}, ${env.cores} cores, Linux ${env.kernel}, Node ${env.nodeVersion}, commit ${env.gitCommit.slice(0, 12)}${env.gitDirty ? ' (dirty)' : ''}`,
     ...(env.threadWakeupUs ? [`Thread wake-up (eventfd, median): ${env.threadWakeupUs.sameCpu} µs on one CPU, ${env.threadWakeupUs.crossCpu} µs across CPUs; udp and userspace vxlan take 2-4 per round trip, the TUN relay 2, kernel paths none.`] : []),
     'Figures: median, [min–max] over repeats; ×ref = ratio to kernel VXLAN configured by hand (for RTT, above 1 is slower).',
+    ...(r.options.metrics.includes('rpc') ? ['UDP RPC: sockperf ping-pong, 64-byte UDP messages back to back between the pods, full round trips (both ends wake in user space, as an RPC does); RTT: ping, answered by the kernel.'] : []),
+    ...(r.options.metrics.includes('idle') ? [`idle CPU: each daemon's CPU over ${idleSeconds(r.options)} s with no traffic (after the repeat's other measurements and 3 s to settle), percent of one core.`] : []),
     ...(r.datapaths.some((d) => isIpv6Row(d.id)) ? ['IPv6 rows (… IPv6): measured between the pods\' IPv6 addresses over an IPv6 underlay; their ×ref is to kernel VXLAN IPv6 by hand (kernel-vxlan6).'] : []),
     '',
   ];

@@ -8,7 +8,8 @@ import { round } from '../lib/stats.js';
 import { machineBusySeconds, maxPeakRssMB, totalCpuSeconds } from '../metrics/daemon-usage.js';
 import { IperfServer, tcpThroughput, udpSmallPackets } from '../metrics/iperf.js';
 import { pingLatency } from '../metrics/ping-latency.js';
-import type { DataPathMetric, RepeatUsage, Sample, Status } from '../report/result-types.js';
+import { sockperfRpc } from '../metrics/sockperf-rpc.js';
+import { type DataPathMetric, type RepeatUsage, type Sample, type Status, idleSeconds } from '../report/result-types.js';
 
 /** A data path as the run sees it: set up (ready), or why not. */
 export interface PathUnderTest {
@@ -97,12 +98,34 @@ async function measureOne(path: ReadyPath, iperf: IperfControl, metric: DataPath
         const latency = await pingLatency(path.client, serverIp, o.pings);
         return { repeat, metric, value: latency.p50Us, latency, daemonCpuSec: await cpu() };
       }
+      case 'rpc': {
+        const rpc = await sockperfRpc(path.client, path.server, o.durationSec);
+        return { repeat, metric, value: rpc.p50Us, rpc, daemonCpuSec: await cpu() };
+      }
+      case 'idle': {
+        if (path.remoteUsage) throw new Error('idle CPU is measured in local mode only');
+        // What the last traffic left to do (a hand-back, a GC) is not idle cost: settle first.
+        await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+        const settled = await snapshot(path);
+        if (settled.cpuSec === null || settled.pids === 0) throw new Error('no daemon on this path');
+        const startedAt = Date.now();
+        await new Promise((r) => setTimeout(r, idleSeconds(o) * 1000));
+        const after = await snapshot(path);
+        if (after.cpuSec === null || after.pids !== settled.pids) throw new Error('a daemon restarted or went away while idle');
+        const used = round(after.cpuSec - settled.cpuSec, 3);
+        const seconds = (Date.now() - startedAt) / 1000;
+        const cpuPctPerDaemon = round((used / seconds / settled.pids) * 100, 3);
+        return { repeat, metric, value: cpuPctPerDaemon, idle: { seconds: round(seconds, 2), daemons: settled.pids, cpuPctPerDaemon }, daemonCpuSec: used };
+      }
     }
   } catch (err) {
-    if (metric !== 'latency') await iperf.restart().catch(() => {});
+    if (metric === 'tcp1' || metric === 'tcp4' || metric === 'udp64') await iperf.restart().catch(() => {});
     return { repeat, metric, value: null, error: errorText(err), daemonCpuSec: await cpu() };
   }
 }
+
+/** The idle metric waits this long after the last traffic before it starts counting. */
+const IDLE_SETTLE_MS = 3000;
 
 /** iperf3's errors of its control connection (not of the data it measures). */
 const IPERF_CONTROL_ERROR = /iperf3: (unable to (receive|send|read|write) control message|the server is busy)|control socket has closed unexpectedly/i;
@@ -145,5 +168,7 @@ function describe(s: Sample): string {
   if (s.tcp) return `${(s.value ?? 0).toFixed(2)} Gbit/s, ${s.tcp.retransmits ?? '?'} retransmits${cpu}`;
   if (s.udp) return `${(s.udp.pps / 1000).toFixed(0)} kpps received, ${s.udp.lostPercent.toFixed(1)} % lost${cpu}`;
   if (s.latency) return `rtt p50 ${s.latency.p50Us} µs, p99 ${s.latency.p99Us} µs (${s.latency.received}/${s.latency.sent})`;
+  if (s.rpc) return `sockperf rtt p50 ${s.rpc.p50Us} µs, p99 ${s.rpc.p99Us} µs (${s.rpc.observations} round trips, ${s.rpc.dropped} dropped)`;
+  if (s.idle) return `idle: ${s.idle.cpuPctPerDaemon.toFixed(2)} % of a core per daemon (${s.idle.daemons} daemon(s), ${s.idle.seconds} s)`;
   return '';
 }

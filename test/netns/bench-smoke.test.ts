@@ -159,6 +159,31 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   t.ok(problems.some((p) => p.startsWith('environment.gitCommit')), '... a missing field');
 });
 
+t.test('sockperf UDP ping-pong and the idle daemons\' CPU are measured beside ping', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-rpc-'));
+  const out = join(dir, 'rpc');
+  const proc = bench(['--datapaths=tun-relay,udp,host-gw', '--metrics=latency,rpc,idle', '--repeats=1', '--duration=1', '--pings=200', `--out=${out}`]);
+  t.teardown(async () => {
+    await stopProcess(proc, 'SIGINT', 60_000);
+    if (proc.child.pid) await deleteNetns(await leftovers(proc.child.pid));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  t.equal(await proc.exited, 0, 'exit code 0', { output: proc.output().slice(-3000) });
+  const result = readResult(out);
+  t.same(validateResult(result), [], 'the JSON matches the schema');
+  for (const d of result.datapaths) {
+    const s = d.summary;
+    const rpc = d.samples.find((x) => x.metric === 'rpc')?.rpc;
+    t.ok(rpc && rpc.observations > 100 && (s.rpcP50Us?.median ?? 0) > 0 && (s.rpcP99Us?.median ?? 0) >= (s.rpcP50Us?.median ?? 0),
+      `${d.id}: sockperf p50 ${s.rpcP50Us?.median} µs, p99 ${s.rpcP99Us?.median} µs over ${rpc?.observations} round trips`);
+    const idle = s.idleCpuPct?.median;
+    t.ok(typeof idle === 'number' && idle >= 0 && idle < 100, `${d.id}: idle CPU ${idle} % of a core per process`);
+  }
+  const table = readFileSync(`${out}.txt`, 'utf8');
+  t.match(table, /UDP RPC p50\s+UDP RPC p99\s+idle CPU/, 'the table has the sockperf and idle columns');
+  t.match(table, /sockperf ping-pong/, 'and says what they are');
+});
+
 t.test('a bad flag is a usage error (exit 64)', async (t) => {
   const proc = bench(['--datapaths=raw,warp-drive']);
   t.equal(await proc.exited, 64);
