@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { DatapathThreading, Network } from '../backends/backend.js';
 import { IptablesRules } from '../backends/kernel/masquerade.js';
 import { createBackend } from '../backends/registry.js';
+import { defaultSpinUs } from '../backends/datapath/packet-engine.js';
 import { sleep } from '../subnet/backoff.js';
 import { FlannelError, errorMessage, isAbortError } from '../lib/errors.js';
 import { createEtcdClient } from '../subnet/etcd/etcd-client.js';
@@ -54,7 +55,8 @@ export async function runDaemon(flags: Flags, log: Logger, signal: AbortSignal):
     });
     log.info({ iface: ext.name, mtu: ext.mtu, ...(ext.publicIp6 !== undefined ? { publicIpv6: formatIp6(ext.publicIp6) } : {}) }, 'using external interface');
     const queues = flags['datapath-queues'] || Math.max(1, Math.floor(availableParallelism() / 2));
-    const threading = { workers: flags['datapath-threads'] as DatapathThreading['workers'], spinUs: flags['datapath-spin-us'] };
+    const workers = flags['datapath-threads'] as DatapathThreading['workers'];
+    const threading = { workers, spinUs: flags['datapath-spin-us'] >= 0 ? flags['datapath-spin-us'] : defaultSpinUs(workers) };
     const backend = createBackend(config.backendType, { ext, config, log, offload: flags['datapath-offload'], queues, threading });
     const attrs = await backend.prepare();
     health.reason = 'acquiring a subnet lease';

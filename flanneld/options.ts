@@ -47,7 +47,7 @@ const FLAGS = {
   'datapath-offload': { kind: 'bool', default: true, help: 'flannel-ts extension: use TSO, UDP GSO/GRO and coalescing in the udp and userspace vxlan data paths (false forces the per-packet path)' },
   'datapath-queues': { kind: 'int', default: 0, min: 0, max: 64, help: 'flannel-ts extension: device queues of the udp and userspace vxlan data paths, (0 = one per two cores)' },
   'datapath-threads': { kind: 'string', default: 'adaptive', help: 'flannel-ts extension: per device queue, a TX and an RX worker ("pair"), one worker for both directions ("shared": fewer threads and wakeups, less throughput on 2 cores), or one worker for both directions while traffic is light and a second one for RX under load ("adaptive")' },
-  'datapath-spin-us': { kind: 'int', default: 0, min: 0, max: 10000, help: 'flannel-ts extension: microseconds a packet worker stays busy after traffic before it sleeps (0 = sleep at once)' },
+  'datapath-spin-us': { kind: 'int', default: -1, min: -1, max: 10000, help: 'flannel-ts extension: microseconds a packet worker stays busy after traffic before it sleeps (0 = sleep at once; -1, the default: 50 for adaptive workers, which busy-poll only after a short pause in traffic, 0 for pair and shared, which would spin after every packet)' },
   'vxlan-datapath': { kind: 'string', default: '', help: 'flannel-ts extension: override the vxlan Backend.Datapath on this node ("userspace" or "kernel")' },
   'log-level': { kind: 'string', default: 'info', help: 'flannel-ts extension: log level (fatal, error, warn, info, debug, trace)' },
   version: { kind: 'bool', default: false, help: 'print version and exit' },

@@ -13,8 +13,16 @@ import type { WorkerData, WorkerDirection, WorkerMessage, WorkerReport } from '.
 
 type WorkerKey = `${WorkerDirection}${number}`;
 
-/** The default: the adaptive pair per queue (one worker while traffic is light), sleeping as soon as there is no traffic. */
-export const DEFAULT_THREADING: DatapathThreading = { workers: 'adaptive', spinUs: 0 };
+/** The adaptive lead's busy-poll window, opened only after a short pause in traffic (native/src/adaptive.c). */
+export const ADAPTIVE_SPIN_US = 50;
+
+/** --datapath-spin-us when not given: the adaptive lead's window; pair and shared workers would spin after every packet, so 0. */
+export function defaultSpinUs(workers: DatapathThreading['workers']): number {
+  return workers === 'adaptive' ? ADAPTIVE_SPIN_US : 0;
+}
+
+/** The default: the adaptive pair per queue (one worker while traffic is light). */
+export const DEFAULT_THREADING: DatapathThreading = { workers: 'adaptive', spinUs: ADAPTIVE_SPIN_US };
 
 /** Worker threads per queue: one serving both directions, or two (a TX and an RX worker, the adaptive pair). */
 export function workersPerQueue(threading: DatapathThreading): number {

@@ -52,6 +52,7 @@ export async function measureDataPaths(paths: readonly PathUnderTest[], o: Bench
 export async function measureRepeat(p: PathUnderTest, ready: ReadyPath, iperf: IperfControl, r: number, o: BenchOptions, progress: Progress): Promise<void> {
   const samples: Sample[] = [];
   for (const metric of o.metrics) {
+    if (metric === 'idle' && ready.daemonPids().length === 0) continue; // a kernel-only path has no process to watch
     progress.start(`repeat ${r}/${o.repeats} · ${p.def.id} · ${metric}`);
     const s = await measureOne(ready, iperf, metric, r, o);
     samples.push(s);
@@ -107,7 +108,7 @@ async function measureOne(path: ReadyPath, iperf: IperfControl, metric: DataPath
         // What the last traffic left to do (a hand-back, a GC) is not idle cost: settle first.
         await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
         const settled = await snapshot(path);
-        if (settled.cpuSec === null || settled.pids === 0) throw new Error('no daemon on this path');
+        if (settled.cpuSec === null || settled.pids === 0) throw new Error('the path\'s processes went away');
         const startedAt = Date.now();
         await new Promise((r) => setTimeout(r, idleSeconds(o) * 1000));
         const after = await snapshot(path);

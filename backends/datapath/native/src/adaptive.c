@@ -7,6 +7,7 @@
  *  - Heavy traffic: when the lead has moved packets in FL_JOIN_ROUNDS rounds and FL_JOIN_BUSY_US without
  *    once finding both directions empty, and RX had some of them, it hands RX to the assist (owner 1, join eventfd) and keeps TX: from then on
  *    the queue runs as a TX and an RX worker on two CPUs.
+ *  - With spin_us, the lead busy-polls that long after traffic when the previous pause was short (below).
  *  - When the assist's RX rate falls below FL_LEAVE_PACKETS per FL_LEAVE_WINDOW_US, it hands RX back
  *    (owner 0, back eventfd) and sleeps again.
  * Each transition is made by the side that owns RX, after its last RX step and before the other side's
@@ -74,6 +75,7 @@ int fl_pump_lead(fl_engine *e, int timeout_ms, int max_batches) {
     if (did) {
       int64_t now = mono_us();
       e->active_us = now;
+      if (e->idle_since_us) { e->gap_short = now - e->idle_since_us < 2 * (int64_t)e->spin_us; e->idle_since_us = 0; }
       if (!e->busy_since_us) e->busy_since_us = now;
       if (++e->busy_rounds >= FL_JOIN_ROUNDS && own_rx && e->busy_rx && now - e->busy_since_us >= FL_JOIN_BUSY_US) {
         hand_over(e, 1, e->join_fd, ST_ASSIST_JOINS);
@@ -85,7 +87,13 @@ int fl_pump_lead(fl_engine *e, int timeout_ms, int max_batches) {
     e->busy_since_us = 0;
     e->busy_rounds = 0;
     e->busy_rx = 0;
-    if (e->spin_us && mono_us() - e->active_us < e->spin_us) {
+    /* Busy-poll for spin_us only when the last pause in traffic was short (under twice the window): a
+     * request/response exchange whose replies come back within it is then served without a thread
+     * wakeup at either end, while sparse traffic (pings 2 ms apart, whose pauses are long) and an idle
+     * queue never spin. */
+    int64_t now = mono_us();
+    if (!e->idle_since_us) e->idle_since_us = now;
+    if (e->spin_us && e->gap_short && now - e->idle_since_us < e->spin_us) {
       sched_yield();
       b--;
       continue;

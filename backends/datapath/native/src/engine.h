@@ -91,6 +91,8 @@ typedef struct fl_engine_s {
   uint64_t busy_rx;         /* lead: RX messages in that run */
   int64_t window_start_us;  /* assist: its current rate window */
   uint64_t window_packets;  /* assist: RX messages in it */
+  int64_t idle_since_us;    /* lead: when it last found both directions empty (0: moving traffic) */
+  int gap_short;            /* lead: the last pause in traffic was under 2 × spin_us: busy-poll the next one */
   uint8_t *tx_rbuf;  /* offload TX: FL_TX_READS reads of FL_SUPER */
   uint8_t *tx_hdrs;  /* offload TX: FL_TX_SEGS header slots of FL_TX_HDR */
   struct iovec *tx_iov; /* offload TX: FL_TX_IOVS, the gathered datagrams of a batch */
