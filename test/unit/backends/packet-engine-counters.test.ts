@@ -5,7 +5,8 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { pino } from 'pino';
-import t from 'tap';
+import t, { type Test } from 'tap';
+import type { DatapathThreading } from '../../../dist/backends/backend.js';
 // The compiled modules (npm run build): the engine's worker threads load engine.worker.js from dist/.
 import { GLOBAL_STATS, GLOBAL_STAT_SLOTS, PEER_STATS, type GlobalStat } from '../../../dist/backends/datapath/layout.js';
 import { ENGINE_MODE, PUMP_DIRS, datapathAddon } from '../../../dist/backends/datapath/native/datapath-addon.js';
@@ -70,13 +71,14 @@ async function until(what: string, fn: () => boolean, ms = 5000): Promise<void> 
   }
 }
 
-t.test('pair mode: the TX and the RX worker each count into their own region', async (t) => {
+/** A running engine over loopback sockets: the "device" is a UDP socket a pod socket writes into (and whose
+ * writes fail: it has no destination), the peer a socket at 127.0.0.2 that collects what is forwarded. */
+async function loopbackEngine(t: Test, threading: DatapathThreading, udpBufBytes = 1 << 20) {
   const [devPort, udpPort] = [await freePort('127.0.0.1'), await freePort('127.0.0.1')];
   const devFd = addon.udpOpen(LOOPBACK, devPort, false, 1 << 20);
-  const udpFd = addon.udpOpen(LOOPBACK, udpPort, false, 1 << 20);
+  const udpFd = addon.udpOpen(LOOPBACK, udpPort, false, udpBufBytes);
   const peerSock = await boundSocket('127.0.0.2');
   const pod = await boundSocket('127.0.0.1');
-  const threading = { workers: 'pair' as const, spinUs: 0 };
   const table = new PeerTable(4, 2);
   const engine = new PacketEngine({ table, log, threading, queues: [{ devFd, udpFd, txFds: new Int32Array(0) }],
     spec: { mode: ENGINE_MODE.UDP, devIp: OWN, ownSubnet: OWN, ownMask: 0xffffff00, mtu: 1472, vni: 0, devMac: new Uint8Array(6), offload: false } });
@@ -85,6 +87,12 @@ t.test('pair mode: the TX and the RX worker each count into their own region', a
   engine.replacePeers([peer('10.244.2.0/24', PEER, peerSock.address().port)]);
   const forwarded: Buffer[] = [];
   peerSock.on('message', (m) => forwarded.push(m));
+  return { devPort, udpPort, devFd, udpFd, peerSock, pod, table, engine, forwarded };
+}
+
+t.test('pair mode: the TX and the RX worker each count into their own region', async (t) => {
+  const threading = { workers: 'pair' as const, spinUs: 0 };
+  const { devPort, udpPort, devFd, udpFd, peerSock, pod, table, engine, forwarded } = await loopbackEngine(t, threading);
 
   // TX: two "device reads" (datagrams into the engine's device socket): one forwarded, one TTL-expired.
   pod.send(icmpPacket(OWN | 2, PEER | 7, 64), devPort, '127.0.0.1');
@@ -110,20 +118,8 @@ t.test('pair mode: the TX and the RX worker each count into their own region', a
 });
 
 t.test('adaptive mode: the lead serves both directions until an RX flood makes it lend RX to the assist, which gives it back', async (t) => {
-  const [devPort, udpPort] = [await freePort('127.0.0.1'), await freePort('127.0.0.1')];
-  const devFd = addon.udpOpen(LOOPBACK, devPort, false, 1 << 20);
-  const udpFd = addon.udpOpen(LOOPBACK, udpPort, false, 4 << 20);
-  const peerSock = await boundSocket('127.0.0.2');
-  const pod = await boundSocket('127.0.0.1');
-  const threading = { workers: 'adaptive' as const, spinUs: 0 };
-  const table = new PeerTable(4, 2);
-  const engine = new PacketEngine({ table, log, threading, queues: [{ devFd, udpFd, txFds: new Int32Array(0) }],
-    spec: { mode: ENGINE_MODE.UDP, devIp: OWN, ownSubnet: OWN, ownMask: 0xffffff00, mtu: 1472, vni: 0, devMac: new Uint8Array(6), offload: false } });
-  t.teardown(async () => { await engine.stop(); addon.closeFd(devFd); addon.closeFd(udpFd); peerSock.close(); pod.close(); });
-  await engine.start();
-  engine.replacePeers([peer('10.244.2.0/24', PEER, peerSock.address().port)]);
-  const forwarded: Buffer[] = [];
-  peerSock.on('message', (m) => forwarded.push(m));
+  const threading = { workers: 'adaptive' as const, spinUs: 50 };
+  const { devPort, udpPort, peerSock, pod, table, engine, forwarded } = await loopbackEngine(t, threading, 4 << 20);
   const lead = counterRegion(threading, 'lead', 0), assist = counterRegion(threading, 'assist', 0);
   t.not(lead, assist, 'the lead and the assist get different regions');
 
