@@ -39,6 +39,20 @@ async function leftovers(pid: number): Promise<string[]> {
   return names.filter((n) => TAG_PREFIXES.some((p) => n.startsWith(`${p}${id}`)));
 }
 
+/** Starts the harness writing its results under a fresh temporary prefix; on teardown, stops it (Ctrl-C),
+ * deletes any namespace it left and the temporary files. */
+function benchToTempFiles(t: Test, args: readonly string[]): { proc: SpawnedProcess; out: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
+  const out = join(dir, 'result');
+  const proc = bench([...args, `--out=${out}`]);
+  t.teardown(async () => {
+    await stopProcess(proc, 'SIGINT', 60_000);
+    if (proc.child.pid) await deleteNetns(await leftovers(proc.child.pid));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { proc, out };
+}
+
 function readResult(prefix: string): BenchResult {
   return JSON.parse(readFileSync(`${prefix}.json`, 'utf8')) as BenchResult;
 }
@@ -54,14 +68,7 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
   // And the kube-apiserver of the kube-nodes row (a cached build, built now, or the reason).
   const kubeBin = await kubeApiserverOrSkip((line) => t.comment(`kube-nodes is expected to be unavailable: ${line}`));
   const unavailableHere = (id: string): boolean => (id === 'wireguard-go-latest' && !latestWg.ok) || (id.startsWith('flannel-') && !realFlannel.ok);
-  const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
-  const out = join(dir, 'quick');
-  const proc = bench(['--quick', '--repeats=1', '--duration=1', '--peers=10', '--metrics=tcp1,udp64,latency,program-peers,lease-to-packet,kube-nodes', `--out=${out}`]);
-  t.teardown(async () => {
-    await stopProcess(proc, 'SIGINT', 60_000);
-    if (proc.child.pid) await deleteNetns(await leftovers(proc.child.pid));
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { proc, out } = benchToTempFiles(t, ['--quick', '--repeats=1', '--duration=1', '--peers=10', '--metrics=tcp1,udp64,latency,program-peers,lease-to-packet,kube-nodes']);
   const code = await proc.exited;
   t.equal(code, 0, 'exit code 0', { output: proc.output().slice(-3000) });
   const result = readResult(out);
@@ -160,14 +167,7 @@ t.test('--quick with one repeat completes and writes a valid result', async (t) 
 });
 
 t.test('sockperf UDP ping-pong and the idle daemons\' CPU are measured beside ping', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bench-rpc-'));
-  const out = join(dir, 'rpc');
-  const proc = bench(['--datapaths=tun-relay,udp,host-gw', '--metrics=latency,rpc,idle', '--repeats=1', '--duration=1', '--pings=200', `--out=${out}`]);
-  t.teardown(async () => {
-    await stopProcess(proc, 'SIGINT', 60_000);
-    if (proc.child.pid) await deleteNetns(await leftovers(proc.child.pid));
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { proc, out } = benchToTempFiles(t, ['--datapaths=tun-relay,udp,host-gw', '--metrics=latency,rpc,idle', '--repeats=1', '--duration=1', '--pings=200']);
   t.equal(await proc.exited, 0, 'exit code 0', { output: proc.output().slice(-3000) });
   const result = readResult(out);
   t.same(validateResult(result), [], 'the JSON matches the schema');
