@@ -80,6 +80,11 @@ export function createMetrics(src: MetricsSource): DaemonMetrics {
     set({ to: 'assist' }, s?.assist_joins ?? 0n);
     set({ to: 'lead' }, s?.assist_leaves ?? 0n);
   });
+  mirror('flanneld_datapath_busy_polls_total', 'adaptive packet workers: busy-polls for a predicted answer (a reply due within --datapath-spin-us), by how they ended: answered (traffic came, no wake-up) or expired (none came; the worker slept)', ['result'], (set) => {
+    const s = stats()?.counters;
+    set({ result: 'answered' }, s?.busy_polls_answered ?? 0n);
+    set({ result: 'expired' }, s?.busy_polls_expired ?? 0n);
+  });
   mirror('flanneld_datapath_icmp_unreachable_sent_total', 'ICMP net-unreachable replies sent for packets to no leased subnet', [], (set) => {
     set({}, stats()?.counters.icmp_unreachable_sent ?? 0n);
   });

@@ -31,6 +31,7 @@ export const GLOBAL_STATS = [
   'drop_handshake_queue_full', 'drop_unknown_index', 'drop_bad_decrypt', 'drop_replay',
   'drop_expired_keypair', 'drop_bad_wg_message', 'drop_allowed_ips', 'wg_keepalives_received',
   'wg_endpoint_updates', 'wg_keypairs_confirmed', 'assist_joins', 'assist_leaves',
+  'busy_polls_answered', 'busy_polls_expired',
 ] as const;
 export type GlobalStat = Exclude<(typeof GLOBAL_STATS)[number], ''>;
 export const GLOBAL_STAT_SLOTS = 48;

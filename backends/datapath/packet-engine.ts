@@ -13,8 +13,8 @@ import type { WorkerData, WorkerDirection, WorkerMessage, WorkerReport } from '.
 
 type WorkerKey = `${WorkerDirection}${number}`;
 
-/** The adaptive lead's busy-poll window, opened only after a short pause in traffic (native/src/adaptive.c). */
-export const ADAPTIVE_SPIN_US = 50;
+/** The longest the adaptive lead busy-polls for an answer it predicts (reply prediction, native/src/adaptive.c). */
+export const ADAPTIVE_SPIN_US = 200;
 
 /** --datapath-spin-us when not given: the adaptive lead's window; pair and shared workers would spin after every packet, so 0. */
 export function defaultSpinUs(workers: DatapathThreading['workers']): number {

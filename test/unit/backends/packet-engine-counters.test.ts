@@ -156,6 +156,50 @@ t.test('adaptive mode: the lead serves both directions until an RX flood makes i
   t.pass('a restarted lead forwards');
 });
 
+t.test('adaptive mode: the lead busy-polls for an answer it predicts, and not for traffic nobody answers', async (t) => {
+  // A window wide enough for a JS echo (event-loop latency, not the engine's, sets the gap here).
+  const threading = { workers: 'adaptive' as const, spinUs: 10_000 };
+  const { devPort, udpPort, peerSock, pod, engine, forwarded } = await loopbackEngine(t, threading);
+  const polls = () => ({ answered: engine.stats().busy_polls_answered, expired: engine.stats().busy_polls_expired });
+  const request = icmpPacket(OWN | 2, PEER | 7, 64), reply = icmpPacket(PEER | 7, OWN | 2, 64);
+  const exchange = async (n: number): Promise<void> => {
+    for (let i = 0; i < n; i++) {
+      const sent = forwarded.length;
+      pod.send(request, devPort, '127.0.0.1');
+      await until('the request forwarded', () => forwarded.length > sent);
+      await new Promise((r) => setTimeout(r, 15)); // well past the window: the next request comes after a pause
+    }
+  };
+  // Request/response: the peer answers each request at once. The first answer teaches the lead the gap;
+  // from then on it stays awake for the answers instead of sleeping in poll.
+  const echo = (): void => { peerSock.send(reply, udpPort, '127.0.0.1'); };
+  peerSock.on('message', echo);
+  await exchange(20);
+  const rpc = polls();
+  t.ok(rpc.answered >= 5n, `request/response: answers caught while busy-polling (${rpc.answered} answered, ${rpc.expired} expired of 20)`);
+  // One-way traffic (the peer stops answering): the first busy-poll expires, the lead forgets the gap, and
+  // no further request makes it spin.
+  peerSock.off('message', echo);
+  await new Promise((r) => setTimeout(r, 50)); // the last answer is in
+  const before = polls();
+  await exchange(20);
+  const oneWay = polls();
+  t.equal(oneWay.answered, before.answered, 'one-way traffic: nothing answered');
+  t.ok(oneWay.expired - before.expired <= 1n, `one-way traffic: at most the first busy-poll expires (${oneWay.expired - before.expired})`);
+});
+
+t.test('adaptive mode without a spin window never busy-polls', async (t) => {
+  const threading = { workers: 'adaptive' as const, spinUs: 0 };
+  const { devPort, udpPort, peerSock, pod, engine, forwarded } = await loopbackEngine(t, threading);
+  peerSock.on('message', () => peerSock.send(icmpPacket(PEER | 7, OWN | 2, 64), udpPort, '127.0.0.1'));
+  for (let i = 1; i <= 10; i++) {
+    pod.send(icmpPacket(OWN | 2, PEER | 7, 64), devPort, '127.0.0.1');
+    await until('the request forwarded', () => forwarded.length === i);
+  }
+  await until('the answers moved', () => engine.stats().rx_write_errors === 10n);
+  t.same([engine.stats().busy_polls_answered, engine.stats().busy_polls_expired], [0n, 0n], 'no busy-polls');
+});
+
 t.test('a removed peer\'s counter slot is quarantined until every worker has moved on', async (t) => {
   const fds = [addon.udpOpen(LOOPBACK, 0, false, 1 << 16), addon.udpOpen(LOOPBACK, 0, false, 1 << 16), addon.eventfdOpen()];
   t.teardown(() => { for (const fd of fds) addon.closeFd(fd); });

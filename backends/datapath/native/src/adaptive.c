@@ -7,7 +7,7 @@
  *  - Heavy traffic: when the lead has moved packets in FL_JOIN_ROUNDS rounds and FL_JOIN_BUSY_US without
  *    once finding both directions empty, and RX had some of them, it hands RX to the assist (owner 1, join eventfd) and keeps TX: from then on
  *    the queue runs as a TX and an RX worker on two CPUs.
- *  - With spin_us, the lead busy-polls that long after traffic when the previous pause was short (below).
+ *  - With spin_us, the lead busy-polls after traffic while it expects an answer soon (reply prediction, below).
  *  - When the assist's RX rate falls below FL_LEAVE_PACKETS per FL_LEAVE_WINDOW_US, it hands RX back
  *    (owner 0, back eventfd) and sleeps again.
  * Each transition is made by the side that owns RX, after its last RX step and before the other side's
@@ -38,6 +38,46 @@ static int64_t mono_us(void) {
   return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
+/* Reply prediction. Traffic in one direction is usually answered by the other: a ping sent to the
+ * underlay by its echo from it, a request delivered to the device by the local reply. The lead times
+ * how long the last answer in each direction took, and after traffic it busy-polls while an answer is
+ * due: up to twice the last gap plus FL_SPIN_SLACK_US, never longer than spin_us. So the node that sent
+ * a request stays awake for its reply, and the node that serves it does not spin after sending the
+ * reply (the next request is a ping interval away); bulk traffic spins a few µs after its end; an idle
+ * queue, one-way traffic and answers slower than spin_us never spin. A spin that ends without its
+ * answer forgets the gap, so the next one waits for a fresh measurement. */
+#define FL_SPIN_SLACK_US 20
+enum { DIR_TX = 0, DIR_RX = 1 };
+
+static void note_traffic(fl_engine *e, int dir, int64_t now) {
+  int other = !dir;
+  if (e->waiting_since_us[other]) {
+    int64_t gap = now - e->waiting_since_us[other];
+    e->answer_gap_us[other] = gap > 0 ? gap : 1;
+    e->waiting_since_us[other] = 0;
+  }
+  if (!e->waiting_since_us[dir]) e->waiting_since_us[dir] = now;
+}
+
+/* Until when to busy-poll for an answer (0: not at all). */
+static int64_t spin_until(const fl_engine *e) {
+  int64_t until = 0;
+  for (int d = 0; d < 2; d++) {
+    int64_t gap = e->answer_gap_us[d];
+    if (!e->waiting_since_us[d] || !gap || gap >= e->spin_us) continue;
+    int64_t span = 2 * gap + FL_SPIN_SLACK_US;
+    if (span > e->spin_us) span = e->spin_us;
+    if (e->waiting_since_us[d] + span > until) until = e->waiting_since_us[d] + span;
+  }
+  return until;
+}
+
+/* The answers spin_until waited for did not come: measure afresh before spinning again. */
+static void forget_due_answers(fl_engine *e) {
+  for (int d = 0; d < 2; d++)
+    if (e->waiting_since_us[d]) e->answer_gap_us[d] = 0;
+}
+
 static uint32_t owner(const fl_engine *e) { return __atomic_load_n(e->rx_owner, __ATOMIC_ACQUIRE); }
 
 static void hand_over(fl_engine *e, uint32_t to, int fd, int stat) {
@@ -64,18 +104,17 @@ int fl_pump_lead(fl_engine *e, int timeout_ms, int max_batches) {
   if (fl_stop_requested(e)) return FL_PUMP_STOPPED;
   for (int b = 0; b < max_batches; b++) {
     fl_sync_peers(e);
-    int own_rx = owner(e) == 0, did, r;
-    if ((r = fl_tx_step(e)) < 0) return r;
-    did = r;
+    int own_rx = owner(e) == 0, tx, rx = 0;
+    if ((tx = fl_tx_step(e)) < 0) return tx;
+    int64_t now = mono_us();
+    if (tx) note_traffic(e, DIR_TX, now);
     if (own_rx) {
-      if ((r = fl_rx_step(e)) < 0) return r;
-      did += r;
-      e->busy_rx += r;
+      if ((rx = fl_rx_step(e)) < 0) return rx;
+      e->busy_rx += rx;
+      if (rx) note_traffic(e, DIR_RX, now = mono_us());
     }
-    if (did) {
-      int64_t now = mono_us();
-      e->active_us = now;
-      if (e->idle_since_us) { e->gap_short = now - e->idle_since_us < 2 * (int64_t)e->spin_us; e->idle_since_us = 0; }
+    if (tx + rx) {
+      if (e->busy_polling) { e->busy_polling = 0; STAT(e, ST_BUSY_POLLS_ANSWERED)++; }
       if (!e->busy_since_us) e->busy_since_us = now;
       if (++e->busy_rounds >= FL_JOIN_ROUNDS && own_rx && e->busy_rx && now - e->busy_since_us >= FL_JOIN_BUSY_US) {
         hand_over(e, 1, e->join_fd, ST_ASSIST_JOINS);
@@ -87,16 +126,16 @@ int fl_pump_lead(fl_engine *e, int timeout_ms, int max_batches) {
     e->busy_since_us = 0;
     e->busy_rounds = 0;
     e->busy_rx = 0;
-    /* Busy-poll for spin_us only when the last pause in traffic was short (under twice the window): a
-     * request/response exchange whose replies come back within it is then served without a thread
-     * wakeup at either end, while sparse traffic (pings 2 ms apart, whose pauses are long) and an idle
-     * queue never spin. */
-    int64_t now = mono_us();
-    if (!e->idle_since_us) e->idle_since_us = now;
-    if (e->spin_us && e->gap_short && now - e->idle_since_us < e->spin_us) {
-      sched_yield();
-      b--;
-      continue;
+    if (e->spin_us && own_rx) { /* while the assist serves RX, the answers are not the lead's to wait for */
+      int64_t until = spin_until(e);
+      if (now < until) {
+        e->busy_polling = 1;
+        sched_yield();
+        b--;
+        continue;
+      }
+      if (until) forget_due_answers(e);
+      if (e->busy_polling) { e->busy_polling = 0; STAT(e, ST_BUSY_POLLS_EXPIRED)++; }
     }
     struct pollfd p[4];
     p[1] = (struct pollfd){.fd = e->dev_fd, .events = POLLIN};

@@ -91,8 +91,11 @@ typedef struct fl_engine_s {
   uint64_t busy_rx;         /* lead: RX messages in that run */
   int64_t window_start_us;  /* assist: its current rate window */
   uint64_t window_packets;  /* assist: RX messages in it */
-  int64_t idle_since_us;    /* lead: when it last found both directions empty (0: moving traffic) */
-  int gap_short;            /* lead: the last pause in traffic was under 2 × spin_us: busy-poll the next one */
+  /* lead, per direction (0 TX, 1 RX): when the first traffic not yet answered by the other direction
+   * moved (0: none waiting), and how long the last answer took (0: unknown, or the spin for it failed) */
+  int64_t waiting_since_us[2];
+  int64_t answer_gap_us[2];
+  int busy_polling;         /* lead: in a busy-poll for a predicted answer */
   uint8_t *tx_rbuf;  /* offload TX: FL_TX_READS reads of FL_SUPER */
   uint8_t *tx_hdrs;  /* offload TX: FL_TX_SEGS header slots of FL_TX_HDR */
   struct iovec *tx_iov; /* offload TX: FL_TX_IOVS, the gathered datagrams of a batch */

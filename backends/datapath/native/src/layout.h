@@ -79,6 +79,8 @@ enum {
   ST_WG_KEYPAIRS_CONFIRMED = 41,   /* RX: first packet on a responder's new keypair made it current */
   ST_ASSIST_JOINS = 42,            /* adaptive lead: handed RX to the assist under load */
   ST_ASSIST_LEAVES = 43,           /* adaptive assist: handed RX back when the load dropped */
+  ST_BUSY_POLLS_ANSWERED = 44,     /* adaptive lead: a busy-poll for a predicted answer that ended with traffic */
+  ST_BUSY_POLLS_EXPIRED = 45,      /* adaptive lead: one that ended without it, and slept */
   ST_GLOBAL_COUNT = 48,
   SP_TX_PACKETS = 0, SP_TX_BYTES = 1, SP_RX_PACKETS = 2, SP_RX_BYTES = 3,
   SP_RX_KEEPALIVES = 4, /* wireguard: authenticated keepalives (the timers need every authenticated packet) */
