@@ -165,6 +165,9 @@ int fl_pump_assist(fl_engine *e, int timeout_ms, int max_batches) {
       e->window_packets = 0;
       continue;
     }
+    /* A restarted assist that finds RX its own starts with an empty window (window_start_us 0), so it
+     * hands RX back at once unless its first step finds the flood still on: safe either way, since the
+     * lead takes RX back on the back eventfd and lends it again if the load is still there. */
     fl_sync_peers(e);
     int r = fl_rx_step(e);
     if (r < 0) return r;
