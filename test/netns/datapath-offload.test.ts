@@ -199,14 +199,20 @@ t.test('worker layouts carry 256 MB intact on udp and userspace vxlan', async (t
   }
 });
 
-// The adaptive pair (the default): pings alone never wake the second worker; bulk TCP makes the lead
+// The adaptive pair (the default): pings alone never wake the second worker, and the pinging node's lead
+// busy-polls for the echoes it has learnt to expect, while an idle node never does; bulk TCP makes the lead
 // hand RX to it on both nodes, and it hands RX back once the transfer is over; traffic after that
 // (pings, another transfer) still flows, so no direction was left without a worker.
 t.test('adaptive workers: the second worker joins under bulk TCP and leaves after it', async (t) => {
-  const withMetrics = [`--healthz-port=${HEALTHZ}`];
+  // A busy-poll window wide enough that a loaded test machine's echoes still come within it.
+  const withMetrics = [`--healthz-port=${HEALTHZ}`, '--datapath-spin-us=5000'];
   const handovers = async (node: NodeHost): Promise<{ assist: number; lead: number }> => {
     const m = await scrape(node, HEALTHZ);
     return { assist: sample(m, 'flanneld_datapath_worker_handovers_total{to="assist"}') ?? 0, lead: sample(m, 'flanneld_datapath_worker_handovers_total{to="lead"}') ?? 0 };
+  };
+  const busyPolls = async (node: NodeHost): Promise<number> => {
+    const m = await scrape(node, HEALTHZ);
+    return (sample(m, 'flanneld_datapath_busy_polls_total{result="answered"}') ?? 0) + (sample(m, 'flanneld_datapath_busy_polls_total{result="expired"}') ?? 0);
   };
   for (const backend of [{ Type: 'udp' }, { Type: 'vxlan' }]) {
     await t.test(backend.Type, async (t) => {
@@ -215,6 +221,14 @@ t.test('adaptive workers: the second worker joins under bulk TCP and leaves afte
       t.equal((await ping(p1, p2.ip, ['-c', '50', '-i', '0.01'])).code, 0, '50 pings pass');
       const light = [await handovers(n1), await handovers(n2)];
       t.same(light.map((h) => h.assist), [0, 0], `pings alone: RX never handed to the second worker (${JSON.stringify(light)})`);
+      // Echoes that come back before the lead has found the queue empty need no poll, so not all 50 count.
+      const pinger = await scrape(n1, HEALTHZ);
+      const answered = sample(pinger, 'flanneld_datapath_busy_polls_total{result="answered"}') ?? 0;
+      const expired = sample(pinger, 'flanneld_datapath_busy_polls_total{result="expired"}') ?? 0;
+      t.ok(answered >= 3, `the pinging node's lead caught echoes while busy-polling for them (${answered} answered, ${expired} expired, of 50 pings)`);
+      const quiet = [await busyPolls(n1), await busyPolls(n2)];
+      await new Promise((r) => setTimeout(r, 1000));
+      t.same([await busyPolls(n1), await busyPolls(n2)], quiet, 'an idle node never busy-polls');
       await transfer(t, p1, p2, GB / 4, `${backend.Type} → ${backend.Type}`);
       const busy = [await handovers(n1), await handovers(n2)];
       t.ok(busy.every((h) => h.assist >= 1), `bulk TCP: both nodes handed RX to the second worker (${JSON.stringify(busy)})`);

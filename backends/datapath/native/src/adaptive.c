@@ -39,21 +39,37 @@ static int64_t mono_us(void) {
 }
 
 /* Reply prediction. Traffic in one direction is usually answered by the other: a ping sent to the
- * underlay by its echo from it, a request delivered to the device by the local reply. The lead times
- * how long the last answer in each direction took, and after traffic it busy-polls while an answer is
- * due: up to twice the last gap plus FL_SPIN_SLACK_US, never longer than spin_us. So the node that sent
- * a request stays awake for its reply, and the node that serves it does not spin after sending the
- * reply (the next request is a ping interval away); bulk traffic spins a few µs after its end; an idle
- * queue, one-way traffic and answers slower than spin_us never spin. A spin that ends without its
- * answer forgets the gap, so the next one waits for a fresh measurement. */
+ * underlay by its echo from it, a request delivered to the device by the local reply. The lead keeps,
+ * per direction, a smoothed delay of those answers and its mean deviation (as TCP does for its
+ * retransmission timeout, RFC 6298), and after traffic it busy-polls while an answer is due: up to
+ * srtt + 4 × deviation + FL_SPIN_SLACK_US, never longer than spin_us, and only while srtt is under
+ * spin_us. So the node that sent a request stays awake for its reply, and the node that serves it does
+ * not spin after sending the reply (the next request is a ping interval away); bulk traffic spins a few
+ * µs after its end; an idle queue and answers slower than spin_us never spin. A busy-poll that expires
+ * without its answer stops the polling in that direction until an answer comes, so one-way traffic
+ * costs one expired poll, not one per packet. */
 #define FL_SPIN_SLACK_US 20
 enum { DIR_TX = 0, DIR_RX = 1 };
+
+static void learn_answer(fl_engine *e, int d, int64_t delay) {
+  if (delay < 1) delay = 1;
+  if (delay > 2 * (int64_t)e->spin_us) delay = 2 * (int64_t)e->spin_us; /* one long pause must not stop polling for long */
+  if (!e->answer_srtt_us[d]) {
+    e->answer_srtt_us[d] = delay;
+    e->answer_var_us[d] = delay / 2;
+  } else {
+    int64_t err = delay - e->answer_srtt_us[d];
+    e->answer_var_us[d] += ((err < 0 ? -err : err) - e->answer_var_us[d]) / 4;
+    e->answer_srtt_us[d] += err / 8;
+    if (e->answer_srtt_us[d] < 1) e->answer_srtt_us[d] = 1;
+  }
+  e->answer_missed[d] = 0;
+}
 
 static void note_traffic(fl_engine *e, int dir, int64_t now) {
   int other = !dir;
   if (e->waiting_since_us[other]) {
-    int64_t gap = now - e->waiting_since_us[other];
-    e->answer_gap_us[other] = gap > 0 ? gap : 1;
+    learn_answer(e, other, now - e->waiting_since_us[other]);
     e->waiting_since_us[other] = 0;
   }
   if (!e->waiting_since_us[dir]) e->waiting_since_us[dir] = now;
@@ -63,19 +79,19 @@ static void note_traffic(fl_engine *e, int dir, int64_t now) {
 static int64_t spin_until(const fl_engine *e) {
   int64_t until = 0;
   for (int d = 0; d < 2; d++) {
-    int64_t gap = e->answer_gap_us[d];
-    if (!e->waiting_since_us[d] || !gap || gap >= e->spin_us) continue;
-    int64_t span = 2 * gap + FL_SPIN_SLACK_US;
+    int64_t srtt = e->answer_srtt_us[d];
+    if (!e->waiting_since_us[d] || !srtt || srtt >= e->spin_us || e->answer_missed[d]) continue;
+    int64_t span = srtt + 4 * e->answer_var_us[d] + FL_SPIN_SLACK_US;
     if (span > e->spin_us) span = e->spin_us;
     if (e->waiting_since_us[d] + span > until) until = e->waiting_since_us[d] + span;
   }
   return until;
 }
 
-/* The answers spin_until waited for did not come: measure afresh before spinning again. */
-static void forget_due_answers(fl_engine *e) {
+/* The answers spin_until waited for did not come: no more polling for them until one does. */
+static void note_missed_answers(fl_engine *e) {
   for (int d = 0; d < 2; d++)
-    if (e->waiting_since_us[d]) e->answer_gap_us[d] = 0;
+    if (e->waiting_since_us[d]) e->answer_missed[d] = 1;
 }
 
 static uint32_t owner(const fl_engine *e) { return __atomic_load_n(e->rx_owner, __ATOMIC_ACQUIRE); }
@@ -134,7 +150,7 @@ int fl_pump_lead(fl_engine *e, int timeout_ms, int max_batches) {
         b--;
         continue;
       }
-      if (until) forget_due_answers(e);
+      if (until) note_missed_answers(e);
       if (e->busy_polling) { e->busy_polling = 0; STAT(e, ST_BUSY_POLLS_EXPIRED)++; }
     }
     struct pollfd p[4];

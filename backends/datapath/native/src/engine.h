@@ -92,9 +92,11 @@ typedef struct fl_engine_s {
   int64_t window_start_us;  /* assist: its current rate window */
   uint64_t window_packets;  /* assist: RX messages in it */
   /* lead, per direction (0 TX, 1 RX): when the first traffic not yet answered by the other direction
-   * moved (0: none waiting), and how long the last answer took (0: unknown, or the spin for it failed) */
+   * moved (0: none waiting); the smoothed delay of the answers and its mean deviation (0: none yet);
+   * whether the last busy-poll for an answer expired, so that none is made until an answer comes */
   int64_t waiting_since_us[2];
-  int64_t answer_gap_us[2];
+  int64_t answer_srtt_us[2], answer_var_us[2];
+  int answer_missed[2];
   int busy_polling;         /* lead: in a busy-poll for a predicted answer */
   uint8_t *tx_rbuf;  /* offload TX: FL_TX_READS reads of FL_SUPER */
   uint8_t *tx_hdrs;  /* offload TX: FL_TX_SEGS header slots of FL_TX_HDR */
