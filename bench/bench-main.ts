@@ -37,7 +37,7 @@ function buildResult(o: BenchOptions, out: RunOutput, started: Date, env: BenchR
     environment: env,
     options: {
       mode: o.underlay ? 'underlay' : 'local', datapaths: o.datapaths, metrics: [...o.metrics, ...o.control],
-      durationSec: o.durationSec, repeats: o.repeats, pings: o.pings, peers: o.peers, quick: o.quick,
+      durationSec: o.durationSec, repeats: o.repeats, pings: o.pings, ...(o.rpcRate ? { rpcRate: o.rpcRate } : {}), peers: o.peers, quick: o.quick,
     },
     datapaths,
     controlPlane: { programPeers: out.programPeers, leaseToPacket: out.leaseToPacket, ...(out.kubeNodes ? { kubeNodes: out.kubeNodes } : {}) },

@@ -22,6 +22,8 @@ export interface BenchOptions {
   readonly durationSec: number;
   readonly repeats: number;
   readonly pings: number;
+  /** sockperf requests per second in the rpc metric; 0: back to back (ping-pong). */
+  readonly rpcRate: number;
   readonly peers: number[];
   readonly quick: boolean;
   /** Path prefix of the result files (.json, .svg, .txt). */
@@ -45,6 +47,8 @@ export const USAGE = `usage: npm run bench -- [flags]
   --repeats=N        repeats of every measurement, reported as median [min-max] (default 3; --quick 2,
                      and program-peers once)
   --pings=N          echo requests per latency measurement, at least 200 (default 300; --quick 200)
+  --rpc-rate=N       requests per second of the rpc metric's sockperf client, paced with a pause between
+                     round trips as a service under light load sees them (default 0: back to back)
   --peers=LIST       peer counts for program-peers (default 10,100,1000,5000), and for kube-nodes
                      those up to 250 (N Nodes in a real kube-apiserver → flanneld's routes, kube mode)
   --quick            short runs; finishes in about 2 minutes
@@ -96,7 +100,7 @@ export function parseOptions(argv: readonly string[], today = new Date()): Bench
     flags.set(m[1] as string, m[2] ?? 'true');
   }
   if (flags.has('help')) return undefined;
-  const known = ['datapaths', 'metrics', 'duration', 'repeats', 'pings', 'peers', 'quick', 'out', 'underlay', 'peer', 'role', 'etcd'];
+  const known = ['datapaths', 'metrics', 'duration', 'repeats', 'pings', 'rpc-rate', 'peers', 'quick', 'out', 'underlay', 'peer', 'role', 'etcd'];
   const unknown = [...flags.keys()].filter((k) => !known.includes(k));
   if (unknown.length > 0) throw new UsageError(`unknown flag --${unknown[0]}`);
   const quick = flags.get('quick') === 'true';
@@ -110,6 +114,7 @@ export function parseOptions(argv: readonly string[], today = new Date()): Bench
     durationSec: int('duration', flags.get('duration') ?? (quick ? '1' : '5'), 1),
     repeats: int('repeats', flags.get('repeats') ?? (quick ? '2' : '3'), 1),
     pings: int('pings', flags.get('pings') ?? (quick ? '200' : '300'), 200),
+    rpcRate: int('rpc-rate', flags.get('rpc-rate') ?? '0', 0),
     peers: (flags.get('peers') ?? '10,100,1000,5000').split(',').map((p) => int('peers', p, 1)),
     quick,
     out: flags.get('out') ?? freshPrefix(join(repoRoot(), 'bench', 'results', `${date}${quick ? '-quick' : ''}`)),

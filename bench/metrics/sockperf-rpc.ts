@@ -1,5 +1,6 @@
 // UDP request/response latency with sockperf (Debian's sockperf 3.7): a server at the server end echoes
-// 64-byte messages, the client sends the next one as soon as the reply is in (ping-pong) for a few
+// 64-byte messages, the client sends the next one as soon as the reply is in (ping-pong), or paced at a
+// given rate (--rpc-rate, sockperf --mps: pauses between round trips, as a lightly loaded service sees), for a few
 // seconds and reports the full round trip (--full-rtt) percentiles. Unlike ping, whose echo the
 // kernel answers, both ends are user-space processes that sleep in recvfrom(), as an RPC's are.
 import { spawnIn, stopProcess } from '../../deploy/local/netns.js';
@@ -28,7 +29,8 @@ export function parseSockperf(output: string): Omit<RpcRaw, 'seconds'> {
   return { observations, dropped, p50Us: round(p50, 1), p99Us: round(p99, 1) };
 }
 
-export async function sockperfRpc(client: Endpoint, server: Endpoint, seconds: number): Promise<RpcRaw> {
+/** `rate` requests per second (sockperf --mps), 0: each as soon as the last reply is in. */
+export async function sockperfRpc(client: Endpoint, server: Endpoint, seconds: number, rate = 0): Promise<RpcRaw> {
   const proc = spawnIn(server.ns, 'sockperf', ['server', '-i', server.ip, '-p', String(PORT)]);
   try {
     const deadline = Date.now() + 10_000;
@@ -36,7 +38,7 @@ export async function sockperfRpc(client: Endpoint, server: Endpoint, seconds: n
       if (proc.child.exitCode !== null || Date.now() > deadline) throw new Error(`sockperf server did not start: ${proc.output().trim().slice(-200)}`);
       await new Promise((r) => setTimeout(r, 20));
     }
-    const args = ['ping-pong', '-i', server.ip, '-p', String(PORT), '-t', String(seconds), '-m', String(MESSAGE_BYTES), '--full-rtt'];
+    const args = ['ping-pong', '-i', server.ip, '-p', String(PORT), '-t', String(seconds), '-m', String(MESSAGE_BYTES), '--full-rtt', ...(rate ? [`--mps=${rate}`] : [])];
     const r = await withTimeout(execOn(client.ns, 'sockperf', args), (seconds + 20) * 1000, 'sockperf client');
     return { ...parseSockperf(r.stdout + r.stderr), seconds };
   } finally {

@@ -158,6 +158,7 @@ export function validateResult(v: unknown): string[] {
     c.arr(o.datapaths, 'options.datapaths').forEach((d, i) => c.str(d, `options.datapaths[${i}]`, ALL_DATAPATH_IDS));
     c.arr(o.metrics, 'options.metrics').forEach((m, i) => c.str(m, `options.metrics[${i}]`, [...DATAPATH_METRICS, ...CONTROL_METRICS]));
     for (const k of ['durationSec', 'repeats', 'pings']) c.num(o[k], `options.${k}`);
+    if (o.rpcRate !== undefined) c.num(o.rpcRate, 'options.rpcRate');
     c.arr(o.peers, 'options.peers').forEach((x, i) => c.num(x, `options.peers[${i}]`));
     c.bool(o.quick, 'options.quick');
   }

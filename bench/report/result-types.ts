@@ -194,6 +194,8 @@ export interface ResultOptions {
   readonly durationSec: number;
   readonly repeats: number;
   readonly pings: number;
+  /** The rpc metric's requests per second; absent: back to back. */
+  readonly rpcRate?: number;
   readonly peers: readonly number[];
   readonly quick: boolean;
 }

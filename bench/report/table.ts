@@ -103,7 +103,7 @@ export function renderTable(r: BenchResult): string {
     `${env.cpuModel}, ${env.cores} cores, Linux ${env.kernel}, Node ${env.nodeVersion}, commit ${env.gitCommit.slice(0, 12)}${env.gitDirty ? ' (dirty)' : ''}`,
     ...(env.threadWakeupUs ? [`Thread wake-up (eventfd, median): ${env.threadWakeupUs.sameCpu} µs on one CPU, ${env.threadWakeupUs.crossCpu} µs across CPUs; udp and userspace vxlan take 2-4 per round trip, the TUN relay 2, kernel paths none.`] : []),
     'Figures: median, [min–max] over repeats; ×ref = ratio to kernel VXLAN configured by hand (for RTT, above 1 is slower).',
-    ...(r.options.metrics.includes('rpc') ? ['UDP RPC: sockperf ping-pong, 64-byte UDP messages back to back between the pods, full round trips (both ends wake in user space, as an RPC does); RTT: ping, answered by the kernel.'] : []),
+    ...(r.options.metrics.includes('rpc') ? [`UDP RPC: sockperf ping-pong, 64-byte UDP messages ${r.options.rpcRate ? `paced at ${r.options.rpcRate} requests/s` : 'back to back'} between the pods, full round trips (both ends wake in user space, as an RPC does); RTT: ping, answered by the kernel.`] : []),
     ...(r.options.metrics.includes('idle') ? [`idle CPU: each daemon's CPU over ${idleSeconds(r.options)} s with no traffic (after the repeat's other measurements and 3 s to settle), percent of one core.`] : []),
     ...(r.datapaths.some((d) => isIpv6Row(d.id)) ? ['IPv6 rows (… IPv6): measured between the pods\' IPv6 addresses over an IPv6 underlay; their ×ref is to kernel VXLAN IPv6 by hand (kernel-vxlan6).'] : []),
     '',

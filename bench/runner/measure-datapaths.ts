@@ -100,7 +100,7 @@ async function measureOne(path: ReadyPath, iperf: IperfControl, metric: DataPath
         return { repeat, metric, value: latency.p50Us, latency, daemonCpuSec: await cpu() };
       }
       case 'rpc': {
-        const rpc = await sockperfRpc(path.client, path.server, o.durationSec);
+        const rpc = await sockperfRpc(path.client, path.server, o.durationSec, o.rpcRate);
         return { repeat, metric, value: rpc.p50Us, rpc, daemonCpuSec: await cpu() };
       }
       case 'idle': {

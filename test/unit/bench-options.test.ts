@@ -39,3 +39,10 @@ t.test('parseOptions: every row by default, the real flannel\'s after ours, then
   for (const id of DATAPATH_IDS) t.match(USAGE, new RegExp(`[ ,]${id}[,\\s]`), `--help names ${id}`);
   t.notMatch(USAGE, /only when named|opt-in/, 'no row is opt-in any more');
 });
+
+t.test('parseOptions: --rpc-rate paces the rpc metric; back to back by default; a negative rate is refused', async (t) => {
+  t.equal(parseOptions([])?.rpcRate, 0, 'back to back by default');
+  t.equal(parseOptions(['--rpc-rate=1000'])?.rpcRate, 1000);
+  t.throws(() => parseOptions(['--rpc-rate=-5']), UsageError);
+  t.match(USAGE, /--rpc-rate=N/, '--help names it');
+});
