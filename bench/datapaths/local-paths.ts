@@ -178,13 +178,19 @@ async function setupFlanneldPath(def: DataPathDef, tag: string, daemonArgs: read
   const destroy = onTeardown(`${def.id} cluster`, () => cluster.destroy());
   try {
     await cluster.putConfig({ Network: OVERLAY_NETWORK, ...(ipv6 ? { EnableIPv6: true, IPv6Network: OVERLAY_NETWORK6 } : {}), Backend: def.backend });
+    const leased = (node: NodeHost): Promise<string> => waitForLease(cluster, node, def).catch((err: unknown) => { throw unavailableOr(cluster, node.name, err); });
     for (const node of cluster.nodes) {
       if (realFlannel) cluster.startFlannel(node, realFlannel);
       else cluster.startDaemon(node, ['--log-level=warn', ...daemonArgs]);
+      // The real flannel picks a node's IPv6 subnet at random among the free ones, and etcd guards only the lease's
+      // key, which two nodes' different IPv4 subnets already make distinct: started together, two nodes can take
+      // the same IPv6 subnet (seen once in a CI run: both pods had one address). So one at a time, as a rolling
+      // start would; our flanneld guards the IPv6 subnet itself (subnet/etcd).
+      if (realFlannel && ipv6) await leased(node);
     }
     const pods: PodHost[] = [];
     for (const node of cluster.nodes) {
-      const subnet = await waitForLease(cluster, node, def).catch((err: unknown) => { throw unavailableOr(cluster, node.name, err); });
+      const subnet = await leased(node);
       const subnet6 = ipv6 ? await waitForIpv6Subnet(cluster, node) : undefined;
       await sysctlIn(node.ns, 'net.ipv4.ip_forward', '1');
       const pod = await cluster.addPod(node, subnet, 2, subnet6);
@@ -192,6 +198,8 @@ async function setupFlanneldPath(def: DataPathDef, tag: string, daemonArgs: read
       if (mtu > 0) await setPodMtu(node.ns, pod.ns, mtu);
       pods.push(pod);
     }
+    const addresses = pods.map((p) => podIp(p, ipv6));
+    if (new Set(addresses).size < addresses.length) throw new Error(`two nodes were leased the same subnet (pods ${addresses.join(', ')}): nothing between them would cross the tunnel`);
     await waitForPing(pods, ipv6);
     const pids = (): number[] => [...cluster.daemons.values()].flatMap((d) => (d.proc.child.pid && d.proc.child.exitCode === null ? [d.proc.child.pid] : []));
     return { ready: podsReady(pods, pids, ipv6), topo: cluster.topo, pods, cluster, destroy };
