@@ -210,9 +210,9 @@ t.test('adaptive workers: the second worker joins under bulk TCP and leaves afte
     const m = await scrape(node, HEALTHZ);
     return { assist: sample(m, 'flanneld_datapath_worker_handovers_total{to="assist"}') ?? 0, lead: sample(m, 'flanneld_datapath_worker_handovers_total{to="lead"}') ?? 0 };
   };
-  const busyPolls = async (node: NodeHost): Promise<number> => {
+  const busyPolls = async (node: NodeHost): Promise<{ answered: number; expired: number }> => {
     const m = await scrape(node, HEALTHZ);
-    return (sample(m, 'flanneld_datapath_busy_polls_total{result="answered"}') ?? 0) + (sample(m, 'flanneld_datapath_busy_polls_total{result="expired"}') ?? 0);
+    return { answered: sample(m, 'flanneld_datapath_busy_polls_total{result="answered"}') ?? 0, expired: sample(m, 'flanneld_datapath_busy_polls_total{result="expired"}') ?? 0 };
   };
   for (const backend of [{ Type: 'udp' }, { Type: 'vxlan' }]) {
     await t.test(backend.Type, async (t) => {
@@ -222,9 +222,7 @@ t.test('adaptive workers: the second worker joins under bulk TCP and leaves afte
       const light = [await handovers(n1), await handovers(n2)];
       t.same(light.map((h) => h.assist), [0, 0], `pings alone: RX never handed to the second worker (${JSON.stringify(light)})`);
       // Echoes that come back before the lead has found the queue empty need no poll, so not all 50 count.
-      const pinger = await scrape(n1, HEALTHZ);
-      const answered = sample(pinger, 'flanneld_datapath_busy_polls_total{result="answered"}') ?? 0;
-      const expired = sample(pinger, 'flanneld_datapath_busy_polls_total{result="expired"}') ?? 0;
+      const { answered, expired } = await busyPolls(n1);
       t.ok(answered >= 3, `the pinging node's lead caught echoes while busy-polling for them (${answered} answered, ${expired} expired, of 50 pings)`);
       const quiet = [await busyPolls(n1), await busyPolls(n2)];
       await new Promise((r) => setTimeout(r, 1000));

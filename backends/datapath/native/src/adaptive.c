@@ -123,11 +123,11 @@ int fl_pump_lead(fl_engine *e, int timeout_ms, int max_batches) {
     int own_rx = owner(e) == 0, tx, rx = 0;
     if ((tx = fl_tx_step(e)) < 0) return tx;
     int64_t now = mono_us();
-    if (tx) note_traffic(e, DIR_TX, now);
+    if (tx && e->spin_us) note_traffic(e, DIR_TX, now);
     if (own_rx) {
       if ((rx = fl_rx_step(e)) < 0) return rx;
       e->busy_rx += rx;
-      if (rx) note_traffic(e, DIR_RX, now = mono_us());
+      if (rx && e->spin_us) note_traffic(e, DIR_RX, now = mono_us());
     }
     if (tx + rx) {
       if (e->busy_polling) { e->busy_polling = 0; STAT(e, ST_BUSY_POLLS_ANSWERED)++; }
